@@ -1,0 +1,87 @@
+"""Ingest errors and the one table that maps them to OTLP/HTTP answers.
+
+Each error says how the client should react (OTLP spec, "Failures"): only 429, 502, 503 and
+504 are retried by exporters, so a transient fault must never surface as 500, and bad data
+must never surface as a retryable code. Bodies are ``google.rpc.Status`` encoded like the
+request (protobuf or JSON).
+"""
+
+from __future__ import annotations
+
+from google.protobuf import json_format
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+
+
+class IngestError(Exception):
+    """Root of every error ingest answers with. Never raised itself."""
+
+    status: int = 500
+    grpc_code: int = code_pb2.INTERNAL
+    retriable: bool = False
+    reason: str = "internal"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequest(IngestError):
+    """The body cannot be decoded as the OTLP request of its signal. Not retried."""
+
+    status = 400
+    grpc_code = code_pb2.INVALID_ARGUMENT
+    reason = "bad_request"
+
+
+class PayloadTooLarge(IngestError):
+    """The body, after decompression, is larger than the configured limit. Not retried."""
+
+    status = 413
+    grpc_code = code_pb2.RESOURCE_EXHAUSTED
+    reason = "too_large"
+
+
+class UnsupportedMediaType(IngestError):
+    """Content-Type or Content-Encoding that OTLP/HTTP does not define. Not retried."""
+
+    status = 415
+    grpc_code = code_pb2.INVALID_ARGUMENT
+    reason = "unsupported_media_type"
+
+
+class Unavailable(IngestError):
+    """Kafka cannot take the write now; the exporter retries after ``retry_after`` seconds."""
+
+    status = 503
+    grpc_code = code_pb2.UNAVAILABLE
+    retriable = True
+    reason = "unavailable"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def status_body(error: IngestError, media_type: str) -> bytes:
+    """Encode ``error`` as a ``google.rpc.Status`` in the request's encoding."""
+    status = status_pb2.Status(code=error.grpc_code, message=error.message)
+    if isinstance(error, BadRequest):
+        details = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(field="body", description=error.message)
+            ]
+        )
+        status.details.add().Pack(details)
+    if media_type == PROTOBUF:
+        encoded: bytes = status.SerializeToString()
+        return encoded
+    return str(json_format.MessageToJson(status, indent=None)).encode()
+
+
+def response_headers(error: IngestError) -> dict[str, str]:
+    if isinstance(error, Unavailable):
+        return {"Retry-After": str(error.retry_after)}
+    return {}

@@ -1,0 +1,50 @@
+"""Ingest's Prometheus metrics, on an injectable registry (tests use a fresh one)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class IngestMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.requests = Counter(
+            "tokentide_ingest_requests",
+            "OTLP export requests answered, by signal and HTTP status.",
+            ["signal", "status"],
+            registry=registry,
+        )
+        self.bytes = Counter(
+            "tokentide_ingest_received_bytes",
+            "Request body bytes received (before decompression).",
+            ["signal"],
+            registry=registry,
+        )
+        self.records = Counter(
+            "tokentide_ingest_records",
+            "Records (log records, data points, spans) accepted.",
+            ["signal"],
+            registry=registry,
+        )
+        self.rejects = Counter(
+            "tokentide_ingest_rejects",
+            "Requests refused, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.kafka_latency = Histogram(
+            "tokentide_ingest_kafka_ack_seconds",
+            "Time from produce to Kafka acknowledgement.",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=registry,
+        )
+        self.inflight_bytes = Gauge(
+            "tokentide_ingest_inflight_bytes",
+            "Decoded request bytes currently held.",
+            registry=registry,
+        )
+        self.kafka_ready = Gauge(
+            "tokentide_ingest_kafka_ready",
+            "1 when the Kafka producer is connected.",
+            registry=registry,
+        )

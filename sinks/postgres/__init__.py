@@ -1,0 +1,1 @@
+"""The PostgreSQL (and, later, TimescaleDB) sink."""

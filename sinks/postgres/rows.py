@@ -1,0 +1,170 @@
+"""Pure: canonical records to the rows of the PostgreSQL tables (column order = COPY order)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from tokentide.records import Event, Point, SessionState
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+EVENT_COLUMNS = (
+    "tenant_id",
+    "session_id",
+    "event_id",
+    "ts",
+    "agent",
+    "name",
+    "seq",
+    "user_id",
+    "model",
+    "query_source",
+    "request_id",
+    "duration_ms",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_creation_tokens",
+    "reasoning_tokens",
+    "cost_usd",
+    "cost_source",
+    "attributes",
+)
+POINT_COLUMNS = (
+    "tenant_id",
+    "session_id",
+    "series_id",
+    "ts",
+    "start_ts",
+    "agent",
+    "name",
+    "value",
+    "temporality",
+    "unit",
+    "attributes",
+)
+SESSION_COLUMNS = (
+    "tenant_id",
+    "session_id",
+    "agent",
+    "service_name",
+    "user_id",
+    "started_at",
+    "last_seen_at",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_creation_tokens",
+    "reasoning_tokens",
+    "cost_usd",
+    "api_requests",
+    "api_errors",
+    "events",
+    "models",
+    "context_tokens",
+    "context_window",
+    "context_model",
+    "state_version",
+)
+
+
+def timestamp(ns: int) -> datetime:
+    """Nanoseconds since the epoch to an exact (microsecond) UTC timestamp."""
+    return _EPOCH + timedelta(microseconds=ns // 1000)
+
+
+def usd(nanos: int | None) -> Decimal | None:
+    return None if nanos is None else Decimal(nanos).scaleb(-9)
+
+
+def text(value: str | None) -> str | None:
+    """PostgreSQL text cannot hold NUL characters; agents' strings occasionally do."""
+    return None if value is None else value.replace("\x00", "")
+
+
+def jsonb(value: dict[str, Any]) -> str:
+    # jsonb refuses the \u0000 escape; drop it rather than the whole row.
+    return json.dumps(value, separators=(",", ":"), default=str).replace("\\u0000", "")
+
+
+def event_row(e: Event) -> tuple[Any, ...]:
+    t = e.tokens
+    return (
+        e.tenant,
+        text(e.session_id),
+        text(e.event_id),
+        timestamp(e.time_ns),
+        e.agent,
+        text(e.name),
+        e.sequence,
+        text(e.user_id),
+        text(e.model),
+        text(e.query_source),
+        text(e.request_id),
+        e.duration_ms,
+        t.input if t else None,
+        t.output if t else None,
+        t.cache_read if t else None,
+        t.cache_creation if t else None,
+        t.reasoning if t else None,
+        usd(e.cost_nanos),
+        e.cost_source,
+        jsonb(e.attributes),
+    )
+
+
+def point_row(p: Point) -> tuple[Any, ...]:
+    return (
+        p.tenant,
+        text(p.session_id),
+        p.series_id,
+        timestamp(p.time_ns),
+        timestamp(p.start_time_ns),
+        p.agent,
+        text(p.name),
+        p.value,
+        p.temporality,
+        text(p.unit),
+        jsonb(p.attributes),
+    )
+
+
+def session_row(s: SessionState) -> tuple[Any, ...]:
+    t = s.tokens
+    return (
+        s.tenant,
+        text(s.session_id),
+        s.agent,
+        text(s.service_name),
+        text(s.user_id),
+        timestamp(s.started_at_ns),
+        timestamp(s.last_seen_at_ns),
+        t.input,
+        t.output,
+        t.cache_read,
+        t.cache_creation,
+        t.reasoning,
+        usd(s.cost_nanos),
+        s.api_requests,
+        s.api_errors,
+        s.events,
+        [text(m) for m in s.models],
+        s.context.tokens,
+        s.context.window,
+        text(s.context.model),
+        s.version,
+    )
+
+
+def latest_states(states: list[SessionState]) -> list[SessionState]:
+    """One state per session, the highest version (an upsert may touch a row only once)."""
+    best: dict[tuple[str, str], SessionState] = {}
+    for state in states:
+        key = (state.tenant, state.session_id)
+        current = best.get(key)
+        if current is None or state.version > current.version:
+            best[key] = state
+    return list(best.values())

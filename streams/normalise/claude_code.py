@@ -1,0 +1,108 @@
+"""Claude Code: events (``claude_code.<name>`` log records) and metrics.
+
+Facts (reference/agent-telemetry.md, section 2):
+- ``session.id`` sits on every record and data point, not on the resource;
+- ``api_request`` carries one model request's usage: ``input_tokens`` excludes the cache,
+  ``output_tokens`` includes thinking, ``cost_usd`` is the agent's own figure;
+- metric model names carry a ``[1m]`` suffix for the long-context variant, events don't;
+- numbers arrive as ints, doubles or strings depending on the attribute.
+"""
+
+from __future__ import annotations
+
+import re
+
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
+from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric
+
+from streams.normalise.base import Origin
+from streams.normalise.generic import GenericNormaliser
+from streams.otlp import any_value, as_float, as_int, as_str, attributes, stable_id
+from tokentide.records import NANOS_PER_USD, Event, Tokens
+
+SERVICE_NAMES = frozenset({"claude-code", "claude-code-desktop"})
+SCOPE_PREFIX = "com.anthropic.claude_code"
+_VARIANT = re.compile(r"^(?P<model>.*?)\[(?P<variant>[^\]]+)\]$")
+#: ``query_source`` values of the session's own conversation (events use the first two,
+#: metrics ``main``); everything else (title generation, compaction, subagents) runs in a
+#: context window of its own.
+MAIN_QUERY_SOURCES = frozenset({"repl_main_thread", "sdk", "main"})
+
+
+def split_model(model: str | None) -> tuple[str | None, str | None]:
+    """``claude-opus-4-8[1m]`` -> (``claude-opus-4-8``, ``1m``)."""
+    if not model:
+        return None, None
+    match = _VARIANT.match(model)
+    return (match["model"], match["variant"]) if match else (model, None)
+
+
+def usd_to_nanos(value: object) -> int | None:
+    """The agent's ``cost_usd`` double to integer nano-USD (exact sums from here on)."""
+    cost = as_float(value)
+    return None if cost is None else round(cost * NANOS_PER_USD)
+
+
+class ClaudeCodeNormaliser(GenericNormaliser):
+    agent = "claude_code"
+
+    def matches(self, origin: Origin) -> bool:
+        return origin.service_name in SERVICE_NAMES or origin.scope_name.startswith(SCOPE_PREFIX)
+
+    def agent_of(self, origin: Origin) -> str:
+        return self.agent
+
+    def event(self, origin: Origin, record: LogRecord) -> Event:
+        attrs = attributes(record.attributes)
+        body = as_str(any_value(record.body)) or ""
+        name = as_str(attrs.get("event.name")) or body.removeprefix("claude_code.") or "log"
+        sequence = as_int(attrs.get("event.sequence"))
+        time_ns = record.time_unix_nano or record.observed_time_unix_nano or origin.received_ns
+        session_id = origin.session_of(attrs)
+        model, variant = split_model(as_str(attrs.get("model")))
+        event = Event(
+            tenant=origin.tenant,
+            session_id=session_id,
+            # The agent numbers its events per session; with the timestamp this stays
+            # unique even if a resumed session restarts the numbering.
+            event_id=stable_id(session_id, name, sequence, time_ns),
+            agent=self.agent,
+            name=name,
+            time_ns=time_ns,
+            sequence=sequence,
+            user_id=as_str(attrs.get("user.id")),
+            model=model,
+            model_variant=variant,
+            query_source=as_str(attrs.get("query_source")),
+            request_id=as_str(attrs.get("request_id")),
+            duration_ms=as_float(attrs.get("duration_ms")),
+            attributes=attrs,
+        )
+        if name == "api_request":
+            event.tokens = Tokens(
+                input=as_int(attrs.get("input_tokens")) or 0,
+                output=as_int(attrs.get("output_tokens")) or 0,
+                cache_read=as_int(attrs.get("cache_read_tokens")) or 0,
+                cache_creation=as_int(attrs.get("cache_creation_tokens")) or 0,
+            )
+            event.cost_nanos = usd_to_nanos(attrs.get("cost_usd"))
+            if event.cost_nanos is None:
+                micros = as_int(attrs.get("cost_usd_micros"))
+                event.cost_nanos = None if micros is None else micros * 1000
+            event.cost_source = "agent" if event.cost_nanos is not None else None
+        return event
+
+    def long_context(self, origin: Origin, metric: Metric) -> bool:
+        kind = metric.WhichOneof("data")
+        if kind not in ("sum", "gauge"):
+            return False
+        for point in getattr(metric, kind).data_points:
+            for kv in point.attributes:
+                if kv.key == "model" and split_model(kv.value.string_value)[1] == "1m":
+                    return True
+        return False
+
+
+def is_main_thread(query_source: str | None) -> bool:
+    """Whether a request belongs to the session's own context (absent source: assume so)."""
+    return query_source is None or query_source in MAIN_QUERY_SOURCES

@@ -1,0 +1,72 @@
+"""Pure helpers over OTLP protobuf messages: attribute values, numbers the agents send as text."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterable
+from typing import Any
+
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+
+def any_value(value: AnyValue) -> Any:
+    """An ``AnyValue`` as a plain JSON-able Python value; an empty value is ``None``."""
+    kind = value.WhichOneof("value")
+    if kind is None:
+        return None
+    if kind == "array_value":
+        return [any_value(v) for v in value.array_value.values]
+    if kind == "kvlist_value":
+        return attributes(value.kvlist_value.values)
+    if kind == "bytes_value":
+        return value.bytes_value.hex()
+    return getattr(value, kind)
+
+
+def attributes(kvs: Iterable[KeyValue]) -> dict[str, Any]:
+    """Attributes as a dict; empty values are dropped (Gemini sends ``{}`` for unset ones)."""
+    out: dict[str, Any] = {}
+    for kv in kvs:
+        value = any_value(kv.value)
+        if value is not None:
+            out[kv.key] = value
+    return out
+
+
+def as_int(value: Any) -> int | None:
+    """An integer from an int, a float or a decimal string (agents mix them); else None."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return int(number) if math.isfinite(number) else None
+
+
+def as_float(value: Any) -> float | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def as_str(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value if isinstance(value, str) else str(value)
+
+
+def stable_id(*parts: object) -> str:
+    """A short, stable id (hex) of ``parts``: the natural key of a record or series."""
+    digest = hashlib.blake2b(digest_size=16)
+    for part in parts:
+        digest.update(repr(part).encode())
+        digest.update(b"\x1f")
+    return digest.hexdigest()

@@ -1,0 +1,110 @@
+"""Pure processing of one raw message: decode, normalise, apply to session state.
+
+The Faust agent (``streams.app``) only wires this to topics and a table. Here nothing
+touches Kafka: state is read and written through two callables, once per session per
+message.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
+
+from streams.normalise import Registry, SessionRecords
+from streams.state import StoredSession, already_applied, apply
+from tokentide.records import EventBatch, PointBatch, SessionState
+from tokentide.settings import OPEN_MODE_TENANT
+from tokentide.topics import HEADER_RECEIVED_AT, HEADER_SIGNAL, HEADER_TENANT, Signal, session_key
+
+
+class UndecodableMessage(Exception):
+    """A raw message that is not the OTLP request its headers announce; it is skipped and counted."""
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """What one message produced for one session, keyed ``tenant/session``."""
+
+    key: bytes
+    events: EventBatch | None
+    points: PointBatch | None
+    state: SessionState
+
+
+GetState = Callable[[bytes], StoredSession | None]
+PutState = Callable[[bytes, StoredSession], None]
+
+
+def header_map(headers: Iterable[tuple[str, bytes]] | None) -> dict[str, str]:
+    return {k: v.decode(errors="replace") for k, v in (headers or ())}
+
+
+class Processor:
+    def __init__(self, registry: Registry, dedup_window: int) -> None:
+        self.registry = registry
+        self.dedup_window = dedup_window
+
+    def normalise(self, headers: dict[str, str], value: bytes) -> tuple[str, dict[str, SessionRecords]]:
+        """Decode a raw message and normalise it; returns (tenant, records by session)."""
+        tenant = headers.get(HEADER_TENANT) or OPEN_MODE_TENANT
+        received_ns = int(headers.get(HEADER_RECEIVED_AT) or time.time_ns())
+        signal = headers.get(HEADER_SIGNAL)
+        try:
+            if signal == Signal.LOGS:
+                logs = ExportLogsServiceRequest()
+                logs.ParseFromString(value)
+                return tenant, self.registry.logs(logs, tenant, received_ns)
+            if signal == Signal.METRICS:
+                metrics = ExportMetricsServiceRequest()
+                metrics.ParseFromString(value)
+                return tenant, self.registry.metrics(metrics, tenant, received_ns)
+        except DecodeError as exc:
+            raise UndecodableMessage(f"not an OTLP {signal} request: {exc}") from exc
+        raise UndecodableMessage(f"unsupported signal header {signal!r}")
+
+    def process(
+        self,
+        *,
+        topic: str,
+        offset: int,
+        headers: dict[str, str],
+        value: bytes,
+        get_state: GetState,
+        put_state: PutState,
+    ) -> list[Output]:
+        """Apply one raw message; return the records and new state of each session in it.
+
+        Records are returned even when the message was applied before (a redelivery):
+        their writes downstream are idempotent, and a crash may have lost the first ones.
+        """
+        tenant, by_session = self.normalise(headers, value)
+        outputs = []
+        for session_id, records in by_session.items():
+            key = session_key(tenant, session_id).encode()
+            stored = get_state(key)
+            if stored is None or not already_applied(stored, topic, offset):
+                stored = apply(
+                    stored,
+                    records,
+                    tenant=tenant,
+                    topic=topic,
+                    offset=offset,
+                    dedup_window=self.dedup_window,
+                )
+                put_state(key, stored)
+            outputs.append(
+                Output(
+                    key=key,
+                    events=EventBatch(events=records.events) if records.events else None,
+                    points=PointBatch(points=records.points) if records.points else None,
+                    state=stored.state,
+                )
+            )
+        return outputs

@@ -1,0 +1,127 @@
+"""``tokentide``: one console entry point, one sub-command per process.
+
+Each sub-command builds its settings from the environment (refusing to start with a clear
+message when they are invalid) and hands them to its service's factory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from pydantic import ValidationError
+
+from tokentide import __version__
+
+log = logging.getLogger("tokentide")
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _serve(app: object, host: str, port: int, level: str) -> None:
+    import uvicorn
+
+    uvicorn.run(
+        app,  # type: ignore[arg-type]  # a FastAPI app is an ASGI app
+        host=host,
+        port=port,
+        log_level=level.lower(),
+        access_log=False,
+        timeout_graceful_shutdown=15,
+        lifespan="on",
+    )
+
+
+def run_ingest() -> None:
+    from ingest.app import create_app
+    from tokentide.settings import IngestSettings
+
+    settings = IngestSettings()
+    _logging(settings.log_level)
+    _serve(create_app(settings), settings.host, settings.ingest_port, settings.log_level)
+
+
+def run_streams() -> None:
+    import faust
+
+    from streams.app import create_app
+    from tokentide.settings import StreamsSettings
+
+    settings = StreamsSettings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    app = create_app(settings)
+    worker = faust.Worker(app, loglevel=settings.log_level.lower(), quiet=True)
+    worker.execute_from_commandline()
+
+
+def run_sink() -> None:
+    from sinks.app import create_app
+    from tokentide.settings import SinkSettings
+
+    settings = SinkSettings()
+    _logging(settings.log_level)
+    _serve(create_app(settings), settings.host, settings.sink_port, settings.log_level)
+
+
+def run_dashboard() -> None:
+    from dashboard.app import create_app
+    from tokentide.settings import DashboardSettings
+
+    settings = DashboardSettings()
+    _logging(settings.log_level)
+    _serve(create_app(settings), settings.host, settings.dashboard_port, settings.log_level)
+
+
+def run_migrate() -> None:
+    from tokentide.migrate import migrate
+    from tokentide.settings import MigrateSettings
+
+    settings = MigrateSettings()
+    _logging(settings.log_level)
+    applied = migrate(settings.database_url.get_secret_value())
+    print(f"applied {len(applied)} migration(s){': ' + ', '.join(applied) if applied else ''}")
+
+
+COMMANDS: dict[str, tuple[Callable[[], None], str]] = {
+    "ingest": (run_ingest, "OTLP/HTTP receiver (port 4318) publishing raw exports to Kafka"),
+    "streams": (run_streams, "faust worker: normalise, deduplicate, keep per-session state"),
+    "sink": (run_sink, "batch writer from Kafka into PostgreSQL"),
+    "dashboard": (run_dashboard, "API over the database (port 8000)"),
+    "migrate": (run_migrate, "apply database migrations, then exit"),
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="tokentide",
+        description="Token, cost and context-window accounting for AI coding agents. "
+        "Configuration comes from the environment (KAFKA_BOOTSTRAP, DATABASE_URL, TOKENTIDE_*).",
+    )
+    parser.add_argument("--version", action="version", version=f"tokentide {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (_, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, description=help_text)
+    args = parser.parse_args(argv)
+    try:
+        COMMANDS[args.command][0]()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors()
+        )
+        print(f"tokentide {args.command}: invalid configuration: {problems}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""The canonical records that flow between stages, declared once.
+
+Every agent's telemetry is normalised into these shapes (see ``docs/`` and ARCHITECTURE.md,
+"Canonical model") before any state or storage sees it. Times are integer nanoseconds since
+the Unix epoch (UTC), as in OTLP; money is integer nano-USD so that sums are exact.
+
+Serialisation is JSON through pydantic (``to_bytes`` / ``from_bytes``); a unit test
+round-trips every record type.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Self
+
+from pydantic import BaseModel, ConfigDict, Field
+
+NANOS_PER_USD = 1_000_000_000
+
+#: Default context window when the model table has nothing better.
+DEFAULT_CONTEXT_WINDOW = 200_000
+#: Window of long-context variants (``[1m]`` suffix on Claude Code's metric model names).
+LONG_CONTEXT_WINDOW = 1_000_000
+
+
+class Record(BaseModel):
+    """Base of every record: strict fields, JSON bytes on the wire."""
+
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json().encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes | str) -> Self:
+        return cls.model_validate_json(data)
+
+
+class Tokens(Record):
+    """Token counts in Anthropic's definitions (ARCHITECTURE.md, "Token types").
+
+    ``input`` excludes cache reads and writes; ``output`` includes reasoning; ``reasoning``
+    is a breakdown of ``output``, never added to it.
+    """
+
+    input: int = 0
+    output: int = 0
+    cache_read: int = 0
+    cache_creation: int = 0
+    reasoning: int = 0
+
+    def add(self, other: Tokens) -> None:
+        self.input += other.input
+        self.output += other.output
+        self.cache_read += other.cache_read
+        self.cache_creation += other.cache_creation
+        self.reasoning += other.reasoning
+
+    @property
+    def context(self) -> int:
+        """Tokens a request put in the context window: everything sent, output excluded."""
+        return self.input + self.cache_read + self.cache_creation
+
+
+class Event(Record):
+    """One agent event (an OTLP log record), normalised.
+
+    ``event_id`` is the natural key: the same event re-sent by the agent or redelivered by
+    Kafka has the same id, so every write of it is idempotent.
+    """
+
+    tenant: str
+    session_id: str
+    event_id: str
+    agent: str
+    name: str
+    time_ns: int
+    sequence: int | None = None
+    user_id: str | None = None
+    model: str | None = None
+    #: Long-context variant seen on the model name (``1m`` for ``claude-opus-4-8[1m]``).
+    model_variant: str | None = None
+    query_source: str | None = None
+    request_id: str | None = None
+    duration_ms: float | None = None
+    #: Set for events that report one model API request's usage (Claude Code ``api_request``).
+    tokens: Tokens | None = None
+    cost_nanos: int | None = None
+    #: ``agent`` when the agent reported the cost itself, ``price_table`` when computed.
+    cost_source: str | None = None
+    attributes: dict[str, Any] = Field(default_factory=dict)
+
+
+class Point(Record):
+    """One metric data point, normalised (sums and gauges; histograms keep sum and count)."""
+
+    tenant: str
+    session_id: str
+    agent: str
+    name: str
+    #: Stable id of the series: metric name + data point attributes + resource identity.
+    series_id: str
+    time_ns: int
+    start_time_ns: int
+    value: float
+    #: OTLP ``AggregationTemporality``: 1 delta, 2 cumulative, 0 for gauges.
+    temporality: int
+    unit: str = ""
+    attributes: dict[str, Any] = Field(default_factory=dict)
+
+
+class EventBatch(Record):
+    """Events of one session from one raw message (one Kafka message on ``events``)."""
+
+    events: list[Event]
+
+
+class PointBatch(Record):
+    """Points of one session from one raw message (one Kafka message on ``points``)."""
+
+    points: list[Point]
+
+
+class ContextState(Record):
+    """Context-window position of a session's main conversation after its last request."""
+
+    tokens: int = 0
+    window: int = DEFAULT_CONTEXT_WINDOW
+    model: str | None = None
+
+    @property
+    def ratio(self) -> float:
+        return self.tokens / self.window if self.window else 0.0
+
+
+class SessionState(Record):
+    """The summary of one session: what ``session.state`` carries and the ``sessions`` table holds.
+
+    ``version`` grows by one with every update, so a consumer keeps the highest version and
+    a redelivered older state never overwrites a newer one.
+    """
+
+    tenant: str
+    session_id: str
+    agent: str
+    service_name: str | None = None
+    user_id: str | None = None
+    started_at_ns: int
+    last_seen_at_ns: int
+    tokens: Tokens = Field(default_factory=Tokens)
+    cost_nanos: int = 0
+    api_requests: int = 0
+    api_errors: int = 0
+    events: int = 0
+    models: list[str] = Field(default_factory=list)
+    context: ContextState = Field(default_factory=ContextState)
+    version: int = 0
+
+    @property
+    def cost_usd(self) -> float:
+        return self.cost_nanos / NANOS_PER_USD

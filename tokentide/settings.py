@@ -1,0 +1,137 @@
+"""One typed settings object per service, read from the environment and validated at start-up.
+
+Variable names are the same everywhere (``.env``, the local stack, docker-compose, Helm):
+``KAFKA_BOOTSTRAP`` and ``DATABASE_URL`` for the two backing services, ``TOKENTIDE_*`` for
+everything else. Settings are built once in the CLI and passed into each service's factory,
+never at import time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tokentide.topics import Topics
+
+#: The DSN of the local development stack (``make up``). Refused outside open mode.
+DEV_DATABASE_URL = "postgresql://tokentide:tokentide@127.0.0.1:5432/tokentide"
+MiB = 1024 * 1024
+
+
+class _Base(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TOKENTIDE_",
+        env_file=".env",
+        env_ignore_empty=True,
+        extra="ignore",
+        populate_by_name=True,
+    )
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    #: Single-tenant, unauthenticated local use: every export goes to tenant ``default``.
+    open_mode: bool = False
+
+
+class KafkaSettings(_Base):
+    kafka_bootstrap: str = Field(
+        default="127.0.0.1:9092",
+        validation_alias=AliasChoices("KAFKA_BOOTSTRAP", "TOKENTIDE_KAFKA_BOOTSTRAP"),
+    )
+    topic_prefix: str = ""
+    #: Partitions of every topic; bounds the parallelism of the stateful stage and cannot
+    #: change later without a new streams application id.
+    partitions: int = Field(default=4, ge=1, le=1024)
+    topic_replication_factor: int = Field(default=1, ge=1)
+    #: Largest Kafka message: one raw OTLP request travels as one message (Codex JSON
+    #: exports reach ~1.3 MB, above Kafka's 1 MB default).
+    kafka_max_message_bytes: int = Field(default=16 * MiB, ge=MiB)
+
+    @property
+    def topics(self) -> Topics:
+        return Topics(self.topic_prefix)
+
+
+class DatabaseSettings(_Base):
+    database_url: SecretStr = Field(
+        default=SecretStr(DEV_DATABASE_URL),
+        validation_alias=AliasChoices("DATABASE_URL", "TOKENTIDE_DATABASE_URL"),
+    )
+
+    @model_validator(mode="after")
+    def _no_dev_secret_in_production(self) -> DatabaseSettings:
+        if not self.open_mode and self.database_url.get_secret_value() == DEV_DATABASE_URL:
+            raise ValueError(
+                "DATABASE_URL is unset and the built-in development DSN is only allowed in "
+                "open mode: set DATABASE_URL (or TOKENTIDE_OPEN_MODE=1 for local use)"
+            )
+        return self
+
+
+class IngestSettings(KafkaSettings):
+    host: str = "127.0.0.1"
+    ingest_port: int = Field(default=4318, ge=1, le=65535)
+    #: Largest accepted request body, after decompression (413 above it).
+    max_body_bytes: int = Field(default=16 * MiB, ge=1024)
+    #: How long a request may wait for Kafka's acknowledgement before answering 503.
+    kafka_ack_timeout_s: float = Field(default=10.0, gt=0)
+    #: ``Retry-After`` seconds sent with 503 when Kafka cannot take the write.
+    retry_after_s: int = Field(default=5, ge=1)
+
+    @model_validator(mode="after")
+    def _tenancy_configured(self) -> IngestSettings:
+        if not self.open_mode:
+            raise ValueError(
+                "no tenant API keys exist yet in this version: start ingest with "
+                "TOKENTIDE_OPEN_MODE=1 (single tenant 'default', unauthenticated)"
+            )
+        return self
+
+
+class StreamsSettings(KafkaSettings):
+    #: Faust application id: the consumer group and the prefix of table changelog topics.
+    streams_app_id: str = "tokentide-streams"
+    data_dir: Path = Path(".local/streams")
+    #: ``rocksdb://`` in production (changelog-backed RocksDB); ``memory://`` for tests.
+    store: str = "rocksdb://"
+    host: str = "127.0.0.1"
+    streams_port: int = Field(default=6066, ge=1, le=65535)
+    #: Event ids remembered per session to drop re-sent exports.
+    dedup_window: int = Field(default=4096, ge=16)
+
+
+class SinkSettings(KafkaSettings, DatabaseSettings):
+    sink_group_id: str = "tokentide-sink"
+    host: str = "127.0.0.1"
+    sink_port: int = Field(default=9464, ge=1, le=65535)
+    #: Most Kafka messages written in one database transaction.
+    batch_max_messages: int = Field(default=2000, ge=1)
+    #: How long to wait for more messages before writing a partial batch.
+    batch_linger_ms: int = Field(default=200, ge=0)
+    #: Back-off ceiling between database retries.
+    retry_max_backoff_s: float = Field(default=30.0, gt=0)
+
+
+class DashboardSettings(DatabaseSettings):
+    host: str = "127.0.0.1"
+    dashboard_port: int = Field(default=8000, ge=1, le=65535)
+    pool_max_size: int = Field(default=10, ge=1)
+
+    @model_validator(mode="after")
+    def _tenancy_configured(self) -> DashboardSettings:
+        if not self.open_mode:
+            raise ValueError(
+                "no dashboard tokens exist yet in this version: start the dashboard with "
+                "TOKENTIDE_OPEN_MODE=1 (single tenant 'default', unauthenticated)"
+            )
+        return self
+
+
+class MigrateSettings(DatabaseSettings):
+    pass
+
+
+#: The tenant every export belongs to in open mode.
+OPEN_MODE_TENANT = "default"
