@@ -98,6 +98,9 @@ class RawPublisher:
                     self._settings.topic_replication_factor,
                 )
                 await producer.start()
+            except asyncio.CancelledError:
+                await producer.stop()
+                raise
             except (KafkaError, OSError, TimeoutError) as exc:
                 await producer.stop()
                 log.warning(

@@ -128,6 +128,9 @@ class SinkRunner:
             )
             try:
                 await consumer.start()
+            except asyncio.CancelledError:
+                await consumer.stop()
+                raise
             except (KafkaError, OSError) as exc:
                 await consumer.stop()
                 log.warning("Kafka not reachable (%r); retrying in %.1fs", exc, delay)

@@ -89,14 +89,8 @@ def create_app(settings: StreamsSettings, registry: CollectorRegistry | None = N
     events_topic = out_topic(topics.events)
     points_topic = out_topic(topics.points)
     state_topic = out_topic(topics.session_state, compacting=True)
-    sessions = app.Table(
-        "sessions",
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=settings.partitions,
-    )
+    # bytes keys and values: faust picks its raw codec; the value is a StoredSession as JSON.
+    sessions = app.Table("sessions", key_type=bytes, value_type=bytes, partitions=settings.partitions)
     processor = Processor(default_registry(), settings.dedup_window)
 
     def get_state(key: bytes) -> StoredSession | None:

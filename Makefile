@@ -1,0 +1,40 @@
+# tokentide: the two commands that matter are `make up` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+UV_VERSION := 0.13.8
+UV := python3 -m uv
+STACK := python3 scripts/stack.py
+PYTEST_ARGS ?=
+
+.PHONY: help install up down status test lint bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+install: ## system packages (Java, Maven, PostgreSQL) and the locked Python environment
+	bash scripts/install-system-deps.sh
+	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet "uv==$(UV_VERSION)"
+	$(UV) sync --frozen
+
+up: install ## start Kafka, PostgreSQL and the four services; prints the URLs
+	$(STACK) up
+
+down: ## stop exactly what `make up` started
+	$(STACK) down
+
+status: ## what is running
+	$(STACK) status
+
+lint: install ## ruff (lint + format) and mypy --strict
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy
+
+test: lint ## the whole suite (unit, integration, end to end) on a real Kafka and PostgreSQL
+	$(STACK) run -- .venv/bin/pytest $(PYTEST_ARGS)
+
+bench: install ## end-to-end throughput and POST-to-API latency (not a test)
+	$(STACK) run -- .venv/bin/python bench/e2e.py
+
+clean: down ## stop the stack and delete its data (.local/)
+	rm -rf .local

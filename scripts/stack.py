@@ -1,0 +1,1041 @@
+#!/usr/bin/env python3
+"""Run tokentide's local stack: Kafka, PostgreSQL and the four tokentide services.
+
+    python3 scripts/stack.py up [--infra]  start what is not running yet
+                                           (--infra: only Kafka and PostgreSQL)
+    python3 scripts/stack.py down          stop what `up` started
+    python3 scripts/stack.py status        one line per component
+    python3 scripts/stack.py env           export lines for KAFKA_BOOTSTRAP and
+                                           DATABASE_URL, for `eval`
+
+Standard library only: runs with any python3 (3.9+), before or after the venv exists.
+System packages (JDK 17+, Maven, PostgreSQL server, runuser) come from
+scripts/install-system-deps.sh.
+
+All runtime state lives under <repo>/.local/:
+    kafka/libs       broker jars, fetched once by Maven (scripts/kafka/pom.xml)
+    kafka/data       KRaft log dir (plus kafka/cluster.id, kafka/server.properties,
+                     kafka/logs/server.log)
+    pg/data, pg/run  PostgreSQL cluster and its unix socket directory
+    run/<name>.pid   pid of each component this script started
+    log/<name>.log   stdout and stderr of each component
+    streams/         TOKENTIDE_DATA_DIR of the services unless set
+
+With KAFKA_BOOTSTRAP set no broker is started (that address must accept TCP); with
+DATABASE_URL set no PostgreSQL is started (that server must answer). The local ones
+listen on 127.0.0.1, ports TOKENTIDE_KAFKA_PORT (default 9092; the KRaft controller
+takes the next port) and TOKENTIDE_PG_PORT (default 5432).
+
+Importable: start_infra(), start_services(), stop_started(), stop_all(),
+status_lines(), env_lines(). Failures raise StackError, whose message says what to
+do; main() prints it and returns 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import pwd
+import re
+import shlex
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+KAFKA_VERSION = "3.9.1"  # keep in step with scripts/kafka/pom.xml
+
+REPO = Path(__file__).resolve().parent.parent
+KAFKA_POM = REPO / "scripts" / "kafka" / "pom.xml"
+KAFKA_LOG4J = REPO / "scripts" / "kafka" / "log4j.properties"
+TOKENTIDE_BIN = REPO / ".venv" / "bin" / "tokentide"
+
+LOCAL = REPO / ".local"
+KAFKA_DIR = LOCAL / "kafka"
+KAFKA_LIBS = KAFKA_DIR / "libs"
+KAFKA_DATA = KAFKA_DIR / "data"
+KAFKA_LOGS = KAFKA_DIR / "logs"
+KAFKA_CLUSTER_ID = KAFKA_DIR / "cluster.id"
+KAFKA_CLASSPATH = f"{KAFKA_LIBS}{os.sep}*"
+PG_DIR = LOCAL / "pg"
+PG_DATA = PG_DIR / "data"
+PG_RUN = PG_DIR / "run"
+RUN_DIR = LOCAL / "run"
+LOG_DIR = LOCAL / "log"
+STREAMS_DATA_DIR = LOCAL / "streams"
+
+START_TIMEOUT_S = 120.0
+# KRaft quorum formation can time out on a loaded machine; spring-kafka retries too.
+KAFKA_START_ATTEMPTS = 3
+SERVICE_STOP_TIMEOUT_S = 20.0
+KAFKA_STOP_TIMEOUT_S = 30.0
+MIGRATE_TIMEOUT_S = 300.0
+POLL_S = 0.25
+
+KAFKA_READY_LINE = "Kafka Server started"
+KAFKA_JVM_OPTS = (
+    "-Xms256m",
+    "-Xmx768m",
+    "-XX:+UseG1GC",
+    "-XX:MaxGCPauseMillis=20",
+    "-Djava.awt.headless=true",
+)
+PG_SUPERUSER = "postgres"
+PG_OS_USER = "postgres"  # initdb/pg_ctl refuse root; as root they run as this user
+TRUTHY = frozenset({"1", "true", "yes", "on", "t", "y"})
+INSTALL_HINT = "run `bash scripts/install-system-deps.sh`"
+
+# CREATE ROLE/DATABASE have no IF NOT EXISTS, and CREATE DATABASE cannot run in a DO
+# block: psql's \gexec runs each generated statement (none when the object exists).
+ENSURE_ROLE_AND_DB_SQL = r"""
+SELECT 'CREATE ROLE tokentide'
+ WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'tokentide') \gexec
+ALTER ROLE tokentide LOGIN PASSWORD 'tokentide' CREATEDB CREATEROLE;
+SELECT 'CREATE DATABASE tokentide OWNER tokentide'
+ WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'tokentide') \gexec
+"""
+
+
+class StackError(Exception):
+    """A failure whose message tells the user what to do about it."""
+
+
+@dataclass(frozen=True)
+class Service:
+    """`tokentide <name>`, long-running; ready when /healthz on `port` answers 200."""
+
+    name: str
+    port: int
+    label: str
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+SERVICES = (
+    Service("ingest", 4318, "OTLP/HTTP"),
+    Service("streams", 6066, "streams"),
+    Service("sink", 9464, "sink metrics"),
+    Service("dashboard", 8000, "dashboard"),
+)
+COMPONENTS = ("kafka", "postgres", *(s.name for s in SERVICES))
+
+
+@dataclass
+class Infra:
+    """The Kafka and PostgreSQL in use; `started` names the components started."""
+
+    kafka_bootstrap: str
+    database_url: str
+    kafka_external: bool
+    database_external: bool
+    started: list[str] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _say(message: str) -> None:
+    print(f"stack: {message}", flush=True)
+
+
+def _env_port(var: str, default: int) -> int:
+    """Port in env `var`, else `default`; StackError unless 1..65534."""
+    raw = os.environ.get(var, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or not 1 <= int(raw) <= 65534:
+        raise StackError(f"{var}={raw!r} is not a port; set a free one such as {default}")
+    return int(raw)
+
+
+def kafka_port() -> int:
+    """Client port of the local broker; its KRaft controller listens on the next one."""
+    return _env_port("TOKENTIDE_KAFKA_PORT", 9092)
+
+
+def pg_port() -> int:
+    """Port of the local PostgreSQL cluster."""
+    return _env_port("TOKENTIDE_PG_PORT", 5432)
+
+
+def local_database_url() -> str:
+    return f"postgresql://tokentide:tokentide@127.0.0.1:{pg_port()}/tokentide"
+
+
+def _port_open(host: str, port: int, timeout: float = 1.0) -> bool:
+    """True when host:port accepts a TCP connection."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _redact(url: str) -> str:
+    """`url` with its password, if any, replaced by ***."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def _run(argv: Sequence[str], what: str, fix: str, stdin: str | None = None) -> str:
+    """Run argv to completion, feeding it `stdin`; return stdout and stderr combined.
+
+    On failure raise StackError saying `what` failed, its output, and `fix`.
+    """
+    try:
+        done = subprocess.run(
+            list(argv),
+            input=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            check=False,
+        )
+    except OSError as exc:
+        raise StackError(f"{what} failed: {exc}\n{fix}") from exc
+    if done.returncode != 0:
+        output = done.stdout.rstrip()
+        raise StackError(f"{what} failed (exit {done.returncode}):\n{output}\n{fix}")
+    return str(done.stdout)
+
+
+# ------------------------------------------------------------- processes and pid files
+
+
+def _pid_file(name: str) -> Path:
+    return RUN_DIR / f"{name}.pid"
+
+
+def _log_file(name: str) -> Path:
+    return LOG_DIR / f"{name}.log"
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """Fields of /proc/<pid>/stat from field 3 (state) on; None without /proc or pid."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text.rsplit(")", 1)[1].split()  # the command name may hold spaces
+
+
+def _alive(pid: int) -> bool:
+    """True while `pid` runs (zombies do not count); reaps it if it is our child."""
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:
+        pass  # not our child
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, owned by another user (the postmaster when we are not root)
+    fields = _proc_stat(pid)
+    return fields is None or fields[0] != "Z"
+
+
+def _started_before(pid: int, when: float) -> bool:
+    """False if /proc shows `pid` started after epoch time `when` (the pid was reused).
+
+    Without /proc (not Linux) it cannot tell and returns True.
+    """
+    fields = _proc_stat(pid)
+    try:
+        lines = Path("/proc/stat").read_text().splitlines()
+    except OSError:
+        return True
+    boot = [int(line.split()[1]) for line in lines if line.startswith("btime ")]
+    if fields is None or not boot:
+        return True
+    started_at = boot[0] + int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22
+    return started_at <= when + 2.0  # btime has 1 s resolution
+
+
+def running_pid(name: str) -> int | None:
+    """The pid in .local/run/<name>.pid if that process still runs, else None."""
+    path = _pid_file(name)
+    try:
+        pid = int(path.read_text().strip())
+        written_at = path.stat().st_mtime
+    except (OSError, ValueError):
+        return None
+    return pid if _alive(pid) and _started_before(pid, written_at) else None
+
+
+def _spawn(
+    name: str, argv: Sequence[str], cwd: Path, env: Mapping[str, str] | None = None
+) -> tuple[int, int]:
+    """Start argv detached and record its pid in .local/run/<name>.pid.
+
+    It gets a new session, stdin from /dev/null, and stdout plus stderr appended to
+    .local/log/<name>.log. Returns (pid, size of that log before the start).
+    """
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    with _log_file(name).open("ab") as log:
+        offset = log.seek(0, os.SEEK_END)
+        proc = subprocess.Popen(
+            list(argv),
+            cwd=cwd,
+            env=None if env is None else dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    _pid_file(name).write_text(f"{proc.pid}\n")
+    return proc.pid, offset
+
+
+def _log_since(name: str, offset: int) -> str:
+    """What was appended to .local/log/<name>.log after byte `offset`."""
+    try:
+        with _log_file(name).open("rb") as log:
+            log.seek(offset)
+            return log.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def _tail(text: str, lines: int = 40) -> str:
+    kept = text.rstrip().splitlines()[-lines:] or ["(log is empty)"]
+    return "\n".join(f"    {line}" for line in kept)
+
+
+def _signal(pid: int, sig: signal.Signals) -> None:
+    """Send `sig` to pid's process group if pid leads one (ours do), else to pid."""
+    try:
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, sig)
+        else:
+            os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _wait_exit(pids: Iterable[int], timeout: float) -> list[int]:
+    """Wait up to `timeout` s for all `pids` to exit; return those still running."""
+    deadline = time.monotonic() + timeout
+    left = [pid for pid in pids if _alive(pid)]
+    while left and time.monotonic() < deadline:
+        time.sleep(POLL_S)
+        left = [pid for pid in left if _alive(pid)]
+    return left
+
+
+def _terminate(names: Sequence[str], timeout: float) -> None:
+    """Stop the recorded processes of `names` at once: SIGTERM, `timeout` s, SIGKILL.
+
+    Only pids read from .local/run are signalled; the pid files are removed.
+    """
+    pids = {name: pid for name in names if (pid := running_pid(name)) is not None}
+    for pid in pids.values():
+        _signal(pid, signal.SIGTERM)
+    stubborn = _wait_exit(pids.values(), timeout)
+    for pid in stubborn:
+        _signal(pid, signal.SIGKILL)
+    _wait_exit(stubborn, 10.0)
+    for name in names:
+        _pid_file(name).unlink(missing_ok=True)
+    for name, pid in pids.items():
+        late = f", killed: no exit {timeout:.0f} s after SIGTERM" if pid in stubborn else ""
+        _say(f"stopped {name} (pid {pid}{late})")
+
+
+# ------------------------------------------------------------------------------- Kafka
+
+
+def _java() -> str:
+    """Path of `java`: $JAVA_HOME/bin/java, else the one on PATH."""
+    java_home = Path(os.environ.get("JAVA_HOME") or "/nonexistent")
+    if os.access(java_home / "bin" / "java", os.X_OK):
+        return str(java_home / "bin" / "java")
+    found = shutil.which("java")
+    if found is None:
+        raise StackError(f"java 17+ not found: {INSTALL_HINT}, or set KAFKA_BOOTSTRAP")
+    return found
+
+
+def _fetch_kafka_jars() -> None:
+    """Fill .local/kafka/libs with the broker classpath, unless already done."""
+    marker = KAFKA_LIBS / f".kafka-{KAFKA_VERSION}"
+    if marker.exists():
+        return
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise StackError(f"mvn not found (it fetches the Kafka jars): {INSTALL_HINT}")
+    staging = KAFKA_DIR / "libs.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    _say(f"fetching the Kafka {KAFKA_VERSION} jars with Maven (first run only)")
+    goal = ["dependency:copy-dependencies", "-DincludeScope=runtime", "-Dstyle.color=never"]
+    _run(
+        [mvn, "-q", "-B", "-f", str(KAFKA_POM), *goal, f"-DoutputDirectory={staging}"],
+        "fetching the Kafka jars",
+        "Maven needs Maven Central or a mirror (~/.m2/settings.xml); retry `up`.",
+    )
+    shutil.rmtree(KAFKA_LIBS, ignore_errors=True)
+    staging.rename(KAFKA_LIBS)
+    marker.write_text(f"org.apache.kafka:kafka_2.13:{KAFKA_VERSION}\n")
+
+
+def _server_properties(port: int) -> str:
+    """Config of one combined broker+controller KRaft node on 127.0.0.1:port, port+1."""
+    props = {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        "controller.quorum.voters": f"1@127.0.0.1:{port + 1}",
+        "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{port + 1}",
+        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
+        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "log.dirs": str(KAFKA_DATA),
+        "num.partitions": "4",
+        "default.replication.factor": "1",
+        "min.insync.replicas": "1",
+        "offsets.topic.replication.factor": "1",
+        "offsets.topic.num.partitions": "1",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "transaction.state.log.num.partitions": "1",
+        "group.initial.rebalance.delay.ms": "0",
+        "auto.create.topics.enable": "true",
+        "delete.topic.enable": "true",
+        "num.network.threads": "2",
+        "num.io.threads": "2",
+        "num.recovery.threads.per.data.dir": "1",
+        "background.threads": "2",
+        "log.cleaner.dedupe.buffer.size": "16777216",
+        # A raw OTLP request can exceed the 1 MB default as one message.
+        "message.max.bytes": "16777216",
+        "replica.fetch.max.bytes": "16777216",
+        "log.retention.hours": "24",
+    }
+    lines = [f"{key}={value}" for key, value in props.items()]
+    return "# Written by scripts/stack.py on every `up`.\n" + "\n".join(lines) + "\n"
+
+
+def _kafka_cluster_id(java: str) -> str:
+    """The id kept in .local/kafka/cluster.id; StorageTool generates it on first use."""
+    if KAFKA_CLUSTER_ID.exists():
+        return KAFKA_CLUSTER_ID.read_text().strip()
+    out = _run(
+        [java, "-cp", KAFKA_CLASSPATH, "kafka.tools.StorageTool", "random-uuid"],
+        "generating a Kafka cluster id",
+        f"Delete {KAFKA_LIBS} so that `up` fetches the jars again.",
+    )
+    found = re.findall(r"^[A-Za-z0-9_-]{22}$", out, re.MULTILINE)
+    if not found:
+        raise StackError(f"StorageTool printed no cluster id:\n{out}\nDelete {KAFKA_LIBS}.")
+    KAFKA_CLUSTER_ID.write_text(found[-1] + "\n")
+    return str(found[-1])
+
+
+def _format_kafka_storage(java: str, properties: Path) -> None:
+    """Format .local/kafka/data for KRaft unless it holds meta.properties already."""
+    if (KAFKA_DATA / "meta.properties").exists():
+        return
+    cluster_id = _kafka_cluster_id(java)
+    args = ["format", "-t", cluster_id, "-c", str(properties), "--ignore-formatted"]
+    _run(
+        [java, "-cp", KAFKA_CLASSPATH, "kafka.tools.StorageTool", *args],
+        "formatting the Kafka storage",
+        f"Delete {KAFKA_DATA} and {KAFKA_CLUSTER_ID}, then run `up` again.",
+    )
+
+
+def _wait_kafka(pid: int, offset: int, port: int) -> str | None:
+    """None once the broker logged its ready line and accepts TCP, else why not."""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return "the broker process exited"
+        logged_ready = KAFKA_READY_LINE in _log_since("kafka", offset)
+        if logged_ready and _port_open("127.0.0.1", port):
+            return None
+        time.sleep(POLL_S)
+    return f"the broker was not ready within {START_TIMEOUT_S:.0f} s"
+
+
+def _start_kafka(port: int) -> None:
+    """Prepare and start the local broker, retrying; StackError if it never is ready."""
+    java = _java()
+    _fetch_kafka_jars()
+    KAFKA_LOGS.mkdir(parents=True, exist_ok=True)
+    properties = KAFKA_DIR / "server.properties"
+    properties.write_text(_server_properties(port))
+    _format_kafka_storage(java, properties)
+    argv = [
+        java,
+        *KAFKA_JVM_OPTS,
+        f"-Dkafka.logs.dir={KAFKA_LOGS}",
+        f"-Dlog4j.configuration={KAFKA_LOG4J.as_uri()}",
+        "-cp",
+        KAFKA_CLASSPATH,
+        "kafka.Kafka",
+        str(properties),
+    ]
+    log_text = ""
+    for attempt in range(1, KAFKA_START_ATTEMPTS + 1):
+        _say(f"starting Kafka on 127.0.0.1:{port} ({attempt}/{KAFKA_START_ATTEMPTS})")
+        pid, offset = _spawn("kafka", argv, cwd=KAFKA_DIR)
+        problem = _wait_kafka(pid, offset, port)
+        if problem is None:
+            _say(f"Kafka is ready (pid {pid})")
+            return
+        log_text = _log_since("kafka", offset)
+        _say(f"Kafka start failed: {problem}")
+        _terminate(["kafka"], KAFKA_STOP_TIMEOUT_S)
+    raise StackError(
+        f"Kafka did not start in {KAFKA_START_ATTEMPTS} attempts. "
+        f"End of {_log_file('kafka')}:\n{_tail(log_text)}\n"
+        f"If its data dir is unusable (e.g. another cluster id), delete {KAFKA_DATA} "
+        f"and {KAFKA_CLUSTER_ID}; or set KAFKA_BOOTSTRAP to a running broker."
+    )
+
+
+def _check_bootstrap(bootstrap: str) -> None:
+    """StackError unless some host:port of a KAFKA_BOOTSTRAP list accepts TCP."""
+    for entry in bootstrap.split(","):
+        host, _, port = entry.strip().rpartition("://")[2].rpartition(":")
+        if port.isdigit() and _port_open(host.strip("[]"), int(port), timeout=3.0):
+            return
+    raise StackError(
+        f"KAFKA_BOOTSTRAP={bootstrap!r} accepts no TCP connection. Start that broker, "
+        "fix the address (host:port[,host:port]), or unset it to run a local one."
+    )
+
+
+def _ensure_kafka(started: list[str]) -> tuple[str, bool]:
+    """Return (bootstrap address, external?), starting the local broker if needed.
+
+    Appends "kafka" to `started` when it starts one.
+    """
+    external = os.environ.get("KAFKA_BOOTSTRAP", "").strip()
+    if external:
+        _check_bootstrap(external)
+        _say(f"using the external Kafka at {external}")
+        return external, True
+    port = kafka_port()
+    bootstrap = f"127.0.0.1:{port}"
+    pid = running_pid("kafka")
+    if pid is not None:
+        _say(f"Kafka is running already (pid {pid})")
+        if _wait_kafka(pid, 0, port) is not None:
+            message = f"Kafka (pid {pid}) runs but {bootstrap} is not ready"
+            raise StackError(f"{message}; run `down`, then `up`.")
+        return bootstrap, False
+    started.append("kafka")
+    _start_kafka(port)
+    return bootstrap, False
+
+
+# -------------------------------------------------------------------------- PostgreSQL
+
+
+def _pg_bin_dir() -> Path:
+    """The directory with initdb, pg_ctl and psql.
+
+    Debian's /usr/lib/postgresql/<major>/bin: the major of an existing .local/pg
+    cluster, else the newest; without those, the directory of `pg_ctl` on PATH.
+    """
+    installed = {
+        int(p.parent.name): p
+        for p in Path("/usr/lib/postgresql").glob("*/bin")
+        if p.parent.name.isdigit() and (p / "pg_ctl").exists()
+    }
+    version_file = PG_DATA / "PG_VERSION"
+    if installed and version_file.exists():
+        major = int(version_file.read_text().strip())
+        if major not in installed:
+            raise StackError(
+                f"{PG_DATA} was made by PostgreSQL {major}, which is not installed. "
+                f"Install postgresql-{major}, or delete {PG_DIR} (and its data)."
+            )
+        return installed[major]
+    if installed:
+        return installed[max(installed)]
+    pg_ctl = shutil.which("pg_ctl")
+    if pg_ctl is None:
+        raise StackError(f"pg_ctl/initdb not found: {INSTALL_HINT}, or set DATABASE_URL")
+    return Path(pg_ctl).parent
+
+
+def _as_pg_user(argv: Sequence[str]) -> list[str]:
+    """The command run as the postgres OS user when we are root (pg_ctl refuses root)."""
+    if os.geteuid() != 0:
+        return list(argv)
+    if shutil.which("runuser") is None:
+        raise StackError(f"runuser not found (runs PostgreSQL as root): {INSTALL_HINT}")
+    return ["runuser", "-u", PG_OS_USER, "--", *argv]
+
+
+def _make_traversable(directory: Path) -> None:
+    """Add others' search (x, not read) permission to `directory` and its ancestors
+    where missing, so that the postgres OS user reaches it; report each change."""
+    for path in (directory, *directory.parents):
+        mode = path.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            path.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
+            _say(f"added o+x to {path} so that `{PG_OS_USER}` reaches {directory}")
+
+
+def _prepare_pg_dirs() -> None:
+    """Create .local/pg/{data,run} and the server log; as root give them to postgres."""
+    for directory, mode in ((PG_DIR, 0o755), (PG_DATA, 0o700), (PG_RUN, 0o755)):
+        directory.mkdir(parents=True, exist_ok=True)
+        directory.chmod(mode)
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    log = _log_file("postgres")
+    log.touch()
+    if os.geteuid() != 0:
+        return
+    try:
+        owner = pwd.getpwnam(PG_OS_USER)
+    except KeyError as exc:
+        raise StackError(f"OS user `{PG_OS_USER}` is missing: {INSTALL_HINT}") from exc
+    for path in (PG_DIR, PG_DATA, PG_RUN, log):
+        os.chown(path, owner.pw_uid, owner.pw_gid)
+    _make_traversable(PG_RUN)
+    _make_traversable(LOG_DIR)
+
+
+def _init_pg_cluster(bin_dir: Path) -> None:
+    """Run initdb on .local/pg/data unless it holds a cluster already."""
+    if (PG_DATA / "PG_VERSION").exists():
+        return
+    _say(f"creating a PostgreSQL cluster in {PG_DATA}")
+    # A local dev stack: trust on the unix socket, which only .local/pg/run exposes;
+    # passwords (scram-sha-256) over TCP.
+    auth = ["--auth-local=trust", "--auth-host=scram-sha-256"]
+    initdb = [str(bin_dir / "initdb"), "-D", str(PG_DATA), "-U", PG_SUPERUSER]
+    _run(
+        _as_pg_user([*initdb, "-E", "UTF8", "--no-locale", *auth]),
+        "initdb",
+        f"Delete {PG_DIR} and run `up` again; or set DATABASE_URL to another server.",
+    )
+
+
+def _pg_ctl(bin_dir: Path, *args: str) -> list[str]:
+    """Command line of pg_ctl on .local/pg/data, as the right OS user."""
+    return _as_pg_user([str(bin_dir / "pg_ctl"), "-D", str(PG_DATA), *args])
+
+
+def _start_pg(bin_dir: Path, port: int) -> None:
+    """Start the cluster on 127.0.0.1:port, socket in .local/pg/run; record its pid."""
+    socket_dir = shlex.quote(str(PG_RUN))  # pg_ctl hands -o to a shell
+    options = f"-p {port} -k {socket_dir} -c listen_addresses=127.0.0.1"
+    options += " -c max_connections=200"
+    log = str(_log_file("postgres"))
+    _say(f"starting PostgreSQL on 127.0.0.1:{port}")
+    _run(
+        _pg_ctl(bin_dir, "-w", "-t", "60", "-l", log, "-o", options, "start"),
+        "pg_ctl start",
+        f"See {log}; or set DATABASE_URL to use another server.",
+    )
+    postmaster_pid = (PG_DATA / "postmaster.pid").read_text().split()[0]
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    _pid_file("postgres").write_text(f"{postmaster_pid}\n")
+
+
+def _ensure_role_and_db(bin_dir: Path, port: int) -> None:
+    """Create role tokentide (password tokentide) and its database when missing."""
+    where = ["-h", str(PG_RUN), "-p", str(port), "-U", PG_SUPERUSER, "-d", "postgres"]
+    _run(
+        [str(bin_dir / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", *where],
+        "creating the role and database tokentide",
+        f"See {_log_file('postgres')}; `down`, then `up` tries again.",
+        stdin=ENSURE_ROLE_AND_DB_SQL,
+    )
+
+
+def _check_database_url(url: str) -> None:
+    """StackError unless DATABASE_URL's server answers (pg_isready, else TCP)."""
+    pg_isready = shutil.which("pg_isready")
+    if pg_isready is not None:
+        probe = [pg_isready, "-q", "-t", "5", "-d", url]
+        ok = subprocess.run(probe, check=False).returncode == 0
+    else:
+        parts = urllib.parse.urlsplit(url)
+        ok = _port_open(parts.hostname or "127.0.0.1", parts.port or 5432, 5.0)
+    if not ok:
+        raise StackError(
+            f"DATABASE_URL={_redact(url)} is not reachable. Start that server, fix "
+            "the URL, or unset DATABASE_URL to run a local PostgreSQL."
+        )
+
+
+def _ensure_postgres(started: list[str]) -> tuple[str, bool]:
+    """Return (DATABASE_URL, external?), starting the local cluster if needed.
+
+    Appends "postgres" to `started` when it starts it; makes sure the local cluster
+    has role and database tokentide.
+    """
+    external = os.environ.get("DATABASE_URL", "").strip()
+    if external:
+        _check_database_url(external)
+        _say(f"using the external PostgreSQL at {_redact(external)}")
+        return external, True
+    port = pg_port()
+    bin_dir = _pg_bin_dir()
+    pid = running_pid("postgres")
+    if pid is not None:
+        _say(f"PostgreSQL is running already (pid {pid})")
+    else:
+        _prepare_pg_dirs()
+        _init_pg_cluster(bin_dir)
+        started.append("postgres")
+        _start_pg(bin_dir, port)
+    _ensure_role_and_db(bin_dir, port)
+    return local_database_url(), False
+
+
+def _stop_pg() -> None:
+    """`pg_ctl stop -m fast` the cluster if its pid file says it runs; drop the file."""
+    pid = running_pid("postgres")
+    if pid is not None:
+        _run(
+            _pg_ctl(_pg_bin_dir(), "-m", "fast", "-w", "-t", "60", "stop"),
+            "pg_ctl stop",
+            f"See {_log_file('postgres')}; `kill -INT {pid}` stops it too.",
+        )
+        _say(f"stopped postgres (pid {pid})")
+    _pid_file("postgres").unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------- services
+
+
+def service_env(infra: Infra) -> dict[str, str]:
+    """Environment of the tokentide processes: ours plus the infra addresses, and
+    TOKENTIDE_OPEN_MODE=1 and TOKENTIDE_DATA_DIR=.local/streams unless set."""
+    env = dict(os.environ)
+    env["KAFKA_BOOTSTRAP"] = infra.kafka_bootstrap
+    env["DATABASE_URL"] = infra.database_url
+    env.setdefault("TOKENTIDE_OPEN_MODE", "1")
+    env.setdefault("TOKENTIDE_DATA_DIR", str(STREAMS_DATA_DIR))
+    return env
+
+
+def _require_tokentide_bin() -> None:
+    if not os.access(TOKENTIDE_BIN, os.X_OK):
+        raise StackError(
+            f"{TOKENTIDE_BIN} not found: create the venv first (`uv sync` in {REPO}); "
+            "`up --infra` starts Kafka and PostgreSQL without it."
+        )
+
+
+def _migrate(env: Mapping[str, str]) -> None:
+    """Run `tokentide migrate`, logging to .local/log/migrate.log; StackError unless 0."""
+    _say("running `tokentide migrate`")
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    with _log_file("migrate").open("ab") as log:
+        offset = log.seek(0, os.SEEK_END)
+        try:
+            code: int | None = subprocess.run(
+                [str(TOKENTIDE_BIN), "migrate"],
+                cwd=REPO,
+                env=dict(env),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                timeout=MIGRATE_TIMEOUT_S,
+                check=False,
+            ).returncode
+        except subprocess.TimeoutExpired:
+            code = None
+    if code != 0:
+        outcome = f"exited {code}" if code is not None else "timed out"
+        raise StackError(
+            f"`tokentide migrate` {outcome}. End of {_log_file('migrate')}:\n"
+            f"{_tail(_log_since('migrate', offset))}\nFix that, then run `up` again."
+        )
+
+
+def _http_ok(opener: urllib.request.OpenerDirector, url: str) -> bool:
+    try:
+        with opener.open(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except (OSError, http.client.HTTPException):
+        return False
+
+
+def _wait_healthy(waiting: dict[str, tuple[int, int, float]]) -> None:
+    """Poll until every service in `waiting` answers 200 on /healthz.
+
+    `waiting` maps a service name to (pid, log offset, deadline). Raises StackError
+    with the log tail of the first service that exits or misses its deadline.
+    """
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # no proxy
+    by_name = {s.name: s for s in SERVICES}
+    while waiting:
+        for name, (pid, offset, deadline) in list(waiting.items()):
+            url = f"{by_name[name].url}/healthz"
+            if _http_ok(opener, url):
+                _say(f"{name} is healthy (pid {pid})")
+                del waiting[name]
+                continue
+            alive = _alive(pid)
+            if alive and time.monotonic() < deadline:
+                continue
+            problem = f"did not answer {url} in time" if alive else "exited"
+            raise StackError(
+                f"`tokentide {name}` {problem}. End of {_log_file(name)}:\n"
+                f"{_tail(_log_since(name, offset))}\nFix that, then run `up` again."
+            )
+        if waiting:
+            time.sleep(POLL_S)
+
+
+def start_services(infra: Infra) -> list[str]:
+    """Run `tokentide migrate`, start the services not running yet, wait until all
+    answer /healthz, and return the names it started.
+
+    On failure it stops those it started (others keep running) and raises StackError.
+    """
+    _require_tokentide_bin()
+    env = service_env(infra)
+    if "TOKENTIDE_DATA_DIR" not in os.environ:
+        STREAMS_DATA_DIR.mkdir(parents=True, exist_ok=True)
+    started: list[str] = []
+    try:
+        _migrate(env)
+        waiting: dict[str, tuple[int, int, float]] = {}
+        for service in SERVICES:
+            pid = running_pid(service.name)
+            if pid is not None:
+                _say(f"{service.name} is running already (pid {pid})")
+                waiting[service.name] = (pid, 0, time.monotonic() + START_TIMEOUT_S)
+                continue
+            if _port_open("127.0.0.1", service.port):
+                raise StackError(
+                    f"port {service.port} ({service.name}) is taken by a process this "
+                    "stack did not start; stop that process, then run `up` again."
+                )
+            _say(f"starting {service.name} on {service.url}")
+            argv = [str(TOKENTIDE_BIN), service.name]
+            pid, offset = _spawn(service.name, argv, cwd=REPO, env=env)
+            started.append(service.name)
+            waiting[service.name] = (pid, offset, time.monotonic() + START_TIMEOUT_S)
+        _wait_healthy(waiting)
+    except BaseException:
+        stop_started(started)
+        raise
+    return started
+
+
+# -------------------------------------------------------------------------- public API
+
+
+def _check_local_ports() -> None:
+    """StackError if a port that a local Kafka or PostgreSQL still has to take is in
+    use by a process this stack did not start. Runs before anything is started."""
+    if not os.environ.get("KAFKA_BOOTSTRAP", "").strip() and not running_pid("kafka"):
+        port = kafka_port()
+        for busy in (port, port + 1):
+            if _port_open("127.0.0.1", busy):
+                raise StackError(
+                    f"port {busy} is taken by a process this stack did not start. To "
+                    f"use a broker there, set KAFKA_BOOTSTRAP=127.0.0.1:{port}; else "
+                    "stop it or set TOKENTIDE_KAFKA_PORT to a free port (and the next)."
+                )
+    if not os.environ.get("DATABASE_URL", "").strip() and not running_pid("postgres"):
+        port = pg_port()
+        if _port_open("127.0.0.1", port):
+            raise StackError(
+                f"port {port} is taken by a process this stack did not start (a system "
+                "PostgreSQL?). To use that server, set DATABASE_URL=postgresql://USER:"
+                f"PASSWORD@127.0.0.1:{port}/DB; else stop it or set TOKENTIDE_PG_PORT."
+            )
+
+
+def start_infra() -> Infra:
+    """Make Kafka and PostgreSQL available and return where they are.
+
+    External ones (KAFKA_BOOTSTRAP, DATABASE_URL) are only checked; local ones are
+    started unless running from an earlier `up`. On failure whatever this call
+    started is stopped again and StackError is raised.
+    """
+    _check_local_ports()
+    started: list[str] = []
+    try:
+        kafka_bootstrap, kafka_external = _ensure_kafka(started)
+        database_url, database_external = _ensure_postgres(started)
+    except BaseException:
+        stop_started(started)
+        raise
+    return Infra(kafka_bootstrap, database_url, kafka_external, database_external, started)
+
+
+def stop_started(names: Iterable[str]) -> None:
+    """Stop those of the named components (see COMPONENTS) that run per .local/run.
+
+    Services first (SIGTERM, 20 s, SIGKILL), then Kafka (SIGTERM, 30 s, SIGKILL),
+    then PostgreSQL (pg_ctl stop -m fast). Nothing else is touched.
+    """
+    wanted = set(names)
+    _terminate([s.name for s in SERVICES if s.name in wanted], SERVICE_STOP_TIMEOUT_S)
+    if "kafka" in wanted:
+        _terminate(["kafka"], KAFKA_STOP_TIMEOUT_S)
+    if "postgres" in wanted:
+        _stop_pg()
+
+
+def stop_all() -> None:
+    """Stop everything `up` started; a no-op when nothing runs."""
+    stop_started(COMPONENTS)
+
+
+def status_lines() -> list[str]:
+    """One line per component: running (pid), external or stopped, and its address."""
+    rows = [
+        ("kafka", f"127.0.0.1:{kafka_port()}", os.environ.get("KAFKA_BOOTSTRAP", "")),
+        ("postgres", local_database_url(), _redact(os.environ.get("DATABASE_URL", ""))),
+        *((s.name, s.url, "") for s in SERVICES),
+    ]
+    lines = []
+    for name, local_address, external in rows:
+        pid = running_pid(name)
+        if pid is not None:
+            lines.append(f"{name:<10} running   pid {pid:<8} {local_address}")
+        elif external.strip():
+            lines.append(f"{name:<10} external  {'':<12} {external.strip()}")
+        else:
+            lines.append(f"{name:<10} stopped   {'':<12} {local_address}")
+    return lines
+
+
+def env_lines() -> list[str]:
+    """`export` lines for the Kafka and PostgreSQL in use (external ones if set)."""
+    kafka = os.environ.get("KAFKA_BOOTSTRAP", "").strip() or f"127.0.0.1:{kafka_port()}"
+    database = os.environ.get("DATABASE_URL", "").strip() or local_database_url()
+    return [
+        f"export KAFKA_BOOTSTRAP={shlex.quote(kafka)}",
+        f"export DATABASE_URL={shlex.quote(database)}",
+    ]
+
+
+def summary_lines(infra: Infra, infra_only: bool) -> list[str]:
+    """What `up` prints last: the addresses, and in open mode its warning and how to
+    point Claude Code at the stack."""
+    kafka = infra.kafka_bootstrap + ("  (external)" if infra.kafka_external else "")
+    database = infra.database_url
+    if infra.database_external:
+        database = f"{_redact(database)}  (external)"
+    lines = [
+        "",
+        "tokentide infrastructure is up:" if infra_only else "tokentide is up:",
+    ]
+    if not infra_only:
+        lines += [f"  {s.label:<13} {s.url}" for s in SERVICES]
+    lines += [
+        f"  {'Kafka':<13} {kafka}",
+        f"  {'PostgreSQL':<13} {database}",
+        f"  {'logs':<13} {LOG_DIR}/",
+        f"  {'stop with':<13} python3 scripts/stack.py down",
+    ]
+    if infra_only:
+        return [*lines, "", 'For a shell:  eval "$(python3 scripts/stack.py env)"']
+    if service_env(infra)["TOKENTIDE_OPEN_MODE"].strip().lower() not in TRUTHY:
+        return lines
+    return [
+        *lines,
+        "",
+        "OPEN MODE: one tenant (`default`) and NO authentication; anyone who reaches",
+        "these ports reads and writes its data. Keep them on 127.0.0.1.",
+        "",
+        "Point Claude Code at it (in the shell that starts `claude`):",
+        "  export CLAUDE_CODE_ENABLE_TELEMETRY=1",
+        "  export OTEL_METRICS_EXPORTER=otlp",
+        "  export OTEL_LOGS_EXPORTER=otlp",
+        "  export OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf",
+        f"  export OTEL_EXPORTER_OTLP_ENDPOINT={SERVICES[0].url}",
+    ]
+
+
+# --------------------------------------------------------------------------------- CLI
+
+
+def cmd_up(infra_only: bool) -> None:
+    """Start the infra, then (unless infra_only) migrate and start the services.
+
+    On failure everything this call started is stopped again.
+    """
+    if not infra_only:
+        _require_tokentide_bin()
+    infra = start_infra()
+    if not infra_only:
+        try:
+            infra.started += start_services(infra)
+        except BaseException:
+            stop_started(infra.started)
+            raise
+    print("\n".join(summary_lines(infra, infra_only)))
+
+
+def run_with_infra(command: Sequence[str]) -> int:
+    """Run ``command`` with Kafka and PostgreSQL available; return its exit code.
+
+    KAFKA_BOOTSTRAP and DATABASE_URL are set for it. Whatever this call started is
+    stopped afterwards; what was running already (an earlier `up`) is left running.
+    """
+    if not command:
+        raise StackError("run needs a command after --, e.g. `stack.py run -- pytest`")
+    infra = start_infra()
+    try:
+        env = {**os.environ, "KAFKA_BOOTSTRAP": infra.kafka_bootstrap, "DATABASE_URL": infra.database_url}
+        return subprocess.call(list(command), env=env)
+    finally:
+        stop_started(infra.started)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one sub-command; 0 on success, 1 on StackError, 130 when interrupted."""
+    parser = argparse.ArgumentParser(prog="stack.py", description=__doc__)
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    commands = parser.add_subparsers(dest="command", required=True)
+    up = commands.add_parser("up", help="start what is not running yet")
+    up.add_argument("--infra", action="store_true", help="only Kafka and PostgreSQL")
+    commands.add_parser("down", help="stop everything `up` started")
+    commands.add_parser("status", help="one line per component")
+    commands.add_parser("env", help="export lines for KAFKA_BOOTSTRAP, DATABASE_URL")
+    run = commands.add_parser("run", help="run a command with the infra up, then stop what was started")
+    run.add_argument("cmd", nargs=argparse.REMAINDER, help="the command, after --")
+    args = parser.parse_args(argv)
+    actions: dict[str, Callable[[], None]] = {
+        "up": lambda: cmd_up(args.infra),
+        "down": stop_all,
+        "status": lambda: print("\n".join(status_lines())),
+        "env": lambda: print("\n".join(env_lines())),
+    }
+    try:
+        if args.command == "run":
+            return run_with_infra(args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd)
+        actions[args.command]()
+    except StackError as exc:
+        print(f"stack.py {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"stack.py {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""Real Claude Code exports, through the real pipeline, read back from the API."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.captures import ExpectedSession, cases, expected_claude_sessions, exports
+from tests.support.pipeline import Pipeline
+from tests.support.services import wait_caught_up
+
+pytestmark = pytest.mark.e2e
+
+CASES = cases("claude-code")
+
+
+async def post_all(client: httpx.AsyncClient, pipeline: Pipeline) -> int:
+    """Post every capture (protobuf and JSON cases) as the agent sent it; return how many."""
+    posted = 0
+    for case_dir in CASES:
+        for export in exports(case_dir):
+            headers = {"Content-Type": export.content_type}
+            if export.content_encoding:
+                headers["Content-Encoding"] = export.content_encoding
+            response = await client.post(
+                pipeline.url("ingest") + export.path, content=export.body, headers=headers
+            )
+            assert response.status_code == 200, (case_dir.name, export.path, response.text)
+            assert response.headers["content-type"].startswith(export.content_type)
+            posted += 1
+    return posted
+
+
+def matches(body: dict[str, Any], expected: ExpectedSession) -> bool:
+    tokens = body["tokens"]
+    cost = Decimal(str(body["cost_usd"]))
+    return (
+        tokens["input"] == expected.input
+        and tokens["output"] == expected.output
+        and tokens["cache_read"] == expected.cache_read
+        and tokens["cache_creation"] == expected.cache_creation
+        and body["api_requests"] == expected.api_requests
+        and body["api_errors"] == expected.api_errors
+        # The agent's double, to the nano-dollar the pipeline keeps (exact decimal sum).
+        and cost == expected.cost_usd.quantize(Decimal("1e-9"))
+    )
+
+
+async def wait_for_sessions(
+    client: httpx.AsyncClient, pipeline: Pipeline, expected: dict[str, ExpectedSession], timeout_s: float = 60
+) -> dict[str, dict[str, Any]]:
+    deadline = time.monotonic() + timeout_s
+    seen: dict[str, dict[str, Any]] = {}
+    while True:
+        for sid, want in expected.items():
+            response = await client.get(f"{pipeline.url('dashboard')}/api/v1/sessions/{sid}")
+            if response.status_code == 200 and matches(response.json(), want):
+                seen[sid] = response.json()
+        if len(seen) == len(expected):
+            return seen
+        if time.monotonic() > deadline:
+            missing = {sid: want for sid, want in expected.items() if sid not in seen}
+            pipeline.fail(f"sessions not as expected after {timeout_s}s: {missing}")
+        await asyncio.sleep(0.5)
+
+
+async def drained(pipeline: Pipeline) -> None:
+    """Wait until the streams and then the sink stage have consumed everything posted so far."""
+    await wait_caught_up(pipeline.kafka_bootstrap, pipeline.streams_group, pipeline.raw_topics()[:2])
+    topics = pipeline.topics
+    await wait_caught_up(
+        pipeline.kafka_bootstrap, pipeline.sink_group, [topics.events, topics.points, topics.session_state]
+    )
+
+
+async def test_captures_twice_give_the_agents_own_totals(pipeline: Pipeline) -> None:
+    expected = expected_claude_sessions(CASES)
+    # The captures hold successful requests (stub cases) and failed ones (offline, error500).
+    assert sum(s.api_requests for s in expected.values()) >= 7
+    assert sum(s.api_errors for s in expected.values()) >= 3
+    formats = {e.content_type for c in CASES for e in exports(c)}
+    assert formats == {"application/x-protobuf", "application/json"}
+
+    async with httpx.AsyncClient(timeout=10) as client:
+        await post_all(client, pipeline)
+        first = await wait_for_sessions(client, pipeline, expected)
+
+        listing = (await client.get(pipeline.url("dashboard") + "/api/v1/sessions")).json()
+        assert {s["session_id"] for s in listing["sessions"]} == set(expected)
+        assert listing["total"] == len(expected)
+
+        for sid, body in first.items():
+            assert body["agent"] == "claude_code"
+            assert set(body["models"]) >= expected[sid].models
+            assert body["started_at"] <= body["last_seen_at"]
+
+        # Everything again: re-sent exports must change nothing.
+        await post_all(client, pipeline)
+        await drained(pipeline)
+        second = await wait_for_sessions(client, pipeline, expected)
+        for sid in expected:
+            assert second[sid] == first[sid], sid
+
+
+async def test_context_counts_the_main_conversation_only(pipeline: Pipeline) -> None:
+    """stub-tool-traces: a Haiku title request plus two Opus requests of 6,000 context tokens."""
+    expected = expected_claude_sessions([c for c in CASES if c.name.startswith("stub-tool-traces")])
+    assert len(expected) == 2
+    async with httpx.AsyncClient(timeout=10) as client:
+        await post_all(client, pipeline)  # idempotent: harmless if the other test posted already
+        sessions = await wait_for_sessions(client, pipeline, expected)
+    for sid in expected:
+        context = sessions[sid]["context"]
+        assert context["model"] == "claude-opus-4-8"
+        assert context["tokens"] == 1200 + 4500 + 300
+        # The metrics name the model claude-opus-4-8[1m]: a long-context session.
+        assert context["limit"] == 1_000_000
+        assert context["ratio"] == pytest.approx(6000 / 1_000_000)

@@ -1,0 +1,150 @@
+"""The sink against real Kafka and PostgreSQL: exact rows, and replays that change nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import psycopg
+import pytest
+from aiokafka import AIOKafkaProducer
+from prometheus_client import CollectorRegistry
+
+from sinks.base import SinkMetrics, SinkRunner
+from sinks.postgres.writer import PostgresWriter
+from streams.normalise import default_registry
+from streams.processor import Output, Processor
+from streams.state import StoredSession
+from tests.support.captures import cases, exports
+from tokentide.kafka import ensure_topics, pipeline_topics
+from tokentide.settings import SinkSettings
+
+pytestmark = pytest.mark.integration
+
+
+def outputs_of_captures() -> list[Output]:
+    """What the streams stage makes of every Claude Code capture (pure code, no Kafka)."""
+    processor = Processor(default_registry(), dedup_window=1024)
+    store: dict[bytes, StoredSession] = {}
+    out: list[Output] = []
+    offset = 0
+    for case_dir in cases("claude-code"):
+        for export in exports(case_dir):
+            if export.signal == "traces" or export.content_type != "application/x-protobuf":
+                continue
+            offset += 1
+            out += processor.process(
+                topic="raw",
+                offset=offset,
+                headers={"tt-signal": export.signal, "tt-tenant": "default"},
+                value=export.body,
+                get_state=store.get,
+                put_state=store.__setitem__,
+            )
+    return out
+
+
+async def produce(bootstrap: str, settings: SinkSettings, outputs: list[Output]) -> None:
+    topics = settings.topics
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for out in outputs:
+            if out.events:
+                await producer.send_and_wait(topics.events, out.events.to_bytes(), key=out.key)
+            if out.points:
+                await producer.send_and_wait(topics.points, out.points.to_bytes(), key=out.key)
+            await producer.send_and_wait(topics.session_state, out.state.to_bytes(), key=out.key)
+    finally:
+        await producer.stop()
+
+
+def snapshot(dsn: str) -> dict[str, list[tuple[object, ...]]]:
+    with psycopg.connect(dsn) as conn:
+        return {
+            "events": conn.execute("SELECT * FROM events ORDER BY event_id").fetchall(),
+            "metric_points": conn.execute(
+                "SELECT * FROM metric_points ORDER BY series_id, ts, start_ts"
+            ).fetchall(),
+            "sessions": conn.execute(
+                "SELECT session_id, input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens,"
+                " cost_usd, api_requests, api_errors, state_version FROM sessions ORDER BY session_id"
+            ).fetchall(),
+        }
+
+
+async def wait_rows(dsn: str, table: str, count: int, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with psycopg.connect(dsn) as conn:
+            row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()  # noqa: S608 - fixed table names
+        if row and row[0] >= count:
+            return
+        assert time.monotonic() < deadline, f"{table}: {row} rows, want {count}"
+        await asyncio.sleep(0.2)
+
+
+@pytest.fixture
+async def sink(bootstrap: str, prefix: str, database: str) -> AsyncIterator[SinkSettings]:
+    settings = SinkSettings(
+        kafka_bootstrap=bootstrap,
+        topic_prefix=prefix,
+        database_url=database,
+        open_mode=True,
+        sink_group_id=prefix + "sink",
+        batch_linger_ms=50,
+    )
+    await ensure_topics(bootstrap, pipeline_topics(settings))
+    runner = SinkRunner(settings, PostgresWriter(database), SinkMetrics(CollectorRegistry()))
+    await runner.start()
+    yield settings
+    await runner.stop()
+    await runner.stop()  # safe twice
+
+
+async def test_replayed_batches_change_nothing(sink: SinkSettings, bootstrap: str, database: str) -> None:
+    outputs = outputs_of_captures()
+    events = {e.event_id for o in outputs if o.events for e in o.events.events}
+    points = {(p.series_id, p.time_ns, p.start_time_ns) for o in outputs if o.points for p in o.points.points}
+    sessions = {o.state.session_id for o in outputs}
+    assert events
+    assert points
+    assert len(sessions) == 4  # the four protobuf cases
+
+    await produce(bootstrap, sink, outputs)
+    await wait_rows(database, "events", len(events))
+    await wait_rows(database, "metric_points", len(points))
+    await wait_rows(database, "sessions", len(sessions))
+    first = snapshot(database)
+    assert len(first["events"]) == len(events)
+    assert len(first["metric_points"]) == len(points)
+
+    # The same messages again (a redelivery), then a marker to know the sink got past them.
+    await produce(bootstrap, sink, outputs)
+    marker = outputs[0].state.model_copy(update={"session_id": "marker", "version": 1})
+    await produce(bootstrap, sink, [Output(key=b"default/marker", events=None, points=None, state=marker)])
+    await wait_rows(database, "sessions", len(sessions) + 1)
+    second = snapshot(database)
+    second["sessions"] = [r for r in second["sessions"] if r[0] != "marker"]
+    assert second == first
+
+
+async def test_older_state_never_overwrites_newer(sink: SinkSettings, bootstrap: str, database: str) -> None:
+    state = outputs_of_captures()[-1].state
+    newer = state.model_copy(update={"session_id": "s-order", "version": 5, "api_requests": 5})
+    older = state.model_copy(update={"session_id": "s-order", "version": 4, "api_requests": 4})
+    marker = state.model_copy(update={"session_id": "marker"})
+    key = b"default/s-order"
+    # Same key, same partition: the marker is written after the older state was consumed.
+    await produce(
+        bootstrap,
+        sink,
+        [Output(key, None, None, newer), Output(key, None, None, older), Output(key, None, None, marker)],
+    )
+    await wait_rows(database, "sessions", 2)
+    with psycopg.connect(database) as conn:
+        row = conn.execute(
+            "SELECT api_requests, state_version FROM sessions WHERE session_id = 's-order'"
+        ).fetchone()
+    assert row == (5, 5)

@@ -1,0 +1,121 @@
+"""The real agent captures in tests/fixtures, and what they say, read with plain ``json``.
+
+Expected numbers are derived here independently of the code under test: from the OTLP/JSON
+form of every logs body (the raw ``.json`` as sent, or the ``.pb.json`` rendering of a
+``.pb``), summing what each session's ``api_request`` events report.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+
+
+@dataclass(frozen=True)
+class Export:
+    """One captured HTTP export: path, headers and body as the agent sent them."""
+
+    path: str
+    content_type: str
+    content_encoding: str | None
+    body: bytes
+    json_form: Path
+
+    @property
+    def signal(self) -> str:
+        return self.path.rsplit("/", 1)[-1]
+
+
+def exports(case_dir: Path) -> list[Export]:
+    """The case's exports in arrival order."""
+    out = []
+    for meta_path in sorted(case_dir.glob("*.meta.json")):
+        meta = json.loads(meta_path.read_text())
+        stem = meta_path.name.removesuffix(".meta.json")
+        body_path = case_dir / meta["raw_file"]
+        json_form = case_dir / (stem + ".json")
+        if not json_form.exists():
+            json_form = case_dir / (stem + ".pb.json")
+        out.append(
+            Export(
+                path=meta["path"],
+                content_type=meta["content_type"],
+                content_encoding=meta.get("content_encoding"),
+                body=body_path.read_bytes(),
+                json_form=json_form,
+            )
+        )
+    return out
+
+
+def cases(agent: str) -> list[Path]:
+    return sorted(p for p in (FIXTURES / agent).iterdir() if p.is_dir())
+
+
+def _value(any_value: dict[str, Any]) -> Any:
+    return next(iter(any_value.values()), None) if any_value else None
+
+
+@dataclass
+class ExpectedSession:
+    session_id: str
+    input: int = 0
+    output: int = 0
+    cache_read: int = 0
+    cache_creation: int = 0
+    cost_usd: Decimal = Decimal(0)
+    api_requests: int = 0
+    api_errors: int = 0
+    models: set[str] = field(default_factory=set)
+
+
+def expected_claude_sessions(case_dirs: list[Path]) -> dict[str, ExpectedSession]:
+    """Per session: the sums of its ``api_request`` events and the count of ``api_error``s.
+
+    Every session that appears anywhere (logs or metrics) is listed, with zeros if it made
+    no successful request.
+    """
+    sessions: dict[str, ExpectedSession] = {}
+    for case_dir in case_dirs:
+        for export in exports(case_dir):
+            document = json.loads(export.json_form.read_text())
+            if export.signal == "logs":
+                for resource in document.get("resourceLogs", []):
+                    for scope in resource.get("scopeLogs", []):
+                        for record in scope.get("logRecords", []):
+                            _count_event(sessions, record)
+            elif export.signal == "metrics":
+                for resource in document.get("resourceMetrics", []):
+                    for scope in resource.get("scopeMetrics", []):
+                        for metric in scope.get("metrics", []):
+                            for point in metric.get("sum", {}).get("dataPoints", []):
+                                attrs = {a["key"]: _value(a["value"]) for a in point.get("attributes", [])}
+                                sid = attrs.get("session.id")
+                                if sid:
+                                    sessions.setdefault(sid, ExpectedSession(sid))
+    return sessions
+
+
+def _count_event(sessions: dict[str, ExpectedSession], record: dict[str, Any]) -> None:
+    attrs = {a["key"]: _value(a["value"]) for a in record.get("attributes", [])}
+    sid = attrs.get("session.id")
+    if not sid:
+        return
+    session = sessions.setdefault(sid, ExpectedSession(sid))
+    name = attrs.get("event.name")
+    if name == "api_error":
+        session.api_errors += 1
+    if name != "api_request":
+        return
+    session.api_requests += 1
+    session.input += int(attrs["input_tokens"])
+    session.output += int(attrs["output_tokens"])
+    session.cache_read += int(attrs["cache_read_tokens"])
+    session.cache_creation += int(attrs["cache_creation_tokens"])
+    session.cost_usd += Decimal(str(attrs["cost_usd"]))
+    session.models.add(str(attrs["model"]))

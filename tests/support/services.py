@@ -1,0 +1,148 @@
+"""Access to the real Kafka and PostgreSQL that ``make test`` starts (scripts/stack.py).
+
+A missing service is a test failure, never a skip: the suite is meant to run through
+``make test``, which starts both, or with ``KAFKA_BOOTSTRAP`` / ``DATABASE_URL`` pointing at
+existing ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+import uuid
+from collections.abc import Iterable
+
+import psycopg
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from psycopg import sql
+
+from tokentide.migrate import migrate
+
+
+def require_env(name: str, what: str) -> str:
+    value = os.environ.get(name)
+    if not value:
+        pytest.fail(
+            f"{name} is not set: {what} is required. Run the suite with `make test` "
+            f"(it starts Kafka and PostgreSQL), or set {name} to an existing service."
+        )
+    return value
+
+
+def kafka_bootstrap() -> str:
+    bootstrap = require_env("KAFKA_BOOTSTRAP", "a real Kafka broker")
+    host, _, port = bootstrap.split(",")[0].rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=3).close()
+    except OSError as exc:
+        pytest.fail(f"Kafka at {bootstrap} is not reachable ({exc}); start it with `make test`/`make up`")
+    return bootstrap
+
+
+def admin_database_url() -> str:
+    url = require_env("DATABASE_URL", "a real PostgreSQL server")
+    try:
+        psycopg.connect(url, connect_timeout=3).close()
+    except psycopg.Error as exc:
+        pytest.fail(f"PostgreSQL at DATABASE_URL is not reachable ({exc}); start it with `make test`")
+    return url
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:12]}"
+
+
+def create_database(admin_url: str, *, migrated: bool = True) -> str:
+    """Create a database of its own (migrated unless told otherwise); returns its DSN."""
+    name = unique("tokentide_test_")
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    dsn = psycopg.conninfo.make_conninfo(admin_url, dbname=name)
+    if migrated:
+        migrate(dsn)
+    return dsn
+
+
+def drop_database(admin_url: str, dsn: str) -> None:
+    name = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(str(name))))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def end_offsets(bootstrap: str, topics: Iterable[str]) -> dict[TopicPartition, int]:
+    """End offset of every partition of ``topics`` (topics that do not exist are left out)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics(list(topics))
+    finally:
+        await admin.close()
+    partitions = [
+        TopicPartition(t["topic"], p["partition"]) for t in described if t["error_code"] == 0 for p in t["partitions"]
+    ]
+    if not partitions:
+        return {}
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        return dict(await consumer.end_offsets(partitions))
+    finally:
+        await consumer.stop()
+
+
+async def read_all(bootstrap: str, topic: str, timeout_s: float = 10.0) -> list[object]:
+    """Every message currently in ``topic`` (up to its end offsets at call time)."""
+    ends = await end_offsets(bootstrap, [topic])
+    wanted = {tp: end for tp, end in ends.items() if end > 0}
+    if not wanted:
+        return []
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    out: list[object] = []
+    try:
+        consumer.assign(list(wanted))
+        await consumer.seek_to_beginning(*wanted)
+        deadline = time.monotonic() + timeout_s
+        while wanted and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for tp, records in batch.items():
+                out.extend(records)
+                if records and records[-1].offset + 1 >= wanted.get(tp, 0):
+                    wanted.pop(tp, None)
+    finally:
+        await consumer.stop()
+    return out
+
+
+async def wait_caught_up(bootstrap: str, group: str, topics: list[str], timeout_s: float = 60.0) -> None:
+    """Wait until consumer group ``group`` committed offsets at the end of every partition."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            ends = await end_offsets(bootstrap, topics)
+            committed = await admin.list_consumer_group_offsets(group)
+            behind = {
+                tp: end - (committed[tp].offset if tp in committed else 0)
+                for tp, end in ends.items()
+                if end > (committed[tp].offset if tp in committed else 0)
+            }
+            if not behind:
+                return
+            if time.monotonic() > deadline:
+                pytest.fail(f"consumer group {group} still behind after {timeout_s}s: {behind}")
+            await asyncio.sleep(0.5)
+    finally:
+        await admin.close()
