@@ -89,7 +89,10 @@ async def end_offsets(bootstrap: str, topics: Iterable[str]) -> dict[TopicPartit
     finally:
         await admin.close()
     partitions = [
-        TopicPartition(t["topic"], p["partition"]) for t in described if t["error_code"] == 0 for p in t["partitions"]
+        TopicPartition(topic["topic"], partition["partition"])
+        for topic in described
+        if topic["error_code"] == 0
+        for partition in topic["partitions"]
     ]
     if not partitions:
         return {}
