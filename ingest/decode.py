@@ -85,12 +85,17 @@ def decode(signal: Signal, body: bytes, media: str) -> Message:
         document = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadRequest(f"invalid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise BadRequest("JSON nested too deeply") from exc
     if not isinstance(document, dict):
         raise BadRequest("OTLP/JSON body must be a JSON object")
     try:
         json_format.ParseDict(_hex_ids_to_base64(document), request, ignore_unknown_fields=True)
     except (json_format.ParseError, ValueError, TypeError) as exc:
         raise BadRequest(f"not an OTLP/JSON {signal.value} request: {exc}") from exc
+    except RecursionError as exc:
+        # OTLP nests a handful of levels; only AnyValue arrays/kvlists can go deeper.
+        raise BadRequest("JSON nested too deeply") from exc
     return request
 
 

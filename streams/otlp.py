@@ -40,6 +40,11 @@ def as_int(value: Any) -> int | None:
         return None
     if isinstance(value, int):
         return value
+    if isinstance(value, str):
+        try:
+            return int(value)  # exact, unlike a detour through float
+        except ValueError:
+            pass
     try:
         number = float(value)
     except (TypeError, ValueError):

@@ -54,7 +54,8 @@ class Processor:
     def normalise(self, headers: dict[str, str], value: bytes) -> tuple[str, dict[str, SessionRecords]]:
         """Decode a raw message and normalise it; returns (tenant, records by session)."""
         tenant = headers.get(HEADER_TENANT) or OPEN_MODE_TENANT
-        received_ns = int(headers.get(HEADER_RECEIVED_AT) or time.time_ns())
+        received = headers.get(HEADER_RECEIVED_AT, "")
+        received_ns = int(received) if received.isdigit() else time.time_ns()
         signal = headers.get(HEADER_SIGNAL)
         try:
             if signal == Signal.LOGS:

@@ -86,8 +86,21 @@ def text(value: str | None) -> str | None:
 
 
 def jsonb(value: dict[str, Any]) -> str:
-    # jsonb refuses the \u0000 escape; drop it rather than the whole row.
-    return json.dumps(value, separators=(",", ":"), default=str).replace("\\u0000", "")
+    """JSON text for a jsonb column; NUL characters (which jsonb refuses) are removed."""
+    encoded = json.dumps(value, separators=(",", ":"), default=str)
+    if "\\u0000" not in encoded:
+        return encoded
+    return json.dumps(_without_nul(value), separators=(",", ":"), default=str)
+
+
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_without_nul(v) for v in value]
+    return value
 
 
 def event_row(e: Event) -> tuple[Any, ...]:

@@ -64,8 +64,11 @@ class ClaudeCodeNormaliser(GenericNormaliser):
             tenant=origin.tenant,
             session_id=session_id,
             # The agent numbers its events per session; with the timestamp this stays
-            # unique even if a resumed session restarts the numbering.
-            event_id=stable_id(session_id, name, sequence, time_ns),
+            # unique even if a resumed session restarts the numbering. Without a number,
+            # the record's content is the key.
+            event_id=stable_id(session_id, name, sequence, time_ns)
+            if sequence is not None
+            else stable_id(session_id, record.SerializeToString(deterministic=True)),
             agent=self.agent,
             name=name,
             time_ns=time_ns,

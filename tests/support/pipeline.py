@@ -14,15 +14,19 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 import httpx
-import pytest
 
 from tests.support.services import free_port, unique
 from tokentide.topics import Signal, Topics
 
 TOKENTIDE = str(Path(sys.executable).with_name("tokentide"))
 SERVICES = ("ingest", "streams", "sink", "dashboard")
+
+
+class PipelineError(RuntimeError):
+    """The pipeline did not start, or did not reach the state a caller waited for."""
 
 
 @dataclass
@@ -120,8 +124,9 @@ class Pipeline:
             out.append(f"----- {service} -----\n" + "\n".join(text))
         return "\n".join(out)
 
-    def fail(self, message: str) -> None:
-        pytest.fail(f"{message}\n{self.logs()}")
+    def fail(self, message: str) -> NoReturn:
+        """Raise with the tail of every service's log attached."""
+        raise PipelineError(f"{message}\n{self.logs()}")
 
     def cleanup(self) -> None:
         shutil.rmtree(self.workdir / "streams", ignore_errors=True)

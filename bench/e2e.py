@@ -1,0 +1,179 @@
+"""End-to-end benchmark: OTLP POST -> Kafka -> streams -> sink -> PostgreSQL -> API.
+
+Not a test. Runs the four services as processes (like the e2e tests) on the Kafka and
+PostgreSQL given by KAFKA_BOOTSTRAP / DATABASE_URL (``make bench`` provides them), then:
+
+1. throughput: posts ``--sessions`` x ``--requests`` real-shaped Claude Code log exports
+   (the captured ``stub-text-protobuf`` export, re-numbered per session) with
+   ``--concurrency`` clients, and measures how fast ingest answers and how long until the API
+   shows every session with every request counted;
+2. latency: ``--probes`` single exports of fresh sessions, one at a time, each timed from the
+   POST until the API shows it.
+
+Numbers vary with the machine's load: compare runs made back to back, not across days.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.support.captures import FIXTURES
+from tests.support.pipeline import Pipeline
+from tests.support.services import admin_database_url, create_database, drop_database, kafka_bootstrap
+
+TEMPLATE = FIXTURES / "claude-code" / "stub-text-protobuf" / "0001_v1_logs.pb"
+PB = {"Content-Type": "application/x-protobuf"}
+
+
+def export_for(template: ExportLogsServiceRequest, session_id: str, request_no: int) -> bytes:
+    """The template export as the ``request_no``-th export of ``session_id``."""
+    request = ExportLogsServiceRequest()
+    request.CopyFrom(template)
+    base = time.time_ns() + request_no * 1_000_000_000
+    records = [r for rl in request.resource_logs for sl in rl.scope_logs for r in sl.log_records]
+    for j, record in enumerate(records):
+        record.time_unix_nano = record.observed_time_unix_nano = base + j * 1_000_000
+        for kv in record.attributes:
+            if kv.key == "session.id":
+                kv.value.string_value = session_id
+            elif kv.key == "event.sequence":
+                kv.value.int_value = request_no * len(records) + j
+    return request.SerializeToString()
+
+
+def events_per_export(template: ExportLogsServiceRequest) -> int:
+    return sum(len(sl.log_records) for rl in template.resource_logs for sl in rl.scope_logs)
+
+
+async def api_totals(client: httpx.AsyncClient, pipeline: Pipeline, prefix: str) -> tuple[int, int]:
+    """(sessions, api requests) the API shows for sessions whose id starts with ``prefix``."""
+    sessions = requests = offset = 0
+    while True:
+        page = (
+            await client.get(
+                f"{pipeline.url('dashboard')}/api/v1/sessions", params={"limit": 1000, "offset": offset}
+            )
+        ).json()
+        for s in page["sessions"]:
+            if s["session_id"].startswith(prefix):
+                sessions += 1
+                requests += s["api_requests"]
+        offset += len(page["sessions"])
+        if offset >= page["total"] or not page["sessions"]:
+            return sessions, requests
+
+
+async def throughput(
+    pipeline: Pipeline, args: argparse.Namespace, template: ExportLogsServiceRequest
+) -> None:
+    run = uuid.uuid4().hex[:8]
+    bodies = [
+        export_for(template, f"bench-{run}-{s}", i)
+        for i in range(args.requests)
+        for s in range(args.sessions)
+    ]
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    for body in bodies:
+        queue.put_nowait(body)
+    latencies: list[float] = []
+
+    async def client_loop(client: httpx.AsyncClient) -> None:
+        while not queue.empty():
+            body = queue.get_nowait()
+            started = time.perf_counter()
+            response = await client.post(pipeline.url("ingest") + "/v1/logs", content=body, headers=PB)
+            latencies.append(time.perf_counter() - started)
+            if response.status_code != 200:
+                raise RuntimeError(f"ingest answered {response.status_code}: {response.text}")
+
+    limits = httpx.Limits(max_connections=args.concurrency)
+    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+        started = time.perf_counter()
+        await asyncio.gather(*(client_loop(client) for _ in range(args.concurrency)))
+        posted = time.perf_counter() - started
+        want = (args.sessions, args.sessions * args.requests)
+        while (got := await api_totals(client, pipeline, f"bench-{run}-")) != want:
+            if time.perf_counter() - started > args.timeout:
+                raise RuntimeError(f"API shows {got} after {args.timeout}s, want {want}\n{pipeline.logs()}")
+            await asyncio.sleep(0.25)
+        visible = time.perf_counter() - started
+
+    events = len(bodies) * events_per_export(template)
+    latencies.sort()
+    p50, p99 = latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99)]
+    print(
+        f"throughput: {len(bodies)} exports ({events} events, {args.sessions} sessions), "
+        f"{args.concurrency} concurrent clients"
+    )
+    print(
+        f"  ingest:     {len(bodies) / posted:8.0f} requests/s  {events / posted:8.0f} events/s  "
+        f"p50 {1000 * p50:.1f} ms  p99 {1000 * p99:.1f} ms"
+    )
+    print(
+        f"  end to end: {len(bodies) / visible:8.0f} requests/s  {events / visible:8.0f} events/s  "
+        f"(all visible in the API after {visible:.2f} s)"
+    )
+
+
+async def latency(pipeline: Pipeline, args: argparse.Namespace, template: ExportLogsServiceRequest) -> None:
+    samples: list[float] = []
+    async with httpx.AsyncClient(timeout=30) as client:
+        for n in range(args.probes):
+            session_id = f"probe-{uuid.uuid4().hex[:12]}"
+            body = export_for(template, session_id, 0)
+            url = f"{pipeline.url('dashboard')}/api/v1/sessions/{session_id}"
+            started = time.perf_counter()
+            response = await client.post(pipeline.url("ingest") + "/v1/logs", content=body, headers=PB)
+            response.raise_for_status()
+            while (await client.get(url)).status_code != 200:
+                if time.perf_counter() - started > 30:
+                    raise RuntimeError(f"probe {n} not visible after 30 s\n{pipeline.logs()}")
+                await asyncio.sleep(0.01)
+            samples.append(time.perf_counter() - started)
+    samples.sort()
+    q = statistics.quantiles(samples, n=100)
+    print(
+        f"latency POST -> visible in API ({args.probes} probes, one at a time): "
+        f"p50 {1000 * q[49]:.0f} ms  p95 {1000 * q[94]:.0f} ms  p99 {1000 * q[98]:.0f} ms  "
+        f"max {1000 * samples[-1]:.0f} ms"
+    )
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sessions", type=int, default=200)
+    parser.add_argument("--requests", type=int, default=20, help="exports per session")
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--probes", type=int, default=50)
+    parser.add_argument("--timeout", type=float, default=300)
+    args = parser.parse_args()
+    template = ExportLogsServiceRequest.FromString(TEMPLATE.read_bytes())
+    admin_url = admin_database_url()
+    dsn = create_database(admin_url)
+    with tempfile.TemporaryDirectory(prefix="tokentide-bench-") as workdir:
+        pipeline = Pipeline(kafka_bootstrap(), dsn, Path(workdir))
+        try:
+            pipeline.start()
+            await throughput(pipeline, args, template)
+            await latency(pipeline, args, template)
+        finally:
+            pipeline.stop()
+            drop_database(admin_url, dsn)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

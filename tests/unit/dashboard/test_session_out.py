@@ -1,0 +1,79 @@
+"""A ``sessions`` row -> the API's session shape."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from dashboard.queries import SessionOut, session_out
+
+
+def _row(**changes: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "session_id": "f91221a8-0311-4362-9fe6-0628c6b87e21",
+        "agent": "claude_code",
+        "service_name": "claude-code",
+        "user_id": "u-1",
+        "started_at": datetime(2026, 11, 24, 1, 51, 10, tzinfo=UTC),
+        "last_seen_at": datetime(2026, 11, 24, 1, 51, 11, 123_000, tzinfo=UTC),
+        "input_tokens": 3600,
+        "output_tokens": 126,
+        "cache_read_tokens": 13_500,
+        "cache_creation_tokens": 900,
+        "reasoning_tokens": 7,
+        "cost_usd": Decimal("0.024585000"),  # numeric(20, 9)
+        "api_requests": 3,
+        "api_errors": 1,
+        "events": 9,
+        "models": ("claude-haiku-4-5-20251001", "claude-opus-4-8"),
+        "context_tokens": 6000,
+        "context_window": 1_000_000,
+        "context_model": "claude-opus-4-8",
+    }
+    return {**row, **changes}
+
+
+def test_session_out_maps_every_column() -> None:
+    out = session_out(_row())
+    assert isinstance(out, SessionOut)
+    assert out.session_id == "f91221a8-0311-4362-9fe6-0628c6b87e21"
+    assert (out.agent, out.service_name, out.user_id) == ("claude_code", "claude-code", "u-1")
+    assert out.tokens.model_dump() == {
+        "input": 3600,
+        "output": 126,
+        "cache_read": 13_500,
+        "cache_creation": 900,
+        "reasoning": 7,
+    }
+    assert out.cost_usd == 0.024585
+    assert isinstance(out.cost_usd, float)
+    assert (out.api_requests, out.api_errors, out.events) == (3, 1, 9)
+    assert out.models == ["claude-haiku-4-5-20251001", "claude-opus-4-8"]
+    assert out.context.model_dump() == {
+        "tokens": 6000,
+        "limit": 1_000_000,
+        "ratio": 0.006,
+        "model": "claude-opus-4-8",
+    }
+    assert out.last_seen_at == datetime(2026, 11, 24, 1, 51, 11, 123_000, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("tokens", "window", "ratio"),
+    [(6000, 200_000, 0.03), (190_000, 200_000, 0.95), (0, 200_000, 0.0), (6000, 0, 0.0), (1, 3, 0.333333)],
+)
+def test_context_ratio(tokens: int, window: int, ratio: float) -> None:
+    context = session_out(_row(context_tokens=tokens, context_window=window)).context
+    assert context.ratio == ratio
+    assert context.limit == window
+
+
+def test_session_out_serialises_to_json() -> None:
+    document = session_out(_row(service_name=None, user_id=None, context_model=None)).model_dump(mode="json")
+    assert document["cost_usd"] == 0.024585
+    assert document["service_name"] is None
+    assert document["context"]["model"] is None
+    assert document["started_at"] == "2026-11-24T01:51:10Z"

@@ -1,0 +1,245 @@
+"""Canonical records -> PostgreSQL rows: exact times and money, text PostgreSQL accepts."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from sinks.postgres.rows import (
+    EVENT_COLUMNS,
+    POINT_COLUMNS,
+    SESSION_COLUMNS,
+    event_row,
+    jsonb,
+    latest_states,
+    point_row,
+    session_row,
+    text,
+    timestamp,
+    usd,
+)
+from tokentide.records import ContextState, Event, Point, SessionState, Tokens
+
+NS = 1_795_485_058_104_123_456
+
+EVENT = Event(
+    tenant="default",
+    session_id="s-1",
+    event_id="e-1",
+    agent="claude_code",
+    name="api_request",
+    time_ns=NS,
+    sequence=3,
+    user_id="u-1",
+    model="claude-opus-4-8",
+    query_source="sdk",
+    request_id="req_1",
+    duration_ms=812.0,
+    tokens=Tokens(input=1200, output=42, cache_read=4500, cache_creation=300),
+    cost_nanos=11_175_000,
+    cost_source="agent",
+    attributes={"tool_parameters": '{"cmd": "printf \\x00"}', "k\x00ey": "v\x00al"},
+)
+POINT = Point(
+    tenant="default",
+    session_id="s-1",
+    agent="claude_code",
+    name="claude_code.token.usage",
+    series_id="series-1",
+    time_ns=NS,
+    start_time_ns=NS - 50_000_000,
+    value=4500.0,
+    temporality=1,
+    unit="tokens",
+    attributes={"type": "cacheRead", "model": "claude-opus-4-8[1m]"},
+)
+
+
+def _state(session_id: str = "s-1", version: int = 1, tenant: str = "default") -> SessionState:
+    return SessionState(
+        tenant=tenant,
+        session_id=session_id,
+        agent="claude_code",
+        service_name="claude-code",
+        user_id="u-1",
+        started_at_ns=NS - 10**9,
+        last_seen_at_ns=NS,
+        tokens=Tokens(input=3600, output=126, cache_read=13_500, cache_creation=900),
+        cost_nanos=24_585_000,
+        api_requests=3,
+        api_errors=0,
+        events=9,
+        models=["claude-haiku-4-5-20251001", "claude-opus-4-8"],
+        context=ContextState(tokens=6000, window=1_000_000, model="claude-opus-4-8"),
+        version=version,
+    )
+
+
+# --- values -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("ns", "expected"),
+    [
+        (NS, datetime(2026, 11, 24, 1, 50, 58, 104_123, tzinfo=UTC)),
+        (0, datetime(1970, 1, 1, tzinfo=UTC)),
+        (1_795_485_058_999_999_999, datetime(2026, 11, 24, 1, 50, 58, 999_999, tzinfo=UTC)),
+    ],
+)
+def test_timestamp_is_exact_to_the_microsecond(ns: int, expected: datetime) -> None:
+    # Independent reading: whole seconds, then the microseconds of the remainder.
+    assert expected == datetime.fromtimestamp(ns // 10**9, UTC) + timedelta(microseconds=ns % 10**9 // 1000)
+    result = timestamp(ns)
+    assert result == expected
+    assert result.utcoffset() == timedelta(0)
+
+
+@pytest.mark.parametrize(
+    ("nanos", "expected"),
+    [
+        (11_175_000, Decimal("0.011175")),
+        (2_235_000, Decimal("0.002235")),
+        (1, Decimal("0.000000001")),
+        (0, Decimal(0)),
+        (123_456_789_012, Decimal("123.456789012")),
+        (None, None),
+    ],
+)
+def test_usd_is_an_exact_decimal(nanos: int | None, expected: Decimal | None) -> None:
+    assert usd(nanos) == expected
+
+
+def test_usd_sums_exactly() -> None:
+    parts = [11_175_000, 2_235_000, 11_175_000]
+    assert sum(Decimal(usd(n) or 0) for n in parts) == usd(sum(parts)) == Decimal("0.024585")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [("a\x00b\x00", "ab"), ("\x00", ""), ("plain", "plain"), (None, None)]
+)
+def test_text_drops_nul(value: str | None, expected: str | None) -> None:
+    assert text(value) == expected
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"a": "x\x00y", "n\x00": ["\x00", {"deep": "\x00z"}]},
+        {"path": "C:\\Users\\u0000"},  # a literal backslash-u-0000 in text (Windows path)
+        {"source": 'print("\\u0000")'},  # source code in tool parameters, not a NUL
+        {"mixed": "a\\\x00b"},  # a backslash right before a real NUL
+        {"unicode": "héllo ✓", "float": 0.0022349999999999996, "int": 2**63 - 1, "none": None},
+    ],
+    ids=["nul-everywhere", "windows-path", "source-code", "backslash-then-nul", "plain"],
+)
+def test_jsonb_is_valid_json_without_nul(value: dict[str, Any]) -> None:
+    encoded = jsonb(value)
+    decoded = json.loads(encoded)  # PostgreSQL refuses invalid JSON: the whole batch would fail
+    assert decoded == _without_nul(value)
+
+
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    return value
+
+
+# --- rows -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("row", "columns"),
+    [
+        (event_row(EVENT), EVENT_COLUMNS),
+        (event_row(EVENT.model_copy(update={"tokens": None, "cost_nanos": None})), EVENT_COLUMNS),
+        (point_row(POINT), POINT_COLUMNS),
+        (session_row(_state()), SESSION_COLUMNS),
+    ],
+    ids=["event", "event-without-usage", "point", "session"],
+)
+def test_rows_match_their_columns(row: tuple[Any, ...], columns: tuple[str, ...]) -> None:
+    assert len(row) == len(columns)
+    assert len(set(columns)) == len(columns)
+
+
+def test_event_row_puts_each_value_in_its_column() -> None:
+    row = dict(zip(EVENT_COLUMNS, event_row(EVENT), strict=True))
+    assert row["tenant_id"] == "default"
+    assert row["event_id"] == "e-1"
+    assert row["ts"] == datetime(2026, 11, 24, 1, 50, 58, 104_123, tzinfo=UTC)
+    assert row["seq"] == 3
+    assert (row["input_tokens"], row["output_tokens"]) == (1200, 42)
+    assert (row["cache_read_tokens"], row["cache_creation_tokens"], row["reasoning_tokens"]) == (4500, 300, 0)
+    assert row["cost_usd"] == Decimal("0.011175")
+    assert row["cost_source"] == "agent"
+    attributes = json.loads(row["attributes"])
+    assert attributes == {"tool_parameters": '{"cmd": "printf \\x00"}', "key": "val"}
+
+
+def test_event_row_without_usage_has_null_usage_columns() -> None:
+    row = dict(
+        zip(
+            EVENT_COLUMNS,
+            event_row(EVENT.model_copy(update={"tokens": None, "cost_nanos": None})),
+            strict=True,
+        )
+    )
+    usage = ["input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens", "cost_usd"]
+    assert [row[c] for c in usage] == [None] * len(usage)
+
+
+def test_no_nul_reaches_any_text_column() -> None:
+    dirty = EVENT.model_copy(update={"model": "claude\x00", "name": "api\x00_request", "request_id": "\x00r"})
+    assert not any(isinstance(v, str) and "\x00" in v for v in event_row(dirty))
+
+
+def test_point_row_puts_each_value_in_its_column() -> None:
+    row = dict(zip(POINT_COLUMNS, point_row(POINT), strict=True))
+    assert (row["series_id"], row["value"], row["temporality"], row["unit"]) == (
+        "series-1",
+        4500.0,
+        1,
+        "tokens",
+    )
+    assert row["ts"] - row["start_ts"] == timedelta(milliseconds=50)
+    assert json.loads(row["attributes"]) == POINT.attributes
+
+
+def test_session_row_puts_each_value_in_its_column() -> None:
+    row = dict(zip(SESSION_COLUMNS, session_row(_state(version=7)), strict=True))
+    assert row["cost_usd"] == Decimal("0.024585")
+    assert (row["input_tokens"], row["cache_read_tokens"], row["cache_creation_tokens"]) == (
+        3600,
+        13_500,
+        900,
+    )
+    assert (row["context_tokens"], row["context_window"], row["context_model"]) == (
+        6000,
+        1_000_000,
+        "claude-opus-4-8",
+    )
+    assert row["models"] == ["claude-haiku-4-5-20251001", "claude-opus-4-8"]
+    assert row["state_version"] == 7
+    assert row["last_seen_at"] - row["started_at"] == timedelta(seconds=1)
+
+
+# --- latest state per session -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("order", [[3, 1, 5, 2], [5, 3, 2, 1], [1, 2, 3, 5]])
+def test_latest_states_keeps_the_highest_version(order: list[int]) -> None:
+    states = [_state("a", v) for v in order] + [_state("b", 1), _state("a", 4, tenant="other")]
+    latest = {(s.tenant, s.session_id): s.version for s in latest_states(states)}
+    assert latest == {("default", "a"): 5, ("default", "b"): 1, ("other", "a"): 4}
+
+
+def test_latest_states_of_nothing() -> None:
+    assert latest_states([]) == []

@@ -1,0 +1,133 @@
+"""AnyValue to Python, attribute dicts, and numbers the agents send as text."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
+
+from streams.otlp import any_value, as_float, as_int, attributes, stable_id
+
+
+def _kv(key: str, value: AnyValue) -> KeyValue:
+    return KeyValue(key=key, value=value)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (AnyValue(string_value="claude-opus-4-8"), "claude-opus-4-8"),
+        (AnyValue(string_value=""), ""),
+        (AnyValue(int_value=1200), 1200),
+        (AnyValue(int_value=0), 0),
+        (AnyValue(int_value=-(2**63)), -(2**63)),
+        (AnyValue(double_value=0.0022349999999999996), 0.0022349999999999996),
+        (AnyValue(double_value=0.0), 0.0),
+        (AnyValue(bool_value=True), True),
+        (AnyValue(bool_value=False), False),
+        (AnyValue(bytes_value=b"\x00\xffab"), "00ff6162"),
+        (
+            AnyValue(
+                array_value=ArrayValue(
+                    values=[AnyValue(string_value="-p"), AnyValue(int_value=3), AnyValue()]
+                )
+            ),
+            ["-p", 3, None],
+        ),
+        (
+            AnyValue(
+                kvlist_value=KeyValueList(
+                    values=[
+                        _kv("file", AnyValue(string_value="a.py")),
+                        _kv(
+                            "nested",
+                            AnyValue(kvlist_value=KeyValueList(values=[_kv("n", AnyValue(int_value=1))])),
+                        ),
+                        _kv("unset", AnyValue()),
+                    ]
+                )
+            ),
+            {"file": "a.py", "nested": {"n": 1}},
+        ),
+        (AnyValue(array_value=ArrayValue()), []),
+        (AnyValue(), None),
+    ],
+    ids=lambda v: type(v).__name__ if not isinstance(v, AnyValue) else str(v.WhichOneof("value")),
+)
+def test_any_value(value: AnyValue, expected: Any) -> None:
+    result = any_value(value)
+    assert result == expected
+    assert type(result) is type(expected)
+
+
+def test_attributes_drop_empty_values_only() -> None:
+    kvs = [
+        _kv("status_code", AnyValue()),  # Gemini's unset attribute
+        _kv("success", AnyValue(bool_value=False)),
+        _kv("attempt", AnyValue(int_value=0)),
+        _kv("error", AnyValue(string_value="")),
+        _kv("model", AnyValue(string_value="gemini-2.5-pro")),
+    ]
+    assert attributes(kvs) == {"success": False, "attempt": 0, "error": "", "model": "gemini-2.5-pro"}
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("12", 12),
+        (12, 12),
+        (12.0, 12),
+        ("12.0", 12),
+        ("-3", -3),
+        (0, 0),
+        ("x", None),
+        ("", None),
+        (None, None),
+        (True, None),
+        (False, None),
+        (math.nan, None),
+        (math.inf, None),
+        (-math.inf, None),
+        ("NaN", None),
+        ("Infinity", None),
+        ([12], None),
+        # A decimal string is read exactly, not through a double (2**53 + 1).
+        ("9007199254740993", 9007199254740993),
+    ],
+)
+def test_as_int(value: Any, expected: int | None) -> None:
+    result = as_int(value)
+    assert result == expected
+    assert result is None or type(result) is int
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("12", 12.0),
+        (12, 12.0),
+        (12.0, 12.0),
+        ("0.011175", 0.011175),
+        ("1e3", 1000.0),
+        ("x", None),
+        (None, None),
+        (True, None),
+        (math.nan, None),
+        (math.inf, None),
+        ("-inf", None),
+        ("nan", None),
+    ],
+)
+def test_as_float(value: Any, expected: float | None) -> None:
+    result = as_float(value)
+    assert result == expected
+    assert result is None or type(result) is float
+
+
+def test_stable_id_is_stable_and_separates_parts() -> None:
+    assert stable_id("s", "api_request", 1, 10) == stable_id("s", "api_request", 1, 10)
+    assert stable_id("s", "api_request", 1, 10) != stable_id("s", "api_request", 11, 0)
+    assert stable_id("ab", "c") != stable_id("a", "bc")
+    assert stable_id(1) != stable_id("1")
