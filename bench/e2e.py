@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 import tempfile
@@ -35,6 +36,27 @@ from tests.support.services import admin_database_url, create_database, drop_dat
 
 TEMPLATE = FIXTURES / "claude-code" / "stub-text-protobuf" / "0001_v1_logs.pb"
 PB = {"Content-Type": "application/x-protobuf"}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` and its threads so far (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measured_pids(pipeline: Pipeline) -> dict[str, int]:
+    """The four services, plus Kafka, PostgreSQL's postmaster and this client."""
+    pids = {name: proc.pid for name, proc in pipeline.processes.items()}
+    run = Path(__file__).resolve().parents[1] / ".local" / "run"
+    for name in ("kafka", "postgres"):
+        pid_file = run / f"{name}.pid"
+        if pid_file.exists():
+            pids[name] = int(pid_file.read_text().split()[0])
+    pids["bench client"] = os.getpid()
+    return pids
 
 
 def export_for(template: ExportLogsServiceRequest, session_id: str, request_no: int) -> bytes:
@@ -99,6 +121,8 @@ async def throughput(
                 raise RuntimeError(f"ingest answered {response.status_code}: {response.text}")
 
     limits = httpx.Limits(max_connections=args.concurrency)
+    pids = measured_pids(pipeline)
+    cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     async with httpx.AsyncClient(timeout=30, limits=limits) as client:
         started = time.perf_counter()
         await asyncio.gather(*(client_loop(client) for _ in range(args.concurrency)))
@@ -109,6 +133,7 @@ async def throughput(
                 raise RuntimeError(f"API shows {got} after {args.timeout}s, want {want}\n{pipeline.logs()}")
             await asyncio.sleep(0.25)
         visible = time.perf_counter() - started
+    cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
 
     events = len(bodies) * events_per_export(template)
     latencies.sort()
@@ -125,6 +150,12 @@ async def throughput(
         f"  end to end: {len(bodies) / visible:8.0f} requests/s  {events / visible:8.0f} events/s  "
         f"(all visible in the API after {visible:.2f} s)"
     )
+    print("  CPU while it ran (PostgreSQL: postmaster only, not its backends):")
+    for name, seconds in cpu.items():
+        print(
+            f"    {name:13s} {seconds:6.2f} s  {100 * seconds / visible:5.0f}% of a core  "
+            f"{1e6 * seconds / events:7.0f} us/event"
+        )
 
 
 async def latency(pipeline: Pipeline, args: argparse.Namespace, template: ExportLogsServiceRequest) -> None:

@@ -145,7 +145,9 @@ def create_app(settings: StreamsSettings, registry: CollectorRegistry | None = N
 
     @app.page("/metrics")
     async def prometheus_metrics(self: View, request: Request) -> Response:
-        return self.bytes(generate_latest(metrics.registry), content_type=CONTENT_TYPE_LATEST)
+        # aiohttp takes the charset separately; the exposition format is UTF-8 anyway.
+        content_type = CONTENT_TYPE_LATEST.split(";")[0]
+        return self.bytes(generate_latest(metrics.registry), content_type=content_type)
 
     return app
 

@@ -121,3 +121,27 @@ async def test_context_counts_the_main_conversation_only(pipeline: Pipeline) -> 
         # The metrics name the model claude-opus-4-8[1m]: a long-context session.
         assert context["limit"] == 1_000_000
         assert context["ratio"] == pytest.approx(6000 / 1_000_000)
+
+
+async def test_every_service_reports_what_it_did(pipeline: Pipeline) -> None:
+    """Each service's /metrics answers in the Prometheus text format and counts the captures."""
+    async with httpx.AsyncClient(timeout=10) as client:
+        await post_all(client, pipeline)
+        await drained(pipeline)
+        scraped = {
+            service: await client.get(pipeline.url(service) + "/metrics")
+            for service in ("ingest", "streams", "sink", "dashboard")
+        }
+    for service, response in scraped.items():
+        assert response.status_code == 200, (service, response.text[:500])
+        assert response.headers["content-type"].startswith("text/plain"), service
+    assert 'tokentide_ingest_requests_total{signal="logs",status="200"}' in scraped["ingest"].text
+    assert _sample(scraped["streams"].text, "tokentide_streams_events_total") > 0
+    assert _sample(scraped["sink"].text, 'tokentide_sink_rows_offered_total{table="events"}') > 0
+
+
+def _sample(exposition: str, name: str) -> float:
+    for line in exposition.splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} not in\n{exposition}")
