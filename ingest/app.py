@@ -1,138 +1,162 @@
-"""The OTLP/HTTP receiver: check, decode, split by session, publish, answer per the OTLP spec."""
+"""The OTLP/HTTP receiver (and the process that also serves OTLP/gRPC).
+
+Per request: authenticate -> admit (tenant rate, in-flight memory) -> read the body within
+the size limit -> decompress -> decode -> :class:`ingest.service.Ingestor` -> answer exactly as
+the OTLP spec says, in the request's encoding.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
-    ExportMetricsServiceResponse,
-)
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+from google.protobuf import json_format
+from google.protobuf.message import Message
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from ingest.auth import TENANT_HEADER
 from ingest.decode import decode, decompress, media_type
-from ingest.errors import JSON, PROTOBUF, IngestError, PayloadTooLarge, response_headers, status_body
-from ingest.metrics import IngestMetrics
-from ingest.partition import split_by_session
-from ingest.producer import RawMessage, RawPublisher
-from tokentide.settings import OPEN_MODE_TENANT, IngestSettings
-from tokentide.topics import (
-    HEADER_RECEIVED_AT,
-    HEADER_SESSION,
-    HEADER_SIGNAL,
-    HEADER_TENANT,
-    Signal,
-    session_key,
+from ingest.errors import (
+    JSON,
+    PROTOBUF,
+    IngestError,
+    PayloadTooLarge,
+    response_headers,
+    status_body,
 )
+from ingest.limits import InflightBudget
+from ingest.runtime import Runtime
+from ingest.service import export_response
+from tokentide.settings import OPEN_MODE_TENANT, IngestSettings
+from tokentide.topics import Signal
 
 log = logging.getLogger(__name__)
 
-_EMPTY_RESPONSE = {
-    Signal.LOGS: ExportLogsServiceResponse(),
-    Signal.METRICS: ExportMetricsServiceResponse(),
-    Signal.TRACES: ExportTraceServiceResponse(),
-}
+
+def encode(message: Message, media: str) -> bytes:
+    if media == PROTOBUF:
+        encoded: bytes = message.SerializeToString()
+        return encoded
+    return str(json_format.MessageToJson(message, indent=None)).encode()
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+class _Held:
+    """Bytes this request holds against the process-wide in-flight budget."""
+
+    def __init__(self, budget: InflightBudget) -> None:
+        self._budget = budget
+        self.bytes = 0
+
+    def add(self, size: int) -> None:
+        self._budget.acquire(size)
+        self.bytes += size
+
+    def release(self) -> None:
+        self._budget.release(self.bytes)
+        self.bytes = 0
+
+
+async def _read_body(request: Request, limit: int, held: _Held) -> bytes:
     """Read a sized or chunked body, refusing (413) as soon as it passes ``limit``."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
     body = bytearray()
     async for chunk in request.stream():
+        held.add(len(chunk))
         body += chunk
         if len(body) > limit:
-            raise PayloadTooLarge(f"request body exceeds {limit} bytes")
+            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
     return bytes(body)
+
+
+async def handle_export(runtime: Runtime, signal: Signal, request: Request) -> Response:
+    """One OTLP/HTTP export, from the first header to the answer."""
+    settings, metrics = runtime.settings, runtime.metrics
+    content_type = request.headers.get("content-type") or ""
+    media = PROTOBUF if content_type.lower().startswith(PROTOBUF) else JSON
+    held = _Held(runtime.budget)
+    try:
+        tenant = await runtime.authenticator.authenticate(
+            request.headers.get("authorization"), request.headers.get(TENANT_HEADER)
+        )
+        media = media_type(content_type)
+        runtime.limiter.admit_request(tenant)
+        limit = min(settings.max_body_bytes, tenant.max_body_bytes or settings.max_body_bytes)
+        raw = await _read_body(request, limit, held)
+        metrics.bytes.labels(signal.value).inc(len(raw))
+        runtime.limiter.admit_bytes(tenant, len(raw))
+        body = decompress(raw, request.headers.get("content-encoding"), limit)
+        if body is not raw:
+            held.add(len(body))
+        message = decode(signal, body, media)
+        outcome = await runtime.ingestor.export(signal, tenant, message, body if media == PROTOBUF else None)
+    except IngestError as error:
+        metrics.rejects.labels(error.reason).inc()
+        metrics.requests.labels(signal.value, str(error.status)).inc()
+        return Response(
+            status_body(error, media),
+            status_code=error.status,
+            media_type=media,
+            headers=response_headers(error),
+        )
+    finally:
+        held.release()
+    metrics.requests.labels(signal.value, "200").inc()
+    return Response(encode(export_response(signal, outcome), media), status_code=200, media_type=media)
 
 
 def create_app(
     settings: IngestSettings,
     *,
-    publisher: RawPublisher | None = None,
+    runtime: Runtime | None = None,
     registry: CollectorRegistry | None = None,
 ) -> FastAPI:
-    registry = registry if registry is not None else CollectorRegistry()
-    metrics = IngestMetrics(registry)
-    publisher = publisher if publisher is not None else RawPublisher(settings, metrics)
-    topics = settings.topics
+    runtime = runtime if runtime is not None else Runtime.create(settings, registry)
+    metrics = runtime.metrics
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await runtime.start()
+        grpc_server = None
+        if settings.grpc_port:
+            from ingest.grpc import serve_grpc  # noqa: PLC0415 - grpcio only when gRPC is on
+
+            grpc_server = await serve_grpc(runtime)
+        if settings.open_mode:
+            log.warning(
+                "OPEN MODE: every export is accepted, unauthenticated, as tenant %r", OPEN_MODE_TENANT
+            )
         log.info(
-            "ingest listening on %s:%d (open mode: tenant %r, unauthenticated)",
+            "ingest listening: OTLP/HTTP %s:%d, OTLP/gRPC %s",
             settings.host,
             settings.ingest_port,
-            OPEN_MODE_TENANT,
+            f"{settings.host}:{settings.grpc_port}" if settings.grpc_port else "off",
         )
-        await publisher.start()
         try:
             yield
         finally:
-            await publisher.stop()
+            if grpc_server is not None:
+                await grpc_server.stop(grace=settings.shutdown_grace_s)
+            await runtime.stop()
             log.info("ingest stopped")
 
     app = FastAPI(title="tokentide ingest", lifespan=lifespan, docs_url=None, redoc_url=None)
 
-    async def export(signal: Signal, request: Request) -> Response:
-        media = JSON
-        try:
-            media = media_type(request.headers.get("content-type"))
-            raw = await _read_body(request, settings.max_body_bytes)
-            metrics.bytes.labels(signal.value).inc(len(raw))
-            encoding = request.headers.get("content-encoding")
-            body = decompress(raw, encoding, settings.max_body_bytes)
-            message = decode(signal, body, media)
-            parts = split_by_session(signal, message)
-            tenant = OPEN_MODE_TENANT
-            received = str(time.time_ns()).encode()
-            reuse_body = media == PROTOBUF and len(parts) == 1
-            batch = [
-                RawMessage(
-                    topic=topics.raw(signal),
-                    key=session_key(tenant, part.session_id).encode(),
-                    value=body if reuse_body else part.request.SerializeToString(),
-                    headers=[
-                        (HEADER_TENANT, tenant.encode()),
-                        (HEADER_SIGNAL, signal.value.encode()),
-                        (HEADER_RECEIVED_AT, received),
-                        (HEADER_SESSION, (part.session_id or "").encode()),
-                    ],
-                )
-                for part in parts
-                if part.records
-            ]
-            if batch:
-                await publisher.publish(batch)
-        except IngestError as error:
-            metrics.rejects.labels(error.reason).inc()
-            metrics.requests.labels(signal.value, str(error.status)).inc()
-            return Response(
-                status_body(error, media),
-                status_code=error.status,
-                media_type=media,
-                headers=response_headers(error),
-            )
-        metrics.records.labels(signal.value).inc(sum(p.records for p in parts))
-        metrics.requests.labels(signal.value, "200").inc()
-        empty = _EMPTY_RESPONSE[signal]
-        content = empty.SerializeToString() if media == PROTOBUF else b"{}"
-        return Response(content, status_code=200, media_type=media)
-
     @app.post("/v1/logs")
     async def export_logs(request: Request) -> Response:
-        return await export(Signal.LOGS, request)
+        return await handle_export(runtime, Signal.LOGS, request)
 
     @app.post("/v1/metrics")
     async def export_metrics(request: Request) -> Response:
-        return await export(Signal.METRICS, request)
+        return await handle_export(runtime, Signal.METRICS, request)
 
     @app.post("/v1/traces")
     async def export_traces(request: Request) -> Response:
-        return await export(Signal.TRACES, request)
+        return await handle_export(runtime, Signal.TRACES, request)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -140,12 +164,16 @@ def create_app(
 
     @app.get("/readyz")
     async def readyz() -> Response:
-        if publisher.ready:
-            return Response('{"status":"ready"}', media_type=JSON)
-        return Response('{"status":"kafka unavailable"}', status_code=503, media_type=JSON)
+        body = {
+            "status": "ready" if runtime.ready else "not ready",
+            "kafka": runtime.publisher.ready,
+            "auth": runtime.authenticator.ready,
+        }
+        return Response(json.dumps(body), status_code=200 if runtime.ready else 503, media_type=JSON)
 
     @app.get("/metrics")
     async def prometheus_metrics() -> Response:
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    app.state.runtime = runtime
     return app

@@ -9,6 +9,7 @@ request (protobuf or JSON).
 from __future__ import annotations
 
 from google.protobuf import json_format
+from google.protobuf.duration_pb2 import Duration
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 PROTOBUF = "application/x-protobuf"
@@ -52,6 +53,35 @@ class UnsupportedMediaType(IngestError):
     reason = "unsupported_media_type"
 
 
+class Unauthorized(IngestError):
+    """No valid API key: missing, unknown or revoked. Not retried."""
+
+    status = 401
+    grpc_code = code_pb2.UNAUTHENTICATED
+    reason = "unauthorized"
+
+
+class Forbidden(IngestError):
+    """A valid key that may not write here (another tenant's, or a disabled tenant). Not retried."""
+
+    status = 403
+    grpc_code = code_pb2.PERMISSION_DENIED
+    reason = "forbidden"
+
+
+class TooManyRequests(IngestError):
+    """The tenant is over its request or byte rate; retried after ``retry_after`` seconds."""
+
+    status = 429
+    grpc_code = code_pb2.RESOURCE_EXHAUSTED
+    retriable = True
+    reason = "rate_limited"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class Unavailable(IngestError):
     """Kafka cannot take the write now; the exporter retries after ``retry_after`` seconds."""
 
@@ -65,8 +95,8 @@ class Unavailable(IngestError):
         self.retry_after = retry_after
 
 
-def status_body(error: IngestError, media_type: str) -> bytes:
-    """Encode ``error`` as a ``google.rpc.Status`` in the request's encoding."""
+def rpc_status(error: IngestError) -> status_pb2.Status:
+    """The ``google.rpc.Status`` of ``error``: code, message, and details (BadRequest, RetryInfo)."""
     status = status_pb2.Status(code=error.grpc_code, message=error.message)
     if isinstance(error, BadRequest):
         details = error_details_pb2.BadRequest(
@@ -75,13 +105,29 @@ def status_body(error: IngestError, media_type: str) -> bytes:
             ]
         )
         status.details.add().Pack(details)
+    seconds = retry_after(error)
+    if seconds is not None:
+        status.details.add().Pack(error_details_pb2.RetryInfo(retry_delay=Duration(seconds=seconds)))
+    return status
+
+
+def status_body(error: IngestError, media_type: str) -> bytes:
+    """Encode ``error`` as a ``google.rpc.Status`` in the request's encoding."""
+    status = rpc_status(error)
     if media_type == PROTOBUF:
         encoded: bytes = status.SerializeToString()
         return encoded
     return str(json_format.MessageToJson(status, indent=None)).encode()
 
 
+def retry_after(error: IngestError) -> int | None:
+    """Seconds the client should wait before retrying, for the retriable errors."""
+    return error.retry_after if isinstance(error, (Unavailable, TooManyRequests)) else None
+
+
 def response_headers(error: IngestError) -> dict[str, str]:
-    if isinstance(error, Unavailable):
-        return {"Retry-After": str(error.retry_after)}
-    return {}
+    seconds = retry_after(error)
+    headers = {} if seconds is None else {"Retry-After": str(seconds)}
+    if isinstance(error, Unauthorized):
+        headers["WWW-Authenticate"] = 'Bearer realm="tokentide"'
+    return headers

@@ -28,8 +28,14 @@ class IngestMetrics:
         )
         self.rejects = Counter(
             "tokentide_ingest_rejects",
-            "Requests refused, by reason.",
+            "Requests (or, for invalid_records, records) refused, by reason.",
             ["reason"],
+            registry=registry,
+        )
+        self.redacted = Counter(
+            "tokentide_ingest_redacted_attributes",
+            "Content attributes redacted before Kafka.",
+            ["signal"],
             registry=registry,
         )
         self.kafka_latency = Histogram(

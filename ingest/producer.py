@@ -5,6 +5,9 @@ Contract: :meth:`RawPublisher.publish` returns only after Kafka acknowledged eve
 is durable. Any failure raises :class:`~ingest.errors.Unavailable` and the client retries;
 a part that Kafka took before the failure may then arrive twice, which the stream stage
 deduplicates (OTLP accepts duplicates, never loss).
+
+While Kafka is unreachable, publishing fails at once (503) instead of queueing requests; a
+background probe notices when Kafka is back.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from tokentide.settings import IngestSettings
 
 log = logging.getLogger(__name__)
 
+PROBE_INTERVAL_S = 1.0
+
 
 @dataclass(frozen=True, slots=True)
 class RawMessage:
@@ -35,51 +40,76 @@ class RawMessage:
 
 
 class RawPublisher:
-    """Owns the Kafka producer; (re)connects in the background until Kafka is reachable."""
+    """Owns the Kafka producer; connects in the background and watches Kafka's health."""
 
     def __init__(self, settings: IngestSettings, metrics: IngestMetrics) -> None:
         self._settings = settings
         self._metrics = metrics
         self._producer: AIOKafkaProducer | None = None
-        self._connector: asyncio.Task[None] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._healthy = False
 
     @property
     def ready(self) -> bool:
-        return self._producer is not None
+        """Connected, and Kafka answered recently."""
+        return self._producer is not None and self._healthy
+
+    def _set_health(self, healthy: bool) -> None:
+        if healthy != self._healthy:
+            log.warning("Kafka is %s", "reachable again" if healthy else "unreachable")
+        self._healthy = healthy
+        self._metrics.kafka_ready.set(1 if healthy else 0)
 
     async def start(self) -> None:
         """Start connecting; returns at once. Readiness flips when the producer is up."""
-        self._connector = asyncio.create_task(self._connect_forever(), name="kafka-connect")
+        self._task = asyncio.create_task(self._run(), name="kafka-publisher")
 
     async def stop(self) -> None:
-        """Stop connecting and flush what the producer still holds. Safe to call twice."""
-        if self._connector is not None:
-            self._connector.cancel()
+        """Flush what the producer still holds and close it. Safe to call twice."""
+        if self._task is not None:
+            self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._connector
-            self._connector = None
+                await self._task
+            self._task = None
         producer, self._producer = self._producer, None
-        self._metrics.kafka_ready.set(0)
+        self._set_health(False)
         if producer is not None:
             await producer.stop()
 
     async def publish(self, messages: list[RawMessage]) -> None:
         """Send every message and wait until Kafka acknowledged all of them."""
         producer = self._producer
-        if producer is None:
-            raise Unavailable("Kafka is not reachable yet", self._settings.retry_after_s)
+        if producer is None or not self._healthy:
+            raise Unavailable("Kafka is unavailable", self._settings.retry_after_s)
         started = time.perf_counter()
         try:
             futures = [await producer.send(m.topic, m.value, key=m.key, headers=m.headers) for m in messages]
             await asyncio.wait_for(asyncio.gather(*futures), self._settings.kafka_ack_timeout_s)
         except (KafkaError, TimeoutError) as exc:
             log.warning("Kafka write failed: %r", exc)
+            self._set_health(False)
             raise Unavailable(
                 "Kafka did not acknowledge the write in time", self._settings.retry_after_s
             ) from exc
         self._metrics.kafka_latency.observe(time.perf_counter() - started)
 
-    async def _connect_forever(self) -> None:
+    async def _run(self) -> None:
+        self._producer = await self._connect()
+        self._set_health(True)
+        log.info("connected to Kafka at %s", self._settings.kafka_bootstrap)
+        while True:
+            await asyncio.sleep(PROBE_INTERVAL_S)
+            self._set_health(await self._probe(self._producer))
+
+    async def _probe(self, producer: AIOKafkaProducer) -> bool:
+        """Whether a broker answers a metadata request now."""
+        try:
+            cluster = await asyncio.wait_for(producer.client.fetch_all_metadata(), 2 * PROBE_INTERVAL_S)
+        except (KafkaError, OSError, TimeoutError):
+            return False
+        return bool(cluster and cluster.brokers())
+
+    async def _connect(self) -> AIOKafkaProducer:
         delay = 0.5
         while True:
             producer = AIOKafkaProducer(
@@ -112,7 +142,4 @@ class RawPublisher:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
                 continue
-            self._producer = producer
-            self._metrics.kafka_ready.set(1)
-            log.info("connected to Kafka at %s", self._settings.kafka_bootstrap)
-            return
+            return producer

@@ -26,7 +26,7 @@ def _logging(level: str) -> None:
     )
 
 
-def _serve(app: object, host: str, port: int, level: str) -> None:
+def _serve(app: object, host: str, port: int, level: str, grace_s: float = 15) -> None:
     import uvicorn
 
     uvicorn.run(
@@ -35,8 +35,10 @@ def _serve(app: object, host: str, port: int, level: str) -> None:
         port=port,
         log_level=level.lower(),
         access_log=False,
-        timeout_graceful_shutdown=15,
+        timeout_graceful_shutdown=round(grace_s),
         lifespan="on",
+        loop="uvloop",
+        http="httptools",
     )
 
 
@@ -46,7 +48,13 @@ def run_ingest() -> None:
 
     settings = IngestSettings()
     _logging(settings.log_level)
-    _serve(create_app(settings), settings.host, settings.ingest_port, settings.log_level)
+    _serve(
+        create_app(settings),
+        settings.host,
+        settings.ingest_port,
+        settings.log_level,
+        settings.shutdown_grace_s,
+    )
 
 
 def run_streams() -> None:

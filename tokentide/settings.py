@@ -14,10 +14,13 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tokentide.tenancy import Redaction
 from tokentide.topics import Topics
 
 #: The DSN of the local development stack (``make up``). Refused outside open mode.
 DEV_DATABASE_URL = "postgresql://tokentide:tokentide@127.0.0.1:5432/tokentide"
+#: Redaction key of local development. Refused outside open mode.
+DEV_REDACTION_KEY = "tokentide-development-only"
 MiB = 1024 * 1024
 
 
@@ -70,22 +73,39 @@ class DatabaseSettings(_Base):
         return self
 
 
-class IngestSettings(KafkaSettings):
+class IngestSettings(KafkaSettings, DatabaseSettings):
     host: str = "127.0.0.1"
     ingest_port: int = Field(default=4318, ge=1, le=65535)
-    #: Largest accepted request body, after decompression (413 above it).
+    #: OTLP/gRPC port, served by the same process; 0 turns gRPC off.
+    grpc_port: int = Field(default=4317, ge=0, le=65535)
+    #: Largest accepted request body, after decompression (413 above it; gRPC:
+    #: RESOURCE_EXHAUSTED). A tenant may have a smaller limit of its own.
     max_body_bytes: int = Field(default=16 * MiB, ge=1024)
+    #: Bytes all requests in progress may hold together; past it, 503 + Retry-After.
+    max_inflight_bytes: int = Field(default=256 * MiB, ge=MiB)
+    #: Default per-tenant rates (a tenant's own setting wins); unset = unlimited.
+    requests_per_s: float | None = Field(default=None, gt=0)
+    bytes_per_s: float | None = Field(default=None, gt=0)
     #: How long a request may wait for Kafka's acknowledgement before answering 503.
     kafka_ack_timeout_s: float = Field(default=10.0, gt=0)
     #: ``Retry-After`` seconds sent with 503 when Kafka cannot take the write.
     retry_after_s: int = Field(default=5, ge=1)
+    #: Default privacy mode for content attributes (a tenant's own setting wins).
+    redaction: Redaction = Redaction.HASH
+    #: Key of the keyed hash that replaces redacted values. Refused at its default outside
+    #: open mode: with a known key, short prompts could be recovered by guessing.
+    redaction_key: SecretStr = SecretStr(DEV_REDACTION_KEY)
+    #: On SIGTERM: how long in-flight requests may take to finish before the process exits.
+    shutdown_grace_s: float = Field(default=15.0, ge=0)
+    #: How often every replica reloads API keys (a revoked key is refused within this).
+    key_refresh_s: float = Field(default=5.0, gt=0, le=10)
 
     @model_validator(mode="after")
-    def _tenancy_configured(self) -> IngestSettings:
-        if not self.open_mode:
+    def _no_dev_redaction_key(self) -> IngestSettings:
+        if not self.open_mode and self.redaction_key.get_secret_value() == DEV_REDACTION_KEY:
             raise ValueError(
-                "no tenant API keys exist yet in this version: start ingest with "
-                "TOKENTIDE_OPEN_MODE=1 (single tenant 'default', unauthenticated)"
+                "TOKENTIDE_REDACTION_KEY is unset: set a random secret (e.g. `openssl rand -hex 32`), "
+                "the same on every ingest replica"
             )
         return self
 

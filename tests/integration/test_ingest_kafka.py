@@ -38,6 +38,7 @@ def settings(bootstrap: str, prefix: str, **overrides: object) -> IngestSettings
         open_mode=True,
         kafka_ack_timeout_s=5,
         max_body_bytes=1024 * 1024,
+        grpc_port=0,
         **overrides,
     )
 

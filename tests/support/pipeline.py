@@ -65,6 +65,7 @@ class Pipeline:
             TOKENTIDE_SINK_GROUP_ID=self.sink_group,
             TOKENTIDE_DATA_DIR=str(self.workdir / "streams"),
             TOKENTIDE_INGEST_PORT=str(self.ports["ingest"]),
+            TOKENTIDE_GRPC_PORT="0",
             TOKENTIDE_STREAMS_PORT=str(self.ports["streams"]),
             TOKENTIDE_SINK_PORT=str(self.ports["sink"]),
             TOKENTIDE_DASHBOARD_PORT=str(self.ports["dashboard"]),

@@ -12,8 +12,11 @@ from ingest.errors import (
     JSON,
     PROTOBUF,
     BadRequest,
+    Forbidden,
     IngestError,
     PayloadTooLarge,
+    TooManyRequests,
+    Unauthorized,
     Unavailable,
     UnsupportedMediaType,
     response_headers,
@@ -27,6 +30,9 @@ ERRORS: list[tuple[IngestError, int, int, bool]] = [
     (BadRequest("cannot decode body"), 400, code_pb2.INVALID_ARGUMENT, False),
     (PayloadTooLarge("body exceeds 16777216 bytes"), 413, code_pb2.RESOURCE_EXHAUSTED, False),
     (UnsupportedMediaType("unsupported Content-Type 'text/plain'"), 415, code_pb2.INVALID_ARGUMENT, False),
+    (Unauthorized("missing API key"), 401, code_pb2.UNAUTHENTICATED, False),
+    (Forbidden("key of another tenant"), 403, code_pb2.PERMISSION_DENIED, False),
+    (TooManyRequests("over rate", retry_after=2), 429, code_pb2.RESOURCE_EXHAUSTED, True),
     (Unavailable("kafka down", retry_after=5), 503, code_pb2.UNAVAILABLE, True),
     (IngestError("unexpected"), 500, code_pb2.INTERNAL, False),
 ]
@@ -74,13 +80,33 @@ def test_bad_request_carries_a_bad_request_detail(media: str) -> None:
     assert violation.description == "traceId must be a hex string"
 
 
-@pytest.mark.parametrize("error", [PayloadTooLarge("x"), UnsupportedMediaType("x"), Unavailable("x", 5)])
-def test_only_bad_request_has_details(error: IngestError) -> None:
+@pytest.mark.parametrize("error", [PayloadTooLarge("x"), UnsupportedMediaType("x"), Forbidden("x")])
+def test_permanent_errors_other_than_bad_request_have_no_details(error: IngestError) -> None:
     assert not status_pb2.Status.FromString(status_body(error, PROTOBUF)).details
 
 
-def test_unavailable_sends_retry_after() -> None:
-    assert response_headers(Unavailable("kafka down", retry_after=7)) == {"Retry-After": "7"}
+@pytest.mark.parametrize("error", [Unavailable("kafka down", 7), TooManyRequests("over rate", 7)])
+@pytest.mark.parametrize("media", [PROTOBUF, JSON])
+def test_retriable_errors_carry_retry_info(error: IngestError, media: str) -> None:
+    body = status_body(error, media)
+    status = (
+        status_pb2.Status.FromString(body)
+        if media == PROTOBUF
+        else json_format.Parse(body, status_pb2.Status())
+    )
+    (detail,) = status.details
+    info = error_details_pb2.RetryInfo()
+    assert detail.Unpack(info)
+    assert info.retry_delay.seconds == 7
+
+
+@pytest.mark.parametrize("error", [Unavailable("kafka down", 7), TooManyRequests("over rate", 7)])
+def test_retriable_errors_send_retry_after(error: IngestError) -> None:
+    assert response_headers(error) == {"Retry-After": "7"}
+
+
+def test_unauthorized_names_the_scheme() -> None:
+    assert response_headers(Unauthorized("no key")) == {"WWW-Authenticate": 'Bearer realm="tokentide"'}
 
 
 @pytest.mark.parametrize("error", [BadRequest("x"), PayloadTooLarge("x"), UnsupportedMediaType("x")])

@@ -21,10 +21,24 @@ from tokentide.settings import (
 pytestmark = pytest.mark.usefixtures("clean_env")
 
 
-def test_ingest_refuses_to_start_without_open_mode() -> None:
-    with pytest.raises(ValidationError, match="TOKENTIDE_OPEN_MODE=1") as info:
+def test_ingest_outside_open_mode_needs_a_database(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TOKENTIDE_REDACTION_KEY", "a-real-secret")
+    with pytest.raises(ValidationError, match="DATABASE_URL is unset"):
         IngestSettings()
-    assert "no tenant API keys" in str(info.value)
+
+
+def test_ingest_outside_open_mode_needs_a_redaction_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://ingest@db.example/tokentide")
+    with pytest.raises(ValidationError, match="TOKENTIDE_REDACTION_KEY is unset"):
+        IngestSettings()
+
+
+def test_ingest_outside_open_mode_starts_with_both(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://ingest@db.example/tokentide")
+    monkeypatch.setenv("TOKENTIDE_REDACTION_KEY", "a-real-secret")
+    settings = IngestSettings()
+    assert settings.open_mode is False
+    assert settings.redaction_key.get_secret_value() == "a-real-secret"
 
 
 def test_ingest_starts_in_open_mode(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,106 @@
+"""Admission control: per-tenant token buckets and a process-wide in-flight byte budget.
+
+Pure apart from reading the clock (injectable). Exceeding a tenant's rate is 429 with the
+time until enough tokens are back; exceeding the in-flight budget is 503: the process is
+protecting its memory, and another replica (or this one, a moment later) can take the data.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ingest.errors import TooManyRequests, Unavailable
+from tokentide.tenancy import Tenant
+
+Clock = Callable[[], float]
+
+
+@dataclass(slots=True)
+class TokenBucket:
+    """``rate`` tokens per second, holding at most ``burst``; starts full."""
+
+    rate: float
+    burst: float
+    tokens: float = field(default=-1.0)
+    updated: float = 0.0
+
+    def take(self, amount: float, now: float) -> float:
+        """Take ``amount`` tokens; 0.0 if granted, else the seconds until they would be."""
+        if self.tokens < 0:
+            self.tokens, self.updated = self.burst, now
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if amount <= self.tokens:
+            self.tokens -= amount
+            return 0.0
+        # A request larger than the burst can never pass: wait for a full bucket, then it
+        # still fails; answer with the time to fill the bucket, the best the client can do.
+        missing = min(amount, self.burst) - self.tokens
+        return missing / self.rate if self.rate > 0 else math.inf
+
+
+class TenantLimiter:
+    """Requests/s and bytes/s per tenant; a tenant's own limits override the defaults.
+
+    ``None`` (or 0) as a rate disables that limit. Bursts allow ``burst_s`` seconds' worth.
+    """
+
+    def __init__(
+        self,
+        requests_per_s: float | None,
+        bytes_per_s: float | None,
+        burst_s: float = 2.0,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self._defaults = (requests_per_s, bytes_per_s)
+        self._burst_s = burst_s
+        self._clock = clock
+        self._buckets: dict[tuple[str, str], TokenBucket] = {}
+
+    def _bucket(self, tenant: str, kind: str, rate: float | None) -> TokenBucket | None:
+        if not rate:
+            return None
+        bucket = self._buckets.get((tenant, kind))
+        if bucket is None or bucket.rate != rate:
+            bucket = self._buckets[(tenant, kind)] = TokenBucket(rate, max(1.0, rate * self._burst_s))
+        return bucket
+
+    def admit_request(self, tenant: Tenant) -> None:
+        rate = tenant.requests_per_s if tenant.requests_per_s is not None else self._defaults[0]
+        self._take(tenant.name, "requests", rate, 1.0, "requests")
+
+    def admit_bytes(self, tenant: Tenant, size: int) -> None:
+        rate = tenant.bytes_per_s if tenant.bytes_per_s is not None else self._defaults[1]
+        self._take(tenant.name, "bytes", rate, float(size), "bytes")
+
+    def _take(self, tenant: str, kind: str, rate: float | None, amount: float, unit: str) -> None:
+        bucket = self._bucket(tenant, kind, rate)
+        if bucket is None:
+            return
+        wait = bucket.take(amount, self._clock())
+        if wait > 0:
+            raise TooManyRequests(
+                f"tenant {tenant!r} is over its rate of {rate:g} {unit}/s",
+                retry_after=max(1, math.ceil(min(wait, 3600.0))),
+            )
+
+
+class InflightBudget:
+    """Bytes held by requests in progress, capped process-wide."""
+
+    def __init__(self, max_bytes: int, retry_after_s: int) -> None:
+        self.max_bytes = max_bytes
+        self.retry_after_s = retry_after_s
+        self.used = 0
+
+    def acquire(self, size: int) -> None:
+        """Reserve ``size`` bytes or raise 503; every successful call needs a :meth:`release`."""
+        if self.used + size > self.max_bytes:
+            raise Unavailable("ingest is at its in-flight memory limit; retry shortly", self.retry_after_s)
+        self.used += size
+
+    def release(self, size: int) -> None:
+        self.used = max(0, self.used - size)

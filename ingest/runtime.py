@@ -1,0 +1,75 @@
+"""Everything an ingest process shares between its transports (HTTP and gRPC)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry
+
+from ingest.auth import Authenticator, OpenModeAuthenticator
+from ingest.limits import InflightBudget, TenantLimiter
+from ingest.metrics import IngestMetrics
+from ingest.producer import RawPublisher
+from ingest.redact import Redactor
+from ingest.service import Ingestor
+from tokentide.settings import IngestSettings
+
+
+@dataclass
+class Runtime:
+    settings: IngestSettings
+    metrics: IngestMetrics
+    publisher: RawPublisher
+    authenticator: Authenticator
+    limiter: TenantLimiter
+    budget: InflightBudget
+    ingestor: Ingestor
+
+    @classmethod
+    def create(
+        cls,
+        settings: IngestSettings,
+        registry: CollectorRegistry | None = None,
+        authenticator: Authenticator | None = None,
+    ) -> Runtime:
+        metrics = IngestMetrics(registry if registry is not None else CollectorRegistry())
+        publisher = RawPublisher(settings, metrics)
+        if authenticator is None:
+            authenticator = _authenticator(settings)
+        budget = InflightBudget(settings.max_inflight_bytes, settings.retry_after_s)
+        metrics.inflight_bytes.set_function(lambda: budget.used)
+        redactor = Redactor(settings.redaction_key.get_secret_value().encode())
+        return cls(
+            settings=settings,
+            metrics=metrics,
+            publisher=publisher,
+            authenticator=authenticator,
+            limiter=TenantLimiter(settings.requests_per_s, settings.bytes_per_s),
+            budget=budget,
+            ingestor=Ingestor(settings.topics, publisher, redactor, metrics),
+        )
+
+    @property
+    def ready(self) -> bool:
+        return self.publisher.ready and self.authenticator.ready
+
+    async def start(self) -> None:
+        await self.authenticator.start()
+        await self.publisher.start()
+
+    async def stop(self) -> None:
+        """Flush what Kafka still holds and release everything; safe to call twice."""
+        await self.publisher.stop()
+        await self.authenticator.stop()
+
+
+def _authenticator(settings: IngestSettings) -> Authenticator:
+    if settings.open_mode:
+        return OpenModeAuthenticator(settings.redaction)
+    from ingest.auth import KeyStore  # noqa: PLC0415 - the database-backed store, only when needed
+
+    return KeyStore(
+        settings.database_url.get_secret_value(),
+        refresh_s=settings.key_refresh_s,
+        default_redaction=settings.redaction,
+    )

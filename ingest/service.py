@@ -1,0 +1,115 @@
+"""The transport-independent core of ingest: from a decoded request to Kafka.
+
+HTTP (``ingest.app``) and gRPC (``ingest.grpc``) authenticate, admit and decode in their own
+way, then hand the request to :meth:`Ingestor.export`, which drops invalid records (partial
+success), redacts content per the tenant's policy, splits by session and publishes. It returns
+only after Kafka acknowledged everything it accepted.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from google.protobuf.message import Message
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceResponse,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+from ingest.metrics import IngestMetrics
+from ingest.partition import split_by_session
+from ingest.producer import RawMessage, RawPublisher
+from ingest.redact import Redactor
+from ingest.validate import drop_invalid
+from tokentide.tenancy import Tenant
+from tokentide.topics import (
+    HEADER_RECEIVED_AT,
+    HEADER_SESSION,
+    HEADER_SIGNAL,
+    HEADER_TENANT,
+    Signal,
+    Topics,
+    session_key,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ExportOutcome:
+    """What happened to a request's records. ``rejected`` > 0 means partial success."""
+
+    accepted: int
+    rejected: int = 0
+    message: str = ""
+
+
+def export_response(signal: Signal, outcome: ExportOutcome) -> Message:
+    """The ``Export*ServiceResponse``; ``partial_success`` only when records were refused."""
+    if signal is Signal.LOGS:
+        logs = ExportLogsServiceResponse()
+        if outcome.rejected:
+            logs.partial_success.rejected_log_records = outcome.rejected
+            logs.partial_success.error_message = outcome.message
+        return logs
+    if signal is Signal.METRICS:
+        metrics = ExportMetricsServiceResponse()
+        if outcome.rejected:
+            metrics.partial_success.rejected_data_points = outcome.rejected
+            metrics.partial_success.error_message = outcome.message
+        return metrics
+    traces = ExportTraceServiceResponse()
+    if outcome.rejected:
+        traces.partial_success.rejected_spans = outcome.rejected
+        traces.partial_success.error_message = outcome.message
+    return traces
+
+
+class Ingestor:
+    def __init__(
+        self, topics: Topics, publisher: RawPublisher, redactor: Redactor, metrics: IngestMetrics
+    ) -> None:
+        self._topics = topics
+        self._publisher = publisher
+        self._redactor = redactor
+        self._metrics = metrics
+
+    async def export(
+        self, signal: Signal, tenant: Tenant, request: Message, wire: bytes | None = None
+    ) -> ExportOutcome:
+        """Publish ``request`` for ``tenant``; ``wire`` is its protobuf encoding if at hand.
+
+        Raises ``Unavailable`` when Kafka does not acknowledge; then nothing of this request
+        may be assumed written (a part may have been: the client's retry is deduplicated
+        downstream).
+        """
+        refused = drop_invalid(signal, request)
+        redacted = self._redactor.apply(signal, request, tenant.redaction)
+        parts = split_by_session(signal, request)
+        reuse_wire = wire is not None and not refused.count and not redacted and len(parts) == 1
+        received = str(time.time_ns()).encode()
+        tenant_bytes = tenant.name.encode()
+        batch = [
+            RawMessage(
+                topic=self._topics.raw(signal),
+                key=session_key(tenant.name, part.session_id).encode(),
+                value=wire if reuse_wire and wire is not None else part.request.SerializeToString(),
+                headers=[
+                    (HEADER_TENANT, tenant_bytes),
+                    (HEADER_SIGNAL, signal.value.encode()),
+                    (HEADER_RECEIVED_AT, received),
+                    (HEADER_SESSION, (part.session_id or "").encode()),
+                ],
+            )
+            for part in parts
+            if part.records
+        ]
+        if batch:
+            await self._publisher.publish(batch)
+        accepted = sum(p.records for p in parts)
+        self._metrics.records.labels(signal.value).inc(accepted)
+        if redacted:
+            self._metrics.redacted.labels(signal.value).inc(redacted)
+        if refused.count:
+            self._metrics.rejects.labels("invalid_records").inc(refused.count)
+        return ExportOutcome(accepted, refused.count, refused.reason)

@@ -1,0 +1,31 @@
+"""Tenants (teams) and their per-tenant policy, shared by ingest, the admin CLI and the dashboard.
+
+A tenant's limits and privacy mode live in the ``tenants`` table; ``None`` means "use the
+service's configured default".
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Redaction(enum.StrEnum):
+    """What ingest does with content attributes (prompts, responses, tool input, e-mail)."""
+
+    HASH = "hash"  # replace by a keyed hash: equal values stay comparable, text is gone
+    DROP = "drop"  # remove the attribute
+    OFF = "off"  # keep as sent
+
+
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    name: str
+    requests_per_s: float | None = None
+    bytes_per_s: float | None = None
+    max_body_bytes: int | None = None
+    redaction: Redaction = Redaction.HASH
+
+
+#: Tenant names are used in Kafka keys (``tenant/session``) and database rows.
+TENANT_NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
