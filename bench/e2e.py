@@ -30,7 +30,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.support.captures import FIXTURES
+from tests.support.captures import FIXTURES, export_for
 from tests.support.pipeline import Pipeline
 from tests.support.services import admin_database_url, create_database, drop_database, kafka_bootstrap
 
@@ -57,22 +57,6 @@ def measured_pids(pipeline: Pipeline) -> dict[str, int]:
             pids[name] = int(pid_file.read_text().split()[0])
     pids["bench client"] = os.getpid()
     return pids
-
-
-def export_for(template: ExportLogsServiceRequest, session_id: str, request_no: int) -> bytes:
-    """The template export as the ``request_no``-th export of ``session_id``."""
-    request = ExportLogsServiceRequest()
-    request.CopyFrom(template)
-    base = time.time_ns() + request_no * 1_000_000_000
-    records = [r for rl in request.resource_logs for sl in rl.scope_logs for r in sl.log_records]
-    for j, record in enumerate(records):
-        record.time_unix_nano = record.observed_time_unix_nano = base + j * 1_000_000
-        for kv in record.attributes:
-            if kv.key == "session.id":
-                kv.value.string_value = session_id
-            elif kv.key == "event.sequence":
-                kv.value.int_value = request_no * len(records) + j
-    return request.SerializeToString()
 
 
 def events_per_export(template: ExportLogsServiceRequest) -> int:

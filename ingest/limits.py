@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ingest.errors import TooManyRequests, Unavailable
 from tokentide.tenancy import Tenant
@@ -24,22 +24,24 @@ class TokenBucket:
 
     rate: float
     burst: float
-    tokens: float = field(default=-1.0)
-    updated: float = 0.0
+    tokens: float = 0.0
+    updated: float | None = None  # None: never used, the bucket starts full
 
     def take(self, amount: float, now: float) -> float:
-        """Take ``amount`` tokens; 0.0 if granted, else the seconds until they would be."""
-        if self.tokens < 0:
+        """Take ``amount`` tokens; 0.0 if granted, else the seconds until they would be.
+
+        A request larger than the burst passes once the bucket is full and leaves it in
+        debt (negative), which later requests wait out: big requests are slowed, not starved.
+        """
+        if self.updated is None:
             self.tokens, self.updated = self.burst, now
         self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
         self.updated = now
-        if amount <= self.tokens:
+        needed = min(amount, self.burst)
+        if needed <= self.tokens:
             self.tokens -= amount
             return 0.0
-        # A request larger than the burst can never pass: wait for a full bucket, then it
-        # still fails; answer with the time to fill the bucket, the best the client can do.
-        missing = min(amount, self.burst) - self.tokens
-        return missing / self.rate if self.rate > 0 else math.inf
+        return (needed - self.tokens) / self.rate if self.rate > 0 else math.inf
 
 
 class TenantLimiter:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from aiokafka.protocol.metadata import MetadataRequest
 
 from ingest.errors import Unavailable
 from ingest.metrics import IngestMetrics
@@ -102,12 +103,21 @@ class RawPublisher:
             self._set_health(await self._probe(self._producer))
 
     async def _probe(self, producer: AIOKafkaProducer) -> bool:
-        """Whether a broker answers a metadata request now."""
+        """Whether a broker answers a metadata request for our raw topics now.
+
+        Only our topics: a metadata request for the whole cluster costs as much as the
+        cluster has topics, every second, on every replica.
+        """
+        client = producer.client
+        node_id = client.get_random_node()
+        if node_id is None:
+            return False
+        request = MetadataRequest(topics=self._settings.topics.all_raw(), allow_auto_topic_creation=False)
         try:
-            cluster = await asyncio.wait_for(producer.client.fetch_all_metadata(), 2 * PROBE_INTERVAL_S)
+            await asyncio.wait_for(client.send(node_id, request), 2 * PROBE_INTERVAL_S)
         except (KafkaError, OSError, TimeoutError):
             return False
-        return bool(cluster and cluster.brokers())
+        return True
 
     async def _connect(self) -> AIOKafkaProducer:
         delay = 0.5

@@ -361,7 +361,7 @@ def _terminate(names: Sequence[str], timeout: float) -> None:
 # ------------------------------------------------------------------------------- Kafka
 
 
-def _java() -> str:
+def java_binary() -> str:
     """Path of `java`: $JAVA_HOME/bin/java, else the one on PATH."""
     java_home = Path(os.environ.get("JAVA_HOME") or "/nonexistent")
     if os.access(java_home / "bin" / "java", os.X_OK):
@@ -372,7 +372,7 @@ def _java() -> str:
     return found
 
 
-def _fetch_kafka_jars() -> None:
+def fetch_kafka_jars() -> None:
     """Fill .local/kafka/libs with the broker classpath, unless already done."""
     marker = KAFKA_LIBS / f".kafka-{KAFKA_VERSION}"
     if marker.exists():
@@ -394,7 +394,7 @@ def _fetch_kafka_jars() -> None:
     marker.write_text(f"org.apache.kafka:kafka_2.13:{KAFKA_VERSION}\n")
 
 
-def _server_properties(port: int) -> str:
+def server_properties(port: int, data_dir: Path = KAFKA_DATA) -> str:
     """Config of one combined broker+controller KRaft node on 127.0.0.1:port, port+1."""
     props = {
         "process.roles": "broker,controller",
@@ -405,7 +405,7 @@ def _server_properties(port: int) -> str:
         "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
-        "log.dirs": str(KAFKA_DATA),
+        "log.dirs": str(data_dir),
         "num.partitions": "4",
         "default.replication.factor": "1",
         "min.insync.replicas": "1",
@@ -475,11 +475,11 @@ def _wait_kafka(pid: int, offset: int, port: int) -> str | None:
 
 def _start_kafka(port: int) -> None:
     """Prepare and start the local broker, retrying; StackError if it never is ready."""
-    java = _java()
-    _fetch_kafka_jars()
+    java = java_binary()
+    fetch_kafka_jars()
     KAFKA_LOGS.mkdir(parents=True, exist_ok=True)
     properties = KAFKA_DIR / "server.properties"
-    properties.write_text(_server_properties(port))
+    properties.write_text(server_properties(port))
     _format_kafka_storage(java, properties)
     argv = [
         java,

@@ -8,10 +8,13 @@ form of every logs body (the raw ``.json`` as sent, or the ``.pb.json`` renderin
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
@@ -119,3 +122,19 @@ def _count_event(sessions: dict[str, ExpectedSession], record: dict[str, Any]) -
     session.cache_creation += int(attrs["cache_creation_tokens"])
     session.cost_usd += Decimal(str(attrs["cost_usd"]))
     session.models.add(str(attrs["model"]))
+
+
+def export_for(template: ExportLogsServiceRequest, session_id: str, request_no: int) -> bytes:
+    """The template export as the ``request_no``-th export of ``session_id``."""
+    request = ExportLogsServiceRequest()
+    request.CopyFrom(template)
+    base = time.time_ns() + request_no * 1_000_000_000
+    records = [r for rl in request.resource_logs for sl in rl.scope_logs for r in sl.log_records]
+    for j, record in enumerate(records):
+        record.time_unix_nano = record.observed_time_unix_nano = base + j * 1_000_000
+        for kv in record.attributes:
+            if kv.key == "session.id":
+                kv.value.string_value = session_id
+            elif kv.key == "event.sequence":
+                kv.value.int_value = request_no * len(records) + j
+    return request.SerializeToString()

@@ -35,7 +35,7 @@ class Pipeline:
     database_url: str
     workdir: Path
     prefix: str = field(default_factory=lambda: unique("t") + ".")
-    ports: dict[str, int] = field(default_factory=lambda: {s: free_port() for s in SERVICES})
+    ports: dict[str, int] = field(default_factory=lambda: {s: free_port() for s in (*SERVICES, "grpc")})
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
@@ -65,7 +65,7 @@ class Pipeline:
             TOKENTIDE_SINK_GROUP_ID=self.sink_group,
             TOKENTIDE_DATA_DIR=str(self.workdir / "streams"),
             TOKENTIDE_INGEST_PORT=str(self.ports["ingest"]),
-            TOKENTIDE_GRPC_PORT="0",
+            TOKENTIDE_GRPC_PORT=str(self.ports["grpc"]),
             TOKENTIDE_STREAMS_PORT=str(self.ports["streams"]),
             TOKENTIDE_SINK_PORT=str(self.ports["sink"]),
             TOKENTIDE_DASHBOARD_PORT=str(self.ports["dashboard"]),
