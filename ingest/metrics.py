@@ -16,7 +16,7 @@ class IngestMetrics:
         )
         self.bytes = Counter(
             "tokentide_ingest_received_bytes",
-            "Request body bytes received (before decompression).",
+            "Request bytes received (HTTP: the body before decompression; gRPC: the decoded message).",
             ["signal"],
             registry=registry,
         )

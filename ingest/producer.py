@@ -73,7 +73,8 @@ class RawPublisher:
                 await self._task
             self._task = None
         producer, self._producer = self._producer, None
-        self._set_health(False)
+        self._healthy = False  # shutting down: not "Kafka is unreachable"
+        self._metrics.kafka_ready.set(0)
         if producer is not None:
             await producer.stop()
 

@@ -1,0 +1,437 @@
+"""OTLP/gRPC ingest against the real Kafka: every agent capture lands whole; refusals carry
+the OTLP status (code, message, ``RetryInfo``) and write nothing.
+
+The server is the one ``ingest.app``'s lifespan starts when ``grpc_port`` is set; clients are
+real ``grpc.aio`` channels. Expected records are derived with plain ``json`` from the OTLP/JSON
+form of each capture, independently of the code under test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf.message import Message
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsServiceRequest,
+    ExportLogsServiceResponse,
+)
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2_grpc import LogsServiceStub
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+
+from ingest.app import create_app
+from ingest.auth import TENANT_HEADER
+from ingest.decode import decode
+from ingest.errors import JSON, Forbidden, Unauthorized
+from ingest.runtime import Runtime
+from tests.support.captures import FIXTURES, cases
+from tests.support.services import end_offsets, free_port, read_all
+from tokentide.settings import IngestSettings
+from tokentide.tenancy import Tenant
+from tokentide.topics import HEADER_SIGNAL, HEADER_TENANT, Signal, Topics
+
+pytestmark = pytest.mark.integration
+
+KiB = 1024
+TEXT_LOGS = FIXTURES / "claude-code" / "stub-text-protobuf" / "0001_v1_logs.pb"
+LARGE_METRICS = FIXTURES / "codex" / "offline-protobuf" / "0004_v1_metrics.pb"  # ~94 KiB
+REQUEST_TYPES: dict[Signal, type[Message]] = {
+    Signal.LOGS: ExportLogsServiceRequest,
+    Signal.METRICS: ExportMetricsServiceRequest,
+    Signal.TRACES: ExportTraceServiceRequest,
+}
+RESPONSE_TYPES: dict[Signal, type[Message]] = {
+    Signal.LOGS: ExportLogsServiceResponse,
+    Signal.METRICS: ExportMetricsServiceResponse,
+    Signal.TRACES: ExportTraceServiceResponse,
+}
+SERVICE_NAMES = {
+    Signal.LOGS: "opentelemetry.proto.collector.logs.v1.LogsService",
+    Signal.METRICS: "opentelemetry.proto.collector.metrics.v1.MetricsService",
+    Signal.TRACES: "opentelemetry.proto.collector.trace.v1.TraceService",
+}
+#: Attributes naming a session: Claude Code and Gemini CLI ``session.id``, Codex ``conversation.id``.
+SESSION_KEYS = ("session.id", "conversation.id")
+
+
+def settings(bootstrap: str, prefix: str, **overrides: Any) -> IngestSettings:
+    values: dict[str, Any] = {
+        "kafka_bootstrap": bootstrap,
+        "topic_prefix": prefix,
+        "open_mode": True,
+        "kafka_ack_timeout_s": 5,
+        "max_body_bytes": 1024 * KiB,
+        "grpc_port": free_port(),
+        "ingest_port": free_port(),
+    }
+    values.update(overrides)
+    return IngestSettings(**values)
+
+
+@asynccontextmanager
+async def serving(
+    config: IngestSettings, *, runtime: Runtime | None = None, ready: bool = True
+) -> AsyncIterator[tuple[grpc.aio.Channel, Runtime]]:
+    """The ingest app's lifespan (real Kafka producer, gRPC server) and a channel to it."""
+    app = create_app(config, runtime=runtime)
+    async with app.router.lifespan_context(app):
+        state: Runtime = app.state.runtime
+        for _ in range(100):
+            if state.ready == ready:
+                break
+            await asyncio.sleep(0.1)
+        assert state.ready == ready
+        async with grpc.aio.insecure_channel(f"{config.host}:{config.grpc_port}") as channel:
+            yield channel, state
+
+
+async def export(
+    channel: grpc.aio.Channel,
+    signal: Signal,
+    body: bytes,
+    *,
+    compression: grpc.Compression | None = None,
+    metadata: tuple[tuple[str, str], ...] | None = None,
+) -> Message:
+    """Call ``Export`` of ``signal``'s service with ``body`` as the serialized request."""
+    call = channel.unary_unary(f"/{SERVICE_NAMES[signal]}/Export")
+    reply = await call(body, compression=compression, metadata=metadata, timeout=30)
+    return RESPONSE_TYPES[signal].FromString(reply)
+
+
+async def refused(
+    channel: grpc.aio.Channel,
+    signal: Signal,
+    body: bytes,
+    *,
+    compression: grpc.Compression | None = None,
+    metadata: tuple[tuple[str, str], ...] | None = None,
+) -> tuple[grpc.StatusCode, status_pb2.Status | None]:
+    """Call ``Export`` expecting a failure: its code and ``google.rpc.Status`` (if sent)."""
+    call = channel.unary_unary(f"/{SERVICE_NAMES[signal]}/Export")(
+        body, compression=compression, metadata=metadata, timeout=30
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        await call
+    status = await rpc_status.aio.from_call(call)
+    if status is not None:
+        assert status.message == failure.value.details()
+    return failure.value.code(), status
+
+
+def retry_info(status: status_pb2.Status | None) -> error_details_pb2.RetryInfo | None:
+    assert status is not None
+    for detail in status.details:
+        info = error_details_pb2.RetryInfo()
+        if detail.Unpack(info):
+            return info
+    return None
+
+
+async def raw_messages(bootstrap: str, prefix: str, signal: Signal) -> list[Any]:
+    return await read_all(bootstrap, Topics(prefix).raw(signal))
+
+
+async def nothing_written(bootstrap: str, prefix: str) -> bool:
+    offsets = await end_offsets(bootstrap, Topics(prefix).all_raw())
+    assert offsets, "the raw topics must exist (created at start-up)"
+    return sum(offsets.values()) == 0
+
+
+def requests_counted(state: Runtime, signal: Signal, status: str) -> float:
+    value = state.metrics.registry.get_sample_value(
+        "tokentide_ingest_requests_total", {"signal": signal.value, "status": status}
+    )
+    return value or 0.0
+
+
+# --- what a capture holds, read from its OTLP/JSON form with plain json -----------------------
+
+
+def _session(*attribute_lists: list[dict[str, Any]]) -> str | None:
+    for attributes in attribute_lists:
+        for attribute in attributes:
+            value = attribute.get("value", {}).get("stringValue")
+            if attribute["key"] in SESSION_KEYS and value:
+                return str(value)
+    return None
+
+
+def json_records(signal: Signal, document: dict[str, Any]) -> Iterator[tuple[object, str | None]]:
+    """(fingerprint, session) of every record: log time, span id (hex), metric point."""
+    resources, scopes, records = {
+        Signal.LOGS: ("resourceLogs", "scopeLogs", "logRecords"),
+        Signal.TRACES: ("resourceSpans", "scopeSpans", "spans"),
+        Signal.METRICS: ("resourceMetrics", "scopeMetrics", "metrics"),
+    }[signal]
+    for resource in document.get(resources, []):
+        resource_attributes = resource.get("resource", {}).get("attributes", [])
+        for scope in resource.get(scopes, []):
+            for record in scope.get(records, []):
+                if signal is Signal.METRICS:
+                    for kind in ("sum", "gauge", "histogram", "exponentialHistogram", "summary"):
+                        for point in record.get(kind, {}).get("dataPoints", []):
+                            session = _session(point.get("attributes", []), resource_attributes)
+                            yield (record["name"], int(point.get("timeUnixNano", 0))), session
+                else:
+                    session = _session(record.get("attributes", []), resource_attributes)
+                    fingerprint = (
+                        int(record.get("timeUnixNano", 0))
+                        if signal is Signal.LOGS
+                        else record["spanId"].lower()
+                    )
+                    yield fingerprint, session
+
+
+def kafka_records(signal: Signal, value: bytes) -> list[object]:
+    """The same fingerprints, from a raw Kafka message (a serialized request)."""
+    request: Any = REQUEST_TYPES[signal].FromString(value)
+    if signal is Signal.LOGS:
+        return [
+            r.time_unix_nano for rl in request.resource_logs for sl in rl.scope_logs for r in sl.log_records
+        ]
+    if signal is Signal.TRACES:
+        return [s.span_id.hex() for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans]
+    return [
+        (metric.name, point.time_unix_nano)
+        for rm in request.resource_metrics
+        for sm in rm.scope_metrics
+        for metric in sm.metrics
+        if metric.WhichOneof("data")
+        for point in getattr(metric, metric.WhichOneof("data")).data_points
+    ]
+
+
+@dataclass(frozen=True)
+class Capture:
+    signal: Signal
+    body: bytes  # the serialized Export*ServiceRequest
+    gzip: bool  # the agent sent it gzip-encoded
+    document: dict[str, Any]  # its OTLP/JSON form
+
+    def expected_keys(self) -> set[str]:
+        """One Kafka message per session of the request, keyed ``default[/session]``."""
+        sessions = {session for _, session in json_records(self.signal, self.document)}
+        return {f"default/{s}" if s else "default" for s in sessions}
+
+
+def captures(agent: str) -> list[Capture]:
+    """Every capture of ``agent``: the protobuf bodies, and (for an agent that sent none,
+    i.e. Gemini CLI, whose gRPC exporter sends protobuf) its OTLP/JSON bodies in protobuf."""
+    out = []
+    for case in cases(agent):
+        for path in sorted(case.glob("[0-9]*_v1_*.pb")):
+            signal = Signal(path.stem.rsplit("_", 1)[-1])
+            document = json.loads(path.with_suffix(".pb.json").read_text())
+            compressed = path.with_name(path.name + ".gz")
+            if compressed.exists():
+                assert gzip.decompress(compressed.read_bytes()) == path.read_bytes()
+            out.append(Capture(signal, path.read_bytes(), compressed.exists(), document))
+    if not out:
+        for case in cases(agent):
+            for path in sorted(case.glob("[0-9]*_v1_*.json")):
+                if path.name.endswith((".meta.json", ".pb.json")):
+                    continue
+                signal = Signal(path.stem.rsplit("_", 1)[-1])
+                body = path.read_bytes()
+                request = decode(signal, body, JSON).SerializeToString()
+                out.append(Capture(signal, request, False, json.loads(body)))
+    return out
+
+
+# --- tests ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("agent", ["claude-code", "gemini-cli", "codex"])
+async def test_every_capture_lands_in_kafka_whole(bootstrap: str, prefix: str, agent: str) -> None:
+    sent = captures(agent)
+    assert sent, f"no captures of {agent}"
+    async with serving(settings(bootstrap, prefix)) as (channel, state):
+        for capture in sent:
+            compression = grpc.Compression.Gzip if capture.gzip else None
+            response = await export(channel, capture.signal, capture.body, compression=compression)
+            assert not response.HasField("partial_success"), response
+
+    for signal in Signal:
+        of_signal = [c for c in sent if c.signal is signal]
+        messages = await raw_messages(bootstrap, prefix, signal)
+        want = sorted((fp for c in of_signal for fp, _ in json_records(signal, c.document)), key=repr)
+        got = sorted((fp for m in messages for fp in kafka_records(signal, m.value)), key=repr)
+        assert len(got) == len(want), signal
+        assert got == want, signal
+        assert Counter(m.key.decode() for m in messages) == Counter(
+            key for c in of_signal for key in c.expected_keys()
+        )
+        for message in messages:
+            headers = dict(message.headers)
+            assert headers[HEADER_TENANT] == b"default"
+            assert headers[HEADER_SIGNAL] == signal.value.encode()
+        assert requests_counted(state, signal, "200") == len(of_signal)
+
+
+async def test_gzip_call_is_accepted(bootstrap: str, prefix: str) -> None:
+    request = ExportLogsServiceRequest.FromString(TEXT_LOGS.read_bytes())
+    async with serving(settings(bootstrap, prefix)) as (channel, _):
+        stub = LogsServiceStub(channel)
+        response = await stub.Export(request, compression=grpc.Compression.Gzip, timeout=30)
+    assert response == ExportLogsServiceResponse()
+    [message] = await raw_messages(bootstrap, prefix, Signal.LOGS)
+    assert message.value == request.SerializeToString()  # the bytes the stub sent, decompressed
+
+
+def inflated_logs(size: int) -> bytes:
+    """A logs request of more than ``size`` bytes that gzip shrinks to almost nothing."""
+    request = ExportLogsServiceRequest()
+    record = request.resource_logs.add().scope_logs.add().log_records.add()
+    record.body.string_value = "a" * size
+    return request.SerializeToString()
+
+
+@pytest.mark.parametrize(
+    ("body", "compression"),
+    [
+        pytest.param(LARGE_METRICS.read_bytes(), None, id="plain"),
+        pytest.param(inflated_logs(256 * KiB), grpc.Compression.Gzip, id="gzip-small-on-the-wire"),
+    ],
+)
+async def test_message_above_the_limit_is_resource_exhausted(
+    bootstrap: str, prefix: str, body: bytes, compression: grpc.Compression | None
+) -> None:
+    assert len(body) > 64 * KiB
+    if compression is not None:
+        assert len(gzip.compress(body)) < 4 * KiB
+    signal = Signal.METRICS if compression is None else Signal.LOGS
+    async with serving(settings(bootstrap, prefix, max_body_bytes=64 * KiB)) as (channel, state):
+        code, status = await refused(channel, signal, body, compression=compression)
+        # A message just below the limit still passes.
+        assert await export(channel, Signal.LOGS, inflated_logs(60 * KiB)) == ExportLogsServiceResponse()
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert status is None  # grpc's own answer: no details, so no RetryInfo (not retryable)
+    [message] = await raw_messages(bootstrap, prefix, Signal.LOGS)
+    assert len(message.value) < 64 * KiB
+    assert not await raw_messages(bootstrap, prefix, Signal.METRICS)
+    assert requests_counted(state, signal, "413") == 0  # refused by grpc before the handler
+
+
+async def test_corrupt_message_is_invalid_argument(bootstrap: str, prefix: str) -> None:
+    async with serving(settings(bootstrap, prefix)) as (channel, state):
+        code, status = await refused(channel, Signal.LOGS, TEXT_LOGS.read_bytes()[:-7])
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert status is not None
+    assert status.code == code_pb2.INVALID_ARGUMENT
+    [detail] = status.details
+    assert detail.Is(error_details_pb2.BadRequest.DESCRIPTOR)
+    assert await nothing_written(bootstrap, prefix)
+    assert requests_counted(state, Signal.LOGS, "400") == 1
+
+
+async def test_invalid_record_is_a_partial_success(bootstrap: str, prefix: str) -> None:
+    request = ExportLogsServiceRequest.FromString(TEXT_LOGS.read_bytes())
+    records = [r for rl in request.resource_logs for sl in rl.scope_logs for r in sl.log_records]
+    assert len(records) > 1
+    records[0].trace_id = b"\x01\x02\x03"
+    valid = sorted(r.time_unix_nano for r in records[1:])
+    async with serving(settings(bootstrap, prefix)) as (channel, _):
+        response: Any = await export(channel, Signal.LOGS, request.SerializeToString())
+    assert response.partial_success.rejected_log_records == 1
+    assert response.partial_success.error_message
+    messages = await raw_messages(bootstrap, prefix, Signal.LOGS)
+    assert sorted(t for m in messages for t in kafka_records(Signal.LOGS, m.value)) == valid
+
+
+async def test_kafka_unreachable_is_unavailable_with_retry_info(prefix: str) -> None:
+    dead = f"127.0.0.1:{free_port()}"  # nothing listens there
+    config = settings(dead, prefix, retry_after_s=7)
+    async with serving(config, ready=False) as (channel, state):
+        code, status = await refused(channel, Signal.LOGS, TEXT_LOGS.read_bytes())
+    assert code == grpc.StatusCode.UNAVAILABLE
+    assert status is not None
+    assert status.code == code_pb2.UNAVAILABLE
+    assert status.message
+    info = retry_info(status)
+    assert info is not None
+    assert info.retry_delay.seconds == config.retry_after_s
+    assert requests_counted(state, Signal.LOGS, "503") == 1
+
+
+async def test_rate_limited_tenant_is_resource_exhausted_with_retry_info(bootstrap: str, prefix: str) -> None:
+    body = TEXT_LOGS.read_bytes()
+    async with serving(settings(bootstrap, prefix, requests_per_s=1)) as (channel, state):
+        accepted = 0
+        for _ in range(10):
+            try:
+                await export(channel, Signal.LOGS, body)
+            except grpc.aio.AioRpcError:
+                break
+            accepted += 1
+        code, status = await refused(channel, Signal.LOGS, body)
+    assert accepted >= 1  # the burst passes
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    info = retry_info(status)
+    assert info is not None  # retryable, unlike RESOURCE_EXHAUSTED for size
+    assert info.retry_delay.seconds >= 1
+    assert len(await raw_messages(bootstrap, prefix, Signal.LOGS)) == accepted
+    assert requests_counted(state, Signal.LOGS, "200") == accepted
+    assert requests_counted(state, Signal.LOGS, "429") >= 1
+
+
+class KeyAuthenticator:
+    """API keys held in memory: key ``team-a-key`` belongs to tenant ``team-a``, whose own
+    body limit (4 KiB) is below the service's."""
+
+    tenant = Tenant("team-a", max_body_bytes=4 * KiB)
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def authenticate(self, authorization: str | None, tenant_hint: str | None) -> Tenant:
+        if authorization != "Bearer team-a-key":
+            raise Unauthorized("missing or unknown API key")
+        if tenant_hint not in (None, self.tenant.name):
+            raise Forbidden(f"this key may not write to tenant {tenant_hint!r}")
+        return self.tenant
+
+    @property
+    def ready(self) -> bool:
+        return True
+
+
+async def test_metadata_authenticates_and_the_tenant_limit_applies(bootstrap: str, prefix: str) -> None:
+    config = settings(bootstrap, prefix)
+    runtime = Runtime.create(config, authenticator=KeyAuthenticator())
+    key = ("authorization", "Bearer team-a-key")
+    small = inflated_logs(1 * KiB)
+    async with serving(config, runtime=runtime) as (channel, state):
+        assert (await refused(channel, Signal.LOGS, small))[0] == grpc.StatusCode.UNAUTHENTICATED
+        wrong_tenant = (key, (TENANT_HEADER, "team-b"))
+        code, _ = await refused(channel, Signal.LOGS, small, metadata=wrong_tenant)
+        assert code == grpc.StatusCode.PERMISSION_DENIED
+        code, status = await refused(channel, Signal.LOGS, inflated_logs(8 * KiB), metadata=(key,))
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert retry_info(status) is None  # too large is not retryable
+        own_tenant = (key, (TENANT_HEADER, "team-a"))
+        assert await export(channel, Signal.LOGS, small, metadata=own_tenant) == ExportLogsServiceResponse()
+    [message] = await raw_messages(bootstrap, prefix, Signal.LOGS)
+    assert message.key == b"team-a"
+    assert dict(message.headers)[HEADER_TENANT] == b"team-a"
+    assert [requests_counted(state, Signal.LOGS, s) for s in ("401", "403", "413", "200")] == [1, 1, 1, 1]
