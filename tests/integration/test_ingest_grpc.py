@@ -12,7 +12,7 @@ import asyncio
 import gzip
 import json
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +42,7 @@ from ingest.decode import decode
 from ingest.errors import JSON, Forbidden, Unauthorized
 from ingest.runtime import Runtime
 from tests.support.captures import FIXTURES, cases
+from tests.support.records import expected_keys, json_records, kafka_records
 from tests.support.services import end_offsets, free_port, read_all
 from tokentide.settings import IngestSettings
 from tokentide.tenancy import Tenant
@@ -67,8 +68,6 @@ SERVICE_NAMES = {
     Signal.METRICS: "opentelemetry.proto.collector.metrics.v1.MetricsService",
     Signal.TRACES: "opentelemetry.proto.collector.trace.v1.TraceService",
 }
-#: Attributes naming a session: Claude Code and Gemini CLI ``session.id``, Codex ``conversation.id``.
-SESSION_KEYS = ("session.id", "conversation.id")
 
 
 def settings(bootstrap: str, prefix: str, **overrides: Any) -> IngestSettings:
@@ -162,63 +161,6 @@ def requests_counted(state: Runtime, signal: Signal, status: str) -> float:
     return value or 0.0
 
 
-# --- what a capture holds, read from its OTLP/JSON form with plain json -----------------------
-
-
-def _session(*attribute_lists: list[dict[str, Any]]) -> str | None:
-    for attributes in attribute_lists:
-        for attribute in attributes:
-            value = attribute.get("value", {}).get("stringValue")
-            if attribute["key"] in SESSION_KEYS and value:
-                return str(value)
-    return None
-
-
-def json_records(signal: Signal, document: dict[str, Any]) -> Iterator[tuple[object, str | None]]:
-    """(fingerprint, session) of every record: log time, span id (hex), metric point."""
-    resources, scopes, records = {
-        Signal.LOGS: ("resourceLogs", "scopeLogs", "logRecords"),
-        Signal.TRACES: ("resourceSpans", "scopeSpans", "spans"),
-        Signal.METRICS: ("resourceMetrics", "scopeMetrics", "metrics"),
-    }[signal]
-    for resource in document.get(resources, []):
-        resource_attributes = resource.get("resource", {}).get("attributes", [])
-        for scope in resource.get(scopes, []):
-            for record in scope.get(records, []):
-                if signal is Signal.METRICS:
-                    for kind in ("sum", "gauge", "histogram", "exponentialHistogram", "summary"):
-                        for point in record.get(kind, {}).get("dataPoints", []):
-                            session = _session(point.get("attributes", []), resource_attributes)
-                            yield (record["name"], int(point.get("timeUnixNano", 0))), session
-                else:
-                    session = _session(record.get("attributes", []), resource_attributes)
-                    fingerprint = (
-                        int(record.get("timeUnixNano", 0))
-                        if signal is Signal.LOGS
-                        else record["spanId"].lower()
-                    )
-                    yield fingerprint, session
-
-
-def kafka_records(signal: Signal, value: bytes) -> list[object]:
-    """The same fingerprints, from a raw Kafka message (a serialized request)."""
-    request: Any = REQUEST_TYPES[signal].FromString(value)
-    if signal is Signal.LOGS:
-        return [
-            r.time_unix_nano for rl in request.resource_logs for sl in rl.scope_logs for r in sl.log_records
-        ]
-    if signal is Signal.TRACES:
-        return [s.span_id.hex() for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans]
-    return [
-        (metric.name, point.time_unix_nano)
-        for rm in request.resource_metrics
-        for sm in rm.scope_metrics
-        for metric in sm.metrics
-        if metric.WhichOneof("data")
-        for point in getattr(metric, metric.WhichOneof("data")).data_points
-    ]
-
-
 @dataclass(frozen=True)
 class Capture:
     signal: Signal
@@ -227,9 +169,7 @@ class Capture:
     document: dict[str, Any]  # its OTLP/JSON form
 
     def expected_keys(self) -> set[str]:
-        """One Kafka message per session of the request, keyed ``default[/session]``."""
-        sessions = {session for _, session in json_records(self.signal, self.document)}
-        return {f"default/{s}" if s else "default" for s in sessions}
+        return expected_keys(self.signal, self.document)
 
 
 def captures(agent: str) -> list[Capture]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,7 +18,8 @@ from google.rpc import status_pb2
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
 from ingest.app import create_app
-from tests.support.captures import FIXTURES
+from tests.support.captures import FIXTURES, cases, exports
+from tests.support.records import expected_keys, json_records, kafka_records
 from tests.support.services import end_offsets, free_port, read_all
 from tokentide.settings import IngestSettings
 from tokentide.topics import HEADER_SESSION, HEADER_SIGNAL, HEADER_TENANT, Signal, Topics
@@ -221,3 +223,39 @@ async def test_kafka_unreachable_means_503_with_retry_after(prefix: str) -> None
         assert response.status_code == 503
         assert response.headers["retry-after"] == "7"
         assert status_pb2.Status.FromString(response.content).message
+
+
+@pytest.mark.parametrize("agent", ["claude-code", "gemini-cli", "codex"])
+async def test_every_capture_over_http_lands_in_kafka_whole(
+    client: httpx.AsyncClient, bootstrap: str, prefix: str, agent: str
+) -> None:
+    """Each capture exactly as the agent sent it (path, content type, encoding, body)."""
+    sent: list[tuple[Signal, dict[str, object]]] = []
+    for case_dir in cases(agent):
+        for export in exports(case_dir):
+            headers = {"Content-Type": export.content_type}
+            if export.content_encoding:
+                headers["Content-Encoding"] = export.content_encoding
+            response = await client.post(export.path, content=export.body, headers=headers)
+            assert response.status_code == 200, (case_dir.name, export.path, response.text)
+            assert response.headers["content-type"].startswith(export.content_type)
+            assert response.content in (b"", b"{}")  # no partial success: every record taken
+            sent.append((Signal(export.signal), json.loads(export.json_form.read_text())))
+    assert sent
+
+    for signal in Signal:
+        documents = [document for s, document in sent if s is signal]
+        messages = await read_all(bootstrap, Topics(prefix).raw(signal))
+        want = sorted((fp for d in documents for fp, _ in json_records(signal, d)), key=repr)
+        got = sorted((fp for m in messages for fp in kafka_records(signal, m.value)), key=repr)  # type: ignore[attr-defined]
+        assert got == want, signal
+        keys = Counter(m.key.decode() for m in messages)  # type: ignore[attr-defined]
+        assert keys == Counter(k for d in documents for k in expected_keys(signal, d)), signal
+
+
+async def test_unknown_path_and_wrong_method(client: httpx.AsyncClient, bootstrap: str, prefix: str) -> None:
+    body = TEXT_LOGS.read_bytes()
+    assert (await client.post("/v1/profiles", content=body, headers={"Content-Type": PB})).status_code == 404
+    assert (await client.post("/v2/logs", content=body, headers={"Content-Type": PB})).status_code == 404
+    assert (await client.get("/v1/logs")).status_code == 405
+    assert sum((await end_offsets(bootstrap, Topics(prefix).all_raw())).values()) == 0
