@@ -83,7 +83,8 @@ class TooManyRequests(IngestError):
 
 
 class Unavailable(IngestError):
-    """Kafka cannot take the write now; the exporter retries after ``retry_after`` seconds."""
+    """The write cannot be taken now (Kafka down, memory limit, key store not loaded); the
+    exporter retries after ``retry_after`` seconds."""
 
     status = 503
     grpc_code = code_pb2.UNAVAILABLE

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
 
-from ingest.auth import Authenticator, OpenModeAuthenticator
+from ingest.auth import Authenticator, KeyStore, OpenModeAuthenticator
 from ingest.limits import InflightBudget, TenantLimiter
 from ingest.metrics import IngestMetrics
 from ingest.producer import RawPublisher
@@ -66,8 +66,6 @@ class Runtime:
 def _authenticator(settings: IngestSettings) -> Authenticator:
     if settings.open_mode:
         return OpenModeAuthenticator(settings.redaction)
-    from ingest.auth import KeyStore  # noqa: PLC0415 - the database-backed store, only when needed
-
     return KeyStore(
         settings.database_url.get_secret_value(),
         refresh_s=settings.key_refresh_s,

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 from pydantic import ValidationError
 
-from tokentide import __version__
+from tokentide import __version__, admin
 
 log = logging.getLogger("tokentide")
 
@@ -98,8 +98,16 @@ def run_migrate() -> None:
     print(f"applied {len(applied)} migration(s){': ' + ', '.join(applied) if applied else ''}")
 
 
+def run_admin(args: argparse.Namespace) -> int:
+    from tokentide.settings import DatabaseSettings
+
+    return admin.run(args, DatabaseSettings().database_url.get_secret_value())
+
+
+ADMIN_HELP = "manage tenants and API keys in the database (DATABASE_URL), then exit"
+
 COMMANDS: dict[str, tuple[Callable[[], None], str]] = {
-    "ingest": (run_ingest, "OTLP/HTTP receiver (port 4318) publishing raw exports to Kafka"),
+    "ingest": (run_ingest, "OTLP/HTTP (port 4318) and OTLP/gRPC (port 4317) receiver publishing to Kafka"),
     "streams": (run_streams, "faust worker: normalise, deduplicate, keep per-session state"),
     "sink": (run_sink, "batch writer from Kafka into PostgreSQL"),
     "dashboard": (run_dashboard, "API over the database (port 8000)"),
@@ -117,8 +125,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, description=help_text)
+    admin.add_commands(sub.add_parser("admin", help=ADMIN_HELP, description=ADMIN_HELP))
     args = parser.parse_args(argv)
     try:
+        if args.command == "admin":
+            return run_admin(args)
         COMMANDS[args.command][0]()
     except ValidationError as exc:
         problems = "; ".join(

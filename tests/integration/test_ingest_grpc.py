@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+import psycopg
 import pytest
 from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
@@ -39,13 +40,13 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from ingest.app import create_app
 from ingest.auth import TENANT_HEADER
 from ingest.decode import decode
-from ingest.errors import JSON, Forbidden, Unauthorized
+from ingest.errors import JSON
 from ingest.runtime import Runtime
 from tests.support.captures import FIXTURES, cases
 from tests.support.records import expected_keys, json_records, kafka_records
 from tests.support.services import end_offsets, free_port, read_all
+from tokentide.admin import Policy, create_key, create_tenant
 from tokentide.settings import IngestSettings
-from tokentide.tenancy import Tenant
 from tokentide.topics import HEADER_SIGNAL, HEADER_TENANT, Signal, Topics
 
 pytestmark = pytest.mark.integration
@@ -332,34 +333,17 @@ async def test_rate_limited_tenant_is_resource_exhausted_with_retry_info(bootstr
     assert requests_counted(state, Signal.LOGS, "429") >= 1
 
 
-class KeyAuthenticator:
-    """API keys held in memory: key ``team-a-key`` belongs to tenant ``team-a``, whose own
-    body limit (4 KiB) is below the service's."""
-
-    tenant = Tenant("team-a", max_body_bytes=4 * KiB)
-
-    async def start(self) -> None:
-        return None
-
-    async def stop(self) -> None:
-        return None
-
-    async def authenticate(self, authorization: str | None, tenant_hint: str | None) -> Tenant:
-        if authorization != "Bearer team-a-key":
-            raise Unauthorized("missing or unknown API key")
-        if tenant_hint not in (None, self.tenant.name):
-            raise Forbidden(f"this key may not write to tenant {tenant_hint!r}")
-        return self.tenant
-
-    @property
-    def ready(self) -> bool:
-        return True
-
-
-async def test_metadata_authenticates_and_the_tenant_limit_applies(bootstrap: str, prefix: str) -> None:
-    config = settings(bootstrap, prefix)
-    runtime = Runtime.create(config, authenticator=KeyAuthenticator())
-    key = ("authorization", "Bearer team-a-key")
+async def test_metadata_authenticates_and_the_tenant_limit_applies(
+    bootstrap: str, prefix: str, database: str
+) -> None:
+    """Real API keys (PostgreSQL): tenant team-a has a body limit (4 KiB) below the service's."""
+    with psycopg.connect(database, autocommit=True) as conn:
+        create_tenant(conn, "team-a", Policy(max_body_bytes=4 * KiB))
+        create_tenant(conn, "team-b")
+        token = create_key(conn, "team-a").token
+    config = settings(bootstrap, prefix, open_mode=False, database_url=database, redaction_key="test-key")
+    runtime = Runtime.create(config)
+    key = ("authorization", f"Bearer {token}")
     small = inflated_logs(1 * KiB)
     async with serving(config, runtime=runtime) as (channel, state):
         assert (await refused(channel, Signal.LOGS, small))[0] == grpc.StatusCode.UNAUTHENTICATED

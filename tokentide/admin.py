@@ -1,0 +1,536 @@
+"""Tenants and API keys: the key format, the admin operations, and ``tokentide admin ...``.
+
+An API key is ``tt_<key_id>_<secret>``: ``key_id`` (12 lowercase hex digits) is public and
+names the key in listings, logs and error messages; ``secret`` is shown once, at creation, and
+only its SHA-256 is stored. Ingest (:class:`ingest.auth.KeyStore`) parses keys with
+:func:`parse_key` and compares :func:`secret_digest` values.
+
+The operations are plain functions over a psycopg connection; each leaves the transaction to
+its caller (``with psycopg.connect(dsn) as conn`` commits on success). Expected refusals
+(unknown or duplicate tenant, bad name or policy, unknown key) raise an :class:`AdminError`
+subclass, which the CLI prints and turns into exit code 1.
+
+This module imports no psycopg at import time: ``tokentide.cli`` builds its parser from here
+for every command, and psycopg alone takes ~0.2 s to import.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import math
+import re
+import secrets
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TypedDict, cast
+
+from tokentide.tenancy import TENANT_NAME_PATTERN, Redaction
+
+if TYPE_CHECKING:
+    import psycopg
+    from psycopg.rows import TupleRow
+
+    Connection = psycopg.Connection[TupleRow]
+
+# --- the key format (pure) --------------------------------------------------------------------
+
+KEY_PREFIX = "tt_"
+KEY_ID_PATTERN = r"[0-9a-f]{12}"
+#: The secret is ``secrets.token_urlsafe(32)``: 32 random bytes in base64url without padding,
+#: 43 characters (``_`` among them, so a key is split by position, not at its last ``_``).
+_KEY = re.compile(rf"{KEY_PREFIX}(?P<key_id>{KEY_ID_PATTERN})_(?P<secret>[A-Za-z0-9_-]{{43}})")
+
+
+class MalformedKey(ValueError):
+    """A string that is not an API key of this format. The message never contains the input."""
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """An API key split in its public id and its secret (kept out of ``repr``)."""
+
+    key_id: str
+    secret: str = field(repr=False)
+
+    @property
+    def token(self) -> str:
+        """The key as clients send it: ``tt_<key_id>_<secret>``."""
+        return f"{KEY_PREFIX}{self.key_id}_{self.secret}"
+
+
+def new_key() -> ApiKey:
+    """A fresh random key: 48-bit id, 256-bit secret."""
+    return ApiKey(secrets.token_hex(6), secrets.token_urlsafe(32))
+
+
+def parse_key(token: str) -> ApiKey:
+    """Split ``tt_<key_id>_<secret>``; raises :class:`MalformedKey` for anything else."""
+    match = _KEY.fullmatch(token)
+    if match is None:
+        raise MalformedKey(f"not an API key: expected {KEY_PREFIX}<12 hex digits>_<43-character secret>")
+    return ApiKey(match["key_id"], match["secret"])
+
+
+def secret_digest(secret: str) -> bytes:
+    """What is stored of a secret: its SHA-256 (32 bytes).
+
+    A fast hash is the right choice here, unlike for passwords: the secret is 256 random bits,
+    so a stolen digest cannot be brute-forced however fast the hash, and a slow KDF (bcrypt,
+    argon2) would only cost CPU on every authenticated request.
+    """
+    return hashlib.sha256(secret.encode()).digest()
+
+
+# --- errors and records -----------------------------------------------------------------------
+
+
+class AdminError(Exception):
+    """An admin operation refused; the message tells the operator why. Root of this module's errors."""
+
+
+class InvalidTenantName(AdminError):
+    """The name does not match :data:`tokentide.tenancy.TENANT_NAME_PATTERN`."""
+
+
+class DuplicateTenant(AdminError):
+    """A tenant of that name exists already."""
+
+
+class UnknownTenant(AdminError):
+    """No tenant of that name."""
+
+
+class InvalidPolicy(AdminError):
+    """A limit that is not a positive finite number."""
+
+
+class UnknownKey(AdminError):
+    """No API key with that id (or the argument is not a key id at all)."""
+
+
+class Policy(TypedDict, total=False):
+    """A tenant's own limits and privacy mode. ``None`` = the service default; absent = unchanged."""
+
+    requests_per_s: float | None
+    bytes_per_s: float | None
+    max_body_bytes: int | None
+    redaction: Redaction | None
+
+
+#: The policy fields, in the order of the ``tenants`` columns and of ``tenant list``.
+POLICY_FIELDS = ("requests_per_s", "bytes_per_s", "max_body_bytes", "redaction")
+
+
+@dataclass(frozen=True, slots=True)
+class TenantInfo:
+    name: str
+    requests_per_s: float | None
+    bytes_per_s: float | None
+    max_body_bytes: int | None
+    redaction: Redaction | None
+    created_at: datetime
+    disabled_at: datetime | None
+
+    @property
+    def policy(self) -> Policy:
+        return Policy(
+            requests_per_s=self.requests_per_s,
+            bytes_per_s=self.bytes_per_s,
+            max_body_bytes=self.max_body_bytes,
+            redaction=self.redaction,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    """An API key as listed: never its secret (which is not stored anyway)."""
+
+    key_id: str
+    tenant: str
+    description: str | None
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+# --- operations -------------------------------------------------------------------------------
+
+
+def _tenant(row: TupleRow) -> TenantInfo:
+    name, rps, bps, max_body, redaction, created_at, disabled_at = row
+    return TenantInfo(
+        name, rps, bps, max_body, None if redaction is None else Redaction(redaction), created_at, disabled_at
+    )
+
+
+def _key(row: TupleRow) -> KeyInfo:
+    return KeyInfo(*row)
+
+
+def _check_name(name: str) -> None:
+    if re.fullmatch(TENANT_NAME_PATTERN, name) is None:
+        raise InvalidTenantName(
+            f"invalid tenant name {name!r}: use 1 to 63 lowercase letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit"
+        )
+
+
+def _check_policy(policy: Policy) -> None:
+    limits = {
+        "requests_per_s": policy.get("requests_per_s"),
+        "bytes_per_s": policy.get("bytes_per_s"),
+        "max_body_bytes": policy.get("max_body_bytes"),
+    }
+    for name, value in limits.items():
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise InvalidPolicy(f"{name} must be a positive number (or unset for the default), not {value}")
+
+
+def _policy_values(policy: Policy) -> tuple[float | None, float | None, int | None, str | None]:
+    redaction = policy.get("redaction")
+    return (
+        policy.get("requests_per_s"),
+        policy.get("bytes_per_s"),
+        policy.get("max_body_bytes"),
+        None if redaction is None else redaction.value,
+    )
+
+
+def create_tenant(conn: Connection, name: str, policy: Policy | None = None) -> TenantInfo:
+    """Create tenant ``name`` with ``policy`` (absent fields = service default)."""
+    _check_name(name)
+    policy = policy or Policy()
+    _check_policy(policy)
+    row = conn.execute(
+        "INSERT INTO tenants (tenant_id, requests_per_s, bytes_per_s, max_body_bytes, redaction)"
+        " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (tenant_id) DO NOTHING"
+        " RETURNING tenant_id, requests_per_s, bytes_per_s, max_body_bytes, redaction,"
+        " created_at, disabled_at",
+        (name, *_policy_values(policy)),
+    ).fetchone()
+    if row is None:
+        raise DuplicateTenant(f"tenant {name!r} exists already")
+    return _tenant(row)
+
+
+def list_tenants(conn: Connection) -> list[TenantInfo]:
+    """Every tenant, by name."""
+    rows = conn.execute(
+        "SELECT tenant_id, requests_per_s, bytes_per_s, max_body_bytes, redaction, created_at, disabled_at"
+        " FROM tenants ORDER BY tenant_id"
+    ).fetchall()
+    return [_tenant(row) for row in rows]
+
+
+def update_tenant(conn: Connection, name: str, changes: Policy) -> TenantInfo:
+    """Change the fields present in ``changes`` (``None`` = back to the service default)."""
+    _check_policy(changes)
+    row = conn.execute(
+        "SELECT tenant_id, requests_per_s, bytes_per_s, max_body_bytes, redaction, created_at, disabled_at"
+        " FROM tenants WHERE tenant_id = %s FOR UPDATE",
+        (name,),
+    ).fetchone()
+    if row is None:
+        raise UnknownTenant(f"no tenant {name!r}")
+    policy = _tenant(row).policy
+    policy.update(changes)
+    row = conn.execute(
+        "UPDATE tenants SET requests_per_s = %s, bytes_per_s = %s, max_body_bytes = %s, redaction = %s"
+        " WHERE tenant_id = %s"
+        " RETURNING tenant_id, requests_per_s, bytes_per_s, max_body_bytes, redaction,"
+        " created_at, disabled_at",
+        (*_policy_values(policy), name),
+    ).fetchone()
+    if row is None:  # cannot happen (locked above, tenants are never deleted); no assert under -O
+        raise UnknownTenant(f"no tenant {name!r}")
+    return _tenant(row)
+
+
+def set_tenant_disabled(conn: Connection, name: str, disabled: bool) -> TenantInfo:
+    """Disable (ingest then refuses its keys with 403) or enable tenant ``name``; idempotent."""
+    row = conn.execute(
+        "UPDATE tenants SET disabled_at = CASE WHEN %s THEN coalesce(disabled_at, now()) END"
+        " WHERE tenant_id = %s"
+        " RETURNING tenant_id, requests_per_s, bytes_per_s, max_body_bytes, redaction,"
+        " created_at, disabled_at",
+        (disabled, name),
+    ).fetchone()
+    if row is None:
+        raise UnknownTenant(f"no tenant {name!r}")
+    return _tenant(row)
+
+
+def _require_tenant(conn: Connection, name: str) -> None:
+    if conn.execute("SELECT 1 FROM tenants WHERE tenant_id = %s", (name,)).fetchone() is None:
+        raise UnknownTenant(f"no tenant {name!r}: create it with `tokentide admin tenant create {name}`")
+
+
+def create_key(conn: Connection, tenant: str, description: str | None = None) -> ApiKey:
+    """A new key of ``tenant``. The returned secret exists nowhere else: show it once."""
+    _require_tenant(conn, tenant)
+    while True:  # a 48-bit id collides only among millions of keys: then draw another one
+        key = new_key()
+        row = conn.execute(
+            "INSERT INTO api_keys (key_id, tenant_id, secret_sha256, description)"
+            " VALUES (%s, %s, %s, %s) ON CONFLICT (key_id) DO NOTHING RETURNING key_id",
+            (key.key_id, tenant, secret_digest(key.secret), description or None),
+        ).fetchone()
+        if row is not None:
+            return key
+
+
+def list_keys(conn: Connection, tenant: str | None = None) -> list[KeyInfo]:
+    """Every key (of ``tenant`` if given), revoked ones included, oldest first."""
+    if tenant is not None:
+        _require_tenant(conn, tenant)
+    rows = conn.execute(
+        "SELECT key_id, tenant_id, description, created_at, revoked_at FROM api_keys"
+        " WHERE %(tenant)s::text IS NULL OR tenant_id = %(tenant)s"
+        " ORDER BY tenant_id, created_at, key_id",
+        {"tenant": tenant},
+    ).fetchall()
+    return [_key(row) for row in rows]
+
+
+def revoke_key(conn: Connection, key_id: str) -> KeyInfo:
+    """Revoke ``key_id``; idempotent (a revoked key keeps its first revocation time).
+
+    Every ingest replica refuses the key within its ``TOKENTIDE_KEY_REFRESH_S`` (at most 10 s).
+    """
+    if re.fullmatch(KEY_ID_PATTERN, key_id) is None:
+        # Not echoed: an operator may have pasted a whole key, secret included.
+        raise UnknownKey("not an API key id: expected 12 hex digits, as `tokentide admin key list` shows")
+    row = conn.execute(
+        "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE key_id = %s"
+        " RETURNING key_id, tenant_id, description, created_at, revoked_at",
+        (key_id,),
+    ).fetchone()
+    if row is None:
+        raise UnknownKey(f"no API key with id {key_id}")
+    return _key(row)
+
+
+# --- the command line -------------------------------------------------------------------------
+
+Handler = Callable[["Connection", argparse.Namespace], None]
+DEFAULT = "default"
+
+
+def _out(line: str) -> None:
+    sys.stdout.write(line + "\n")
+
+
+def _err(line: str) -> None:
+    sys.stderr.write(line + "\n")
+
+
+def _time(value: datetime | None) -> str:
+    return "-" if value is None else value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """Columns aligned by two spaces; the last column (free text) is not padded."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
+    for row in [header, *rows]:
+        cells = [cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True)]
+        _out("  ".join([*cells, row[-1]]).rstrip())
+
+
+def _number(value: float | None) -> str:
+    return DEFAULT if value is None else f"{value:.15g}"  # 1000000, not 1e+06
+
+
+def _print_tenants(tenants: Sequence[TenantInfo]) -> None:
+    _table(
+        ("TENANT", "REQUESTS/S", "BYTES/S", "MAX_BODY_BYTES", "REDACTION", "CREATED", "DISABLED"),
+        [
+            (
+                t.name,
+                _number(t.requests_per_s),
+                _number(t.bytes_per_s),
+                DEFAULT if t.max_body_bytes is None else str(t.max_body_bytes),
+                DEFAULT if t.redaction is None else t.redaction.value,
+                _time(t.created_at),
+                _time(t.disabled_at),
+            )
+            for t in tenants
+        ],
+    )
+
+
+def _print_keys(keys: Sequence[KeyInfo]) -> None:
+    _table(
+        ("KEY_ID", "TENANT", "CREATED", "REVOKED", "DESCRIPTION"),
+        [(k.key_id, k.tenant, _time(k.created_at), _time(k.revoked_at), k.description or "") for k in keys],
+    )
+
+
+def _policy(args: argparse.Namespace) -> Policy:
+    # The options are declared with default=SUPPRESS: only those given are in ``args``, already
+    # converted to their field's type (or None for "default") by their argparse ``type``.
+    return cast("Policy", {name: getattr(args, name) for name in POLICY_FIELDS if hasattr(args, name)})
+
+
+def _tenant_create(conn: Connection, args: argparse.Namespace) -> None:
+    _print_tenants([create_tenant(conn, args.name, _policy(args))])
+
+
+def _tenant_list(conn: Connection, _: argparse.Namespace) -> None:
+    _print_tenants(list_tenants(conn))
+
+
+def _tenant_set(conn: Connection, args: argparse.Namespace) -> None:
+    changes = _policy(args)
+    if not changes:
+        raise AdminError(
+            "nothing to change: give at least one of --requests-per-s, --bytes-per-s, "
+            "--max-body-bytes, --redaction"
+        )
+    _print_tenants([update_tenant(conn, args.name, changes)])
+
+
+def _tenant_disable(conn: Connection, args: argparse.Namespace) -> None:
+    _print_tenants([set_tenant_disabled(conn, args.name, disabled=True)])
+
+
+def _tenant_enable(conn: Connection, args: argparse.Namespace) -> None:
+    _print_tenants([set_tenant_disabled(conn, args.name, disabled=False)])
+
+
+def _key_create(conn: Connection, args: argparse.Namespace) -> None:
+    key = create_key(conn, args.tenant, args.description)
+    _out(key.token)
+    _err(f"created API key {key.key_id} for tenant {args.tenant!r}; the key (stdout) is shown only once")
+
+
+def _key_list(conn: Connection, args: argparse.Namespace) -> None:
+    _print_keys(list_keys(conn, args.tenant))
+
+
+def _key_revoke(conn: Connection, args: argparse.Namespace) -> None:
+    key = revoke_key(conn, args.key_id)
+    _out(
+        f"revoked API key {key.key_id} of tenant {key.tenant!r} at {_time(key.revoked_at)}; "
+        "ingest refuses it within TOKENTIDE_KEY_REFRESH_S (at most 10 s)"
+    )
+
+
+def _optional(convert: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse type that also accepts ``default`` (-> ``None``: the service default)."""
+
+    def parse(text: str) -> Any:
+        return None if text == DEFAULT else convert(text)
+
+    return parse
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number or {DEFAULT!r}, not {text!r}")
+    return value
+
+
+def _size(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or int(text) == 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer or {DEFAULT!r}, not {text!r}")
+    return int(text)
+
+
+def _redaction(text: str) -> Redaction:
+    try:
+        return Redaction(text)
+    except ValueError:
+        modes = ", ".join(mode.value for mode in Redaction)
+        raise argparse.ArgumentTypeError(f"must be one of {modes} or {DEFAULT!r}, not {text!r}") from None
+
+
+def _policy_options(parser: argparse.ArgumentParser) -> None:
+    options = (
+        ("--requests-per-s", _rate, "N", "request rate limit"),
+        ("--bytes-per-s", _rate, "N", "byte rate limit (bytes as received)"),
+        (
+            "--max-body-bytes",
+            _size,
+            "N",
+            "largest body after decompression (the service's limit still applies)",
+        ),
+        ("--redaction", _redaction, "{hash,drop,off}", "what ingest does with prompts, tool input, e-mail"),
+    )
+    for flag, convert, metavar, help_text in options:
+        parser.add_argument(
+            flag,
+            type=_optional(convert),
+            default=argparse.SUPPRESS,
+            metavar=metavar,
+            help=f"{help_text}; {DEFAULT!r} = the service's default",
+        )
+
+
+def add_commands(parser: argparse.ArgumentParser) -> None:
+    """Declare ``tokentide admin ...`` on ``parser``; every leaf sets the ``handler`` :func:`run` calls."""
+    objects = parser.add_subparsers(dest="admin_object", required=True, metavar="OBJECT")
+
+    tenant = objects.add_parser("tenant", help="create, list, change, disable or enable tenants")
+    tenant_actions = tenant.add_subparsers(dest="admin_action", required=True, metavar="ACTION")
+    create = tenant_actions.add_parser("create", help="create a tenant (a team)")
+    create.add_argument("name", metavar="NAME")
+    _policy_options(create)
+    create.set_defaults(handler=_tenant_create)
+    tenant_actions.add_parser("list", help="list tenants and their policies").set_defaults(
+        handler=_tenant_list
+    )
+    change = tenant_actions.add_parser("set", help="change a tenant's limits or privacy mode")
+    change.add_argument("name", metavar="NAME")
+    _policy_options(change)
+    change.set_defaults(handler=_tenant_set)
+    for action, handler, help_text in (
+        ("disable", _tenant_disable, "refuse the tenant's keys (403) until enabled again"),
+        ("enable", _tenant_enable, "accept the tenant's keys again"),
+    ):
+        sub = tenant_actions.add_parser(action, help=help_text)
+        sub.add_argument("name", metavar="NAME")
+        sub.set_defaults(handler=handler)
+
+    key = objects.add_parser("key", help="create, list or revoke API keys")
+    key_actions = key.add_subparsers(dest="admin_action", required=True, metavar="ACTION")
+    create = key_actions.add_parser(
+        "create", help="create a key: prints the key alone on stdout, once (its id goes to stderr)"
+    )
+    create.add_argument("--tenant", required=True, metavar="NAME")
+    create.add_argument("--description", metavar="TEXT", help="who or what uses the key")
+    create.set_defaults(handler=_key_create)
+    listing = key_actions.add_parser("list", help="list keys (ids only, never secrets)")
+    listing.add_argument("--tenant", metavar="NAME", help="only this tenant's keys")
+    listing.set_defaults(handler=_key_list)
+    revoke = key_actions.add_parser("revoke", help="revoke a key; ingest refuses it within 10 s")
+    revoke.add_argument("key_id", metavar="KEY_ID")
+    revoke.set_defaults(handler=_key_revoke)
+
+
+def run(args: argparse.Namespace, dsn: str) -> int:
+    """Run the parsed admin command in one transaction on ``dsn``: 0 done, 1 refused or failed.
+
+    Refusals and database errors are printed on stderr without a traceback.
+    """
+    import psycopg  # noqa: PLC0415 - see the module docstring: not for every `tokentide` command
+
+    handler: Handler = args.handler
+    try:
+        with psycopg.connect(dsn, connect_timeout=10, application_name="tokentide-admin") as conn:
+            handler(conn, args)
+    except AdminError as exc:
+        _err(f"tokentide admin: {exc}")
+        return 1
+    except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn) as exc:
+        _err(f"tokentide admin: the database is not migrated ({exc}): run `tokentide migrate` first")
+        return 1
+    except psycopg.Error as exc:
+        _err(f"tokentide admin: database error: {exc}")
+        return 1
+    return 0
