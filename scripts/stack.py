@@ -944,6 +944,7 @@ def summary_lines(infra: Infra, infra_only: bool) -> list[str]:
     ]
     if not infra_only:
         lines += [f"  {s.label:<13} {s.url}" for s in SERVICES]
+        lines.insert(3, f"  {'OTLP/gRPC':<13} 127.0.0.1:4317")
     lines += [
         f"  {'Kafka':<13} {kafka}",
         f"  {'PostgreSQL':<13} {database}",
@@ -958,7 +959,8 @@ def summary_lines(infra: Infra, infra_only: bool) -> list[str]:
         *lines,
         "",
         "OPEN MODE: one tenant (`default`) and NO authentication; anyone who reaches",
-        "these ports reads and writes its data. Keep them on 127.0.0.1.",
+        "these ports reads and writes its data. Keep them on 127.0.0.1. For API keys,",
+        "set TOKENTIDE_OPEN_MODE=0 and TOKENTIDE_REDACTION_KEY, then use `tokentide admin`.",
         "",
         "Point Claude Code at it (in the shell that starts `claude`):",
         "  export CLAUDE_CODE_ENABLE_TELEMETRY=1",
