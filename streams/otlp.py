@@ -62,6 +62,15 @@ def as_float(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
+def as_bool(value: Any) -> bool | None:
+    """A boolean from a bool or the strings ``"true"``/``"false"`` (agents send both)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    return None
+
+
 def as_str(value: Any) -> str | None:
     if value is None:
         return None

@@ -18,9 +18,9 @@ from __future__ import annotations
 from pydantic import Field
 
 from streams.normalise.base import SessionRecords
-from streams.normalise.claude_code import is_main_thread
 from tokentide.records import (
     LONG_CONTEXT_WINDOW,
+    EventKind,
     Record,
     SessionState,
 )
@@ -89,14 +89,14 @@ def apply(
         state.events += 1
         if event.model and event.model not in state.models:
             state.models.append(event.model)
-        if event.name == "api_error":
+        if event.kind is EventKind.API_ERROR:
             state.api_errors += 1
-        if event.tokens is None:
+        if event.kind is not EventKind.USAGE or event.tokens is None:
             continue
         state.api_requests += 1
         state.tokens.add(event.tokens)
         state.cost_nanos += event.cost_nanos or 0
-        if is_main_thread(event.query_source) and event.time_ns >= stored.context_time_ns:
+        if event.main_context is not False and event.time_ns >= stored.context_time_ns:
             stored.context_time_ns = event.time_ns
             state.context.tokens = event.tokens.context
             state.context.model = event.model

@@ -10,6 +10,7 @@ round-trips every record type.
 
 from __future__ import annotations
 
+import enum
 from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -61,6 +62,35 @@ class Tokens(Record):
         return self.input + self.cache_read + self.cache_creation
 
 
+class EventKind(enum.StrEnum):
+    """What an event means for accounting, whatever the agent calls it."""
+
+    USAGE = "usage"  # one model API request's token usage (Claude api_request, Gemini api_response, ...)
+    API_ERROR = "api_error"  # a model API request that failed (after the agent's retries)
+    RETRIES_EXHAUSTED = "retries_exhausted"
+    PROMPT = "prompt"  # the user submitted a prompt
+    TOOL_RESULT = "tool_result"  # a tool ran (``success`` says how it went)
+    TOOL_DECISION = "tool_decision"  # a tool use was accepted or rejected
+    COMPACTION = "compaction"  # the agent compacted the conversation
+    OTHER = "other"
+
+
+class Measure(enum.StrEnum):
+    """What a metric point counts, whatever the agent calls the metric (sums only)."""
+
+    TOKENS_INPUT = "tokens.input"
+    TOKENS_OUTPUT = "tokens.output"
+    TOKENS_CACHE_READ = "tokens.cache_read"
+    TOKENS_CACHE_CREATION = "tokens.cache_creation"
+    TOKENS_REASONING = "tokens.reasoning"
+    COST_USD = "cost_usd"
+    LINES_ADDED = "lines_added"
+    LINES_REMOVED = "lines_removed"
+    COMMITS = "commits"
+    PULL_REQUESTS = "pull_requests"
+    ACTIVE_TIME_S = "active_time_s"
+
+
 class Event(Record):
     """One agent event (an OTLP log record), normalised.
 
@@ -72,7 +102,9 @@ class Event(Record):
     session_id: str
     event_id: str
     agent: str
+    #: The agent's own event name (``api_request``, ``gemini_cli.api_response``, ...).
     name: str
+    kind: EventKind = EventKind.OTHER
     time_ns: int
     sequence: int | None = None
     user_id: str | None = None
@@ -80,6 +112,11 @@ class Event(Record):
     #: Long-context variant seen on the model name (``1m`` for ``claude-opus-4-8[1m]``).
     model_variant: str | None = None
     query_source: str | None = None
+    #: For usage: whether the request belongs to the session's own conversation (its context
+    #: window), not to title generation, compaction, routing or a subagent.
+    main_context: bool | None = None
+    #: For tool results and the like: whether it succeeded.
+    success: bool | None = None
     request_id: str | None = None
     duration_ms: float | None = None
     #: Set for events that report one model API request's usage (Claude Code ``api_request``).
@@ -104,6 +141,11 @@ class Point(Record):
     value: float
     #: OTLP ``AggregationTemporality``: 1 delta, 2 cumulative, 0 for gauges.
     temporality: int
+    #: Whether the sum is monotonic (a counter); a drop in a monotonic cumulative is a reset.
+    monotonic: bool = False
+    #: What the point counts in canonical terms, when the normaliser knows (else None).
+    measure: Measure | None = None
+    model: str | None = None
     unit: str = ""
     attributes: dict[str, Any] = Field(default_factory=dict)
 

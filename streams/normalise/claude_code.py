@@ -11,14 +11,15 @@ Facts (reference/agent-telemetry.md, section 2):
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric
 
 from streams.normalise.base import Origin
 from streams.normalise.generic import GenericNormaliser
-from streams.otlp import any_value, as_float, as_int, as_str, attributes, stable_id
-from tokentide.records import NANOS_PER_USD, Event, Tokens
+from streams.otlp import any_value, as_bool, as_float, as_int, as_str, attributes, stable_id
+from tokentide.records import NANOS_PER_USD, Event, EventKind, Measure, Point, Tokens
 
 SERVICE_NAMES = frozenset({"claude-code", "claude-code-desktop"})
 SCOPE_PREFIX = "com.anthropic.claude_code"
@@ -81,7 +82,11 @@ class ClaudeCodeNormaliser(GenericNormaliser):
             duration_ms=as_float(attrs.get("duration_ms")),
             attributes=attrs,
         )
+        event.kind = EVENT_KINDS.get(name, EventKind.OTHER)
+        if name in ("tool_result", "compaction"):
+            event.success = as_bool(attrs.get("success"))
         if name == "api_request":
+            event.main_context = is_main_thread(event.query_source)
             event.tokens = Tokens(
                 input=as_int(attrs.get("input_tokens")) or 0,
                 output=as_int(attrs.get("output_tokens")) or 0,
@@ -95,6 +100,16 @@ class ClaudeCodeNormaliser(GenericNormaliser):
             event.cost_source = "agent" if event.cost_nanos is not None else None
         return event
 
+    def points(self, origin: Origin, metric: Metric) -> list[Point]:
+        points = super().points(origin, metric)
+        measure_of = METRIC_MEASURES.get(metric.name)
+        for point in points:
+            model, _variant = split_model(as_str(point.attributes.get("model")))
+            point.model = model
+            if measure_of is not None:
+                point.measure = measure_of(point.attributes)
+        return points
+
     def long_context(self, origin: Origin, metric: Metric) -> bool:
         kind = metric.WhichOneof("data")
         if kind not in ("sum", "gauge"):
@@ -104,6 +119,42 @@ class ClaudeCodeNormaliser(GenericNormaliser):
                 if kv.key == "model" and split_model(kv.value.string_value)[1] == "1m":
                     return True
         return False
+
+
+def _token_measure(attributes: dict[str, object]) -> Measure | None:
+    return TOKEN_TYPES.get(str(attributes.get("type")))
+
+
+def _lines_measure(attributes: dict[str, object]) -> Measure | None:
+    kind = attributes.get("type")
+    return Measure.LINES_ADDED if kind == "added" else Measure.LINES_REMOVED if kind == "removed" else None
+
+
+#: ``claude_code.token.usage`` ``type`` -> canonical token type.
+TOKEN_TYPES = {
+    "input": Measure.TOKENS_INPUT,
+    "output": Measure.TOKENS_OUTPUT,
+    "cacheRead": Measure.TOKENS_CACHE_READ,
+    "cacheCreation": Measure.TOKENS_CACHE_CREATION,
+}
+#: Claude Code metric -> what its points count.
+METRIC_MEASURES: dict[str, Callable[[dict[str, object]], Measure | None]] = {
+    "claude_code.token.usage": _token_measure,
+    "claude_code.cost.usage": lambda _: Measure.COST_USD,
+    "claude_code.lines_of_code.count": _lines_measure,
+    "claude_code.commit.count": lambda _: Measure.COMMITS,
+    "claude_code.pull_request.count": lambda _: Measure.PULL_REQUESTS,
+    "claude_code.active_time.total": lambda _: Measure.ACTIVE_TIME_S,
+}
+EVENT_KINDS = {
+    "api_request": EventKind.USAGE,
+    "api_error": EventKind.API_ERROR,
+    "api_retries_exhausted": EventKind.RETRIES_EXHAUSTED,
+    "user_prompt": EventKind.PROMPT,
+    "tool_result": EventKind.TOOL_RESULT,
+    "tool_decision": EventKind.TOOL_DECISION,
+    "compaction": EventKind.COMPACTION,
+}
 
 
 def is_main_thread(query_source: str | None) -> bool:

@@ -50,6 +50,7 @@ class GenericNormaliser:
         kind = metric.WhichOneof("data")
         # (data point, its attributes, value, extra attributes kept with the point)
         raw: list[tuple[Any, dict[str, Any], float, dict[str, Any]]]
+        monotonic = kind == "sum" and metric.sum.is_monotonic
         if kind in ("sum", "gauge"):
             data = getattr(metric, kind)
             temporality = data.aggregation_temporality if kind == "sum" else 0
@@ -83,6 +84,7 @@ class GenericNormaliser:
                 start_time_ns=point.start_time_unix_nano,
                 value=value,
                 temporality=temporality,
+                monotonic=monotonic,
                 unit=metric.unit,
                 attributes={**attrs, **extra},
             )

@@ -18,7 +18,7 @@ from ingest.errors import JSON
 from streams.normalise import SessionRecords
 from streams.processor import UndecodableMessage
 from streams.state import StoredSession, apply
-from tokentide.records import Event, Tokens
+from tokentide.records import Event, EventKind, Tokens
 from tokentide.topics import HEADER_SIGNAL, HEADER_TENANT, Signal
 
 T0 = 1_795_485_058_104_000_000
@@ -409,7 +409,9 @@ def _prompts(count: int) -> list[Event]:
 
 def test_apply_skips_events_seen_before() -> None:
     events = _prompts(4)
-    usage = events[1].model_copy(update={"name": "api_request", "tokens": Tokens(input=10), "cost_nanos": 5})
+    usage = events[1].model_copy(
+        update={"name": "api_request", "kind": EventKind.USAGE, "tokens": Tokens(input=10), "cost_nanos": 5}
+    )
     first = SessionRecords(session_id="s", agent="claude_code", events=[events[0], usage, events[2]])
     again = SessionRecords(
         session_id="s", agent="claude_code", events=[usage, events[2], events[3], events[3]]
