@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import psycopg
@@ -15,7 +16,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from dashboard import queries
-from dashboard.queries import SessionOut, SessionPage, session_out
+from dashboard.queries import SessionOut, SessionPage, session_out, signal_out
 from tokentide.settings import OPEN_MODE_TENANT, DashboardSettings
 
 log = logging.getLogger(__name__)
@@ -79,16 +80,22 @@ def create_app(settings: DashboardSettings, registry: CollectorRegistry | None =
             rows = await (await conn.execute(queries.LIST_SESSIONS, (tenant(), limit, offset))).fetchall()
             count = await (await conn.execute(queries.COUNT_SESSIONS, (tenant(),))).fetchone()
         total = count["count"] if count else 0
-        return SessionPage(sessions=[session_out(r) for r in rows], total=total, limit=limit, offset=offset)
+        now = datetime.now(UTC)
+        return SessionPage(
+            sessions=[session_out(r, now) for r in rows], total=total, limit=limit, offset=offset
+        )
 
     @app.get("/api/v1/sessions/{session_id}")
     async def get_session(session_id: str) -> SessionOut:
         """One session's totals (tokens by type, cost, requests) and context position."""
         async with pool.connection() as conn:
             row = await (await conn.execute(queries.GET_SESSION, (tenant(), session_id))).fetchone()
-        if row is None:
-            raise HTTPException(status_code=404, detail=f"no session {session_id!r}")
-        return session_out(row)
+            if row is None:
+                raise HTTPException(status_code=404, detail=f"no session {session_id!r}")
+            signals = await (await conn.execute(queries.SESSION_SIGNALS, (tenant(), session_id))).fetchall()
+        session = session_out(row, datetime.now(UTC))
+        session.signals = [signal_out(s) for s in signals]
+        return session
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

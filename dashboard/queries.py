@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -11,8 +11,11 @@ from pydantic import BaseModel
 _SELECT_SESSION = """
     SELECT session_id, agent, service_name, user_id, started_at, last_seen_at,
            input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens,
-           reasoning_tokens, cost_usd, api_requests, api_errors, events, models,
-           context_tokens, context_window, context_model
+           reasoning_tokens, cost_usd, totals_source, api_requests, api_errors,
+           retries_exhausted, prompts, tool_calls, tool_failures, events, models, attributes,
+           lines_added, lines_removed, commits, pull_requests, active_time_s,
+           context_tokens, context_window, context_model, context_growth,
+           context_requests_left, context_minutes_left, compactions
       FROM sessions
 """
 GET_SESSION = _SELECT_SESSION + "WHERE tenant_id = %s AND session_id = %s"
@@ -20,6 +23,14 @@ LIST_SESSIONS = (
     _SELECT_SESSION + "WHERE tenant_id = %s ORDER BY last_seen_at DESC, session_id LIMIT %s OFFSET %s"
 )
 COUNT_SESSIONS = "SELECT count(*) FROM sessions WHERE tenant_id = %s"
+SESSION_SIGNALS = """
+    SELECT kind, ts, ratio, tokens, context_window, requests_left, minutes_left, message
+      FROM signals WHERE tenant_id = %s AND session_id = %s ORDER BY ts DESC, signal_id LIMIT 50
+"""
+
+#: A session with no activity for this long is idle, and after ENDED_AFTER ended.
+IDLE_AFTER = timedelta(minutes=5)
+ENDED_AFTER = timedelta(minutes=30)
 
 
 class TokensOut(BaseModel):
@@ -35,6 +46,21 @@ class ContextOut(BaseModel):
     limit: int
     ratio: float
     model: str | None
+    growth_per_request: float | None
+    predicted_requests_left: float | None
+    predicted_minutes_left: float | None
+    compactions: int
+
+
+class SignalOut(BaseModel):
+    kind: str
+    at: datetime
+    ratio: float
+    tokens: int
+    limit: int
+    requests_left: float | None
+    minutes_left: float | None
+    message: str
 
 
 class SessionOut(BaseModel):
@@ -42,15 +68,28 @@ class SessionOut(BaseModel):
     agent: str
     service_name: str | None
     user_id: str | None
+    attributes: dict[str, str]
+    status: str
     tokens: TokensOut
     cost_usd: float
+    totals_source: str
     api_requests: int
     api_errors: int
+    retries_exhausted: int
+    prompts: int
+    tool_calls: int
+    tool_failures: int
     events: int
+    lines_added: int
+    lines_removed: int
+    commits: int
+    pull_requests: int
+    active_time_s: float
     models: list[str]
     context: ContextOut
     started_at: datetime
     last_seen_at: datetime
+    signals: list[SignalOut] | None = None
 
 
 class SessionPage(BaseModel):
@@ -60,7 +99,26 @@ class SessionPage(BaseModel):
     offset: int
 
 
-def session_out(row: dict[str, Any]) -> SessionOut:
+def status(last_seen_at: datetime, now: datetime) -> str:
+    """``active``, ``idle`` (no activity for 5 min) or ``ended`` (30 min)."""
+    quiet = now - last_seen_at
+    return "ended" if quiet >= ENDED_AFTER else "idle" if quiet >= IDLE_AFTER else "active"
+
+
+def signal_out(row: dict[str, Any]) -> SignalOut:
+    return SignalOut(
+        kind=row["kind"],
+        at=row["ts"],
+        ratio=row["ratio"],
+        tokens=row["tokens"],
+        limit=row["context_window"],
+        requests_left=row["requests_left"],
+        minutes_left=row["minutes_left"],
+        message=row["message"],
+    )
+
+
+def session_out(row: dict[str, Any], now: datetime) -> SessionOut:
     cost: Decimal = row["cost_usd"]
     window = row["context_window"]
     return SessionOut(
@@ -68,6 +126,8 @@ def session_out(row: dict[str, Any]) -> SessionOut:
         agent=row["agent"],
         service_name=row["service_name"],
         user_id=row["user_id"],
+        attributes=row["attributes"] or {},
+        status=status(row["last_seen_at"], now),
         tokens=TokensOut(
             input=row["input_tokens"],
             output=row["output_tokens"],
@@ -76,15 +136,29 @@ def session_out(row: dict[str, Any]) -> SessionOut:
             reasoning=row["reasoning_tokens"],
         ),
         cost_usd=float(cost),
+        totals_source=row["totals_source"],
         api_requests=row["api_requests"],
         api_errors=row["api_errors"],
+        retries_exhausted=row["retries_exhausted"],
+        prompts=row["prompts"],
+        tool_calls=row["tool_calls"],
+        tool_failures=row["tool_failures"],
         events=row["events"],
+        lines_added=row["lines_added"],
+        lines_removed=row["lines_removed"],
+        commits=row["commits"],
+        pull_requests=row["pull_requests"],
+        active_time_s=row["active_time_s"],
         models=list(row["models"]),
         context=ContextOut(
             tokens=row["context_tokens"],
             limit=window,
             ratio=round(row["context_tokens"] / window, 6) if window else 0.0,
             model=row["context_model"],
+            growth_per_request=row["context_growth"],
+            predicted_requests_left=row["context_requests_left"],
+            predicted_minutes_left=row["context_minutes_left"],
+            compactions=row["compactions"],
         ),
         started_at=row["started_at"],
         last_seen_at=row["last_seen_at"],

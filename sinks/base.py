@@ -22,7 +22,17 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from pydantic import ValidationError
 
-from tokentide.records import Event, EventBatch, Point, PointBatch, SessionState
+from tokentide.records import (
+    Event,
+    EventBatch,
+    Point,
+    PointBatch,
+    Rollup,
+    RollupBatch,
+    SessionSignal,
+    SessionState,
+    SignalBatch,
+)
 from tokentide.settings import SinkSettings
 from tokentide.topics import Topics
 
@@ -34,6 +44,8 @@ class Batch:
     events: list[Event] = field(default_factory=list)
     points: list[Point] = field(default_factory=list)
     states: list[SessionState] = field(default_factory=list)
+    signals: list[SessionSignal] = field(default_factory=list)
+    rollups: list[Rollup] = field(default_factory=list)
 
 
 class Writer(Protocol):
@@ -79,6 +91,10 @@ def decode(topics: Topics, records: Iterable[ConsumerRecord[bytes, bytes]], metr
                 batch.points.extend(PointBatch.from_bytes(value).points)
             elif record.topic == topics.session_state:
                 batch.states.append(SessionState.from_bytes(value))
+            elif record.topic == topics.session_signals:
+                batch.signals.extend(SignalBatch.from_bytes(value).signals)
+            elif record.topic == topics.rollups:
+                batch.rollups.extend(RollupBatch.from_bytes(value).rollups)
         except ValidationError as exc:
             metrics.undecodable.labels(record.topic).inc()
             log.warning("skipped undecodable %s@%d: %s", record.topic, record.offset, exc)

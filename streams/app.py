@@ -41,6 +41,11 @@ class StreamsMetrics:
         self.points = Counter(
             "tokentide_streams_points", "Normalised metric points emitted.", registry=registry
         )
+        self.signals = Counter(
+            "tokentide_streams_signals",
+            "Context signals emitted (each once per crossing).",
+            registry=registry,
+        )
 
 
 def create_app(settings: StreamsSettings, registry: CollectorRegistry | None = None) -> faust.App:
@@ -89,9 +94,16 @@ def create_app(settings: StreamsSettings, registry: CollectorRegistry | None = N
     events_topic = out_topic(topics.events)
     points_topic = out_topic(topics.points)
     state_topic = out_topic(topics.session_state, compacting=True)
+    signals_topic = out_topic(topics.session_signals)
+    rollups_topic = out_topic(topics.rollups)
     # bytes keys and values: faust picks its raw codec; the value is a StoredSession as JSON.
     sessions = app.Table("sessions", key_type=bytes, value_type=bytes, partitions=settings.partitions)
-    processor = Processor(default_registry(), settings.dedup_window)
+    processor = Processor(
+        default_registry(),
+        settings.dedup_window,
+        settings.signal_thresholds,
+        settings.tenant_signal_thresholds,
+    )
 
     def get_state(key: bytes) -> StoredSession | None:
         value = sessions.get(key)
@@ -126,6 +138,11 @@ def create_app(settings: StreamsSettings, registry: CollectorRegistry | None = N
                 if out.points is not None:
                     metrics.points.inc(len(out.points.points))
                     await points_topic.send(key=out.key, value=out.points.to_bytes())
+                if out.signals is not None:
+                    metrics.signals.inc(len(out.signals.signals))
+                    await signals_topic.send(key=out.key, value=out.signals.to_bytes())
+                if out.rollups is not None:
+                    await rollups_topic.send(key=out.key, value=out.rollups.to_bytes())
                 await state_topic.send(key=out.key, value=out.state.to_bytes())
 
     @app.page("/healthz")

@@ -18,9 +18,10 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 )
 
 from streams.normalise import Registry, SessionRecords
-from streams.state import StoredSession, already_applied, apply
-from tokentide.records import EventBatch, PointBatch, SessionState
+from streams.state import StoredSession, already_applied, apply, replay
+from tokentide.records import EventBatch, PointBatch, RollupBatch, SessionState, SignalBatch
 from tokentide.settings import OPEN_MODE_TENANT
+from tokentide.tenancy import SignalThresholds
 from tokentide.topics import HEADER_RECEIVED_AT, HEADER_SIGNAL, HEADER_TENANT, Signal, session_key
 
 
@@ -36,6 +37,8 @@ class Output:
     events: EventBatch | None
     points: PointBatch | None
     state: SessionState
+    signals: SignalBatch | None = None
+    rollups: RollupBatch | None = None
 
 
 GetState = Callable[[bytes], StoredSession | None]
@@ -47,9 +50,17 @@ def header_map(headers: Iterable[tuple[str, bytes]] | None) -> dict[str, str]:
 
 
 class Processor:
-    def __init__(self, registry: Registry, dedup_window: int) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        dedup_window: int,
+        thresholds: SignalThresholds | None = None,
+        tenant_thresholds: dict[str, SignalThresholds] | None = None,
+    ) -> None:
         self.registry = registry
         self.dedup_window = dedup_window
+        self.thresholds = thresholds or SignalThresholds()
+        self.tenant_thresholds = tenant_thresholds or {}
 
     def normalise(self, headers: dict[str, str], value: bytes) -> tuple[str, dict[str, SessionRecords]]:
         """Decode a raw message and normalise it; returns (tenant, records by session)."""
@@ -86,26 +97,32 @@ class Processor:
         their writes downstream are idempotent, and a crash may have lost the first ones.
         """
         tenant, by_session = self.normalise(headers, value)
+        thresholds = self.tenant_thresholds.get(tenant, self.thresholds)
         outputs = []
         for session_id, records in by_session.items():
             key = session_key(tenant, session_id).encode()
             stored = get_state(key)
-            if stored is None or not already_applied(stored, topic, offset):
-                stored = apply(
+            if stored is not None and already_applied(stored, topic, offset):
+                applied = replay(stored, topic, offset)
+            else:
+                applied = apply(
                     stored,
                     records,
                     tenant=tenant,
                     topic=topic,
                     offset=offset,
                     dedup_window=self.dedup_window,
+                    thresholds=thresholds,
                 )
-                put_state(key, stored)
+                put_state(key, applied.stored)
             outputs.append(
                 Output(
                     key=key,
                     events=EventBatch(events=records.events) if records.events else None,
                     points=PointBatch(points=records.points) if records.points else None,
-                    state=stored.state,
+                    state=applied.stored.state,
+                    signals=SignalBatch(signals=applied.signals) if applied.signals else None,
+                    rollups=RollupBatch(rollups=applied.rollups) if applied.rollups else None,
                 )
             )
         return outputs

@@ -2,28 +2,60 @@
 
 The rules written in code (ARCHITECTURE.md, "One source of truth per quantity"):
 
-- Tokens, cost and API request counts come from per-request events only (Claude Code
-  ``api_request``). The agent's token and cost *metrics* aggregate the same requests; they
-  are stored as points but never added to the totals, so nothing is counted twice.
+- Tokens, cost and API request counts come from per-request usage events (Claude Code
+  ``api_request``, Gemini ``api_response``, Codex token ``sse_event``). The agents' token and
+  cost *metrics* describe the same requests: they are kept apart (``metric_totals``, deltas of
+  each series) and used only by a session that never sent a usage event
+  (``totals_source="metrics"``), so nothing is counted twice.
+- Lines of code, commits, pull requests and active time exist only as metrics: their deltas
+  are summed.
 - An event is applied once: its natural ``event_id`` is remembered in a bounded window per
-  session, so a re-sent export changes nothing.
-- A raw message is applied once: the highest applied offset per input topic is stored with
-  the state, so a message Kafka redelivers after a crash or rebalance changes nothing.
-- Context: the session's main conversation only (not title generation, compaction or
-  subagent calls); the window is 1M once the long-context variant was seen, else 200k.
+  session, so a re-sent export changes nothing. A raw message is applied once: the highest
+  applied offset per input topic is stored with the state, so a redelivery changes nothing.
+- Context: the session's main conversation only (``main_context``); the window is 1M once the
+  long-context variant was seen, else 200k. Predictions, compactions: :mod:`streams.context`;
+  signals: :mod:`streams.signals`; per-minute rollups: :mod:`streams.rollups`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any
+
 from pydantic import Field
 
+from streams import context as ctx
+from streams import rollups
 from streams.normalise.base import SessionRecords
+from streams.signals import evaluate
 from tokentide.records import (
     LONG_CONTEXT_WINDOW,
     EventKind,
     Record,
+    Rollup,
+    SessionSignal,
     SessionState,
+    Tokens,
 )
+from tokentide.tenancy import SignalThresholds
+
+#: Resource attribute prefixes set by SDKs and agents; whatever else a resource carries was
+#: added by the deployment (``OTEL_RESOURCE_ATTRIBUTES``): team, cost centre, environment...
+STANDARD_RESOURCE_PREFIXES = (
+    "service.",
+    "telemetry.",
+    "os.",
+    "host.",
+    "process.",
+    "container.",
+    "k8s.",
+    "cloud.",
+    "device.",
+    "wsl.",
+    "session.",
+    "webengine.",
+)
+MAX_TEAM_ATTRIBUTES = 20
 
 
 class StoredSession(Record):
@@ -36,11 +68,56 @@ class StoredSession(Record):
     offsets: dict[str, int] = Field(default_factory=dict)
     #: Event time of the request that set the current context position.
     context_time_ns: int = 0
+    last_compaction_ns: int = 0
+    #: Signal kind -> crossing count, negative while raised (see streams.signals).
+    signals: dict[str, int] = Field(default_factory=dict)
+    #: Minute buckets of usage (see streams.rollups).
+    rollups: dict[str, list[int]] = Field(default_factory=dict)
+    #: What the last applied message emitted, re-emitted if that message is redelivered.
+    last_signals: list[SessionSignal] = Field(default_factory=list)
+    last_rollup_keys: list[str] = Field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Applied:
+    """The outcome of one message for one session."""
+
+    stored: StoredSession
+    signals: list[SessionSignal] = field(default_factory=list)
+    rollups: list[Rollup] = field(default_factory=list)
 
 
 def already_applied(stored: StoredSession, topic: str, offset: int) -> bool:
     """Whether the message at ``offset`` of ``topic`` was applied to ``stored`` before."""
     return offset <= stored.offsets.get(topic, -1)
+
+
+def replay(stored: StoredSession, topic: str, offset: int) -> Applied:
+    """A redelivered message: nothing changes; what it emitted the first time is emitted again
+    (if it was the last one applied), since a crash may have lost those outputs."""
+    if offset != stored.offsets.get(topic):
+        return Applied(stored)
+    state = stored.state
+    buckets = rollups.records(
+        stored.rollups,
+        set(stored.last_rollup_keys),
+        tenant=state.tenant,
+        session_id=state.session_id,
+        user_id=state.user_id,
+        agent=state.agent,
+    )
+    return Applied(stored, list(stored.last_signals), buckets)
+
+
+def team_attributes(resource: dict[str, Any]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in resource.items():
+        if key.startswith(STANDARD_RESOURCE_PREFIXES) or value is None or isinstance(value, (list, dict)):
+            continue
+        out[key] = str(value)[:200]
+        if len(out) >= MAX_TEAM_ATTRIBUTES:
+            break
+    return out
 
 
 def apply(
@@ -51,11 +128,14 @@ def apply(
     topic: str,
     offset: int,
     dedup_window: int,
-) -> StoredSession:
-    """Return the session's state after ``records`` (read from ``topic`` at ``offset``).
+    thresholds: SignalThresholds | None = None,
+) -> Applied:
+    """The session's state after ``records`` (read from ``topic`` at ``offset``).
 
-    The caller must first check :func:`already_applied`. ``stored`` is updated in place.
+    The caller must first check :func:`already_applied` (and call :func:`replay` instead).
+    ``stored`` is updated in place.
     """
+    thresholds = thresholds or SignalThresholds()
     times = [e.time_ns for e in records.events] + [p.time_ns for p in records.points]
     first, last = (min(times), max(times)) if times else (0, 0)
     if stored is None:
@@ -76,32 +156,110 @@ def apply(
         state.last_seen_at_ns = max(state.last_seen_at_ns, last)
     state.user_id = state.user_id or records.user_id
     state.service_name = state.service_name or records.service_name
+    for key, value in team_attributes(records.resource).items():
+        if key in state.attributes or len(state.attributes) < MAX_TEAM_ATTRIBUTES:
+            state.attributes[key] = value
     if records.long_context:
         state.context.window = LONG_CONTEXT_WINDOW
+        ctx.predict(state.context)
 
+    signals: list[SessionSignal] = []
+    touched: set[str] = set()
     seen = set(stored.seen)
     fresh: list[str] = []
-    for event in records.events:
+    for event in sorted(records.events, key=lambda e: e.time_ns):
         if event.event_id in seen:
             continue
         seen.add(event.event_id)
         fresh.append(event.event_id)
-        state.events += 1
-        if event.model and event.model not in state.models:
-            state.models.append(event.model)
-        if event.kind is EventKind.API_ERROR:
-            state.api_errors += 1
-        if event.kind is not EventKind.USAGE or event.tokens is None:
-            continue
-        state.api_requests += 1
-        state.tokens.add(event.tokens)
-        state.cost_nanos += event.cost_nanos or 0
-        if event.main_context is not False and event.time_ns >= stored.context_time_ns:
-            stored.context_time_ns = event.time_ns
-            state.context.tokens = event.tokens.context
-            state.context.model = event.model
+        signals += _count(stored, event, thresholds)
+        bucket = rollups.add(stored.rollups, event)
+        if bucket is not None:
+            touched.add(bucket)
 
+    rollups.prune(stored.rollups)
     stored.seen = (stored.seen + fresh)[-dedup_window:]
     stored.offsets[topic] = offset
+    stored.last_signals = signals
+    stored.last_rollup_keys = sorted(touched)
     state.version += 1
-    return stored
+    buckets = rollups.records(
+        stored.rollups,
+        touched,
+        tenant=tenant,
+        session_id=state.session_id,
+        user_id=state.user_id,
+        agent=state.agent,
+    )
+    return Applied(stored, signals, buckets)
+
+
+def _count(stored: StoredSession, event: Any, thresholds: SignalThresholds) -> list[SessionSignal]:
+    """Count one new event into the state; returns the signals it raised."""
+    state = stored.state
+    state.events += 1
+    if event.model and event.model not in state.models:
+        state.models.append(event.model)
+    kind = event.kind
+    if kind is EventKind.API_ERROR:
+        state.api_errors += 1
+    elif kind is EventKind.RETRIES_EXHAUSTED:
+        state.retries_exhausted += 1
+    elif kind is EventKind.PROMPT:
+        state.prompts += 1
+    elif kind is EventKind.TOOL_RESULT:
+        state.tool_calls += 1
+        state.tool_failures += event.success is False
+    elif kind is EventKind.COMPACTION:
+        return _compaction(stored, event, thresholds)
+    elif kind is EventKind.USAGE and event.tokens is not None:
+        return _usage(stored, event.tokens, event.cost_nanos, event, thresholds)
+    return []
+
+
+def _usage(
+    stored: StoredSession, tokens: Tokens, cost_nanos: int | None, event: Any, thresholds: SignalThresholds
+) -> list[SessionSignal]:
+    state = stored.state
+    state.api_requests += 1
+    state.tokens.add(tokens)
+    state.cost_nanos += cost_nanos or 0
+    if event.main_context is False or event.time_ns < stored.context_time_ns:
+        return []
+    dropped = ctx.observe_request(state.context, tokens.context, event.time_ns, stored.context_time_ns)
+    stored.context_time_ns = event.time_ns
+    state.context.model = event.model
+    compaction = dropped and ctx.count_compaction(state.context, event.time_ns, stored.last_compaction_ns)
+    if dropped:
+        stored.last_compaction_ns = event.time_ns
+    return evaluate(
+        state.context,
+        stored.signals,
+        tenant=state.tenant,
+        session_id=state.session_id,
+        time_ns=event.time_ns,
+        thresholds=thresholds,
+        compaction=compaction,
+    )
+
+
+def _compaction(stored: StoredSession, event: Any, thresholds: SignalThresholds) -> list[SessionSignal]:
+    state = stored.state
+    time_ns = event.time_ns
+    if event.context_after is not None and time_ns >= stored.context_time_ns:
+        # The agent says where the context stands now; the next request will confirm it.
+        state.context.tokens = event.context_after
+        ctx.predict(state.context)
+    counted = ctx.count_compaction(state.context, time_ns, stored.last_compaction_ns)
+    stored.last_compaction_ns = time_ns
+    if not counted:
+        return []
+    return evaluate(
+        state.context,
+        stored.signals,
+        tenant=state.tenant,
+        session_id=state.session_id,
+        time_ns=time_ns,
+        thresholds=thresholds,
+        compaction=True,
+    )

@@ -33,6 +33,8 @@ def pipeline_topics(settings: KafkaSettings) -> list[TopicSpec]:
         TopicSpec(topics.events, settings.partitions, size),
         TopicSpec(topics.points, settings.partitions, size),
         TopicSpec(topics.session_state, settings.partitions, {**size, "cleanup.policy": "compact"}),
+        TopicSpec(topics.session_signals, settings.partitions, size),
+        TopicSpec(topics.rollups, settings.partitions, size),
     ]
     return specs
 

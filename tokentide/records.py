@@ -117,6 +117,8 @@ class Event(Record):
     main_context: bool | None = None
     #: For tool results and the like: whether it succeeded.
     success: bool | None = None
+    #: For compactions: the context size after it, when the agent says.
+    context_after: int | None = None
     request_id: str | None = None
     duration_ms: float | None = None
     #: Set for events that report one model API request's usage (Claude Code ``api_request``).
@@ -163,22 +165,84 @@ class PointBatch(Record):
 
 
 class ContextState(Record):
-    """Context-window position of a session's main conversation after its last request."""
+    """Context-window position of a session's main conversation after its last request.
+
+    Predictions (``None`` until two main requests were seen): ``growth`` is the smoothed
+    growth of the context per request; ``requests_left`` how many more requests of that
+    growth fit; ``minutes_left`` that many requests at the smoothed pace between requests.
+    """
 
     tokens: int = 0
     window: int = DEFAULT_CONTEXT_WINDOW
     model: str | None = None
+    growth: float | None = None
+    interval_s: float | None = None
+    requests_left: float | None = None
+    minutes_left: float | None = None
+    compactions: int = 0
 
     @property
     def ratio(self) -> float:
         return self.tokens / self.window if self.window else 0.0
 
 
+class SignalKind(enum.StrEnum):
+    CONTEXT_WARNING = "context_warning"
+    CHECKPOINT_REQUESTED = "checkpoint_requested"
+    CONTEXT_CRITICAL = "context_critical"
+    COMPACTION_OBSERVED = "compaction_observed"
+
+
+class SessionSignal(Record):
+    """A signal about a session's context: once per threshold crossing (``session.signals``).
+
+    ``signal_id`` is its natural key (session, kind, crossing number): re-emitting it after a
+    redelivery writes nothing new.
+    """
+
+    tenant: str
+    session_id: str
+    signal_id: str
+    kind: SignalKind
+    time_ns: int
+    ratio: float
+    tokens: int
+    window: int
+    requests_left: float | None = None
+    minutes_left: float | None = None
+    message: str = ""
+
+
+class Rollup(Record):
+    """Usage of one session and model in one minute; the full value (overwrite semantics)."""
+
+    tenant: str
+    session_id: str
+    user_id: str | None = None
+    agent: str
+    model: str
+    minute_ns: int
+    tokens: Tokens = Field(default_factory=Tokens)
+    cost_nanos: int = 0
+    requests: int = 0
+    errors: int = 0
+
+
+class SignalBatch(Record):
+    signals: list[SessionSignal]
+
+
+class RollupBatch(Record):
+    rollups: list[Rollup]
+
+
 class SessionState(Record):
     """The summary of one session: what ``session.state`` carries and the ``sessions`` table holds.
 
     ``version`` grows by one with every update, so a consumer keeps the highest version and
-    a redelivered older state never overwrites a newer one.
+    a redelivered older state never overwrites a newer one. Tokens and cost come from usage
+    events; a session that sends only metrics gets them from its token and cost metrics
+    (``totals_source`` says which, never both).
     """
 
     tenant: str
@@ -186,13 +250,26 @@ class SessionState(Record):
     agent: str
     service_name: str | None = None
     user_id: str | None = None
+    #: Team attributes: the resource attributes a deployment adds (``OTEL_RESOURCE_ATTRIBUTES``).
+    attributes: dict[str, str] = Field(default_factory=dict)
     started_at_ns: int
     last_seen_at_ns: int
     tokens: Tokens = Field(default_factory=Tokens)
     cost_nanos: int = 0
+    #: ``events`` (usage events) or ``metrics`` (token/cost metrics, when no usage event came).
+    totals_source: str = "events"
     api_requests: int = 0
     api_errors: int = 0
+    retries_exhausted: int = 0
+    tool_calls: int = 0
+    tool_failures: int = 0
+    prompts: int = 0
     events: int = 0
+    lines_added: int = 0
+    lines_removed: int = 0
+    commits: int = 0
+    pull_requests: int = 0
+    active_time_s: float = 0.0
     models: list[str] = Field(default_factory=list)
     context: ContextState = Field(default_factory=ContextState)
     version: int = 0

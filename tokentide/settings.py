@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from tokentide.tenancy import Redaction
+from tokentide.tenancy import Redaction, SignalThresholds
 from tokentide.topics import Topics
 
 #: The DSN of the local development stack (``make up``). Refused outside open mode.
@@ -120,6 +120,10 @@ class StreamsSettings(KafkaSettings):
     streams_port: int = Field(default=6066, ge=1, le=65535)
     #: Event ids remembered per session to drop re-sent exports.
     dedup_window: int = Field(default=4096, ge=16)
+    #: Context signal thresholds (JSON, e.g. ``{"warning": 0.7}``), and per-tenant overrides
+    #: (``{"acme": {"checkpoint": 0.85}}``).
+    signal_thresholds: SignalThresholds = SignalThresholds()
+    tenant_signal_thresholds: dict[str, SignalThresholds] = Field(default_factory=dict)
 
 
 class SinkSettings(KafkaSettings, DatabaseSettings):

@@ -50,11 +50,21 @@ class Topics:
         """Latest summary of each session (compacted; overwrite semantics)."""
         return f"{self.prefix}session.state"
 
+    @property
+    def session_signals(self) -> str:
+        """Context warnings, checkpoint requests, compactions; once per crossing."""
+        return f"{self.prefix}session.signals"
+
+    @property
+    def rollups(self) -> str:
+        """Per-minute usage per session and model (overwrite semantics)."""
+        return f"{self.prefix}rollups"
+
     def all_raw(self) -> list[str]:
         return [self.raw(signal) for signal in Signal]
 
     def all_derived(self) -> list[str]:
-        return [self.points, self.events, self.session_state]
+        return [self.points, self.events, self.session_state, self.session_signals, self.rollups]
 
 
 def session_key(tenant: str, session_id: str | None) -> str:

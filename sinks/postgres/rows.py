@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from tokentide.records import Event, Point, SessionState
+from tokentide.records import Event, Point, Rollup, SessionSignal, SessionState
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -68,6 +68,51 @@ SESSION_COLUMNS = (
     "context_window",
     "context_model",
     "state_version",
+    "attributes",
+    "totals_source",
+    "retries_exhausted",
+    "prompts",
+    "tool_calls",
+    "tool_failures",
+    "lines_added",
+    "lines_removed",
+    "commits",
+    "pull_requests",
+    "active_time_s",
+    "context_growth",
+    "context_interval_s",
+    "context_requests_left",
+    "context_minutes_left",
+    "compactions",
+)
+SIGNAL_COLUMNS = (
+    "tenant_id",
+    "session_id",
+    "signal_id",
+    "kind",
+    "ts",
+    "ratio",
+    "tokens",
+    "context_window",
+    "requests_left",
+    "minutes_left",
+    "message",
+)
+ROLLUP_COLUMNS = (
+    "tenant_id",
+    "session_id",
+    "model",
+    "minute",
+    "user_id",
+    "agent",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_creation_tokens",
+    "reasoning_tokens",
+    "cost_usd",
+    "requests",
+    "errors",
 )
 
 
@@ -169,7 +214,67 @@ def session_row(s: SessionState) -> tuple[Any, ...]:
         s.context.window,
         text(s.context.model),
         s.version,
+        jsonb(s.attributes),
+        s.totals_source,
+        s.retries_exhausted,
+        s.prompts,
+        s.tool_calls,
+        s.tool_failures,
+        s.lines_added,
+        s.lines_removed,
+        s.commits,
+        s.pull_requests,
+        s.active_time_s,
+        s.context.growth,
+        s.context.interval_s,
+        s.context.requests_left,
+        s.context.minutes_left,
+        s.context.compactions,
     )
+
+
+def signal_row(g: SessionSignal) -> tuple[Any, ...]:
+    return (
+        g.tenant,
+        text(g.session_id),
+        g.signal_id,
+        g.kind.value,
+        timestamp(g.time_ns),
+        g.ratio,
+        g.tokens,
+        g.window,
+        g.requests_left,
+        g.minutes_left,
+        text(g.message),
+    )
+
+
+def rollup_row(r: Rollup) -> tuple[Any, ...]:
+    t = r.tokens
+    return (
+        r.tenant,
+        text(r.session_id),
+        text(r.model),
+        timestamp(r.minute_ns),
+        text(r.user_id),
+        r.agent,
+        t.input,
+        t.output,
+        t.cache_read,
+        t.cache_creation,
+        t.reasoning,
+        usd(r.cost_nanos),
+        r.requests,
+        r.errors,
+    )
+
+
+def latest_rollups(rollups: list[Rollup]) -> list[Rollup]:
+    """One value per (session, model, minute): the last (each carries the full value so far)."""
+    last: dict[tuple[str, str, str, int], Rollup] = {}
+    for rollup in rollups:
+        last[(rollup.tenant, rollup.session_id, rollup.model, rollup.minute_ns)] = rollup
+    return list(last.values())
 
 
 def latest_states(states: list[SessionState]) -> list[SessionState]:

@@ -17,11 +17,16 @@ from sinks.base import Batch
 from sinks.postgres.rows import (
     EVENT_COLUMNS,
     POINT_COLUMNS,
+    ROLLUP_COLUMNS,
     SESSION_COLUMNS,
+    SIGNAL_COLUMNS,
     event_row,
+    latest_rollups,
     latest_states,
     point_row,
+    rollup_row,
     session_row,
+    signal_row,
 )
 
 log = logging.getLogger(__name__)
@@ -47,6 +52,19 @@ def _copy_and_insert(
 
 _EVENTS = _copy_and_insert("events", EVENT_COLUMNS, sql.SQL("ON CONFLICT DO NOTHING"))
 _POINTS = _copy_and_insert("metric_points", POINT_COLUMNS, sql.SQL("ON CONFLICT DO NOTHING"))
+_SIGNALS = _copy_and_insert("signals", SIGNAL_COLUMNS, sql.SQL("ON CONFLICT DO NOTHING"))
+_ROLLUP_UPDATE = sql.SQL(", ").join(
+    sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c))
+    for c in ROLLUP_COLUMNS
+    if c not in ("tenant_id", "session_id", "model", "minute")
+)
+_ROLLUPS = _copy_and_insert(
+    "rollups_minute",
+    ROLLUP_COLUMNS,
+    sql.SQL("ON CONFLICT (tenant_id, session_id, model, minute) DO UPDATE SET {update}").format(
+        update=_ROLLUP_UPDATE
+    ),
+)
 _SESSIONS = _copy_and_insert(
     "sessions",
     SESSION_COLUMNS,
@@ -65,7 +83,7 @@ class PostgresWriter:
     async def _connection(self) -> psycopg.AsyncConnection[Any]:
         if self._conn is None or self._conn.closed:
             conn = await psycopg.AsyncConnection.connect(self._dsn, autocommit=True)
-            for table in ("events", "metric_points", "sessions"):
+            for table in ("events", "metric_points", "sessions", "signals", "rollups_minute"):
                 await conn.execute(
                     sql.SQL(
                         "CREATE TEMP TABLE IF NOT EXISTS {staging} "
@@ -91,6 +109,8 @@ class PostgresWriter:
             (_EVENTS, [event_row(e) for e in batch.events]),
             (_POINTS, [point_row(p) for p in batch.points]),
             (_SESSIONS, [session_row(s) for s in latest_states(batch.states)]),
+            (_SIGNALS, [signal_row(g) for g in batch.signals]),
+            (_ROLLUPS, [rollup_row(r) for r in latest_rollups(batch.rollups)]),
         ]
         try:
             async with conn.transaction():
@@ -104,7 +124,8 @@ class PostgresWriter:
         except psycopg.OperationalError:
             await self.close()
             raise
-        return {"events": len(jobs[0][1]), "metric_points": len(jobs[1][1]), "sessions": len(jobs[2][1])}
+        tables = ("events", "metric_points", "sessions", "signals", "rollups_minute")
+        return {table: len(rows) for table, (_, rows) in zip(tables, jobs, strict=True)}
 
     async def close(self) -> None:
         """Close the connection; safe to call twice."""

@@ -83,6 +83,8 @@ class SessionRecords:
     service_name: str | None = None
     user_id: str | None = None
     long_context: bool = False
+    #: Attributes of the (first) resource the session's records came with.
+    resource: dict[str, Any] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
     points: list[Point] = field(default_factory=list)
 
@@ -140,5 +142,7 @@ class Registry:
 def _group(out: dict[str, SessionRecords], session_id: str, agent: str, origin: Origin) -> SessionRecords:
     group = out.get(session_id)
     if group is None:
-        group = out[session_id] = SessionRecords(session_id, agent, origin.service_name)
+        group = out[session_id] = SessionRecords(
+            session_id, agent, origin.service_name, resource=origin.resource
+        )
     return group

@@ -85,6 +85,8 @@ class ClaudeCodeNormaliser(GenericNormaliser):
         event.kind = EVENT_KINDS.get(name, EventKind.OTHER)
         if name in ("tool_result", "compaction"):
             event.success = as_bool(attrs.get("success"))
+        if name == "compaction":
+            event.context_after = as_int(attrs.get("post_tokens"))
         if name == "api_request":
             event.main_context = is_main_thread(event.query_source)
             event.tokens = Tokens(

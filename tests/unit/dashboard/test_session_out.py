@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -32,12 +32,31 @@ def _row(**changes: Any) -> dict[str, Any]:
         "context_tokens": 6000,
         "context_window": 1_000_000,
         "context_model": "claude-opus-4-8",
+        "context_growth": 812.5,
+        "context_requests_left": 1223.4,
+        "context_minutes_left": 85.6,
+        "compactions": 1,
+        "totals_source": "events",
+        "retries_exhausted": 0,
+        "prompts": 2,
+        "tool_calls": 4,
+        "tool_failures": 1,
+        "attributes": {"team": "payments"},
+        "lines_added": 12,
+        "lines_removed": 3,
+        "commits": 1,
+        "pull_requests": 0,
+        "active_time_s": 31.5,
     }
     return {**row, **changes}
 
 
+#: Shortly after the row's last activity: the session is active.
+NOW = datetime(2026, 11, 24, 1, 52, tzinfo=UTC)
+
+
 def test_session_out_maps_every_column() -> None:
-    out = session_out(_row())
+    out = session_out(_row(), NOW)
     assert isinstance(out, SessionOut)
     assert out.session_id == "f91221a8-0311-4362-9fe6-0628c6b87e21"
     assert (out.agent, out.service_name, out.user_id) == ("claude_code", "claude-code", "u-1")
@@ -57,7 +76,14 @@ def test_session_out_maps_every_column() -> None:
         "limit": 1_000_000,
         "ratio": 0.006,
         "model": "claude-opus-4-8",
+        "growth_per_request": 812.5,
+        "predicted_requests_left": 1223.4,
+        "predicted_minutes_left": 85.6,
+        "compactions": 1,
     }
+    assert out.attributes == {"team": "payments"}
+    assert (out.tool_calls, out.tool_failures, out.lines_added, out.commits) == (4, 1, 12, 1)
+    assert out.status == "active"
     assert out.last_seen_at == datetime(2026, 11, 24, 1, 51, 11, 123_000, tzinfo=UTC)
 
 
@@ -66,14 +92,25 @@ def test_session_out_maps_every_column() -> None:
     [(6000, 200_000, 0.03), (190_000, 200_000, 0.95), (0, 200_000, 0.0), (6000, 0, 0.0), (1, 3, 0.333333)],
 )
 def test_context_ratio(tokens: int, window: int, ratio: float) -> None:
-    context = session_out(_row(context_tokens=tokens, context_window=window)).context
+    context = session_out(_row(context_tokens=tokens, context_window=window), NOW).context
     assert context.ratio == ratio
     assert context.limit == window
 
 
 def test_session_out_serialises_to_json() -> None:
-    document = session_out(_row(service_name=None, user_id=None, context_model=None)).model_dump(mode="json")
+    document = session_out(_row(service_name=None, user_id=None, context_model=None), NOW).model_dump(
+        mode="json"
+    )
     assert document["cost_usd"] == 0.024585
     assert document["service_name"] is None
     assert document["context"]["model"] is None
     assert document["started_at"] == "2026-11-24T01:51:10Z"
+
+
+@pytest.mark.parametrize(
+    ("quiet_minutes", "expected"), [(0, "active"), (4.9, "active"), (5, "idle"), (29, "idle"), (30, "ended")]
+)
+def test_status_follows_inactivity(quiet_minutes: float, expected: str) -> None:
+    row = _row()
+    now = row["last_seen_at"] + timedelta(minutes=quiet_minutes)
+    assert session_out(row, now).status == expected

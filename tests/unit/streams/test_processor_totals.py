@@ -416,8 +416,8 @@ def test_apply_skips_events_seen_before() -> None:
     again = SessionRecords(
         session_id="s", agent="claude_code", events=[usage, events[2], events[3], events[3]]
     )
-    stored = apply(None, first, tenant="t", topic="raw", offset=0, dedup_window=16)
-    stored = apply(stored, again, tenant="t", topic="raw", offset=1, dedup_window=16)
+    stored = apply(None, first, tenant="t", topic="raw", offset=0, dedup_window=16).stored
+    stored = apply(stored, again, tenant="t", topic="raw", offset=1, dedup_window=16).stored
     assert stored.state.events == 4
     assert (stored.state.api_requests, stored.state.tokens.input, stored.state.cost_nanos) == (1, 10, 5)
     assert stored.seen == ["e0", "e1", "e2", "e3"]
@@ -429,7 +429,7 @@ def test_dedup_window_is_bounded() -> None:
     stored = None
     for offset, chunk in enumerate([events[:5], events[5:]]):
         records = SessionRecords(session_id="s", agent="claude_code", events=chunk)
-        stored = apply(stored, records, tenant="t", topic="raw", offset=offset, dedup_window=window)
+        stored = apply(stored, records, tenant="t", topic="raw", offset=offset, dedup_window=window).stored
     assert stored is not None
     assert stored.seen == [e.event_id for e in events[-window:]]
     assert stored.state.events == 3 * window

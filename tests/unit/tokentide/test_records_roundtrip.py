@@ -14,7 +14,12 @@ from tokentide.records import (
     Point,
     PointBatch,
     Record,
+    Rollup,
+    RollupBatch,
+    SessionSignal,
     SessionState,
+    SignalBatch,
+    SignalKind,
     Tokens,
 )
 
@@ -53,7 +58,41 @@ POINT = Point(
     unit="USD",
     attributes={"model": "claude-opus-4-8[1m]", "histogram.count": 3},
 )
-CONTEXT = ContextState(tokens=6000, window=1_000_000, model="claude-opus-4-8")
+CONTEXT = ContextState(
+    tokens=6000,
+    window=1_000_000,
+    model="claude-opus-4-8",
+    growth=812.5,
+    interval_s=4.2,
+    requests_left=1223.4,
+    minutes_left=85.6,
+    compactions=1,
+)
+SIGNAL = SessionSignal(
+    tenant="team-a",
+    session_id="s-1",
+    signal_id="9f",
+    kind=SignalKind.CHECKPOINT_REQUESTED,
+    time_ns=NS,
+    ratio=0.91,
+    tokens=182_000,
+    window=200_000,
+    requests_left=3.5,
+    minutes_left=1.25,
+    message="context 91% full",
+)
+ROLLUP = Rollup(
+    tenant="team-a",
+    session_id="s-1",
+    user_id="u-1",
+    agent="claude_code",
+    model="claude-opus-4-8",
+    minute_ns=NS - NS % 60_000_000_000,
+    tokens=TOKENS,
+    cost_nanos=11_175_000,
+    requests=1,
+    errors=1,
+)
 STATE = SessionState(
     tenant="team-a",
     session_id="s-1",
@@ -81,6 +120,11 @@ INSTANCES: list[Record] = [
     PointBatch(points=[POINT]),
     CONTEXT,
     STATE,
+    STATE.model_copy(update={"attributes": {"team": "payments"}, "totals_source": "metrics", "commits": 2}),
+    SIGNAL,
+    SignalBatch(signals=[SIGNAL]),
+    ROLLUP,
+    RollupBatch(rollups=[ROLLUP, ROLLUP.model_copy(update={"model": "claude-haiku-4-5"})]),
     StoredSession(state=STATE, seen=["a", "b"], offsets={"otlp.raw.logs": 41}, context_time_ns=NS),
 ]
 

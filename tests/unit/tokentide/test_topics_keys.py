@@ -28,7 +28,7 @@ def test_empty_session_id_means_no_session() -> None:
 def test_unprefixed_names_are_those_of_the_architecture() -> None:
     topics = Topics()
     assert topics.all_raw() == ["otlp.raw.metrics", "otlp.raw.logs", "otlp.raw.traces"]
-    assert topics.all_derived() == ["points", "events", "session.state"]
+    assert topics.all_derived() == ["points", "events", "session.state", "session.signals", "rollups"]
 
 
 @pytest.mark.parametrize("prefix", ["it-1234.", "tenant_x-"])
