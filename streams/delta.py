@@ -9,8 +9,9 @@ differ.
 
 Rules, per point:
 
-1. **Delta** (temporality 1): the value is the delta and passes through unchanged; no state.
-   Re-sent delta exports are *not* recognised here (there is nothing to compare them with).
+1. **Delta** (temporality 1): the value is the delta and passes through unchanged, once: the
+   end times of each delta series' recent points are remembered, so a re-sent export adds
+   nothing (:attr:`Skip.DUPLICATE`) while a late export that never arrived before still counts.
 2. **Gauge** (0) or any other temporality: no delta exists (:attr:`Skip.GAUGE`,
    :attr:`Skip.UNKNOWN_TEMPORALITY`). NaN (OTLP's staleness marker) and infinities are ignored
    without touching state (:attr:`Skip.NOT_FINITE`), as the collector ignores NaN.
@@ -98,6 +99,7 @@ class Skip(enum.StrEnum):
     NOT_FINITE = "not_finite"  # NaN (staleness marker) or infinity; state untouched
     BASELINE = "baseline"  # first point of a series that began before tracking: kept, not counted
     OUT_OF_ORDER = "out_of_order"  # not after the series' last point: duplicate, re-sent or late
+    DUPLICATE = "duplicate"  # a delta point already counted (a re-sent export)
     FORGOTTEN = "forgotten"  # no state, and not after state already forgotten (evicted/expired)
 
 
@@ -135,6 +137,9 @@ class SeriesTracker(Record):
     now_ns: int = 0
     #: Newest ``time_ns`` of any identity evicted or expired (0: nothing forgotten yet).
     forgotten_ns: int = 0
+    #: Delta series: ``"<series_id>@<start_time_ns>"`` -> end times of its last
+    #: ``RECENT_DELTAS`` points, least recently updated first (same size bound as ``series``).
+    deltas: dict[str, list[int]] = Field(default_factory=dict)
 
 
 def series_key(point: Point) -> str:
@@ -157,7 +162,7 @@ def delta_of(
     """
     temporality = point.temporality
     if temporality == DELTA:
-        return point.value
+        return _delta_point(tracker, point, limits)
     if temporality != CUMULATIVE:
         return Skip.GAUGE if temporality == GAUGE else Skip.UNKNOWN_TEMPORALITY
     value = point.value
@@ -182,11 +187,34 @@ def delta_of(
         delta = value if point.monotonic and value < last_value else value - last_value
         del series[key]  # re-inserted below, at the most recently updated end
     series[key] = (time_ns, value)
-    if time_ns > tracker.now_ns:
-        tracker.now_ns = time_ns
+    tracker.now_ns = max(tracker.now_ns, time_ns)
     if last is None and len(series) > limits.max_series:
         _forget(tracker, next(iter(series)))
     return delta
+
+
+#: End times remembered per delta series. An exporter re-sends an export within seconds; a
+#: re-sent older export (sent again after a newer one) is still recognised among these.
+RECENT_DELTAS = 8
+
+
+def _delta_point(tracker: SeriesTracker, point: Point, limits: Limits) -> float | Skip:
+    """A delta point counts once: its (series, start, end) must not have been seen recently.
+
+    Only exact repeats are dropped, so a late export whose first delivery failed still counts.
+    """
+    key = f"{point.series_id}@{point.start_time_ns}"
+    times = tracker.deltas.pop(key, None)
+    if times is None:
+        times = []
+        if len(tracker.deltas) >= limits.max_series:
+            del tracker.deltas[next(iter(tracker.deltas))]
+    tracker.deltas[key] = times  # most recently updated end
+    if point.time_ns in times:
+        return Skip.DUPLICATE
+    times.append(point.time_ns)
+    del times[:-RECENT_DELTAS]
+    return point.value
 
 
 def to_deltas(
@@ -237,5 +265,4 @@ def expire(tracker: SeriesTracker, limits: Limits = DEFAULT_LIMITS) -> int:
 
 def _forget(tracker: SeriesTracker, key: str) -> None:
     time_ns, _ = tracker.series.pop(key)
-    if time_ns > tracker.forgotten_ns:
-        tracker.forgotten_ns = time_ns
+    tracker.forgotten_ns = max(tracker.forgotten_ns, time_ns)

@@ -26,11 +26,14 @@ from pydantic import Field
 
 from streams import context as ctx
 from streams import rollups
+from streams.delta import SeriesTracker, to_deltas
 from streams.normalise.base import SessionRecords
 from streams.signals import evaluate
 from tokentide.records import (
     LONG_CONTEXT_WINDOW,
+    NANOS_PER_USD,
     EventKind,
+    Measure,
     Record,
     Rollup,
     SessionSignal,
@@ -56,6 +59,17 @@ STANDARD_RESOURCE_PREFIXES = (
     "webengine.",
 )
 MAX_TEAM_ATTRIBUTES = 20
+#: Event ids are remembered by their first 16 hex digits (64 bits): collisions within a
+#: session's window are out of reach, and the stored state stays half the size.
+SEEN_ID_CHARS = 16
+#: Token measures by canonical token type, for the metrics fallback.
+TOKEN_MEASURES = {
+    "input": Measure.TOKENS_INPUT,
+    "output": Measure.TOKENS_OUTPUT,
+    "cache_read": Measure.TOKENS_CACHE_READ,
+    "cache_creation": Measure.TOKENS_CACHE_CREATION,
+    "reasoning": Measure.TOKENS_REASONING,
+}
 
 
 class StoredSession(Record):
@@ -76,6 +90,13 @@ class StoredSession(Record):
     #: What the last applied message emitted, re-emitted if that message is redelivered.
     last_signals: list[SessionSignal] = Field(default_factory=list)
     last_rollup_keys: list[str] = Field(default_factory=list)
+    #: Totals of usage events (the source of tokens and cost whenever there is any).
+    usage_tokens: Tokens = Field(default_factory=Tokens)
+    usage_cost_nanos: int = 0
+    #: Metric series (cumulative-to-delta state) and the sums of their deltas per measure.
+    series: SeriesTracker = Field(default_factory=SeriesTracker)
+    tracking_since_ns: int = 0
+    metric_totals: dict[str, float] = Field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -165,18 +186,26 @@ def apply(
 
     signals: list[SessionSignal] = []
     touched: set[str] = set()
+    if not stored.tracking_since_ns:
+        starts = [p.start_time_ns for p in records.points if p.start_time_ns]
+        stored.tracking_since_ns = min([*starts, first]) if starts or first else 0
     seen = set(stored.seen)
     fresh: list[str] = []
     for event in sorted(records.events, key=lambda e: e.time_ns):
-        if event.event_id in seen:
+        short_id = event.event_id[:SEEN_ID_CHARS]
+        if short_id in seen:
             continue
-        seen.add(event.event_id)
-        fresh.append(event.event_id)
+        seen.add(short_id)
+        fresh.append(short_id)
         signals += _count(stored, event, thresholds)
         bucket = rollups.add(stored.rollups, event)
         if bucket is not None:
             touched.add(bucket)
 
+    for point, delta in to_deltas(stored.series, records.points, stored.tracking_since_ns):
+        if point.measure is not None:
+            stored.metric_totals[point.measure] = stored.metric_totals.get(point.measure, 0.0) + delta
+    _totals(stored)
     rollups.prune(stored.rollups)
     stored.seen = (stored.seen + fresh)[-dedup_window:]
     stored.offsets[topic] = offset
@@ -217,13 +246,31 @@ def _count(stored: StoredSession, event: Any, thresholds: SignalThresholds) -> l
     return []
 
 
+def _totals(stored: StoredSession) -> None:
+    """Totals from their one source: usage events, or (never both) the session's metrics."""
+    state, metric = stored.state, stored.metric_totals
+    state.lines_added = round(metric.get(Measure.LINES_ADDED, 0.0))
+    state.lines_removed = round(metric.get(Measure.LINES_REMOVED, 0.0))
+    state.commits = round(metric.get(Measure.COMMITS, 0.0))
+    state.pull_requests = round(metric.get(Measure.PULL_REQUESTS, 0.0))
+    state.active_time_s = round(metric.get(Measure.ACTIVE_TIME_S, 0.0), 3)
+    if state.api_requests or not any(m in metric for m in TOKEN_MEASURES.values()):
+        state.tokens = stored.usage_tokens.model_copy()
+        state.cost_nanos = stored.usage_cost_nanos
+        state.totals_source = "events"
+        return
+    state.tokens = Tokens(**{name: round(metric.get(m, 0.0)) for name, m in TOKEN_MEASURES.items()})
+    state.cost_nanos = round(metric.get(Measure.COST_USD, 0.0) * NANOS_PER_USD)
+    state.totals_source = "metrics"
+
+
 def _usage(
     stored: StoredSession, tokens: Tokens, cost_nanos: int | None, event: Any, thresholds: SignalThresholds
 ) -> list[SessionSignal]:
     state = stored.state
     state.api_requests += 1
-    state.tokens.add(tokens)
-    state.cost_nanos += cost_nanos or 0
+    stored.usage_tokens.add(tokens)
+    stored.usage_cost_nanos += cost_nanos or 0
     if event.main_context is False or event.time_ns < stored.context_time_ns:
         return []
     dropped = ctx.observe_request(state.context, tokens.context, event.time_ns, stored.context_time_ns)

@@ -143,10 +143,12 @@ def _split(captures: list[Any]) -> tuple[list[Any], list[Any]]:
 
 
 @pytest.mark.parametrize("case", ["stub-text-protobuf", "stub-text-json", "stub-tool-traces-protobuf"])
-def test_token_and_cost_metrics_never_add_to_totals(
+def test_a_metrics_only_session_takes_its_totals_from_the_metrics(
     case: str, pipeline: Any, streamed_of: Callable[[str], list[Any]], expected: Callable[..., Any]
 ) -> None:
-    _, metrics = _split(streamed_of(case))
+    """Without any usage event, the token and cost metrics are the one source (never both)."""
+    logs, metrics = _split(streamed_of(case))
+    from_events = expected(logs)
     exp = expected(metrics)
     names = {r["_metric"] for cap in metrics for r in cap.records()}
     assert {"claude_code.token.usage", "claude_code.cost.usage"} <= names
@@ -154,10 +156,15 @@ def test_token_and_cost_metrics_never_add_to_totals(
     outputs = [out for cap in metrics for out in pipeline.send(cap.signal, cap.raw)]
 
     state = pipeline.state(exp.session_id)
-    assert state.tokens == Tokens()
-    assert (state.cost_nanos, state.api_requests, state.events) == (0, 0, 0)
-    # ... but the points themselves are kept.
+    assert state.totals_source == "metrics"
+    # The captured metrics describe the same requests as the captured events.
+    assert state.tokens == Tokens(**from_events.tokens)
+    assert state.cost_nanos == from_events.cost_nanos
+    assert (state.api_requests, state.events) == (0, 0)
     assert sum(len(out.points.points) for out in outputs if out.points) == exp.points
+
+    _feed(pipeline, metrics)  # the same metrics again: nothing changes
+    assert pipeline.state(exp.session_id).tokens == Tokens(**from_events.tokens)
 
 
 @pytest.mark.parametrize("metrics_first", [False, True])
@@ -173,6 +180,7 @@ def test_metrics_and_events_together_count_the_events_once(
     exp = expected(logs)
     _feed(pipeline, metrics + logs if metrics_first else logs + metrics)
     state = pipeline.state(exp.session_id)
+    assert state.totals_source == "events"
     assert state.tokens == Tokens(**exp.tokens)
     assert state.cost_nanos == exp.cost_nanos
     assert state.api_requests == exp.api_requests
