@@ -19,6 +19,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from ingest import otlp_json
 from ingest.errors import JSON, PROTOBUF, BadRequest, PayloadTooLarge, UnsupportedMediaType
 from tokentide.topics import Signal
 
@@ -29,7 +30,7 @@ REQUEST_TYPES: dict[Signal, type[Message]] = {
 }
 
 #: OTLP/JSON carries these ``bytes`` fields as hex, not the proto3-JSON base64.
-_HEX_ID_FIELDS = frozenset({"traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id"})
+_HEX_ID_FIELDS = otlp_json.HEX_ID_FIELDS
 
 
 def media_type(content_type: str | None) -> str:
@@ -74,8 +75,9 @@ def decompress(body: bytes, content_encoding: str | None, limit: int) -> bytes:
 
 def decode(signal: Signal, body: bytes, media: str) -> Message:
     """Decode a (decompressed) body into the ``Export*ServiceRequest`` of ``signal``."""
-    request = REQUEST_TYPES[signal]()
+    request_type = REQUEST_TYPES[signal]
     if media == PROTOBUF:
+        request = request_type()
         try:
             request.ParseFromString(body)
         except DecodeError as exc:
@@ -90,8 +92,16 @@ def decode(signal: Signal, body: bytes, media: str) -> Message:
     if not isinstance(document, dict):
         raise BadRequest("OTLP/JSON body must be a JSON object")
     try:
+        return otlp_json.parse(document, request_type)
+    except otlp_json.Declined:
+        pass
+    # The fast reader declined (an error, or a corner of proto3 JSON it leaves alone):
+    # json_format gives the canonical answer.
+    request = request_type()
+    try:
         json_format.ParseDict(_hex_ids_to_base64(document), request, ignore_unknown_fields=True)
-    except (json_format.ParseError, ValueError, TypeError) as exc:
+    except (json_format.ParseError, ValueError, TypeError, OverflowError) as exc:
+        # OverflowError: json_format lets float() of a huge JSON integer escape (a double field).
         raise BadRequest(f"not an OTLP/JSON {signal.value} request: {exc}") from exc
     except RecursionError as exc:
         # OTLP nests a handful of levels; only AnyValue arrays/kvlists can go deeper.
