@@ -125,7 +125,10 @@ class PriceTable:
         self._prefixes: list[tuple[str, ModelPrice]] = []
         for name, entry in models.items():
             price = _model_price(str(name).lower(), entry)
-            names = [price.model] + [str(a).lower() for a in entry.get("aliases", ())]
+            aliases = entry.get("aliases", [])
+            if not isinstance(aliases, list) or not all(isinstance(a, str) and a for a in aliases):
+                raise PriceTableError(f"{price.model}: 'aliases' must be a list of model ids")
+            names = [price.model, *(a.lower() for a in aliases)]
             for key in names:
                 if key in self._by_name:
                     raise PriceTableError(f"model {key!r} is priced twice")
