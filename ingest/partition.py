@@ -21,7 +21,7 @@ from tokentide.topics import Signal
 
 #: Attribute keys that name a session, by agent: Claude Code and Gemini CLI use
 #: ``session.id``; Codex CLI uses ``conversation.id``.
-SESSION_KEYS = ("session.id", "conversation.id")
+SESSION_KEYS = ("session.id", "conversation.id", "gen_ai.conversation.id")
 
 # (resource list, scope list, record list) field names per signal; metrics nest their
 # records (data points) one level deeper, inside each Metric.

@@ -89,6 +89,8 @@ class ModelPrice:
     tiers: tuple[tuple[int, Rates], ...] = ()
     #: True for placeholders priced like an analogue (see the table's ``source``).
     assumed: bool = False
+    #: The model's context window in tokens, when the table knows it.
+    context_window: int | None = None
 
     def rates_for(self, context_tokens: int) -> Rates:
         """The rate set for a request whose prompt has ``context_tokens`` tokens."""
@@ -214,13 +216,24 @@ def _model_price(model: str, entry: object) -> ModelPrice:
             raise PriceTableError(f"{model}: a tier needs a non-negative integer 'above_context_tokens'")
         tiers.append((threshold, _rates(model, tier)))
     tiers.sort(key=lambda item: item[0])
-    return ModelPrice(model, _rates(model, entry), tuple(tiers), assumed=entry.get("assumed") is True)
+    window = entry.get("context_window")
+    if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window <= 0):
+        raise PriceTableError(f"{model}: 'context_window' must be a positive integer")
+    return ModelPrice(
+        model, _rates(model, entry), tuple(tiers), assumed=entry.get("assumed") is True, context_window=window
+    )
 
 
 @functools.cache
 def default_table() -> PriceTable:
     """The table shipped with tokentide (``streams/prices.json``), loaded once per process."""
     return PriceTable.from_json(resources.files("streams").joinpath("prices.json").read_bytes())
+
+
+def context_window(model: str | None) -> int | None:
+    """The context window of ``model`` from the model table, or None when unknown."""
+    price = default_table().lookup(model)
+    return None if price is None else price.context_window
 
 
 def cost_nanos(model: str | None, tokens: Tokens, context_tokens: int | None = None) -> int | None:

@@ -14,7 +14,9 @@ The rules written in code (ARCHITECTURE.md, "One source of truth per quantity"):
   applied offset per input topic is stored with the state, so a redelivery changes nothing.
 - Context: the session's main conversation only (``main_context``); the window is 1M once the
   long-context variant was seen, else 200k. Predictions, compactions: :mod:`streams.context`;
-  signals: :mod:`streams.signals`; per-minute rollups: :mod:`streams.rollups`.
+  signals: :mod:`streams.signals`; per-minute rollups: :mod:`streams.rollups`. Windows come
+  from the model table (``streams/prices.json``: Gemini 1M, GPT-5 400k, Claude 200k), 1M
+  once a session showed Claude's ``[1m]`` variant, 200k for models the table does not know.
 """
 
 from __future__ import annotations
@@ -28,8 +30,10 @@ from streams import context as ctx
 from streams import rollups
 from streams.delta import SeriesTracker, to_deltas
 from streams.normalise.base import SessionRecords
+from streams.pricing import context_window
 from streams.signals import evaluate
 from tokentide.records import (
+    DEFAULT_CONTEXT_WINDOW,
     LONG_CONTEXT_WINDOW,
     NANOS_PER_USD,
     EventKind,
@@ -97,6 +101,8 @@ class StoredSession(Record):
     series: SeriesTracker = Field(default_factory=SeriesTracker)
     tracking_since_ns: int = 0
     metric_totals: dict[str, float] = Field(default_factory=dict)
+    #: The session showed a long-context model variant (``[1m]``): its window is 1M.
+    long_context: bool = False
 
 
 @dataclass(slots=True)
@@ -180,7 +186,8 @@ def apply(
     for key, value in team_attributes(records.resource).items():
         if key in state.attributes or len(state.attributes) < MAX_TEAM_ATTRIBUTES:
             state.attributes[key] = value
-    if records.long_context:
+    if records.long_context and not stored.long_context:
+        stored.long_context = True
         state.context.window = LONG_CONTEXT_WINDOW
         ctx.predict(state.context)
 
@@ -273,6 +280,8 @@ def _usage(
     stored.usage_cost_nanos += cost_nanos or 0
     if event.main_context is False or event.time_ns < stored.context_time_ns:
         return []
+    if not stored.long_context:
+        state.context.window = context_window(event.model) or DEFAULT_CONTEXT_WINDOW
     dropped = ctx.observe_request(state.context, tokens.context, event.time_ns, stored.context_time_ns)
     stored.context_time_ns = event.time_ns
     state.context.model = event.model

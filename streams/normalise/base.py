@@ -21,7 +21,7 @@ from streams.otlp import as_str, attributes, stable_id
 from tokentide.records import Event, Point
 
 #: Attribute keys that carry the session, in order of preference.
-SESSION_KEYS = ("session.id", "conversation.id")
+SESSION_KEYS = ("session.id", "conversation.id", "gen_ai.conversation.id")
 
 
 @dataclass(frozen=True, slots=True)

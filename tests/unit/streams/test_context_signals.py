@@ -170,3 +170,29 @@ def test_observe_request_reports_drops_only_from_a_full_enough_context() -> None
     assert not ctx.observe_request(context, 2_000, T0 + S, T0)  # 5% -> 1%: no compaction
     context = ContextState(tokens=100_000, window=200_000)
     assert ctx.observe_request(context, 30_000, T0 + S, T0)
+
+
+@pytest.mark.parametrize(
+    ("model", "window"),
+    [
+        ("gemini-2.5-pro", 1_048_576),
+        ("gpt-5", 400_000),
+        ("claude-opus-4-8", 200_000),
+        ("a-model-nobody-knows", 200_000),
+    ],
+)
+def test_the_window_comes_from_the_model_table(model: str, window: int) -> None:
+    _, context = run([usage(0, 50_000, model=model)])
+    assert context.window == window
+
+
+def test_a_long_context_variant_wins_over_the_table() -> None:
+    records = SessionRecords(
+        session_id="s", agent="claude_code", events=[usage(0, 50_000)], long_context=True
+    )
+    applied = apply(None, records, tenant="t", topic="raw", offset=0, dedup_window=10)
+    more = SessionRecords(
+        session_id="s", agent="claude_code", events=[usage(1, 60_000, model="claude-opus-4-8")]
+    )
+    applied = apply(applied.stored, more, tenant="t", topic="raw", offset=1, dedup_window=10)
+    assert applied.stored.state.context.window == 1_000_000
