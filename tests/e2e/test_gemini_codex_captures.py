@@ -1,0 +1,116 @@
+"""Real Gemini CLI and Codex CLI exports through the real pipeline, twice, the second time in
+reverse order: the API shows the totals derived by hand from the payloads.
+
+Derivations (reference/agent-telemetry.md section 6; the model stubs' usage per call):
+- Gemini stub: two ``gemini_cli.api_response`` (router on gemini-3.5-flash-lite, main call on
+  gemini-3.8-flash), each prompt 1500 (none cached), candidates 42, thoughts 10 -> input
+  2 x 1500, output 2 x (42 + 10), reasoning 2 x 10; cost from the price table:
+  1500 x 100 + 52 x 400 = 170,800 and 1500 x 500 + 52 x 3000 = 906,000 nano-USD. Context: the
+  main call only, 1500 of a 1,048,576-token Gemini window.
+- Gemini offline: no response, 9 ``gemini_cli.api_error`` (5 router + 4 main attempts).
+- Codex stub: one token ``sse_event``: input 1500 of which 1024 cached, output 42 of which 10
+  reasoning -> input 476, cache read 1024; cost 476 x 1250 + 1024 x 125 + 42 x 10,000.
+- Codex offline: three failed ``codex.api_request`` attempts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.captures import Export, cases, exports
+from tests.support.pipeline import Pipeline
+from tests.support.services import wait_caught_up
+
+pytestmark = pytest.mark.e2e
+
+EXPECTED: dict[str, dict[str, Any]] = {
+    "13d622f0-5e61-4b5c-b76b-38d196594a05": {  # Gemini stub
+        "agent": "gemini_cli",
+        "api_requests": 2,
+        "api_errors": 0,
+        "prompts": 1,
+        "events": 14,
+        "tokens": {"input": 3000, "output": 104, "cache_read": 0, "cache_creation": 0, "reasoning": 20},
+        "cost_usd": (170_800 + 906_000) / 1e9,
+        "context": (1500, 1_048_576),
+    },
+    "1d10c364-68ea-494f-8a92-3e1b684f5825": {  # Gemini offline
+        "agent": "gemini_cli",
+        "api_requests": 0,
+        "api_errors": 9,
+        "prompts": 1,
+        "events": 45,
+        "tokens": {"input": 0, "output": 0, "cache_read": 0, "cache_creation": 0, "reasoning": 0},
+        "cost_usd": 0.0,
+        "context": (0, None),
+    },
+    "01a20b48-f967-7f32-8d59-1a1075fb417a": {  # Codex stub
+        "agent": "codex",
+        "api_requests": 1,
+        "api_errors": 0,
+        "prompts": 1,
+        "events": 27,
+        "tokens": {"input": 476, "output": 42, "cache_read": 1024, "cache_creation": 0, "reasoning": 10},
+        "cost_usd": (476 * 1250 + 1024 * 125 + 42 * 10_000) / 1e9,
+        "context": (1500, None),
+    },
+    "01a20b4a-bd65-7333-9d66-123a42a1aa11": {  # Codex offline
+        "agent": "codex",
+        "api_requests": 0,
+        "api_errors": 3,
+        "prompts": 1,
+        "events": 18,
+        "tokens": {"input": 0, "output": 0, "cache_read": 0, "cache_creation": 0, "reasoning": 0},
+        "cost_usd": 0.0,
+        "context": (0, None),
+    },
+}
+
+
+async def post(client: httpx.AsyncClient, pipeline: Pipeline, sent: list[Export]) -> None:
+    for export in sent:
+        headers = {"Content-Type": export.content_type}
+        if export.content_encoding:
+            headers["Content-Encoding"] = export.content_encoding
+        response = await client.post(
+            pipeline.url("ingest") + export.path, content=export.body, headers=headers
+        )
+        assert response.status_code == 200, (export.path, response.text)
+
+
+def matches(body: dict[str, Any], want: dict[str, Any]) -> bool:
+    tokens, window = want["context"]
+    return (
+        body["agent"] == want["agent"]
+        and body["tokens"] == want["tokens"]
+        and abs(body["cost_usd"] - want["cost_usd"]) < 1e-12
+        and (body["api_requests"], body["api_errors"], body["prompts"], body["events"])
+        == (want["api_requests"], want["api_errors"], want["prompts"], want["events"])
+        and body["context"]["tokens"] == tokens
+        and (window is None or body["context"]["limit"] == window)
+    )
+
+
+async def test_gemini_and_codex_captures_give_the_hand_derived_totals(pipeline: Pipeline) -> None:
+    sent = [e for agent in ("gemini-cli", "codex") for case in cases(agent) for e in exports(case)]
+    async with httpx.AsyncClient(timeout=30) as client:
+        await post(client, pipeline, sent)
+        await post(client, pipeline, list(reversed(sent)))  # again, out of order
+        await wait_caught_up(pipeline.kafka_bootstrap, pipeline.streams_group, pipeline.raw_topics()[:2])
+        deadline = time.monotonic() + 60
+        bodies: dict[str, dict[str, Any]] = {}
+        while True:
+            for sid in EXPECTED:
+                response = await client.get(f"{pipeline.url('dashboard')}/api/v1/sessions/{sid}")
+                if response.status_code == 200:
+                    bodies[sid] = response.json()
+            if all(sid in bodies and matches(bodies[sid], want) for sid, want in EXPECTED.items()):
+                break
+            if time.monotonic() > deadline:
+                pipeline.fail(f"not as derived after 60 s:\n{bodies}")
+            await asyncio.sleep(0.5)
