@@ -21,6 +21,8 @@ The rules written in code (ARCHITECTURE.md, "One source of truth per quantity"):
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,9 +65,16 @@ STANDARD_RESOURCE_PREFIXES = (
     "webengine.",
 )
 MAX_TEAM_ATTRIBUTES = 20
-#: Event ids are remembered by their first 16 hex digits (64 bits): collisions within a
-#: session's window are out of reach, and the stored state stays half the size.
-SEEN_ID_CHARS = 16
+#: Event ids are remembered by 64-bit digests: collisions within a session's window are out
+#: of reach (2^-64 per pair).
+SEEN_KEY_BYTES = 8
+
+
+def seen_key(event_id: str) -> bytes:
+    """The digest by which an event id is remembered in :attr:`StoredSession.seen`."""
+    return hashlib.blake2b(event_id.encode(), digest_size=SEEN_KEY_BYTES).digest()
+
+
 #: Token measures by canonical token type, for the metrics fallback.
 TOKEN_MEASURES = {
     "input": Measure.TOKENS_INPUT,
@@ -80,8 +89,10 @@ class StoredSession(Record):
     """What the streams stage keeps per session (its Faust table value)."""
 
     state: SessionState
-    #: Recent event ids, oldest first, at most ``dedup_window`` of them.
-    seen: list[str] = Field(default_factory=list)
+    #: Recent event ids as 8-byte digests, oldest first, at most ``dedup_window`` of them,
+    #: base64 in one string: the state is decoded and encoded for every message, and one
+    #: string costs a fraction of a list of thousands.
+    seen: str = ""
     #: Highest applied offset per input topic (a session lives in one partition of each).
     offsets: dict[str, int] = Field(default_factory=dict)
     #: Event time of the request that set the current context position.
@@ -112,6 +123,12 @@ class Applied:
     stored: StoredSession
     signals: list[SessionSignal] = field(default_factory=list)
     rollups: list[Rollup] = field(default_factory=list)
+
+
+def seen_keys(stored: StoredSession) -> list[bytes]:
+    """The remembered event digests, oldest first."""
+    window = base64.b64decode(stored.seen)
+    return [window[i : i + SEEN_KEY_BYTES] for i in range(0, len(window), SEEN_KEY_BYTES)]
 
 
 def already_applied(stored: StoredSession, topic: str, offset: int) -> bool:
@@ -196,14 +213,15 @@ def apply(
     if not stored.tracking_since_ns:
         starts = [p.start_time_ns for p in records.points if p.start_time_ns]
         stored.tracking_since_ns = min([*starts, first]) if starts or first else 0
-    seen = set(stored.seen)
-    fresh: list[str] = []
+    window = base64.b64decode(stored.seen)
+    seen = {window[i : i + SEEN_KEY_BYTES] for i in range(0, len(window), SEEN_KEY_BYTES)}
+    fresh: list[bytes] = []
     for event in sorted(records.events, key=lambda e: e.time_ns):
-        short_id = event.event_id[:SEEN_ID_CHARS]
-        if short_id in seen:
+        digest = seen_key(event.event_id)
+        if digest in seen:
             continue
-        seen.add(short_id)
-        fresh.append(short_id)
+        seen.add(digest)
+        fresh.append(digest)
         signals += _count(stored, event, thresholds)
         bucket = rollups.add(stored.rollups, event)
         if bucket is not None:
@@ -214,7 +232,7 @@ def apply(
             stored.metric_totals[point.measure] = stored.metric_totals.get(point.measure, 0.0) + delta
     _totals(stored)
     rollups.prune(stored.rollups)
-    stored.seen = (stored.seen + fresh)[-dedup_window:]
+    stored.seen = base64.b64encode((window + b"".join(fresh))[-dedup_window * SEEN_KEY_BYTES :]).decode()
     stored.offsets[topic] = offset
     stored.last_signals = signals
     stored.last_rollup_keys = sorted(touched)

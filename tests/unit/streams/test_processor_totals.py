@@ -17,7 +17,7 @@ from ingest.decode import decode
 from ingest.errors import JSON
 from streams.normalise import SessionRecords
 from streams.processor import UndecodableMessage
-from streams.state import StoredSession, apply
+from streams.state import StoredSession, apply, seen_key, seen_keys
 from tokentide.records import Event, EventKind, Tokens
 from tokentide.topics import HEADER_SIGNAL, HEADER_TENANT, Signal
 
@@ -428,7 +428,7 @@ def test_apply_skips_events_seen_before() -> None:
     stored = apply(stored, again, tenant="t", topic="raw", offset=1, dedup_window=16).stored
     assert stored.state.events == 4
     assert (stored.state.api_requests, stored.state.tokens.input, stored.state.cost_nanos) == (1, 10, 5)
-    assert stored.seen == ["e0", "e1", "e2", "e3"]
+    assert seen_keys(stored) == [seen_key(i) for i in ("e0", "e1", "e2", "e3")]
 
 
 def test_dedup_window_is_bounded() -> None:
@@ -439,7 +439,7 @@ def test_dedup_window_is_bounded() -> None:
         records = SessionRecords(session_id="s", agent="claude_code", events=chunk)
         stored = apply(stored, records, tenant="t", topic="raw", offset=offset, dedup_window=window).stored
     assert stored is not None
-    assert stored.seen == [e.event_id for e in events[-window:]]
+    assert seen_keys(stored) == [seen_key(e.event_id) for e in events[-window:]]
     assert stored.state.events == 3 * window
 
 
@@ -452,7 +452,7 @@ def test_dedup_window_bounds_the_stored_state(
     ]
     pipeline.send_logs(otlp_build.logs(prompts))
     stored = pipeline.stored("s-1")
-    assert len(stored.seen) == 16
+    assert len(seen_keys(stored)) == 16
     assert stored.state.events == 40
 
 

@@ -125,7 +125,7 @@ INSTANCES: list[Record] = [
     SignalBatch(signals=[SIGNAL]),
     ROLLUP,
     RollupBatch(rollups=[ROLLUP, ROLLUP.model_copy(update={"model": "claude-haiku-4-5"})]),
-    StoredSession(state=STATE, seen=["a", "b"], offsets={"otlp.raw.logs": 41}, context_time_ns=NS),
+    StoredSession(state=STATE, seen="AAECAwQFBgc=", offsets={"otlp.raw.logs": 41}, context_time_ns=NS),
 ]
 
 
