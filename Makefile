@@ -6,7 +6,7 @@ UV := python3 -m uv
 STACK := python3 scripts/stack.py
 PYTEST_ARGS ?=
 
-.PHONY: help install up down status test lint bench bench-ingest clean
+.PHONY: help install up down status test lint bench bench-ingest bench-streams clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -35,6 +35,9 @@ test: lint ## the whole suite (unit, integration, end to end) on a real Kafka an
 
 bench: install ## end-to-end throughput and POST-to-API latency (not a test)
 	$(STACK) run -- .venv/bin/python bench/e2e.py
+
+bench-streams: install ## one streams worker: events+points/s, raw-to-signal latency (not a test)
+	$(STACK) run -- .venv/bin/python bench/streams.py
 
 bench-ingest: install ## one ingest process under wrk: requests/s, records/s, p99 (not a test)
 	@command -v wrk >/dev/null || apt-get install -y -q wrk
