@@ -8,6 +8,7 @@ Delivery is at-least-once; :mod:`streams.state` makes redeliveries harmless.
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from typing import Any
 
 import faust
@@ -105,12 +106,13 @@ def create_app(settings: StreamsSettings, registry: CollectorRegistry | None = N
         settings.tenant_signal_thresholds,
     )
 
-    def get_state(key: bytes) -> StoredSession | None:
-        value = sessions.get(key)
-        return None if value is None else StoredSession.from_bytes(value)
+    store = SessionStore(sessions, settings.state_cache_sessions)
 
-    def put_state(key: bytes, stored: StoredSession) -> None:
-        sessions[key] = stored.to_bytes()
+    def forget_cached_states(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        store.forget()  # partitions move: another worker may update their sessions
+
+    app.on_partitions_revoked.connect(forget_cached_states)
+    app.on_partitions_assigned.connect(forget_cached_states)
 
     @app.agent(raw)
     async def process_raw(stream: faust.StreamT[bytes]) -> None:
@@ -123,13 +125,16 @@ def create_app(settings: StreamsSettings, registry: CollectorRegistry | None = N
                     offset=message.offset,
                     headers=headers,
                     value=event.value,
-                    get_state=get_state,
-                    put_state=put_state,
+                    get_state=store.get,
+                    put_state=store.put,
                 )
             except UndecodableMessage as exc:
                 metrics.undecodable.inc()
                 log.warning("skipped %s@%d: %s", message.topic, message.offset, exc)
                 continue
+            except Exception:
+                store.forget()  # a state may have been changed in memory but not stored
+                raise
             metrics.messages.labels(headers.get("tt-signal", "?")).inc()
             for out in outputs:
                 if out.events is not None:
@@ -144,6 +149,13 @@ def create_app(settings: StreamsSettings, registry: CollectorRegistry | None = N
                 if out.rollups is not None:
                     await rollups_topic.send(key=out.key, value=out.rollups.to_bytes())
                 await state_topic.send(key=out.key, value=out.state.to_bytes())
+
+    _add_pages(app, metrics)
+    return app
+
+
+def _add_pages(app: faust.App, metrics: StreamsMetrics) -> None:
+    """/healthz, /readyz (partitions assigned and tables recovered) and /metrics."""
 
     @app.page("/healthz")
     async def healthz(self: View, request: Request) -> Response:
@@ -166,7 +178,48 @@ def create_app(settings: StreamsSettings, registry: CollectorRegistry | None = N
         content_type = CONTENT_TYPE_LATEST.split(";")[0]
         return self.bytes(generate_latest(metrics.registry), content_type=content_type)
 
-    return app
+
+class SessionStore:
+    """The ``sessions`` table, with the decoded states of recent sessions kept in memory so
+    that a message need not decode its session's state again. The table stays the truth:
+    every update is written there (and to its changelog).
+
+    The cache is bounded (least recently used out) and must be forgotten whenever partitions
+    move, since another worker may then update these sessions, and after a failed message,
+    whose session may have been changed in memory without being stored.
+    """
+
+    def __init__(self, table: Any, max_cached: int) -> None:
+        self._table = table
+        self._max = max_cached
+        self._cache: OrderedDict[bytes, StoredSession] = OrderedDict()
+
+    def get(self, key: bytes) -> StoredSession | None:
+        stored = self._cache.get(key)
+        if stored is not None:
+            self._cache.move_to_end(key)
+            return stored
+        value = self._table.get(key)
+        if value is None:
+            return None
+        stored = StoredSession.from_bytes(value)
+        self._remember(key, stored)
+        return stored
+
+    def put(self, key: bytes, stored: StoredSession) -> None:
+        self._table[key] = stored.to_bytes()
+        self._remember(key, stored)
+
+    def forget(self) -> None:
+        self._cache.clear()
+
+    def _remember(self, key: bytes, stored: StoredSession) -> None:
+        if not self._max:
+            return
+        self._cache[key] = stored
+        self._cache.move_to_end(key)
+        if len(self._cache) > self._max:
+            self._cache.popitem(last=False)
 
 
 def _headers(raw: Any) -> list[tuple[str, bytes]]:

@@ -120,6 +120,8 @@ class StreamsSettings(KafkaSettings):
     streams_port: int = Field(default=6066, ge=1, le=65535)
     #: Event ids remembered per session to drop re-sent exports.
     dedup_window: int = Field(default=4096, ge=16)
+    #: Sessions whose decoded state a worker keeps in memory (0: decode every message).
+    state_cache_sessions: int = Field(default=10_000, ge=0)
     #: Context signal thresholds (JSON, e.g. ``{"warning": 0.7}``), and per-tenant overrides
     #: (``{"acme": {"checkpoint": 0.85}}``).
     signal_thresholds: SignalThresholds = SignalThresholds()
