@@ -132,9 +132,7 @@ class SinkRunner:
         delay = 0.5
         while True:
             consumer = AIOKafkaConsumer(
-                topics.events,
-                topics.points,
-                topics.session_state,
+                *topics.all_derived(),
                 bootstrap_servers=self._settings.kafka_bootstrap,
                 group_id=self._settings.sink_group_id,
                 enable_auto_commit=False,

@@ -227,6 +227,9 @@ def apply(
         if bucket is not None:
             touched.add(bucket)
 
+    # Tracking began with the earliest record seen so far: a first export that arrives late
+    # (an exporter retry) moves it back, so its cumulative series still count in full.
+    stored.tracking_since_ns = min(stored.tracking_since_ns, state.started_at_ns or stored.tracking_since_ns)
     for point, delta in to_deltas(stored.series, records.points, stored.tracking_since_ns):
         if point.measure is not None:
             stored.metric_totals[point.measure] = stored.metric_totals.get(point.measure, 0.0) + delta

@@ -45,6 +45,11 @@ def outputs_of_captures() -> list[Output]:
     return out
 
 
+def latest_outputs(outputs: list[Output]) -> list[Output]:
+    """The last output of each session (the one with its final state)."""
+    return list({o.state.session_id: o for o in outputs}.values())
+
+
 async def produce(bootstrap: str, settings: SinkSettings, outputs: list[Output]) -> None:
     topics = settings.topics
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
@@ -55,6 +60,10 @@ async def produce(bootstrap: str, settings: SinkSettings, outputs: list[Output])
                 await producer.send_and_wait(topics.events, out.events.to_bytes(), key=out.key)
             if out.points:
                 await producer.send_and_wait(topics.points, out.points.to_bytes(), key=out.key)
+            if out.rollups:
+                await producer.send_and_wait(topics.rollups, out.rollups.to_bytes(), key=out.key)
+            if out.signals:
+                await producer.send_and_wait(topics.session_signals, out.signals.to_bytes(), key=out.key)
             await producer.send_and_wait(topics.session_state, out.state.to_bytes(), key=out.key)
     finally:
         await producer.stop()
@@ -66,6 +75,11 @@ def snapshot(dsn: str) -> dict[str, list[tuple[object, ...]]]:
             "events": conn.execute("SELECT * FROM events ORDER BY event_id").fetchall(),
             "metric_points": conn.execute(
                 "SELECT * FROM metric_points ORDER BY series_id, ts, start_ts"
+            ).fetchall(),
+            "rollups": conn.execute(
+                "SELECT session_id, model, minute, input_tokens, output_tokens, cache_read_tokens,"
+                " cache_creation_tokens, cost_usd, requests, errors FROM rollups_minute"
+                " ORDER BY session_id, model, minute"
             ).fetchall(),
             "sessions": conn.execute(
                 "SELECT session_id, input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens,"
@@ -116,9 +130,15 @@ async def test_replayed_batches_change_nothing(sink: SinkSettings, bootstrap: st
     await wait_rows(database, "events", len(events))
     await wait_rows(database, "metric_points", len(points))
     await wait_rows(database, "sessions", len(sessions))
+    minutes = {(r.session_id, r.model, r.minute_ns) for o in outputs if o.rollups for r in o.rollups.rollups}
+    await wait_rows(database, "rollups_minute", len(minutes))
     first = snapshot(database)
     assert len(first["events"]) == len(events)
     assert len(first["metric_points"]) == len(points)
+    # Rollups hold the full per-minute usage: their sums equal the sessions' totals.
+    rollup_input = sum(row[3] for row in first["rollups"])
+    assert rollup_input == sum(o.state.tokens.input for o in latest_outputs(outputs))
+    assert rollup_input > 0
 
     # The same messages again (a redelivery), then a marker to know the sink got past them.
     await produce(bootstrap, sink, outputs)
