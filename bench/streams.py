@@ -128,6 +128,28 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
     raise SystemExit(f"worker not ready:\n{log.read_text()[-3000:]}")
 
 
+def start_profiler(pid: int) -> subprocess.Popen[bytes] | None:
+    """With BENCH_PYSPY=<path of py-spy>: profile the worker for 20 s into streams-profile.txt."""
+    py_spy = os.environ.get("BENCH_PYSPY")
+    if not py_spy:
+        return None
+    command = [
+        py_spy,
+        "record",
+        "-o",
+        "streams-profile.txt",
+        "-f",
+        "raw",
+        "-r",
+        "100",
+        "-p",
+        str(pid),
+        "-d",
+        "20",
+    ]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -246,26 +268,7 @@ async def main() -> None:
         process, url = start_worker(bootstrap, prefix, workdir)
         try:
             wait_ready(url, process, workdir / "streams.log")
-            profiler = None
-            if os.environ.get("BENCH_PYSPY"):  # path of py-spy: profile the worker while it catches up
-                profiler = subprocess.Popen(
-                    [
-                        os.environ["BENCH_PYSPY"],
-                        "record",
-                        "-o",
-                        "streams-profile.txt",
-                        "-f",
-                        "raw",
-                        "-r",
-                        "100",
-                        "-p",
-                        str(process.pid),
-                        "-d",
-                        "20",
-                    ],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
+            profiler = start_profiler(process.pid)
             started, cpu0 = time.monotonic(), cpu_seconds(process.pid)
             await wait_caught_up(
                 bootstrap,
@@ -274,13 +277,14 @@ async def main() -> None:
                 timeout_s=600,
             )
             elapsed, cpu = time.monotonic() - started, cpu_seconds(process.pid) - cpu0
+            records = events + points
             print(
-                f"throughput: {messages / elapsed:.0f} messages/s, {(events + points) / elapsed:.0f} events+points/s "
-                f"({elapsed:.1f} s incl. up to one offset-commit interval; worker CPU {100 * cpu / elapsed:.0f}% "
-                f"of a core, {1e6 * cpu / (events + points):.0f} us per record)"
+                f"throughput: {messages / elapsed:.0f} messages/s, {records / elapsed:.0f} events+points/s "
+                f"({elapsed:.1f} s incl. up to one offset-commit interval; worker CPU "
+                f"{100 * cpu / elapsed:.0f}% of a core, {1e6 * cpu / records:.0f} us per record)"
             )
             if profiler is not None:
-                profiler.wait()
+                await asyncio.to_thread(profiler.wait)
             latencies = sorted(await live_latency(bootstrap, topics, args.live_sessions, args.live_rate))
             if len(latencies) >= 2:
                 q = statistics.quantiles(latencies, n=100)
