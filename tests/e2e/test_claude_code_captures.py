@@ -19,20 +19,21 @@ pytestmark = pytest.mark.e2e
 CASES = cases("claude-code")
 
 
-async def post_all(client: httpx.AsyncClient, pipeline: Pipeline) -> int:
-    """Post every capture (protobuf and JSON cases) as the agent sent it; return how many."""
+async def post_all(client: httpx.AsyncClient, pipeline: Pipeline, *, reverse: bool = False) -> int:
+    """Post every capture (protobuf and JSON cases) as the agent sent it, in arrival order or
+    reversed; return how many."""
     posted = 0
-    for case_dir in CASES:
-        for export in exports(case_dir):
-            headers = {"Content-Type": export.content_type}
-            if export.content_encoding:
-                headers["Content-Encoding"] = export.content_encoding
-            response = await client.post(
-                pipeline.url("ingest") + export.path, content=export.body, headers=headers
-            )
-            assert response.status_code == 200, (case_dir.name, export.path, response.text)
-            assert response.headers["content-type"].startswith(export.content_type)
-            posted += 1
+    sent = [(case_dir, export) for case_dir in CASES for export in exports(case_dir)]
+    for case_dir, export in reversed(sent) if reverse else sent:
+        headers = {"Content-Type": export.content_type}
+        if export.content_encoding:
+            headers["Content-Encoding"] = export.content_encoding
+        response = await client.post(
+            pipeline.url("ingest") + export.path, content=export.body, headers=headers
+        )
+        assert response.status_code == 200, (case_dir.name, export.path, response.text)
+        assert response.headers["content-type"].startswith(export.content_type)
+        posted += 1
     return posted
 
 
@@ -99,8 +100,8 @@ async def test_captures_twice_give_the_agents_own_totals(pipeline: Pipeline) -> 
             assert set(body["models"]) >= expected[sid].models
             assert body["started_at"] <= body["last_seen_at"]
 
-        # Everything again: re-sent exports must change nothing.
-        await post_all(client, pipeline)
+        # Everything again, last export first: re-sent, out-of-order exports change nothing.
+        await post_all(client, pipeline, reverse=True)
         await drained(pipeline)
         second = await wait_for_sessions(client, pipeline, expected)
         for sid in expected:
