@@ -30,21 +30,13 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import cpu_seconds
 from tests.support.captures import FIXTURES, export_for
 from tests.support.pipeline import Pipeline
 from tests.support.services import admin_database_url, create_database, drop_database, kafka_bootstrap
 
 TEMPLATE = FIXTURES / "claude-code" / "stub-text-protobuf" / "0001_v1_logs.pb"
 PB = {"Content-Type": "application/x-protobuf"}
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of ``pid`` and its threads so far (Linux /proc)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def measured_pids(pipeline: Pipeline) -> dict[str, int]:

@@ -29,6 +29,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.common import cpu_seconds  # noqa: E402
 from tests.support.services import free_port, kafka_bootstrap, unique  # noqa: E402
 
 CAPTURES = ROOT / "tests" / "fixtures" / "claude-code"
@@ -60,11 +61,6 @@ def payloads() -> list[Payload]:
         Payload("metrics protobuf", "/v1/metrics", metrics_pb, "application/x-protobuf", n_points),
         Payload("logs JSON", "/v1/logs", logs_json, "application/json", n_logs),
     ]
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def start_ingest(bootstrap: str, port: int, log: Path) -> subprocess.Popen[bytes]:

@@ -35,6 +35,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.common import cpu_seconds  # noqa: E402
 from tests.support.captures import FIXTURES, export_for  # noqa: E402
 from tests.support.services import free_port, kafka_bootstrap, unique, wait_caught_up  # noqa: E402
 from tokentide.kafka import ensure_topics, pipeline_topics  # noqa: E402
@@ -148,11 +149,6 @@ def start_profiler(pid: int) -> subprocess.Popen[bytes] | None:
         "20",
     ]
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def backlog(
