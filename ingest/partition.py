@@ -17,11 +17,10 @@ from google.protobuf.message import Message
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric
 
+from tokentide.records import SESSION_ATTRIBUTES
 from tokentide.topics import Signal
 
-#: Attribute keys that name a session, by agent: Claude Code and Gemini CLI use
-#: ``session.id``; Codex CLI uses ``conversation.id``.
-SESSION_KEYS = ("session.id", "conversation.id", "gen_ai.conversation.id")
+SESSION_KEYS = SESSION_ATTRIBUTES
 
 # (resource list, scope list, record list) field names per signal; metrics nest their
 # records (data points) one level deeper, inside each Metric.

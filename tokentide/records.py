@@ -17,6 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 NANOS_PER_USD = 1_000_000_000
 
+#: Attributes that name a session, in order of preference: Claude Code and Gemini CLI
+#: ``session.id``, Codex CLI ``conversation.id``, the GenAI conventions ``gen_ai.conversation.id``.
+SESSION_ATTRIBUTES = ("session.id", "conversation.id", "gen_ai.conversation.id")
+
 #: Default context window when the model table has nothing better.
 DEFAULT_CONTEXT_WINDOW = 200_000
 #: Window of long-context variants (``[1m]`` suffix on Claude Code's metric model names).

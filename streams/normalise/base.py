@@ -18,10 +18,9 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric
 
 from streams.otlp import as_str, attributes, stable_id
-from tokentide.records import Event, Point
+from tokentide.records import SESSION_ATTRIBUTES, Event, Point
 
-#: Attribute keys that carry the session, in order of preference.
-SESSION_KEYS = ("session.id", "conversation.id", "gen_ai.conversation.id")
+SESSION_KEYS = SESSION_ATTRIBUTES
 
 
 @dataclass(frozen=True, slots=True)
