@@ -8,13 +8,21 @@ Delivery is at-least-once; :mod:`streams.state` makes redeliveries harmless.
 from __future__ import annotations
 
 import logging
+import time
 from collections import OrderedDict
-from typing import Any
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, cast
 
 import faust
+import mode
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from faust.transport.consumer import Consumer as FaustConsumer
+from faust.types import TP
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
+from streams.ledger import OffsetGate, decode_offset, encode_offset, ledger_key
 from streams.normalise import default_registry
 from streams.processor import Processor, UndecodableMessage, header_map
 from streams.state import StoredSession
@@ -45,6 +53,11 @@ class StreamsMetrics:
         self.signals = Counter(
             "tokentide_streams_signals",
             "Context signals emitted (each once per crossing).",
+            registry=registry,
+        )
+        self.skipped = Counter(
+            "tokentide_streams_skipped_offsets",
+            "Raw offsets the consumer skipped, read directly and applied in order (faust#596).",
             registry=registry,
         )
 
@@ -92,11 +105,13 @@ def create_app(settings: StreamsSettings, registry: CollectorRegistry | None = N
             **kwargs,
         )
 
-    events_topic = out_topic(topics.events)
-    points_topic = out_topic(topics.points)
-    state_topic = out_topic(topics.session_state, compacting=True)
-    signals_topic = out_topic(topics.session_signals)
-    rollups_topic = out_topic(topics.rollups)
+    outputs = OutputTopics(
+        events=out_topic(topics.events),
+        points=out_topic(topics.points),
+        state=out_topic(topics.session_state, compacting=True),
+        signals=out_topic(topics.session_signals),
+        rollups=out_topic(topics.rollups),
+    )
     # bytes keys and values: faust picks its raw codec; the value is a StoredSession as JSON.
     sessions = app.Table("sessions", key_type=bytes, value_type=bytes, partitions=settings.partitions)
     processor = Processor(
@@ -105,53 +120,214 @@ def create_app(settings: StreamsSettings, registry: CollectorRegistry | None = N
         settings.signal_thresholds,
         settings.tenant_signal_thresholds,
     )
-
-    store = SessionStore(sessions, settings.state_cache_sessions)
-
-    def forget_cached_states(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        store.forget()  # partitions move: another worker may update their sessions
-
-    app.on_partitions_revoked.connect(forget_cached_states)
-    app.on_partitions_assigned.connect(forget_cached_states)
+    handler = RawHandler(
+        app=app,
+        processor=processor,
+        table=sessions,
+        store=SessionStore(sessions, settings.state_cache_sessions),
+        outputs=outputs,
+        reader=SkippedReader(settings.kafka_bootstrap, settings.kafka_max_message_bytes),
+        metrics=metrics,
+    )
+    app.on_partitions_revoked.connect(handler.on_partitions_moved)
+    app.on_partitions_assigned.connect(handler.on_partitions_moved)
 
     @app.agent(raw)
     async def process_raw(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
-            message = event.message
-            headers = header_map(_headers(message.headers))
-            try:
-                outputs = processor.process(
-                    topic=message.topic,
-                    offset=message.offset,
-                    headers=headers,
-                    value=event.value,
-                    get_state=store.get,
-                    put_state=store.put,
-                )
-            except UndecodableMessage as exc:
-                metrics.undecodable.inc()
-                log.warning("skipped %s@%d: %s", message.topic, message.offset, exc)
-                continue
-            except Exception:
-                store.forget()  # a state may have been changed in memory but not stored
-                raise
-            metrics.messages.labels(headers.get("tt-signal", "?")).inc()
-            for out in outputs:
-                if out.events is not None:
-                    metrics.events.inc(len(out.events.events))
-                    await events_topic.send(key=out.key, value=out.events.to_bytes())
-                if out.points is not None:
-                    metrics.points.inc(len(out.points.points))
-                    await points_topic.send(key=out.key, value=out.points.to_bytes())
-                if out.signals is not None:
-                    metrics.signals.inc(len(out.signals.signals))
-                    await signals_topic.send(key=out.key, value=out.signals.to_bytes())
-                if out.rollups is not None:
-                    await rollups_topic.send(key=out.key, value=out.rollups.to_bytes())
-                await state_topic.send(key=out.key, value=out.state.to_bytes())
+            await handler.handle(event.message, event.value)
+
+    @app.service
+    class CloseSkippedReader(mode.Service):
+        async def on_stop(self) -> None:
+            await handler.reader.close()
 
     _add_pages(app, metrics)
     return app
+
+
+@dataclass(frozen=True)
+class OutputTopics:
+    events: faust.TopicT
+    points: faust.TopicT
+    state: faust.TopicT
+    signals: faust.TopicT
+    rollups: faust.TopicT
+
+
+class SkippedReader:
+    """Reads raw offsets the faust consumer skipped (:mod:`streams.ledger`) with a consumer of its
+    own: no group, no commits, one partition at a time."""
+
+    def __init__(self, bootstrap: str, max_fetch_bytes: int, patience_s: float = 30.0) -> None:
+        self._bootstrap = bootstrap
+        self._max_fetch_bytes = max_fetch_bytes
+        self._patience_s = patience_s
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def _ensure(self) -> AIOKafkaConsumer:
+        if self._consumer is None:
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=self._bootstrap,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                max_partition_fetch_bytes=self._max_fetch_bytes,
+                fetch_max_bytes=self._max_fetch_bytes,
+            )
+            await consumer.start()
+            self._consumer = consumer
+        return self._consumer
+
+    async def read(self, tp: TP, offsets: range) -> AsyncIterator[ConsumerRecord[bytes, bytes]]:
+        """The records of ``tp`` in ``offsets``, in order, from the first that still exists."""
+        consumer = await self._ensure()
+        ktp = TopicPartition(tp.topic, tp.partition)
+        consumer.assign([ktp])
+        consumer.seek(ktp, offsets.start)
+        deadline = time.monotonic() + self._patience_s
+        position = offsets.start
+        while position < offsets.stop:
+            batches = await consumer.getmany(ktp, timeout_ms=500, max_records=500)
+            records = batches.get(ktp, [])
+            if records:
+                deadline = time.monotonic() + self._patience_s
+            elif time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"{tp.topic}[{tp.partition}]: offsets {position}..{offsets.stop - 1} unreadable"
+                )
+            for record in records:
+                if record.offset >= offsets.stop:
+                    return
+                position = record.offset + 1
+                yield record
+
+    async def close(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
+
+
+class RawHandler:
+    """Applies each raw message once and in offset order, whatever the consumer delivers.
+
+    Per message: one table read and one table write per session in it, one batch of events and
+    one of points out, and each session's new state out (compacted ``session.state``); every
+    ``OffsetGate.write_every_s`` the partition's ledger (:mod:`streams.ledger`).
+    """
+
+    def __init__(
+        self,
+        *,
+        app: faust.App,
+        processor: Processor,
+        table: Any,
+        store: SessionStore,
+        outputs: OutputTopics,
+        reader: SkippedReader,
+        metrics: StreamsMetrics,
+    ) -> None:
+        self.app = app
+        self.processor = processor
+        self.table = table
+        self.store = store
+        self.outputs = outputs
+        self.reader = reader
+        self.metrics = metrics
+        self.gate = OffsetGate()
+
+    def on_partitions_moved(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        self.store.forget()  # another worker may now update these sessions
+        self.gate.reset()  # and these ledgers
+
+    async def handle(self, message: Any, value: bytes) -> None:
+        tp: TP = message.tp
+        first = not self.gate.started(tp)
+        if first:
+            ledger = decode_offset(self.table.get(ledger_key(tp.topic, tp.partition)))
+            self.gate.start(tp, ledger, await self._first_offset(tp))
+        missing = self.gate.missing(tp, message.offset)
+        if missing:
+            await self._apply_skipped(tp, missing, first=first)
+        await self._apply(message, value)
+        self._processed(tp, message.offset)
+
+    async def _first_offset(self, tp: TP) -> int:
+        return (await self.app.consumer.earliest_offsets(tp)).get(tp) or 0
+
+    async def _apply_skipped(self, tp: TP, missing: range, *, first: bool) -> None:
+        self.metrics.skipped.inc(len(missing))
+        started = time.monotonic()
+        oldest = await self._first_offset(tp)
+        if oldest > missing.start:
+            log.error(
+                "%s[%d]: offsets %d..%d were deleted (retention) before this stage applied them",
+                tp.topic,
+                tp.partition,
+                missing.start,
+                oldest - 1,
+            )
+            self.gate.move_to(tp, oldest)
+        async for record in self.reader.read(tp, self.gate.missing(tp, missing.stop)):
+            await self._apply(record, record.value or b"")
+            self._processed(tp, record.offset)
+        # faust records the same jump as a gap in its acks when it noticed one; when it did not
+        # (the first message after an assignment), its commits would stop at the hole.
+        consumer = cast(FaustConsumer, self.app.consumer)
+        await consumer._add_gap(tp, missing.start, missing.stop - 1)
+        # At the first message of an assignment this is mostly the ledger's lag (replays of what
+        # the previous owner applied after its last ledger write); later it is the consumer
+        # skipping ahead (faust#596).
+        log.log(
+            logging.INFO if first else logging.WARNING,
+            "%s[%d]: offsets %d..%d read directly in %.2fs: the consumer %s",
+            tp.topic,
+            tp.partition,
+            missing.start,
+            missing.stop - 1,
+            time.monotonic() - started,
+            "resumed past the ledger" if first else "skipped them (faust#596)",
+        )
+
+    def _processed(self, tp: TP, offset: int) -> None:
+        ledger = self.gate.processed(tp, offset)
+        if ledger is not None:
+            # After the message's session states, in the same changelog partition.
+            self.table[ledger_key(tp.topic, tp.partition)] = encode_offset(ledger)
+
+    async def _apply(self, message: Any, value: bytes) -> None:
+        headers = header_map(_headers(message.headers))
+        try:
+            outputs = self.processor.process(
+                topic=message.topic,
+                offset=message.offset,
+                headers=headers,
+                value=value,
+                get_state=self.store.get,
+                put_state=self.store.put,
+            )
+        except UndecodableMessage as exc:
+            self.metrics.undecodable.inc()
+            log.warning("skipped %s@%d: %s", message.topic, message.offset, exc)
+            return
+        except Exception:
+            self.store.forget()  # a state may have been changed in memory but not stored
+            raise
+        metrics = self.metrics
+        metrics.messages.labels(headers.get("tt-signal", "?")).inc()
+        topics = self.outputs
+        for out in outputs:
+            if out.events is not None:
+                metrics.events.inc(len(out.events.events))
+                await topics.events.send(key=out.key, value=out.events.to_bytes())
+            if out.points is not None:
+                metrics.points.inc(len(out.points.points))
+                await topics.points.send(key=out.key, value=out.points.to_bytes())
+            if out.signals is not None:
+                metrics.signals.inc(len(out.signals.signals))
+                await topics.signals.send(key=out.key, value=out.signals.to_bytes())
+            if out.rollups is not None:
+                await topics.rollups.send(key=out.key, value=out.rollups.to_bytes())
+            await topics.state.send(key=out.key, value=out.state.to_bytes())
 
 
 def _add_pages(app: faust.App, metrics: StreamsMetrics) -> None:
