@@ -9,22 +9,25 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, cast
 
 import faust
 import mode
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from faust.streams import _current_event
 from faust.transport.consumer import Consumer as FaustConsumer
-from faust.types import TP
+from faust.types import TP, EventT
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
 from streams.ledger import OffsetGate, decode_offset, encode_offset, ledger_key
 from streams.normalise import default_registry
-from streams.processor import Processor, UndecodableMessage, header_map
+from streams.processor import Output, OutputMerger, Processor, UndecodableMessage, header_map
 from streams.state import StoredSession
 from tokentide.settings import StreamsSettings
 from tokentide.topics import Signal
@@ -134,8 +137,9 @@ def create_app(settings: StreamsSettings, registry: CollectorRegistry | None = N
 
     @app.agent(raw)
     async def process_raw(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            await handler.handle(event.message, event.value)
+        batches = cast(faust.Stream[bytes], stream).take_events  # not declared by StreamT
+        async for events in batches(settings.batch_max_messages, settings.batch_linger_s):
+            await handler.handle_batch(events)
 
     @app.service
     class CloseSkippedReader(mode.Service):
@@ -156,8 +160,8 @@ class OutputTopics:
 
 
 class SkippedReader:
-    """Reads raw offsets the faust consumer skipped (:mod:`streams.ledger`) with a consumer of its
-    own: no group, no commits, one partition at a time."""
+    """Reads raw offsets the faust consumer skipped (:mod:`streams.ledger`), and where partitions
+    begin, with a consumer of its own: no group, no commits, one partition at a time."""
 
     def __init__(self, bootstrap: str, max_fetch_bytes: int, patience_s: float = 30.0) -> None:
         self._bootstrap = bootstrap
@@ -177,6 +181,13 @@ class SkippedReader:
             await consumer.start()
             self._consumer = consumer
         return self._consumer
+
+    async def first_offset(self, tp: TP) -> int:
+        """The oldest offset ``tp`` still holds. (Asked of faust's consumer instead, the question
+        waits in its thread's queue behind a fetch: 1.5 s per partition.)"""
+        consumer = await self._ensure()
+        ktp = TopicPartition(tp.topic, tp.partition)
+        return (await consumer.beginning_offsets([ktp])).get(ktp) or 0
 
     async def read(self, tp: TP, offsets: range) -> AsyncIterator[ConsumerRecord[bytes, bytes]]:
         """The records of ``tp`` in ``offsets``, in order, from the first that still exists."""
@@ -208,11 +219,13 @@ class SkippedReader:
 
 
 class RawHandler:
-    """Applies each raw message once and in offset order, whatever the consumer delivers.
+    """Applies each raw message once and in offset order, whatever the consumer delivers, a
+    batch of messages at a time.
 
-    Per message: one table read and one table write per session in it, one batch of events and
-    one of points out, and each session's new state out (compacted ``session.state``); every
-    ``OffsetGate.write_every_s`` the partition's ledger (:mod:`streams.ledger`).
+    Per batch: each message is decoded, normalised and applied to its sessions' states in
+    memory, in order; then each changed session is written to the table once, each partition's
+    ledger after its sessions (:mod:`streams.ledger`), and each session's records of the batch
+    go out as one message per kind (events, points, signals, rollups, its last state).
     """
 
     def __init__(
@@ -234,12 +247,43 @@ class RawHandler:
         self.reader = reader
         self.metrics = metrics
         self.gate = OffsetGate()
+        self.merger = OutputMerger()
+        self._ledgers: dict[TP, tuple[int, EventT[bytes]]] = {}  # due for writing at the batch's end
+        self._moves = 0
 
     def on_partitions_moved(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         self.store.forget()  # another worker may now update these sessions
         self.gate.reset()  # and these ledgers
+        self._ledgers.clear()
+        self._moves += 1  # a batch under way stores nothing (its messages come again)
 
-    async def handle(self, message: Any, value: bytes) -> None:
+    async def handle_batch(self, events: Sequence[EventT[bytes]]) -> None:
+        moves = self._moves
+        try:
+            for event in events:
+                if self._moves != moves:
+                    break
+                with current_event_set(event):
+                    await self._handle(event, event.message, cast(bytes, event.value))
+            if self._moves != moves:
+                # Partitions moved during the batch: what it changed was forgotten. Storing the
+                # rest could put a ledger ahead of its states; the gate makes them come again.
+                log.info("partitions moved during a batch of %d messages: not stored", len(events))
+                self.merger.drain()
+                return
+            self.store.flush()
+            for tp, (ledger, event) in self._ledgers.items():
+                with current_event_set(event):  # after the partition's sessions: never ahead
+                    self.table[ledger_key(tp.topic, tp.partition)] = encode_offset(ledger)
+        except Exception:
+            self.store.forget()  # states may have been changed in memory but not stored
+            self.merger.drain()
+            raise
+        finally:
+            self._ledgers.clear()
+        await self._send(self.merger.drain())
+
+    async def _handle(self, event: EventT[bytes], message: Any, value: bytes) -> None:
         tp: TP = message.tp
         first = not self.gate.started(tp)
         if first:
@@ -247,14 +291,13 @@ class RawHandler:
             self.gate.start(tp, ledger, await self._first_offset(tp))
         missing = self.gate.missing(tp, message.offset)
         if missing:
-            await self._apply_skipped(tp, missing, first=first)
-        await self._apply(message, value)
-        self._processed(tp, message.offset)
+            await self._apply_skipped(event, tp, missing, first=first)
+        self._apply(event, message, value)
 
     async def _first_offset(self, tp: TP) -> int:
-        return (await self.app.consumer.earliest_offsets(tp)).get(tp) or 0
+        return await self.reader.first_offset(tp)
 
-    async def _apply_skipped(self, tp: TP, missing: range, *, first: bool) -> None:
+    async def _apply_skipped(self, event: EventT[bytes], tp: TP, missing: range, *, first: bool) -> None:
         self.metrics.skipped.inc(len(missing))
         started = time.monotonic()
         oldest = await self._first_offset(tp)
@@ -268,8 +311,7 @@ class RawHandler:
             )
             self.gate.move_to(tp, oldest)
         async for record in self.reader.read(tp, self.gate.missing(tp, missing.stop)):
-            await self._apply(record, record.value or b"")
-            self._processed(tp, record.offset)
+            self._apply(event, record, record.value or b"")
         # faust records the same jump as a gap in its acks when it noticed one; when it did not
         # (the first message after an assignment), its commits would stop at the hole.
         consumer = cast(FaustConsumer, self.app.consumer)
@@ -288,13 +330,8 @@ class RawHandler:
             "resumed past the ledger" if first else "skipped them (faust#596)",
         )
 
-    def _processed(self, tp: TP, offset: int) -> None:
-        ledger = self.gate.processed(tp, offset)
-        if ledger is not None:
-            # After the message's session states, in the same changelog partition.
-            self.table[ledger_key(tp.topic, tp.partition)] = encode_offset(ledger)
-
-    async def _apply(self, message: Any, value: bytes) -> None:
+    def _apply(self, event: EventT[bytes], message: Any, value: bytes) -> None:
+        """Apply one raw message (``event``'s own, or one of its partition read directly)."""
         headers = header_map(_headers(message.headers))
         try:
             outputs = self.processor.process(
@@ -303,18 +340,23 @@ class RawHandler:
                 headers=headers,
                 value=value,
                 get_state=self.store.get,
-                put_state=self.store.put,
+                put_state=lambda key, stored: self.store.put(key, stored, event),
             )
         except UndecodableMessage as exc:
             self.metrics.undecodable.inc()
             log.warning("skipped %s@%d: %s", message.topic, message.offset, exc)
-            return
-        except Exception:
-            self.store.forget()  # a state may have been changed in memory but not stored
-            raise
-        metrics = self.metrics
-        metrics.messages.labels(headers.get("tt-signal", "?")).inc()
-        topics = self.outputs
+            outputs = []
+        else:
+            self.metrics.messages.labels(headers.get("tt-signal", "?")).inc()
+        for out in outputs:
+            self.merger.add(out)
+        tp = TP(message.topic, message.partition)
+        ledger = self.gate.processed(tp, message.offset)
+        if ledger is not None:
+            self._ledgers[tp] = (ledger, event)
+
+    async def _send(self, outputs: list[Output]) -> None:
+        metrics, topics = self.metrics, self.outputs
         for out in outputs:
             if out.events is not None:
                 metrics.events.inc(len(out.events.events))
@@ -357,20 +399,29 @@ def _add_pages(app: faust.App, metrics: StreamsMetrics) -> None:
 
 class SessionStore:
     """The ``sessions`` table, with the decoded states of recent sessions kept in memory so
-    that a message need not decode its session's state again. The table stays the truth:
-    every update is written there (and to its changelog).
+    that a message need not decode its session's state again, and the states a batch changed
+    held back until the batch ends: then each is written once (one RocksDB write and one
+    changelog record per session per batch, not per message). The table stays the truth.
+
+    Table reads and writes go to the partition of faust's *current event* (RocksDB keeps one
+    database per partition, the changelog record goes to the event's partition), so each is
+    made with the current event set to a message of the session's own partition.
 
     The cache is bounded (least recently used out) and must be forgotten whenever partitions
-    move, since another worker may then update these sessions, and after a failed message,
-    whose session may have been changed in memory without being stored.
+    move, since another worker may then update these sessions, and after a failed batch,
+    whose sessions may have been changed in memory without being stored.
     """
 
     def __init__(self, table: Any, max_cached: int) -> None:
         self._table = table
         self._max = max_cached
         self._cache: OrderedDict[bytes, StoredSession] = OrderedDict()
+        self._dirty: dict[bytes, tuple[StoredSession, EventT[bytes]]] = {}
 
     def get(self, key: bytes) -> StoredSession | None:
+        dirty = self._dirty.get(key)
+        if dirty is not None:
+            return dirty[0]
         stored = self._cache.get(key)
         if stored is not None:
             self._cache.move_to_end(key)
@@ -382,12 +433,20 @@ class SessionStore:
         self._remember(key, stored)
         return stored
 
-    def put(self, key: bytes, stored: StoredSession) -> None:
-        self._table[key] = stored.to_bytes()
+    def put(self, key: bytes, stored: StoredSession, event: EventT[bytes]) -> None:
+        """Hold ``stored`` until :meth:`flush`; ``event`` is a message of the session's partition."""
+        self._dirty[key] = (stored, event)
         self._remember(key, stored)
+
+    def flush(self) -> None:
+        for key, (stored, event) in self._dirty.items():
+            with current_event_set(event):
+                self._table[key] = stored.to_bytes()
+        self._dirty.clear()
 
     def forget(self) -> None:
         self._cache.clear()
+        self._dirty.clear()
 
     def _remember(self, key: bytes, stored: StoredSession) -> None:
         if not self._max:
@@ -396,6 +455,16 @@ class SessionStore:
         self._cache.move_to_end(key)
         if len(self._cache) > self._max:
             self._cache.popitem(last=False)
+
+
+@contextmanager
+def current_event_set(event: EventT[bytes]) -> Iterator[None]:
+    """Make ``event`` faust's current event (table reads and writes pick their partition by it)."""
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
 
 
 def _headers(raw: Any) -> list[tuple[str, bytes]]:

@@ -19,7 +19,17 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 
 from streams.normalise import Registry, SessionRecords
 from streams.state import StoredSession, already_applied, apply, replay
-from tokentide.records import EventBatch, PointBatch, RollupBatch, SessionState, SignalBatch
+from tokentide.records import (
+    Event,
+    EventBatch,
+    Point,
+    PointBatch,
+    Rollup,
+    RollupBatch,
+    SessionSignal,
+    SessionState,
+    SignalBatch,
+)
 from tokentide.settings import OPEN_MODE_TENANT
 from tokentide.tenancy import SignalThresholds
 from tokentide.topics import HEADER_RECEIVED_AT, HEADER_SIGNAL, HEADER_TENANT, Signal, session_key
@@ -125,4 +135,64 @@ class Processor:
                     rollups=RollupBatch(rollups=applied.rollups) if applied.rollups else None,
                 )
             )
+        return outputs
+
+
+@dataclass(slots=True)
+class _Merged:
+    events: list[Event]
+    points: list[Point]
+    signals: list[SessionSignal]
+    rollups: dict[tuple[str, str, str, int], Rollup]  # the last of each minute: they overwrite
+    state: SessionState
+
+
+class OutputMerger:
+    """The outputs of a batch of raw messages, one per session key: records concatenated in
+    arrival order, the last rollup of each minute (rollups overwrite), the session's last
+    state. More than ``max_records`` events or points are cut into several outputs (each with
+    the last state), so that no Kafka message grows without bound."""
+
+    def __init__(self, max_records: int = 2000) -> None:
+        self.max_records = max_records
+        self._by_key: dict[bytes, _Merged] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
+    def add(self, out: Output) -> None:
+        merged = self._by_key.get(out.key)
+        if merged is None:
+            merged = self._by_key[out.key] = _Merged([], [], [], {}, out.state)
+        if out.events is not None:
+            merged.events.extend(out.events.events)
+        if out.points is not None:
+            merged.points.extend(out.points.points)
+        if out.signals is not None:
+            merged.signals.extend(out.signals.signals)
+        if out.rollups is not None:
+            for rollup in out.rollups.rollups:
+                merged.rollups[rollup.tenant, rollup.session_id, rollup.model, rollup.minute_ns] = rollup
+        merged.state = out.state
+
+    def drain(self) -> list[Output]:
+        """Everything added since the last drain, merged; the merger is empty afterwards."""
+        outputs = []
+        step = self.max_records
+        for key, m in self._by_key.items():
+            chunks = max(1, -(-len(m.events) // step), -(-len(m.points) // step))
+            for i in range(chunks):
+                events, points = m.events[i * step : (i + 1) * step], m.points[i * step : (i + 1) * step]
+                last = i == chunks - 1
+                outputs.append(
+                    Output(
+                        key=key,
+                        events=EventBatch(events=events) if events else None,
+                        points=PointBatch(points=points) if points else None,
+                        state=m.state,
+                        signals=SignalBatch(signals=m.signals) if last and m.signals else None,
+                        rollups=RollupBatch(rollups=list(m.rollups.values())) if last and m.rollups else None,
+                    )
+                )
+        self._by_key.clear()
         return outputs

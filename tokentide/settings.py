@@ -122,6 +122,11 @@ class StreamsSettings(KafkaSettings):
     dedup_window: int = Field(default=4096, ge=16)
     #: Sessions whose decoded state a worker keeps in memory (0: decode every message).
     state_cache_sessions: int = Field(default=10_000, ge=0)
+    #: Raw messages handled as one batch: each session changed in it is written to the table
+    #: once and its records go out as one message per kind.
+    batch_max_messages: int = Field(default=500, ge=1)
+    #: How long a batch waits for more messages (adds at most this to a signal's latency).
+    batch_linger_s: float = Field(default=0.05, gt=0)
     #: Context signal thresholds (JSON, e.g. ``{"warning": 0.7}``), and per-tenant overrides
     #: (``{"acme": {"checkpoint": 0.85}}``).
     signal_thresholds: SignalThresholds = SignalThresholds()
