@@ -32,7 +32,7 @@ from streams import context as ctx
 from streams import rollups
 from streams.delta import SeriesTracker, to_deltas
 from streams.normalise.base import SessionRecords
-from streams.pricing import context_window
+from streams.pricing import context_window, cost_nanos
 from streams.signals import evaluate
 from tokentide.records import (
     DEFAULT_CONTEXT_WINDOW,
@@ -83,6 +83,7 @@ TOKEN_MEASURES = {
     "cache_creation": Measure.TOKENS_CACHE_CREATION,
     "reasoning": Measure.TOKENS_REASONING,
 }
+TOKEN_TYPES = {measure: name for name, measure in TOKEN_MEASURES.items()}
 
 
 class StoredSession(Record):
@@ -112,6 +113,9 @@ class StoredSession(Record):
     series: SeriesTracker = Field(default_factory=SeriesTracker)
     tracking_since_ns: int = 0
     metric_totals: dict[str, float] = Field(default_factory=dict)
+    #: Token metric deltas per model and token type, to price a metrics-only session by the
+    #: price table when the agent sends no cost metric (Gemini CLI, Codex CLI).
+    metric_model_tokens: dict[str, dict[str, float]] = Field(default_factory=dict)
     #: The session showed a long-context model variant (``[1m]``): its window is 1M.
     long_context: bool = False
 
@@ -233,6 +237,10 @@ def apply(
     for point, delta in to_deltas(stored.series, records.points, stored.tracking_since_ns):
         if point.measure is not None:
             stored.metric_totals[point.measure] = stored.metric_totals.get(point.measure, 0.0) + delta
+            token_type = TOKEN_TYPES.get(point.measure)
+            if token_type is not None and point.model:
+                by_type = stored.metric_model_tokens.setdefault(point.model, {})
+                by_type[token_type] = by_type.get(token_type, 0.0) + delta
     _totals(stored)
     rollups.prune(stored.rollups)
     stored.seen = base64.b64encode((window + b"".join(fresh))[-dedup_window * SEEN_KEY_BYTES :]).decode()
@@ -288,8 +296,23 @@ def _totals(stored: StoredSession) -> None:
         state.totals_source = "events"
         return
     state.tokens = Tokens(**{name: round(metric.get(m, 0.0)) for name, m in TOKEN_MEASURES.items()})
-    state.cost_nanos = round(metric.get(Measure.COST_USD, 0.0) * NANOS_PER_USD)
     state.totals_source = "metrics"
+    if Measure.COST_USD in metric:
+        state.cost_nanos = round(metric[Measure.COST_USD] * NANOS_PER_USD)
+        return
+    state.cost_nanos = _priced_metric_tokens(stored.metric_model_tokens)
+
+
+def _priced_metric_tokens(by_model: dict[str, dict[str, float]]) -> int:
+    """The price table's cost of token metrics, per model (0 for models the table lacks).
+
+    Metrics carry sums, not requests: tiers by prompt size cannot apply, so the base rates do.
+    """
+    total = 0
+    for model, by_type in by_model.items():
+        tokens = Tokens(**{name: round(value) for name, value in by_type.items()})
+        total += cost_nanos(model, tokens, context_tokens=0) or 0
+    return total
 
 
 def _usage(

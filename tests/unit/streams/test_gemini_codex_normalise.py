@@ -718,3 +718,17 @@ def test_every_capture_record_is_kept(pipeline: Any, capture: Any) -> None:
             kept = [r for r in records if DERIVED not in r.attributes]
             assert len(kept) == len(cap.records())
             assert {r.agent for r in records} == {agent}
+
+
+def test_a_metrics_only_gemini_session_is_priced_like_its_events(make_pipeline: Any, capture: Any) -> None:
+    """No cost metric: the price table prices the token metrics per model, to the same figure
+    as the usage events of the same calls (their prompts are below every price tier). (Codex
+    CLI's metrics name no conversation, so a Codex session always has its events.)"""
+    agent, case, session = "gemini-cli", "stub-text-http-json", GEMINI_STUB
+    by_events, by_metrics = make_pipeline(), make_pipeline()
+    _feed(by_events, _captures(capture, agent, case, Signal.LOGS))
+    _feed(by_metrics, _captures(capture, agent, case, Signal.METRICS))
+    events_state, metrics_state = by_events.state(session), by_metrics.state(session)
+    assert metrics_state.totals_source == "metrics"
+    assert events_state.cost_nanos > 0
+    assert metrics_state.cost_nanos == events_state.cost_nanos
