@@ -1,21 +1,22 @@
-"""The dashboard service: the JSON API over the database (web UI and SSE come later)."""
+"""The dashboard service: the JSON API and its event stream over the database (the web UI comes later)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import psycopg
-from fastapi import FastAPI, HTTPException, Query, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, Header, HTTPException, Query, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from dashboard import queries
+from dashboard import filters, live, queries
+from dashboard.filters import GroupBy, SessionQuery, UsageOut, usage_group
 from dashboard.queries import SessionOut, SessionPage, session_out, signal_out
 from tokentide.settings import OPEN_MODE_TENANT, DashboardSettings
 
@@ -71,14 +72,14 @@ def create_app(settings: DashboardSettings, registry: CollectorRegistry | None =
         return OPEN_MODE_TENANT
 
     @app.get("/api/v1/sessions")
-    async def list_sessions(
-        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        offset: Annotated[int, Query(ge=0)] = 0,
-    ) -> SessionPage:
-        """Sessions of the caller's tenant, most recently active first."""
+    async def list_sessions(query: Annotated[SessionQuery, Query()]) -> SessionPage:
+        """Sessions of the caller's tenant, most recently active first; every filter narrows."""
+        limit, offset = query.limit, query.offset
+        page, count_sql, params = filters.list_sessions(query, settings.team_attribute)
+        params |= {"tenant": tenant(), "limit": limit, "offset": offset}
         async with pool.connection() as conn:
-            rows = await (await conn.execute(queries.LIST_SESSIONS, (tenant(), limit, offset))).fetchall()
-            count = await (await conn.execute(queries.COUNT_SESSIONS, (tenant(),))).fetchone()
+            rows = await (await conn.execute(page, params)).fetchall()
+            count = await (await conn.execute(count_sql, params)).fetchone()
         total = count["count"] if count else 0
         now = datetime.now(UTC)
         return SessionPage(
@@ -96,6 +97,8 @@ def create_app(settings: DashboardSettings, registry: CollectorRegistry | None =
         session = session_out(row, datetime.now(UTC))
         session.signals = [signal_out(s) for s in signals]
         return session
+
+    _add_usage_and_stream(app, pool, settings, tenant)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
@@ -116,3 +119,57 @@ def create_app(settings: DashboardSettings, registry: CollectorRegistry | None =
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def _add_usage_and_stream(
+    app: FastAPI,
+    pool: AsyncConnectionPool[psycopg.AsyncConnection[dict[str, Any]]],
+    settings: DashboardSettings,
+    tenant: Callable[[], str],
+) -> None:
+    @app.get("/api/v1/usage")
+    async def get_usage(
+        group_by: GroupBy,
+        start: Annotated[
+            datetime | None, Query(alias="from", description="default: 30 days before `to`")
+        ] = None,
+        end: Annotated[datetime | None, Query(alias="to", description="default: now")] = None,
+    ) -> UsageOut:
+        """Tokens by type, cost, requests and errors of the caller's tenant per team, user,
+        model, agent or UTC day, over ``[from, to)`` (per-minute rollups)."""
+        end = _aware(end) if end is not None else datetime.now(UTC)
+        start = _aware(start) if start is not None else end - timedelta(days=30)
+        if start >= end:
+            raise HTTPException(status_code=422, detail="`from` must be before `to`")
+        params = {"tenant": tenant(), "from": start, "to": end, "team_key": settings.team_attribute}
+        async with pool.connection() as conn:
+            rows = await (await conn.execute(filters.usage(group_by), params)).fetchall()
+        return UsageOut(group_by=group_by, start=start, end=end, groups=[usage_group(r) for r in rows])
+
+    @app.get(
+        "/api/v1/stream",
+        response_class=StreamingResponse,
+        responses={200: {"content": {"text/event-stream": {}}}},
+    )
+    async def stream(
+        request: Request, last_event_id: Annotated[str | None, Header(max_length=100)] = None
+    ) -> StreamingResponse:
+        """Server-Sent Events: ``session`` (a session changed) and ``signal`` (a context signal),
+        for the caller's tenant; resumes after ``Last-Event-ID``; a comment line every 15 s."""
+        frames = live.events(
+            pool,
+            tenant(),
+            last_event_id,
+            disconnected=request.is_disconnected,
+            poll_s=settings.stream_poll_s,
+        )
+        return StreamingResponse(
+            frames,
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
+
+def _aware(at: datetime) -> datetime:
+    """A query time without an offset is UTC."""
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)

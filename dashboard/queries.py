@@ -8,21 +8,17 @@ from typing import Any
 
 from pydantic import BaseModel
 
-_SELECT_SESSION = """
-    SELECT session_id, agent, service_name, user_id, started_at, last_seen_at,
+SESSION_COLUMNS = """
+           session_id, agent, service_name, user_id, started_at, last_seen_at,
            input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens,
            reasoning_tokens, cost_usd, totals_source, api_requests, api_errors,
            retries_exhausted, prompts, tool_calls, tool_failures, events, models, attributes,
            lines_added, lines_removed, commits, pull_requests, active_time_s,
            context_tokens, context_window, context_model, context_growth,
            context_requests_left, context_minutes_left, compactions
-      FROM sessions
 """
-GET_SESSION = _SELECT_SESSION + "WHERE tenant_id = %s AND session_id = %s"
-LIST_SESSIONS = (
-    _SELECT_SESSION + "WHERE tenant_id = %s ORDER BY last_seen_at DESC, session_id LIMIT %s OFFSET %s"
-)
-COUNT_SESSIONS = "SELECT count(*) FROM sessions WHERE tenant_id = %s"
+SELECT_SESSION = "SELECT" + SESSION_COLUMNS + "FROM sessions\n"
+GET_SESSION = SELECT_SESSION + "WHERE tenant_id = %s AND session_id = %s"
 SESSION_SIGNALS = """
     SELECT kind, ts, ratio, tokens, context_window, requests_left, minutes_left, message
       FROM signals WHERE tenant_id = %s AND session_id = %s ORDER BY ts DESC, signal_id LIMIT 50

@@ -149,6 +149,10 @@ class DashboardSettings(DatabaseSettings):
     host: str = "127.0.0.1"
     dashboard_port: int = Field(default=8000, ge=1, le=65535)
     pool_max_size: int = Field(default=10, ge=1)
+    #: The resource attribute (from ``OTEL_RESOURCE_ATTRIBUTES``) that names a developer's team.
+    team_attribute: str = Field(default="team", min_length=1)
+    #: How often the event stream (``/api/v1/stream``) looks for changes.
+    stream_poll_s: float = Field(default=0.5, gt=0, le=10)
 
     @model_validator(mode="after")
     def _tenancy_configured(self) -> DashboardSettings:

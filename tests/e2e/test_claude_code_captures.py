@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+import uuid
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
-from tests.support.captures import ExpectedSession, cases, expected_claude_sessions, exports
+from tests.support.captures import (
+    FIXTURES,
+    ExpectedSession,
+    cases,
+    expected_claude_sessions,
+    export_for,
+    exports,
+)
 from tests.support.pipeline import Pipeline
 from tests.support.services import wait_caught_up
 
@@ -146,3 +157,129 @@ def _sample(exposition: str, name: str) -> float:
         if line.startswith(name + " "):
             return float(line.rsplit(" ", 1)[1])
     raise AssertionError(f"{name} not in\n{exposition}")
+
+
+# --- the API's filters, usage and event stream ----------------------------------------------
+
+
+async def _listing(client: httpx.AsyncClient, pipeline: Pipeline, **params: str) -> set[str]:
+    response = await client.get(pipeline.url("dashboard") + "/api/v1/sessions", params=params)
+    assert response.status_code == 200, (params, response.text)
+    body = response.json()
+    assert body["total"] == len(body["sessions"])
+    return {s["session_id"] for s in body["sessions"]}
+
+
+async def test_session_list_filters_narrow_to_matching_sessions(pipeline: Pipeline) -> None:
+    expected = expected_claude_sessions(CASES)
+    async with httpx.AsyncClient(timeout=10) as client:
+        await post_all(client, pipeline)
+        sessions = await wait_for_sessions(client, pipeline, expected)
+
+        assert await _listing(client, pipeline, agent="claude_code") == set(expected)
+        assert await _listing(client, pipeline, agent="gemini_cli") == set()
+        for model in {m for body in sessions.values() for m in body["models"]}:
+            want = {sid for sid, body in sessions.items() if model in body["models"]}
+            assert await _listing(client, pipeline, model=model) == want, model
+        for user in {body["user_id"] for body in sessions.values() if body["user_id"]}:
+            want = {sid for sid, body in sessions.items() if body["user_id"] == user}
+            assert await _listing(client, pipeline, user=user) == want, user
+        by_status = {sid: body["status"] for sid, body in sessions.items()}
+        for status in ("active", "idle", "ended"):
+            want = {sid for sid, s in by_status.items() if s == status}
+            assert await _listing(client, pipeline, status=status) == want, status
+        assert await _listing(client, pipeline, active="true") == {
+            sid for sid, s in by_status.items() if s == "active"
+        }
+        assert await _listing(client, pipeline, team="no-such-team") == set()
+        bad = await client.get(pipeline.url("dashboard") + "/api/v1/sessions", params={"status": "asleep"})
+        assert bad.status_code == 422
+
+
+async def test_usage_groups_add_up_to_the_session_totals(pipeline: Pipeline) -> None:
+    expected = expected_claude_sessions(CASES)
+    window = {"from": "2000-01-01T00:00:00Z", "to": "2100-01-01T00:00:00Z"}
+    async with httpx.AsyncClient(timeout=10) as client:
+        await post_all(client, pipeline)
+        await wait_for_sessions(client, pipeline, expected)
+        await drained(pipeline)
+        usage = {}
+        for group_by in ("model", "agent", "day", "user", "team"):
+            response = await client.get(
+                pipeline.url("dashboard") + "/api/v1/usage", params={"group_by": group_by, **window}
+            )
+            assert response.status_code == 200, response.text
+            usage[group_by] = response.json()["groups"]
+        rejected = await client.get(
+            pipeline.url("dashboard") + "/api/v1/usage", params={"group_by": "planet"}
+        )
+        assert rejected.status_code == 422
+
+    want_cost = sum((s.cost_usd.quantize(Decimal("1e-9")) for s in expected.values()), Decimal(0))
+    want_input = sum(s.input for s in expected.values())
+    want_requests = sum(s.api_requests for s in expected.values())
+    for group_by, groups in usage.items():
+        assert sum(Decimal(str(g["cost_usd"])) for g in groups) == want_cost, group_by
+        assert sum(g["tokens"]["input"] for g in groups) == want_input, group_by
+        assert sum(g["requests"] for g in groups) == want_requests, group_by
+    assert [g["key"] for g in usage["agent"]] == ["claude_code"]
+    assert {g["key"] for g in usage["model"]} == {m for s in expected.values() for m in s.models}
+    assert all(len(g["key"]) == len("2026-11-24") for g in usage["day"])
+
+
+async def _read_events(
+    response: httpx.Response, want: Callable[[dict[str, Any]], bool], timeout_s: float
+) -> list[dict[str, Any]]:
+    """SSE events (``id``, ``event``, ``data``) read until one satisfies ``want`` or time is up."""
+    seen: list[dict[str, Any]] = []
+    current: dict[str, Any] = {}
+    lines = response.aiter_lines()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            line = await asyncio.wait_for(anext(lines), timeout=max(0.1, deadline - time.monotonic()))
+        except TimeoutError:
+            break
+        if not line:
+            if "data" in current:
+                current["data"] = json.loads(current["data"])
+                seen.append(current)
+                if want(current):
+                    return seen
+            current = {}
+        elif not line.startswith(":"):
+            field, _, value = line.partition(": ")
+            current[field] = value
+    return seen
+
+
+async def test_the_stream_sends_a_new_session_and_resumes_after_the_last_event(pipeline: Pipeline) -> None:
+    template = ExportLogsServiceRequest.FromString(
+        (FIXTURES / "claude-code" / "stub-text-protobuf" / "0001_v1_logs.pb").read_bytes()
+    )
+    session_id = f"stream-{uuid.uuid4()}"
+    stream_url = pipeline.url("dashboard") + "/api/v1/stream"
+
+    def is_ours(event: dict[str, Any]) -> bool:
+        return event.get("event") == "session" and event["data"]["session_id"] == session_id
+
+    async with httpx.AsyncClient(timeout=httpx.Timeout(10, read=None)) as client:
+        async with client.stream("GET", stream_url) as response:
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/event-stream")
+            posted = await client.post(
+                pipeline.url("ingest") + "/v1/logs",
+                content=export_for(template, session_id, 0),
+                headers={"Content-Type": "application/x-protobuf"},
+            )
+            assert posted.status_code == 200
+            events = await _read_events(response, is_ours, timeout_s=60)
+        ours = [e for e in events if is_ours(e)]
+        assert ours, f"no session event for {session_id} in {events}"
+        assert ours[-1]["data"]["api_requests"] == 1
+        last_id = ours[-1]["id"]
+
+        # Reconnecting after that event: what came before it is not sent again.
+        async with client.stream("GET", stream_url, headers={"Last-Event-ID": last_id}) as response:
+            again = await _read_events(response, is_ours, timeout_s=3)
+        assert not [e for e in again if is_ours(e)], (last_id, ours, again)

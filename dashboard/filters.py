@@ -1,0 +1,186 @@
+"""Session list filters and usage grouping -> SQL (pure: builds statements, runs nothing).
+
+Every statement starts from the caller's tenant (``tenant_id = %(tenant)s``): no filter can
+widen a query beyond it. Values always travel as parameters, never as SQL text; the only
+identifiers chosen by the caller (the usage grouping) come from a closed set.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, LiteralString
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from dashboard.queries import ENDED_AFTER, IDLE_AFTER, SELECT_SESSION
+
+
+class SessionFilter(BaseModel):
+    """``GET /api/v1/sessions`` query: every given field narrows the list (AND)."""
+
+    #: True: only sessions seen within the idle timeout; False: only the others.
+    active: bool | None = None
+    agent: str | None = None
+    user: str | None = None
+    #: A model the session used (any of them).
+    model: str | None = None
+    #: The value of the team attribute (``TOKENTIDE_TEAM_ATTRIBUTE``, from ``OTEL_RESOURCE_ATTRIBUTES``).
+    team: str | None = None
+    status: str | None = None
+
+
+class SessionQuery(SessionFilter):
+    """The query string of ``GET /api/v1/sessions``: the filters and a page."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    limit: int = Field(default=100, ge=1, le=1000)
+    offset: int = Field(default=0, ge=0)
+    active: bool | None = Field(default=None, description="only active (true) or inactive (false)")
+    status: str | None = Field(default=None, pattern="^(active|idle|ended)$")
+    agent: str | None = Field(default=None, max_length=200)
+    user: str | None = Field(default=None, max_length=500)
+    model: str | None = Field(default=None, max_length=200, description="a model the session used")
+    team: str | None = Field(default=None, max_length=500, description="the team attribute's value")
+
+
+def sessions_where(f: SessionFilter, team_attribute: str) -> tuple[LiteralString, dict[str, Any]]:
+    """The WHERE clause (tenant first) and its parameters for ``f``."""
+    clauses: list[LiteralString] = ["tenant_id = %(tenant)s"]
+    params: dict[str, Any] = {}
+    if f.active is not None:
+        params["idle_after"] = IDLE_AFTER
+        clauses.append(
+            "last_seen_at > now() - %(idle_after)s" if f.active else "last_seen_at <= now() - %(idle_after)s"
+        )
+    if f.status is not None:
+        params["idle_after"], params["ended_after"] = IDLE_AFTER, ENDED_AFTER
+        clauses.append(_STATUS[f.status])
+    if f.agent is not None:
+        params["agent"] = f.agent
+        clauses.append("agent = %(agent)s")
+    if f.user is not None:
+        params["user"] = f.user
+        clauses.append("user_id = %(user)s")
+    if f.model is not None:
+        params["model"] = f.model
+        clauses.append("%(model)s = ANY (models)")
+    if f.team is not None:
+        params["team_key"], params["team"] = team_attribute, f.team
+        clauses.append("attributes ->> %(team_key)s = %(team)s")
+    return " AND ".join(clauses), params
+
+
+_STATUS: dict[str, LiteralString] = {
+    "active": "last_seen_at > now() - %(idle_after)s",
+    "idle": "last_seen_at <= now() - %(idle_after)s AND last_seen_at > now() - %(ended_after)s",
+    "ended": "last_seen_at <= now() - %(ended_after)s",
+}
+STATUSES = tuple(_STATUS)
+
+
+def list_sessions(
+    f: SessionFilter, team_attribute: str
+) -> tuple[LiteralString, LiteralString, dict[str, Any]]:
+    """(page query, count query, parameters without tenant/limit/offset) for ``f``."""
+    where, params = sessions_where(f, team_attribute)
+    page = (
+        SELECT_SESSION
+        + " WHERE "
+        + where
+        + " ORDER BY last_seen_at DESC, session_id LIMIT %(limit)s OFFSET %(offset)s"
+    )
+    count = "SELECT count(*) FROM sessions WHERE " + where  # noqa: S608 (LiteralString parts; values are parameters)
+    return page, count, params
+
+
+class GroupBy(enum.StrEnum):
+    TEAM = "team"
+    USER = "user"
+    MODEL = "model"
+    AGENT = "agent"
+    DAY = "day"
+
+
+#: The SQL of each grouping's key over ``rollups_minute r JOIN sessions s``.
+_GROUP_KEY: dict[GroupBy, LiteralString] = {
+    GroupBy.TEAM: "s.attributes ->> %(team_key)s",
+    GroupBy.USER: "r.user_id",
+    GroupBy.MODEL: "r.model",
+    GroupBy.AGENT: "r.agent",
+    # A UTC day, as date_bin would give on plain PostgreSQL and TimescaleDB alike.
+    GroupBy.DAY: (
+        "to_char(date_bin('1 day', r.minute, TIMESTAMPTZ '2000-01-03 00:00:00+00')"
+        " AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+    ),
+}
+
+
+def usage(group_by: GroupBy) -> LiteralString:
+    """Tokens by type, cost, requests and errors per group over ``[%(from)s, %(to)s)``."""
+    key = _GROUP_KEY[group_by]
+    # LiteralString parts from a closed set; values are parameters.
+    return (
+        "SELECT "  # noqa: S608
+        + key
+        + """ AS key,
+               sum(r.input_tokens)::bigint AS input_tokens,
+               sum(r.output_tokens)::bigint AS output_tokens,
+               sum(r.cache_read_tokens)::bigint AS cache_read_tokens,
+               sum(r.cache_creation_tokens)::bigint AS cache_creation_tokens,
+               sum(r.reasoning_tokens)::bigint AS reasoning_tokens,
+               sum(r.cost_usd) AS cost_usd,
+               sum(r.requests)::bigint AS requests,
+               sum(r.errors)::bigint AS errors,
+               count(DISTINCT r.session_id) AS sessions
+          FROM rollups_minute r
+          JOIN sessions s ON s.tenant_id = r.tenant_id AND s.session_id = r.session_id
+         WHERE r.tenant_id = %(tenant)s AND r.minute >= %(from)s AND r.minute < %(to)s
+         GROUP BY 1
+         ORDER BY cost_usd DESC, key"""
+    )
+
+
+class UsageTokens(BaseModel):
+    input: int
+    output: int
+    cache_read: int
+    cache_creation: int
+    reasoning: int
+
+
+class UsageGroup(BaseModel):
+    #: The group's team, user, model, agent or day (YYYY-MM-DD, UTC); null when unknown.
+    key: str | None
+    tokens: UsageTokens
+    cost_usd: float
+    requests: int
+    errors: int
+    sessions: int
+
+
+class UsageOut(BaseModel):
+    group_by: GroupBy
+    start: datetime
+    end: datetime
+    groups: list[UsageGroup]
+
+
+def usage_group(row: dict[str, Any]) -> UsageGroup:
+    cost: Decimal = row["cost_usd"]
+    return UsageGroup(
+        key=row["key"],
+        tokens=UsageTokens(
+            input=row["input_tokens"],
+            output=row["output_tokens"],
+            cache_read=row["cache_read_tokens"],
+            cache_creation=row["cache_creation_tokens"],
+            reasoning=row["reasoning_tokens"],
+        ),
+        cost_usd=float(cost),
+        requests=row["requests"],
+        errors=row["errors"],
+        sessions=row["sessions"],
+    )

@@ -1,0 +1,83 @@
+"""Session filters and usage grouping -> SQL; the event stream's cursor and frames (pure)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from pydantic import ValidationError
+
+from dashboard.filters import GroupBy, SessionFilter, SessionQuery, list_sessions, sessions_where, usage
+from dashboard.live import Cursor, frame
+
+
+def test_no_filter_is_the_tenant_alone() -> None:
+    where, params = sessions_where(SessionFilter(), "team")
+    assert where == "tenant_id = %(tenant)s"
+    assert params == {}
+
+
+def test_every_filter_adds_one_parameterised_clause_after_the_tenant() -> None:
+    f = SessionFilter(agent="claude_code", user="u'1", model="m", team="payments", active=True)
+    where, params = sessions_where(f, "team.name")
+    assert where.startswith("tenant_id = %(tenant)s AND ")
+    assert where.count(" AND ") == 5
+    assert params["agent"] == "claude_code"
+    assert params["user"] == "u'1"  # a value, never SQL text
+    assert "u'1" not in where
+    assert params["team_key"] == "team.name"
+    assert params["team"] == "payments"
+
+
+@pytest.mark.parametrize("status", ["active", "idle", "ended"])
+def test_status_filters_use_the_idle_and_ended_timeouts(status: str) -> None:
+    where, params = sessions_where(SessionFilter(status=status), "team")
+    assert "last_seen_at" in where
+    assert set(params) == {"idle_after", "ended_after"}
+
+
+def test_the_query_refuses_unknown_statuses_fields_and_pages() -> None:
+    with pytest.raises(ValidationError):
+        SessionQuery(status="asleep")
+    with pytest.raises(ValidationError):
+        SessionQuery(limit=0)
+    with pytest.raises(ValidationError):
+        SessionQuery.model_validate({"colour": "red"})
+
+
+def test_list_and_count_share_the_where_clause() -> None:
+    page, count, _ = list_sessions(SessionFilter(agent="codex"), "team")
+    where = "WHERE tenant_id = %(tenant)s AND agent = %(agent)s"
+    assert where in page
+    assert count.endswith(where)
+    assert "LIMIT %(limit)s OFFSET %(offset)s" in page
+
+
+@pytest.mark.parametrize("group_by", list(GroupBy))
+def test_usage_is_tenant_scoped_over_a_half_open_window(group_by: GroupBy) -> None:
+    statement = usage(group_by)
+    assert "r.tenant_id = %(tenant)s" in statement
+    assert "r.minute >= %(from)s AND r.minute < %(to)s" in statement
+    assert "GROUP BY 1" in statement
+
+
+def test_a_cursor_round_trips_through_its_event_id() -> None:
+    at = datetime(2026, 11, 24, 6, 1, 2, 345678, tzinfo=UTC)
+    cursor = Cursor(at, at + timedelta(seconds=1))
+    assert Cursor.parse(cursor.event_id(), datetime.now(UTC)) == cursor
+
+
+@pytest.mark.parametrize("last_event_id", [None, "", "garbage", "1.x", "-5.3"])
+def test_a_missing_or_foreign_last_event_id_means_from_now_on(last_event_id: str | None) -> None:
+    now = datetime(2026, 11, 24, tzinfo=UTC)
+    assert Cursor.parse(last_event_id, now) == Cursor(now, now)
+
+
+def test_a_frame_is_one_sse_event() -> None:
+    text = frame("signal", {"kind": "context_warning", "ratio": 0.81}, "12.34")
+    lines = text.split("\n")
+    assert lines[:2] == ["id: 12.34", "event: signal"]
+    assert json.loads(lines[2].removeprefix("data: ")) == {"kind": "context_warning", "ratio": 0.81}
+    assert text.endswith("\n\n")
+    assert text.count("\n\n") == 1
