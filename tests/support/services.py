@@ -52,8 +52,26 @@ def admin_database_url() -> str:
     return url
 
 
+#: Marks every name this test process makes unique (``x`` is not a hex digit, so no other
+#: run's names contain it): its Kafka topics are deleted at the end of the session.
+RUN_MARK = f"{uuid.uuid4().hex[:4]}x"
+
+
 def unique(prefix: str) -> str:
-    return f"{prefix}{uuid.uuid4().hex[:12]}"
+    return f"{prefix}{RUN_MARK}{uuid.uuid4().hex[:8]}"
+
+
+async def delete_run_topics(bootstrap: str) -> int:
+    """Delete the topics this test process created (their names hold :data:`RUN_MARK`)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        mine = [t for t in await admin.list_topics() if RUN_MARK in t]
+        if mine:
+            await admin.delete_topics(mine, timeout_ms=30_000)
+        return len(mine)
+    finally:
+        await admin.close()
 
 
 def create_database(admin_url: str, *, migrated: bool = True) -> str:

@@ -1,0 +1,32 @@
+"""Session-wide housekeeping for every tier."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+
+import pytest
+
+from tests.support.services import RUN_MARK, delete_run_topics
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Delete the Kafka topics this run created (names holding ``RUN_MARK``): a broker that
+    keeps every test run's topics ends up with tens of thousands of partition directories
+    and dies of too many open files."""
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP")
+    if not bootstrap:
+        return
+    host, _, port = bootstrap.split(",")[0].rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=2).close()
+    except (OSError, ValueError):
+        return  # nothing to clean on a broker that is not there
+    try:
+        deleted = asyncio.run(asyncio.wait_for(delete_run_topics(bootstrap), timeout=60))
+    except Exception as exc:  # noqa: BLE001 (housekeeping must not change the run's outcome)
+        session.config.get_terminal_writer().line(f"could not delete run {RUN_MARK}'s topics: {exc}")
+        return
+    if deleted:
+        session.config.get_terminal_writer().line(f"deleted {deleted} Kafka topics of run {RUN_MARK}")
