@@ -6,15 +6,18 @@ UV := python3 -m uv
 STACK := python3 scripts/stack.py
 PYTEST_ARGS ?=
 
-.PHONY: help install up down status test lint bench bench-ingest bench-streams clean
+.PHONY: help install up down status test lint bench bench-ingest bench-streams bench-sink bench-dashboard clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
-install: ## system packages (Java, Maven, PostgreSQL) and the locked Python environment
+install: ## system packages (Java, Maven, PostgreSQL, promtool, Chromium), the locked Python environment, helm + compose, the web UI's vendored chart library
 	bash scripts/install-system-deps.sh
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet "uv==$(UV_VERSION)"
 	$(UV) sync --frozen
+	bash scripts/install-helm.sh
+	bash scripts/install-compose.sh
+	bash scripts/vendor-web.sh
 
 up: install ## start Kafka, PostgreSQL and the four services; prints the URLs
 	$(STACK) up
@@ -38,6 +41,12 @@ bench: install ## end-to-end throughput and POST-to-API latency (not a test)
 
 bench-streams: install ## one streams worker: events+points/s, raw-to-signal latency (not a test)
 	$(STACK) run -- .venv/bin/python bench/streams.py
+
+bench-sink: install ## one sink process: rows/s into PostgreSQL vs a bare psql COPY of the same rows (not a test)
+	$(STACK) run -- .venv/bin/python bench/sink.py
+
+bench-dashboard: install ## the API over 10,000 sessions and 30 days of rollups: p50/p99 per route (not a test)
+	$(STACK) run -- .venv/bin/python bench/dashboard.py
 
 bench-ingest: install ## one ingest process under wrk: requests/s, records/s, p99 (not a test)
 	@command -v wrk >/dev/null || apt-get install -y -q wrk

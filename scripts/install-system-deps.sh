@@ -4,15 +4,21 @@
 #   - Maven (fetches those jars)
 #   - PostgreSQL server binaries (initdb, pg_ctl, postgres, psql, pg_isready)
 #   - runuser (util-linux; stack.py runs PostgreSQL as the `postgres` user when invoked as root)
+#   - promtool (Debian's `prometheus` package; tests/deploy/test_prometheus_rules.py runs
+#     `promtool check rules` and `promtool test rules` on k8s/tokentide/files/prometheus/)
+#   - chromium (Debian's package; the web UI tests in tests/e2e/test_web_ui.py drive it headless
+#     with Playwright)
 #
 # Contract: idempotent. When everything is present it only checks and exits 0 within a second.
 # Missing packages are installed with apt-get (one `apt-get update` first). When not root,
 # or when apt-get is unavailable, it prints what to install and exits 1.
 # Installing PostgreSQL never creates Debian's system cluster: stack.py runs its own cluster
-# under .local/pg, and a `main` cluster would take port 5432.
+# under .local/pg, and a `main` cluster would take port 5432. Installing prometheus (for its
+# promtool) never starts the Prometheus server the package ships (see no_service_start).
 set -euo pipefail
 
 readonly CREATECLUSTER_CONF=/etc/postgresql-common/createcluster.conf
+readonly POLICY_RC_D=/usr/sbin/policy-rc.d
 
 log() { printf 'install-system-deps: %s\n' "$*" >&2; }
 
@@ -50,15 +56,27 @@ disable_main_cluster() {
     fi
 }
 
+# Keep packages from starting their services while apt-get runs (the prometheus package would
+# start a Prometheus server on :9090): a policy-rc.d that denies every action (exit 101, the
+# Debian convention) for the duration of the install, unless the system already has one.
+# Returns 0 when it created the file (the caller removes it), 1 otherwise.
+no_service_start() {
+    [[ -e $POLICY_RC_D ]] && return 1
+    printf '#!/bin/sh\n# install-system-deps.sh: no service starts during the install\nexit 101\n' >"$POLICY_RC_D"
+    chmod 755 "$POLICY_RC_D"
+}
+
 main() {
     local -a missing=()
     have_jdk || missing+=(default-jdk-headless)
     command -v mvn >/dev/null 2>&1 || missing+=(maven)
     have_postgres_server || missing+=(postgresql)
     command -v runuser >/dev/null 2>&1 || missing+=(util-linux)
+    command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+    [[ -x /usr/lib/chromium/chromium ]] || command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 
     if ((${#missing[@]} == 0)); then
-        log "all present (java 17+, maven, postgresql server, runuser)"
+        log "all present (java 17+, maven, postgresql server, runuser, promtool, chromium)"
         return 0
     fi
 
@@ -70,7 +88,7 @@ main() {
             log "  echo 'create_main_cluster = false' | sudo tee -a $CREATECLUSTER_CONF"
         fi
         log "  sudo apt-get update && sudo apt-get install -y --no-install-recommends ${missing[*]}"
-        log "(elsewhere: a JDK 17+, Maven, PostgreSQL server binaries and runuser from your package manager)"
+        log "(elsewhere: a JDK 17+, Maven, PostgreSQL server binaries, runuser, Prometheus' promtool and Chromium from your package manager)"
         return 1
     fi
 
@@ -82,11 +100,15 @@ main() {
     export DEBIAN_FRONTEND=noninteractive
     # Keep our createcluster.conf should postgresql-common (via ucf) offer its own version.
     export UCF_FORCE_CONFFOLD=1
+    if no_service_start; then
+        trap 'rm -f "$POLICY_RC_D"' EXIT
+    fi
     apt-get update -q
     apt-get install -y -q --no-install-recommends -o Dpkg::Options::=--force-confold "${missing[@]}"
 
     have_jdk || { log "java 17+ with javac still not found; check 'update-alternatives --config java'"; return 1; }
     have_postgres_server || { log "PostgreSQL server binaries still not found under /usr/lib/postgresql/*/bin"; return 1; }
+    command -v promtool >/dev/null 2>&1 || { log "promtool still not found after installing prometheus"; return 1; }
     log "done"
 }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 import psycopg
 from fastapi import FastAPI, Response
@@ -19,7 +20,13 @@ log = logging.getLogger(__name__)
 
 def create_app(settings: SinkSettings, registry: CollectorRegistry | None = None) -> FastAPI:
     metrics = SinkMetrics(registry if registry is not None else CollectorRegistry())
-    writer = PostgresWriter(settings.database_url.get_secret_value())
+    retention = settings.raw_retention_days
+    writer = PostgresWriter(
+        settings.database_url.get_secret_value(),
+        retention=None if retention is None else timedelta(days=retention),
+        days_ahead=settings.partitions_ahead_days,
+        statement_timeout_s=settings.statement_timeout_s,
+    )
     runner = SinkRunner(settings, writer, metrics)
 
     @asynccontextmanager

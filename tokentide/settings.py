@@ -143,6 +143,22 @@ class SinkSettings(KafkaSettings, DatabaseSettings):
     batch_linger_ms: int = Field(default=200, ge=0)
     #: Back-off ceiling between database retries.
     retry_max_backoff_s: float = Field(default=30.0, gt=0)
+    #: A statement running longer is cancelled and its batch retried (a stuck database).
+    statement_timeout_s: float = Field(default=60.0, gt=0)
+    #: Raw events and metric points older than this many days are dropped (whole daily
+    #: partitions, or TimescaleDB chunks by its retention policy) and not written; rollups,
+    #: sessions and signals are kept. Unset: kept forever.
+    raw_retention_days: float | None = Field(default=None, gt=0)
+    #: Daily partitions created ahead (plain PostgreSQL layout); a row further in the future
+    #: than this has no partition and is dead-lettered.
+    partitions_ahead_days: int = Field(default=7, ge=1, le=366)
+    #: How often partitions ahead and retention are maintained.
+    maintenance_interval_s: float = Field(default=3600.0, gt=0)
+
+    @property
+    def dead_letter_topic(self) -> str:
+        """Where rows the database refuses, and undecodable messages, go with the reason."""
+        return f"{self.topic_prefix}sink.dead-letters"
 
 
 class DashboardSettings(DatabaseSettings):
@@ -153,6 +169,13 @@ class DashboardSettings(DatabaseSettings):
     team_attribute: str = Field(default="team", min_length=1)
     #: How often the event stream (``/api/v1/stream``) looks for changes.
     stream_poll_s: float = Field(default=0.5, gt=0, le=10)
+    #: ``/metrics/usage``: the fullest active sessions per tenant given their own context-ratio
+    #: gauge (the rest are summarised), what "active" means, how long a scrape's answer is
+    #: reused, and the bound on its queries.
+    usage_top_sessions: int = Field(default=10, ge=0, le=1000)
+    usage_active_within_s: float = Field(default=300, gt=0)
+    usage_cache_s: float = Field(default=5, ge=0)
+    usage_query_timeout_s: float = Field(default=8, gt=0, le=300)
 
     @model_validator(mode="after")
     def _tenancy_configured(self) -> DashboardSettings:

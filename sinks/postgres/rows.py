@@ -1,9 +1,15 @@
-"""Pure: canonical records to the rows of the PostgreSQL tables (column order = COPY order)."""
+"""Pure: canonical records to the rows of the PostgreSQL tables (column order = COPY order).
+
+Values PostgreSQL would refuse for reasons of encoding (NUL characters) are cleaned here;
+values it refuses for their size (a token count past bigint, a cost past numeric(20, 9), a time
+outside any partition) are left for the database to refuse, and the sink dead-letters them.
+"""
 
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterable
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -35,17 +41,25 @@ EVENT_COLUMNS = (
 )
 POINT_COLUMNS = (
     "tenant_id",
-    "session_id",
     "series_id",
     "ts",
     "start_ts",
-    "agent",
-    "name",
     "value",
     "temporality",
+    "histogram_count",
+)
+SERIES_COLUMNS = (
+    "tenant_id",
+    "series_id",
+    "session_id",
+    "agent",
+    "name",
     "unit",
     "attributes",
+    "first_seen",
 )
+#: Point attributes that belong to the point, not to its series (a histogram's count).
+POINT_ATTRIBUTES = ("histogram.count",)
 SESSION_COLUMNS = (
     "tenant_id",
     "session_id",
@@ -175,19 +189,47 @@ def event_row(e: Event) -> tuple[Any, ...]:
 
 
 def point_row(p: Point) -> tuple[Any, ...]:
+    count = p.attributes.get("histogram.count")
     return (
         p.tenant,
-        text(p.session_id),
-        p.series_id,
+        text(p.series_id),
         timestamp(p.time_ns),
         timestamp(p.start_time_ns),
-        p.agent,
-        text(p.name),
         p.value,
         p.temporality,
-        text(p.unit),
-        jsonb(p.attributes),
+        None if count is None else int(count),
     )
+
+
+def series_row(p: Point) -> tuple[Any, ...]:
+    """The catalog row of ``p``'s series (what every point of the series shares)."""
+    attributes = {k: v for k, v in p.attributes.items() if k not in POINT_ATTRIBUTES}
+    return (
+        p.tenant,
+        text(p.series_id),
+        text(p.session_id),
+        p.agent,
+        text(p.name),
+        text(p.unit),
+        jsonb(attributes),
+        timestamp(p.time_ns),
+    )
+
+
+def first_points(points: list[Point]) -> list[Point]:
+    """One point per series (the earliest): the catalog needs each series once per batch."""
+    first: dict[tuple[str, str], Point] = {}
+    for point in points:
+        key = (point.tenant, point.series_id)
+        seen = first.get(key)
+        if seen is None or point.time_ns < seen.time_ns:
+            first[key] = point
+    return list(first.values())
+
+
+def days(times_ns: Iterable[int]) -> set[date]:
+    """The UTC days of ``times_ns``: the daily partitions a batch writes into."""
+    return {timestamp(ns).date() for ns in times_ns}
 
 
 def session_row(s: SessionState) -> tuple[Any, ...]:

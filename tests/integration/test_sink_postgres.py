@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 
@@ -17,7 +18,9 @@ from streams.normalise import default_registry
 from streams.processor import Output, Processor
 from streams.state import StoredSession
 from tests.support.captures import cases, exports
+from tests.support.services import read_all, wait_caught_up
 from tokentide.kafka import ensure_topics, pipeline_topics
+from tokentide.records import EventBatch, Tokens
 from tokentide.settings import SinkSettings
 
 pytestmark = pytest.mark.integration
@@ -168,3 +171,60 @@ async def test_older_state_never_overwrites_newer(sink: SinkSettings, bootstrap:
             "SELECT api_requests, state_version FROM sessions WHERE session_id = 's-order'"
         ).fetchone()
     assert row == (5, 5)
+
+
+async def test_poison_rows_go_to_the_dead_letter_topic_without_blocking_the_partition(
+    bootstrap: str, prefix: str, database: str
+) -> None:
+    settings = SinkSettings(
+        kafka_bootstrap=bootstrap,
+        topic_prefix=prefix,
+        database_url=database,
+        open_mode=True,
+        sink_group_id=prefix + "sink",
+        batch_linger_ms=50,
+        partitions=1,  # one partition: the good message after the poison one must still land
+    )
+    await ensure_topics(bootstrap, pipeline_topics(settings))
+    events = [e for o in outputs_of_captures() if o.events for e in o.events.events][:6]
+    poison = events[0].model_copy(update={"event_id": "poison", "tokens": Tokens(input=2**63)})
+    key = f"default/{events[0].session_id}".encode()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        topic = settings.topics.events
+        await producer.send_and_wait(topic, EventBatch(events=events[:3]).to_bytes(), key=key)
+        await producer.send_and_wait(topic, EventBatch(events=[poison, *events[3:5]]).to_bytes(), key=key)
+        await producer.send_and_wait(topic, b'{"events": "not a list"}', key=key)
+        await producer.send_and_wait(topic, EventBatch(events=events[5:]).to_bytes(), key=key)
+    finally:
+        await producer.stop()
+
+    registry = CollectorRegistry()
+    runner = SinkRunner(settings, PostgresWriter(database), SinkMetrics(registry))
+    await runner.start()
+    try:
+        await wait_caught_up(bootstrap, settings.sink_group_id, [settings.topics.events])
+    finally:
+        await runner.stop()
+
+    with psycopg.connect(database) as conn:
+        stored = {r[0] for r in conn.execute("SELECT event_id FROM events")}
+    assert stored == {e.event_id for e in events}  # everything but the poison row
+    letters = [json.loads(r.value) for r in await read_all(bootstrap, settings.dead_letter_topic)]  # type: ignore[attr-defined]
+    by_table = {(letter["table"], letter["sqlstate"]): letter for letter in letters}
+    assert set(by_table) == {("events", "22003"), (settings.topics.events, None)}
+    refused = by_table["events", "22003"]
+    assert refused["record"]["event_id"] == "poison"
+    assert refused["source"] == {"topic": settings.topics.events, "partition": 0, "offset": 1}
+    assert "out of range" in refused["reason"]
+    assert by_table[settings.topics.events, None]["source"]["offset"] == 2
+    assert (
+        registry.get_sample_value("tokentide_sink_dead_letters_total", {"table": "events", "reason": "22003"})
+        == 1
+    )
+    assert registry.get_sample_value("tokentide_sink_rows_written_total", {"table": "events"}) == len(events)
+    assert (
+        registry.get_sample_value("tokentide_sink_lag", {"topic": settings.topics.events, "partition": "0"})
+        == 0
+    )

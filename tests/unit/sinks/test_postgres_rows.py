@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -12,11 +12,15 @@ import pytest
 from sinks.postgres.rows import (
     EVENT_COLUMNS,
     POINT_COLUMNS,
+    SERIES_COLUMNS,
     SESSION_COLUMNS,
+    days,
     event_row,
+    first_points,
     jsonb,
     latest_states,
     point_row,
+    series_row,
     session_row,
     text,
     timestamp,
@@ -203,14 +207,54 @@ def test_no_nul_reaches_any_text_column() -> None:
 
 def test_point_row_puts_each_value_in_its_column() -> None:
     row = dict(zip(POINT_COLUMNS, point_row(POINT), strict=True))
-    assert (row["series_id"], row["value"], row["temporality"], row["unit"]) == (
+    assert (row["tenant_id"], row["series_id"], row["value"], row["temporality"]) == (
+        "default",
         "series-1",
         4500.0,
         1,
-        "tokens",
     )
     assert row["ts"] - row["start_ts"] == timedelta(milliseconds=50)
+    assert row["histogram_count"] is None
+
+
+def test_series_row_holds_what_the_points_of_a_series_share() -> None:
+    row = dict(zip(SERIES_COLUMNS, series_row(POINT), strict=True))
+    assert (row["series_id"], row["session_id"], row["name"], row["unit"]) == (
+        "series-1",
+        "s-1",
+        "claude_code.token.usage",
+        "tokens",
+    )
     assert json.loads(row["attributes"]) == POINT.attributes
+    assert row["first_seen"] == timestamp(NS)
+
+
+def test_a_histogram_count_stays_with_its_point_not_its_series() -> None:
+    histogram = POINT.model_copy(update={"attributes": {**POINT.attributes, "histogram.count": 3}})
+    assert dict(zip(POINT_COLUMNS, point_row(histogram), strict=True))["histogram_count"] == 3
+    assert json.loads(dict(zip(SERIES_COLUMNS, series_row(histogram), strict=True))["attributes"]) == (
+        POINT.attributes
+    )
+
+
+def test_first_points_gives_each_series_once_with_its_earliest_point() -> None:
+    later = POINT.model_copy(update={"time_ns": NS + 10})
+    other = POINT.model_copy(update={"series_id": "series-2"})
+    other_tenant = POINT.model_copy(update={"tenant": "acme"})
+    firsts = first_points([later, POINT, other, other_tenant])
+    assert sorted((p.tenant, p.series_id, p.time_ns) for p in firsts) == [
+        ("acme", "series-1", NS),
+        ("default", "series-1", NS),
+        ("default", "series-2", NS),
+    ]
+
+
+def test_days_are_utc_days() -> None:
+    midnight = int(datetime(2026, 11, 24, tzinfo=UTC).timestamp()) * 10**9
+    assert days([midnight - 1, midnight, midnight + 86_399 * 10**9]) == {
+        date(2026, 11, 23),
+        date(2026, 11, 24),
+    }
 
 
 def test_session_row_puts_each_value_in_its_column() -> None:

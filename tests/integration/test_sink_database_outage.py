@@ -1,0 +1,174 @@
+"""Fault test: PostgreSQL stops for 30 s under a steady load, then comes back.
+
+A PostgreSQL cluster of the test's own (tests/support/private_postgres.py; the shared one is
+never touched) takes the sink's writes while a producer sends a steady stream of event
+batches, session states and rollups. The cluster is stopped (fast shutdown: the sink's
+connection is cut, mid-transaction or not), kept down for 30 s, and started again. Afterwards
+the database must hold every record Kafka acknowledged, exactly once, with the last session
+state and the last rollup values; the sink must have paused and retried, and resumed by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from aiokafka import AIOKafkaProducer
+from prometheus_client import CollectorRegistry
+
+from sinks.base import SinkMetrics, SinkRunner
+from sinks.postgres.writer import PostgresWriter
+from tests.support.private_postgres import PrivatePostgres
+from tests.support.services import free_port, wait_caught_up
+from tokentide.kafka import ensure_topics, pipeline_topics
+from tokentide.migrate import migrate
+from tokentide.records import Event, EventBatch, Rollup, RollupBatch, SessionState, Tokens
+from tokentide.settings import SinkSettings
+
+pytestmark = pytest.mark.integration
+
+OUTAGE_S = 30.0
+BEFORE_S = 8.0
+AFTER_S = 8.0
+SESSIONS = 8
+INTERVAL_S = 0.05
+EVENTS_PER_MESSAGE = 5
+
+
+@pytest.fixture
+def private_pg() -> Iterator[PrivatePostgres]:
+    pg = PrivatePostgres(free_port())
+    try:
+        pg.start()
+        yield pg
+    finally:
+        pg.cleanup()
+
+
+class Load:
+    """A steady stream of messages; remembers what Kafka acknowledged."""
+
+    def __init__(self, settings: SinkSettings) -> None:
+        self.settings = settings
+        self.events: set[str] = set()
+        self.versions: dict[str, int] = {}
+        self.rollups: dict[tuple[str, int], int] = {}
+        self.messages = 0
+
+    async def run(self, bootstrap: str, until: float) -> None:
+        topics = self.settings.topics
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+        await producer.start()
+        n = 0
+        try:
+            while time.monotonic() < until:
+                n += 1
+                session = f"s-{n % SESSIONS}"
+                key = f"default/{session}".encode()
+                now_ns = time.time_ns()
+                minute_ns = now_ns - now_ns % 60_000_000_000
+                events = [
+                    Event(
+                        tenant="default",
+                        session_id=session,
+                        event_id=f"e-{n}-{i}",
+                        agent="claude_code",
+                        name="api_request",
+                        time_ns=now_ns + i,
+                        model="claude-opus-4-8",
+                        tokens=Tokens(input=n, output=i),
+                    )
+                    for i in range(EVENTS_PER_MESSAGE)
+                ]
+                version = self.versions.get(session, 0) + 1
+                state = SessionState(
+                    tenant="default",
+                    session_id=session,
+                    agent="claude_code",
+                    started_at_ns=now_ns,
+                    last_seen_at_ns=now_ns,
+                    api_requests=version,
+                    version=version,
+                )
+                rollup = Rollup(
+                    tenant="default",
+                    session_id=session,
+                    agent="claude_code",
+                    model="claude-opus-4-8",
+                    minute_ns=minute_ns,
+                    tokens=Tokens(input=n),
+                    requests=n,
+                )
+                await producer.send_and_wait(topics.events, EventBatch(events=events).to_bytes(), key=key)
+                self.events.update(e.event_id for e in events)
+                await producer.send_and_wait(topics.session_state, state.to_bytes(), key=key)
+                self.versions[session] = version
+                await producer.send_and_wait(
+                    topics.rollups, RollupBatch(rollups=[rollup]).to_bytes(), key=key
+                )
+                self.rollups[(session, minute_ns)] = n
+                self.messages += 3
+                await asyncio.sleep(INTERVAL_S)
+        finally:
+            await producer.stop()
+
+
+async def test_every_acknowledged_record_lands_once_across_a_30s_database_outage(
+    bootstrap: str, prefix: str, private_pg: PrivatePostgres
+) -> None:
+    dsn = private_pg.create_database("tokentide_fault")
+    migrate(dsn)
+    settings = SinkSettings(
+        kafka_bootstrap=bootstrap,
+        topic_prefix=prefix,
+        database_url=dsn,
+        open_mode=True,
+        sink_group_id=prefix + "sink",
+        partitions=2,
+        batch_linger_ms=50,
+        batch_max_messages=200,
+        retry_max_backoff_s=2.0,
+    )
+    await ensure_topics(bootstrap, pipeline_topics(settings))
+    registry = CollectorRegistry()
+    runner = SinkRunner(settings, PostgresWriter(dsn, statement_timeout_s=10), SinkMetrics(registry))
+    load = Load(settings)
+    await runner.start()
+    try:
+        start = time.monotonic()
+        producing = asyncio.create_task(load.run(bootstrap, start + BEFORE_S + OUTAGE_S + AFTER_S))
+        await asyncio.sleep(BEFORE_S)
+        await asyncio.to_thread(private_pg.stop)
+        paused_seen = False
+        down_until = time.monotonic() + OUTAGE_S
+        while time.monotonic() < down_until:
+            paused_seen = paused_seen or registry.get_sample_value("tokentide_sink_paused") == 1
+            await asyncio.sleep(0.5)
+        await asyncio.to_thread(private_pg.start)
+        await producing
+        topics = [settings.topics.events, settings.topics.session_state, settings.topics.rollups]
+        await wait_caught_up(bootstrap, settings.sink_group_id, topics, timeout_s=180)
+    finally:
+        await runner.stop()
+
+    assert load.messages > 0
+    with psycopg.connect(dsn) as conn:
+        events = [r[0] for r in conn.execute("SELECT event_id FROM events")]
+        versions = dict(conn.execute("SELECT session_id, state_version FROM sessions").fetchall())
+        rollups = {
+            (session, int(minute.timestamp()) * 10**9): requests
+            for session, minute, requests in conn.execute(
+                "SELECT session_id, minute, requests FROM rollups_minute"
+            ).fetchall()
+        }
+    assert len(events) == len(set(events))  # exactly once
+    assert set(events) == load.events  # every acknowledged event, nothing else
+    assert versions == load.versions  # the last state of every session
+    assert rollups == load.rollups  # the last full value of every minute
+    # The outage was felt, and the sink got over it by itself.
+    assert paused_seen
+    assert (registry.get_sample_value("tokentide_sink_retries_total") or 0) > 0
+    assert registry.get_sample_value("tokentide_sink_paused") == 0
