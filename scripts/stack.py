@@ -743,13 +743,25 @@ def _require_tokentide_bin() -> None:
 
 def _migrate(env: Mapping[str, str]) -> None:
     """Run `tokentide migrate`, logging to .local/log/migrate.log; StackError unless 0."""
-    _say("running `tokentide migrate`")
+    _one_shot("migrate", ["migrate"], env)
+
+
+def _ensure_topics(env: Mapping[str, str]) -> None:
+    """Run `tokentide admin topics` (create or check the pipeline's topics, as compose and
+    Helm do), logging to .local/log/topics.log; StackError unless 0."""
+    _one_shot("topics", ["admin", "topics"], env)
+
+
+def _one_shot(name: str, args: Sequence[str], env: Mapping[str, str]) -> None:
+    """Run `tokentide <args>` to completion, logging to .local/log/<name>.log; StackError unless 0."""
+    command = " ".join(["tokentide", *args])
+    _say(f"running `{command}`")
     LOG_DIR.mkdir(parents=True, exist_ok=True)
-    with _log_file("migrate").open("ab") as log:
+    with _log_file(name).open("ab") as log:
         offset = log.seek(0, os.SEEK_END)
         try:
             code: int | None = subprocess.run(
-                [str(TOKENTIDE_BIN), "migrate"],
+                [str(TOKENTIDE_BIN), *args],
                 cwd=REPO,
                 env=dict(env),
                 stdin=subprocess.DEVNULL,
@@ -763,8 +775,8 @@ def _migrate(env: Mapping[str, str]) -> None:
     if code != 0:
         outcome = f"exited {code}" if code is not None else "timed out"
         raise StackError(
-            f"`tokentide migrate` {outcome}. End of {_log_file('migrate')}:\n"
-            f"{_tail(_log_since('migrate', offset))}\nFix that, then run `up` again."
+            f"`{command}` {outcome}. End of {_log_file(name)}:\n"
+            f"{_tail(_log_since(name, offset))}\nFix that, then run `up` again."
         )
 
 
@@ -804,8 +816,8 @@ def _wait_healthy(waiting: dict[str, tuple[int, int, float]]) -> None:
 
 
 def start_services(infra: Infra) -> list[str]:
-    """Run `tokentide migrate`, start the services not running yet, wait until all
-    answer /healthz, and return the names it started.
+    """Run `tokentide migrate` and `tokentide admin topics`, start the services not
+    running yet, wait until all answer /healthz, and return the names it started.
 
     On failure it stops those it started (others keep running) and raises StackError.
     """
@@ -816,6 +828,7 @@ def start_services(infra: Infra) -> list[str]:
     started: list[str] = []
     try:
         _migrate(env)
+        _ensure_topics(env)
         waiting: dict[str, tuple[int, int, float]] = {}
         for service in SERVICES:
             pid = running_pid(service.name)

@@ -1,4 +1,4 @@
-"""Tenants and API keys: the key format, the admin operations, and ``tokentide admin ...``.
+"""Tenants, API keys and Kafka topics: the key format, the admin operations, ``tokentide admin ...``.
 
 An API key is ``tt_<key_id>_<secret>``: ``key_id`` (12 lowercase hex digits) is public and
 names the key in listings, logs and error messages; ``secret`` is shown once, at creation, and
@@ -10,19 +10,25 @@ its caller (``with psycopg.connect(dsn) as conn`` commits on success). Expected 
 (unknown or duplicate tenant, bad name or policy, unknown key) raise an :class:`AdminError`
 subclass, which the CLI prints and turns into exit code 1.
 
-This module imports no psycopg at import time: ``tokentide.cli`` builds its parser from here
-for every command, and psycopg alone takes ~0.2 s to import.
+``tokentide admin topics`` makes Kafka's topics match :func:`tokentide.kafka.pipeline_topics`
+(see :func:`plan_topics` for the rules); it needs Kafka only, no database.
+
+This module imports no psycopg or aiokafka at import time: ``tokentide.cli`` builds its parser
+from here for every command, and psycopg alone takes ~0.2 s to import.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import enum
 import hashlib
 import math
 import re
 import secrets
 import sys
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypedDict, cast
@@ -32,6 +38,9 @@ from tokentide.tenancy import TENANT_NAME_PATTERN, Redaction
 if TYPE_CHECKING:
     import psycopg
     from psycopg.rows import TupleRow
+
+    from tokentide.kafka import TopicSpec
+    from tokentide.settings import StreamsSettings
 
     Connection = psycopg.Connection[TupleRow]
 
@@ -312,6 +321,338 @@ def revoke_key(conn: Connection, key_id: str) -> KeyInfo:
     return _key(row)
 
 
+# --- Kafka topics -----------------------------------------------------------------------------
+
+#: Kafka's ``ConfigSource`` of a per-topic override (DescribeConfigs v1+).
+_DYNAMIC_TOPIC_CONFIG = 1
+
+
+class TopicError(AdminError):
+    """Kafka's topics cannot be read or made to match the declared ones; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExistingTopic:
+    """One topic as Kafka describes it."""
+
+    name: str
+    partitions: int
+    replication_factor: int
+    #: The value in force of every config key the broker reported (defaults included).
+    config: Mapping[str, str | None] = field(default_factory=dict)
+    #: The per-topic overrides only: what a (non-incremental) AlterConfigs replaces as a whole.
+    overrides: Mapping[str, str | None] = field(default_factory=dict)
+
+
+class TopicStatus(enum.StrEnum):
+    """What ``tokentide admin topics`` finds (and, unless ``--check``, does) for one topic."""
+
+    OK = "ok"
+    #: Missing: created with the declared partitions and configs.
+    CREATE = "create"
+    #: Exists with other values for declared configs (retention, compaction, size): altered.
+    UPDATE = "update"
+    #: Exists with another partition count: never changed (state is co-partitioned), an error.
+    WRONG_PARTITIONS = "wrong-partitions"
+
+
+@dataclass(frozen=True, slots=True)
+class TopicPlan:
+    """The verdict on one topic; ``changes`` maps a config key to (value in force, declared)."""
+
+    name: str
+    status: TopicStatus
+    partitions: int
+    actual_partitions: int | None = None
+    changes: Mapping[str, tuple[str | None, str]] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+    #: The declaration behind the plan; None for the streams' changelogs, which faust creates.
+    spec: TopicSpec | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.status is TopicStatus.WRONG_PARTITIONS
+
+
+def is_changelog(topic: str, streams_app_id: str) -> bool:
+    """Whether ``topic`` is a table changelog of the streams application (``<app>-<table>-changelog``)."""
+    return topic.startswith(f"{streams_app_id}-") and topic.endswith("-changelog")
+
+
+def plan_topics(
+    specs: Sequence[TopicSpec],
+    existing: Mapping[str, ExistingTopic],
+    *,
+    replication_factor: int,
+    streams_app_id: str,
+    partitions: int,
+) -> list[TopicPlan]:
+    """Compare the declared topics with those in Kafka (pure: no I/O).
+
+    - a declared topic that is missing is to be created;
+    - one with another partition count is an error, never changed: the streams stage's state
+      and its changelog are co-partitioned with the raw topics, and Kafka can only add
+      partitions, which would move sessions to other partitions;
+    - one whose declared configs (retention, compaction, message size) differ from the values
+      in force is to be updated;
+    - a replication factor other than ``replication_factor`` is a note only (changing it is a
+      partition reassignment, an operator's job);
+    - every existing changelog of the streams application must have ``partitions`` partitions
+      too (faust creates them; a mismatch means ``TOKENTIDE_PARTITIONS`` changed under state).
+    """
+    plans: list[TopicPlan] = []
+    for spec in specs:
+        topic = existing.get(spec.name)
+        if topic is None:
+            plans.append(TopicPlan(spec.name, TopicStatus.CREATE, spec.partitions, spec=spec))
+            continue
+        notes: list[str] = []
+        if topic.replication_factor != replication_factor:
+            notes.append(
+                f"replication factor {topic.replication_factor}, "
+                f"TOKENTIDE_TOPIC_REPLICATION_FACTOR={replication_factor} (not changed: reassign partitions)"
+            )
+        if topic.partitions != spec.partitions:
+            notes.insert(
+                0,
+                f"has {topic.partitions} partitions, TOKENTIDE_PARTITIONS={spec.partitions}: partitions "
+                "are never changed in place; set TOKENTIDE_PARTITIONS back, or move to new topics "
+                "(docs/operations.md, 'Changing the partition count')",
+            )
+            plans.append(
+                TopicPlan(
+                    spec.name,
+                    TopicStatus.WRONG_PARTITIONS,
+                    spec.partitions,
+                    topic.partitions,
+                    notes=tuple(notes),
+                    spec=spec,
+                )
+            )
+            continue
+        changes = {
+            key: (topic.config.get(key), value)
+            for key, value in spec.config.items()
+            if topic.config.get(key) != value
+        }
+        status = TopicStatus.UPDATE if changes else TopicStatus.OK
+        plans.append(
+            TopicPlan(spec.name, status, spec.partitions, topic.partitions, changes, tuple(notes), spec)
+        )
+    for name in sorted(existing):
+        if not is_changelog(name, streams_app_id):
+            continue
+        topic = existing[name]
+        if topic.partitions == partitions:
+            plans.append(TopicPlan(name, TopicStatus.OK, partitions, topic.partitions))
+            continue
+        note = (
+            f"streams state changelog has {topic.partitions} partitions, TOKENTIDE_PARTITIONS={partitions}: "
+            "the state cannot be re-partitioned; set TOKENTIDE_PARTITIONS back, or start from the raw "
+            "topics under a new TOKENTIDE_STREAMS_APP_ID (docs/operations.md)"
+        )
+        plans.append(
+            TopicPlan(name, TopicStatus.WRONG_PARTITIONS, partitions, topic.partitions, notes=(note,))
+        )
+    return plans
+
+
+def _config_maps(entries: Sequence[Mapping[str, Any]]) -> tuple[dict[str, str | None], dict[str, str | None]]:
+    """(value in force of every key, per-topic overrides) of DescribeConfigs' config entries."""
+    config: dict[str, str | None] = {}
+    overrides: dict[str, str | None] = {}
+    for entry in entries:
+        name, value = entry["config_names"], entry["config_value"]
+        config[name] = value
+        # v0 has no config_source, only is_default (a non-default topic value is an override).
+        source = entry.get("config_source")
+        if source == _DYNAMIC_TOPIC_CONFIG or (source is None and not entry.get("is_default", True)):
+            overrides[name] = value
+    return config, overrides
+
+
+async def _describe_topics(admin: Any, names: Sequence[str]) -> dict[str, ExistingTopic]:
+    """Partitions, replication factor and configs of the topics among ``names`` that exist."""
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType  # noqa: PLC0415
+    from aiokafka.errors import for_code  # noqa: PLC0415
+
+    if not names:
+        return {}
+    described = [t for t in await admin.describe_topics(list(names)) if t["error_code"] == 0]
+    shapes = {
+        t["topic"]: (len(t["partitions"]), max((len(p["replicas"]) for p in t["partitions"]), default=0))
+        for t in described
+    }
+    if not shapes:
+        return {}
+    responses = await admin.describe_configs(
+        [ConfigResource(ConfigResourceType.TOPIC, name) for name in shapes]
+    )
+    configs: dict[str, tuple[dict[str, str | None], dict[str, str | None]]] = {}
+    for response in responses:
+        for resource in response.to_object()["resources"]:
+            if resource["error_code"] != 0:
+                raise for_code(resource["error_code"])(
+                    f"cannot read the configs of topic {resource['resource_name']}: "
+                    f"{resource['error_message']}"
+                )
+            configs[resource["resource_name"]] = _config_maps(resource["config_entries"])
+    return {
+        name: ExistingTopic(name, count, replicas, *configs.get(name, ({}, {})))
+        for name, (count, replicas) in shapes.items()
+    }
+
+
+async def _alter_topic_configs(
+    admin: Any, plans: Sequence[TopicPlan], existing: Mapping[str, ExistingTopic]
+) -> None:
+    """Set the declared configs of ``plans``' topics, keeping every other per-topic override.
+
+    AlterConfigs (the request aiokafka speaks) replaces a topic's overrides as a whole, so the
+    request carries the overrides in force plus the declared values.
+    """
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType  # noqa: PLC0415
+    from aiokafka.errors import for_code  # noqa: PLC0415
+
+    resources = []
+    for plan in plans:
+        current = existing[plan.name].overrides
+        hidden = sorted(key for key, value in current.items() if value is None)
+        if hidden:
+            raise TopicError(
+                f"topic {plan.name}: cannot update its configs without losing the sensitive "
+                f"overrides {', '.join(hidden)} (Kafka does not return their values); change "
+                f"{', '.join(plan.changes)} by hand"
+            )
+        wanted = {key: value for key, value in current.items() if value is not None}
+        wanted.update({key: value for key, (_, value) in plan.changes.items()})
+        resources.append(ConfigResource(ConfigResourceType.TOPIC, plan.name, configs=wanted))
+    if not resources:
+        return
+    for response in await admin.alter_configs(resources):
+        for resource in response.to_object()["resources"]:
+            if resource["error_code"] != 0:
+                raise for_code(resource["error_code"])(
+                    f"cannot update the configs of topic {resource['resource_name']}: "
+                    f"{resource['error_message']}"
+                )
+
+
+async def _admin_client(bootstrap: str, timeout_s: float, wait_s: float) -> Any:
+    """A started AIOKafkaAdminClient; retries for ``wait_s`` while Kafka cannot be reached."""
+    from aiokafka.admin import AIOKafkaAdminClient  # noqa: PLC0415
+    from aiokafka.errors import KafkaError  # noqa: PLC0415
+
+    deadline = time.monotonic() + wait_s
+    delay = 0.5
+    while True:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+        try:
+            await asyncio.wait_for(admin.start(), timeout_s)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            await admin.close()
+            if time.monotonic() + delay > deadline:
+                raise TopicError(
+                    f"cannot reach Kafka at {bootstrap} ({exc!r}) within {wait_s:.0f} s: "
+                    "check KAFKA_BOOTSTRAP and that the brokers run"
+                ) from exc
+            _err(f"tokentide admin topics: Kafka at {bootstrap} not reachable yet ({exc!r}); retrying")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+            continue
+        return admin
+
+
+async def reconcile_topics(
+    settings: StreamsSettings, *, apply: bool = True, timeout_s: float = 30.0, wait_s: float = 60.0
+) -> list[TopicPlan]:
+    """Compare Kafka with :func:`tokentide.kafka.pipeline_topics` and, if ``apply``, create the
+    missing topics and update differing configs; returns the plans (see :func:`plan_topics`).
+
+    Topics with a wrong partition count are reported, never changed. Idempotent; safe to run
+    from several jobs at once (a topic created by another one in between counts as created).
+    Raises :class:`TopicError` when Kafka cannot be reached within ``wait_s`` or refuses a change.
+    """
+    from aiokafka.errors import KafkaError  # noqa: PLC0415
+
+    from tokentide.kafka import ensure_topics, pipeline_topics  # noqa: PLC0415
+
+    specs = pipeline_topics(settings)
+    admin = await _admin_client(settings.kafka_bootstrap, timeout_s, wait_s)
+    try:
+        names = set(await admin.list_topics())
+        wanted = [s.name for s in specs if s.name in names]
+        wanted += [n for n in names if is_changelog(n, settings.streams_app_id)]
+        existing = await _describe_topics(admin, wanted)
+        plans = plan_topics(
+            specs,
+            existing,
+            replication_factor=settings.topic_replication_factor,
+            streams_app_id=settings.streams_app_id,
+            partitions=settings.partitions,
+        )
+        if apply:
+            missing = [p.spec for p in plans if p.status is TopicStatus.CREATE and p.spec is not None]
+            if missing:
+                await ensure_topics(
+                    settings.kafka_bootstrap, missing, settings.topic_replication_factor, timeout_s
+                )
+            await _alter_topic_configs(admin, [p for p in plans if p.status is TopicStatus.UPDATE], existing)
+    except (KafkaError, OSError, TimeoutError) as exc:
+        raise TopicError(f"Kafka at {settings.kafka_bootstrap} failed or refused: {exc!r}") from exc
+    finally:
+        await admin.close()
+    return plans
+
+
+def _print_topics(plans: Sequence[TopicPlan], *, applied: bool) -> None:
+    done = {
+        TopicStatus.OK: "ok",
+        TopicStatus.CREATE: "created" if applied else "missing",
+        TopicStatus.UPDATE: "updated" if applied else "differs",
+        TopicStatus.WRONG_PARTITIONS: "ERROR",
+    }
+    rows = []
+    for plan in plans:
+        details = [f"{key}: {old} -> {new}" for key, (old, new) in plan.changes.items()]
+        rows.append(
+            (
+                plan.name,
+                str(plan.partitions if plan.actual_partitions is None else plan.actual_partitions),
+                done[plan.status],
+                "; ".join([*plan.notes, *details]),
+            )
+        )
+    _table(("TOPIC", "PARTITIONS", "RESULT", "DETAILS"), rows)
+
+
+def run_topics(args: argparse.Namespace, settings: StreamsSettings) -> int:
+    """``tokentide admin topics [--check]``: 0 when every topic matches (after the changes made),
+    1 when one has a wrong partition count, Kafka is unreachable or refuses, or, with
+    ``--check``, anything would change."""
+    check: bool = args.check
+    try:
+        plans = asyncio.run(
+            reconcile_topics(settings, apply=not check, timeout_s=args.timeout_s, wait_s=args.wait_s)
+        )
+    except TopicError as exc:
+        _err(f"tokentide admin topics: {exc}")
+        return 1
+    _print_topics(plans, applied=not check)
+    wrong = [p.name for p in plans if p.failed]
+    if wrong:
+        _err(
+            f"tokentide admin topics: {len(wrong)} topic(s) with a partition count other than "
+            f"TOKENTIDE_PARTITIONS={settings.partitions}: {', '.join(wrong)} (see DETAILS)"
+        )
+        return 1
+    pending = [p.name for p in plans if p.status in (TopicStatus.CREATE, TopicStatus.UPDATE)]
+    if check and pending:
+        _err(f"tokentide admin topics --check: to create or update: {', '.join(pending)}")
+        return 1
+    return 0
+
+
 # --- the command line -------------------------------------------------------------------------
 
 Handler = Callable[["Connection", argparse.Namespace], None]
@@ -442,6 +783,16 @@ def _size(text: str) -> int:
     return int(text)
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, not {text!r}")
+    return value
+
+
 def _redaction(text: str) -> Redaction:
     try:
         return Redaction(text)
@@ -511,6 +862,35 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     revoke = key_actions.add_parser("revoke", help="revoke a key; ingest refuses it within 10 s")
     revoke.add_argument("key_id", metavar="KEY_ID")
     revoke.set_defaults(handler=_key_revoke)
+
+    topics_help = (
+        "create the pipeline's Kafka topics or check them (KAFKA_BOOTSTRAP, TOKENTIDE_PARTITIONS, "
+        "TOKENTIDE_TOPIC_PREFIX, TOKENTIDE_TOPIC_REPLICATION_FACTOR); no database needed"
+    )
+    topics = objects.add_parser(
+        "topics",
+        help=topics_help,
+        description=f"{topics_help}. Missing topics are created and differing configs (retention, "
+        "compaction, message size) updated; a topic, or a streams changelog, with another partition "
+        "count is an error (exit 1) and is never changed. Idempotent.",
+    )
+    topics.add_argument(
+        "--check", action="store_true", help="change nothing; exit 1 if a topic is missing or differs"
+    )
+    topics.add_argument(
+        "--wait-s",
+        type=_seconds,
+        default=60.0,
+        metavar="S",
+        help="how long to retry while Kafka is unreachable (default 60)",
+    )
+    topics.add_argument(
+        "--timeout-s",
+        type=_seconds,
+        default=30.0,
+        metavar="S",
+        help="timeout of each Kafka request (default 30)",
+    )
 
 
 def run(args: argparse.Namespace, dsn: str) -> int:

@@ -102,12 +102,14 @@ def run_migrate() -> None:
 
 
 def run_admin(args: argparse.Namespace) -> int:
-    from tokentide.settings import DatabaseSettings
+    from tokentide.settings import DatabaseSettings, StreamsSettings
 
+    if args.admin_object == "topics":  # Kafka only: the streams settings name its changelogs
+        return admin.run_topics(args, StreamsSettings())
     return admin.run(args, DatabaseSettings().database_url.get_secret_value())
 
 
-ADMIN_HELP = "manage tenants and API keys in the database (DATABASE_URL), then exit"
+ADMIN_HELP = "manage tenants and API keys (DATABASE_URL) or the Kafka topics (KAFKA_BOOTSTRAP), then exit"
 
 COMMANDS: dict[str, tuple[Callable[[], None], str]] = {
     "ingest": (run_ingest, "OTLP/HTTP (port 4318) and OTLP/gRPC (port 4317) receiver publishing to Kafka"),

@@ -1,0 +1,351 @@
+"""The Helm chart k8s/tokentide: ``helm lint``, ``helm template`` with every values file of
+k8s/tokentide/ci/, the rendered manifests validated offline against Kubernetes' schemas
+(kubernetes-validate), and what the schemas cannot know: hooks, security contexts, secrets
+from existing Secrets, settings names, monitoring resources only with their CRDs, and bad
+values refused by values.schema.json or the chart's own checks.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from tests.deploy.conftest import (
+    CHART,
+    HELPER_VARIABLES,
+    build_settings,
+    local_tool,
+    settings_for,
+    variable_names,
+)
+
+pytestmark = pytest.mark.deploy
+
+VALUES = sorted((CHART / "ci").glob("*.yaml"))
+#: The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest known.
+KUBE_VERSIONS = ("1.29.0", "1.37.0")
+MONITORING_CRDS = ("monitoring.coreos.com/v1/ServiceMonitor", "monitoring.coreos.com/v1/PrometheusRule")
+WORKLOADS = {"Deployment", "StatefulSet", "Job"}
+TOKENTIDE_COMPONENTS = {"ingest", "streams", "sink", "dashboard", "migrate", "topics"}
+
+
+def helm(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(local_tool("helm", "install-helm.sh")), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def api_versions(values: Path) -> list[str]:
+    """The production-like values are rendered as if the Prometheus Operator's CRDs existed."""
+    if values.name.startswith("production"):
+        return [arg for crd in MONITORING_CRDS for arg in ("--api-versions", crd)]
+    return []
+
+
+@cache
+def render(values: Path, kube_version: str = KUBE_VERSIONS[0], *extra: str) -> list[dict[str, Any]]:
+    done = helm(
+        "template",
+        "tt",
+        str(CHART),
+        "--namespace",
+        "tokentide",
+        "--kube-version",
+        kube_version,
+        "-f",
+        str(values),
+        *api_versions(values),
+        *extra,
+    )
+    assert done.returncode == 0, done.stderr
+    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+
+
+def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def component(doc: dict[str, Any]) -> str:
+    return str(doc["metadata"]["labels"].get("app.kubernetes.io/component", ""))
+
+
+def tokentide_workloads(docs: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(component, workload, pod spec) of every tokentide Deployment, StatefulSet and Job."""
+    for doc in docs:
+        if doc["kind"] in WORKLOADS and component(doc) in TOKENTIDE_COMPONENTS:
+            yield component(doc), doc, doc["spec"]["template"]["spec"]
+
+
+def values_of(path: Path) -> dict[str, Any]:
+    defaults: dict[str, Any] = yaml.safe_load((CHART / "values.yaml").read_text())
+    merged = json.loads(json.dumps(defaults))
+
+    def merge(into: dict[str, Any], other: dict[str, Any]) -> None:
+        for key, value in other.items():
+            if isinstance(value, dict) and isinstance(into.get(key), dict):
+                merge(into[key], value)
+            else:
+                into[key] = value
+
+    merge(merged, yaml.safe_load(path.read_text()) or {})
+    return merged
+
+
+values_files = pytest.mark.parametrize("values", VALUES, ids=[p.stem for p in VALUES])
+
+
+def test_ci_values_files_exist() -> None:
+    assert {p.stem for p in VALUES} >= {"defaults-values", "bundled-trial-values", "production-values"}
+
+
+@values_files
+def test_helm_lint(values: Path) -> None:
+    done = helm("lint", "--strict", str(CHART), "-f", str(values))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "0 chart(s) failed" in done.stdout
+
+
+@values_files
+@pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
+def test_rendered_manifests_match_the_kubernetes_schemas(values: Path, kube_version: str) -> None:
+    docs = render(values, kube_version)
+    assert docs
+    for doc in docs:
+        name = f"{doc['kind']}/{doc['metadata']['name']}"
+        if doc["apiVersion"].startswith("monitoring.coreos.com/"):
+            continue  # CRDs: not in Kubernetes' schemas; checked in test_monitoring_*
+        try:
+            kubernetes_validate.validate(doc, kube_version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            where = f"{values.name} {name} on Kubernetes {kube_version}"
+            pytest.fail(f"{where}: {exc.message} at {list(exc.path)}")
+
+
+def test_schema_validation_is_not_vacuous() -> None:
+    """kubernetes-validate refuses what a cluster would: an unknown field, a wrong type."""
+    deployment = next(d for d in render(VALUES[0]) if d["kind"] == "Deployment")
+    broken = json.loads(json.dumps(deployment))
+    broken["spec"]["replicas"] = "two"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, KUBE_VERSIONS[0], strict=True)
+    broken = json.loads(json.dumps(deployment))
+    broken["spec"]["template"]["spec"]["containers"][0]["envFrom"] = {"not": "a list"}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, KUBE_VERSIONS[0], strict=True)
+
+
+@values_files
+def test_workloads(values: Path) -> None:
+    docs = render(values)
+    kinds = {(d["kind"], component(d)) for d in docs}
+    assert {("Deployment", "ingest"), ("StatefulSet", "streams"), ("Deployment", "sink")} <= kinds
+    assert {("Deployment", "dashboard"), ("Job", "migrate"), ("Job", "topics")} <= kinds
+    streams = next(d for d in by_kind(docs, "StatefulSet") if component(d) == "streams")
+    claims = streams["spec"]["volumeClaimTemplates"]
+    mount = streams["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+    env = {e["name"]: e.get("value") for e in streams["spec"]["template"]["spec"]["containers"][0]["env"]}
+    state = next(m for m in mount if m["name"] == claims[0]["metadata"]["name"])
+    assert env["TOKENTIDE_DATA_DIR"] == state["mountPath"], "RocksDB state on the persistent volume"
+    chart_values = values_of(values)
+    assert streams["spec"]["replicas"] == chart_values["streams"]["replicas"]
+    assert streams["spec"]["replicas"] <= int(env["TOKENTIDE_PARTITIONS"] or 0)
+    hpas = by_kind(docs, "HorizontalPodAutoscaler")
+    if chart_values["ingest"]["autoscaling"]["enabled"]:
+        (hpa,) = hpas
+        assert hpa["spec"]["scaleTargetRef"]["name"].endswith("-ingest")
+        assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
+    else:
+        assert not hpas
+
+
+@values_files
+def test_hooks(values: Path) -> None:
+    docs = render(values)
+    chart_values = values_of(values)
+    made_by_release = (
+        chart_values["kafka"]["bundled"]["enabled"]
+        or chart_values["database"]["bundled"]["enabled"]
+        or chart_values["secrets"]["create"]
+    )
+    phases = "post-install,pre-upgrade" if made_by_release else "pre-install,pre-upgrade"
+    jobs = {component(j): j for j in by_kind(docs, "Job")}
+    assert set(jobs) == {"migrate", "topics"}
+    for job in jobs.values():
+        annotations = job["metadata"]["annotations"]
+        assert annotations["helm.sh/hook"] == phases
+        assert "before-hook-creation" in annotations["helm.sh/hook-delete-policy"]
+        assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+    assert jobs["migrate"]["spec"]["template"]["spec"]["containers"][0]["args"] == ["migrate"]
+    assert jobs["topics"]["spec"]["template"]["spec"]["containers"][0]["args"][:2] == ["admin", "topics"]
+
+
+@values_files
+def test_security_and_resources(values: Path) -> None:
+    for name, _, pod in tokentide_workloads(render(values)):
+        assert pod["automountServiceAccountToken"] is False, name
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault", name
+        for container in pod["containers"]:
+            context = container["securityContext"]
+            assert context["readOnlyRootFilesystem"] is True, name
+            assert context["allowPrivilegeEscalation"] is False, name
+            assert context["capabilities"]["drop"] == ["ALL"], name
+            assert container["resources"]["requests"], name
+            assert container["resources"]["limits"]["memory"], name
+            # A read-only root needs /tmp somewhere writable.
+            assert any(m["mountPath"] == "/tmp" for m in container["volumeMounts"]), name  # noqa: S108
+
+
+@values_files
+def test_disruption_budgets(values: Path) -> None:
+    docs = render(values)
+    budgets = by_kind(docs, "PodDisruptionBudget")
+    chart_values = values_of(values)
+    for name, workload, _ in tokentide_workloads(docs):
+        if workload["kind"] == "Job":
+            continue
+        replicas = workload["spec"].get("replicas")
+        if replicas is None:  # ingest with its HPA
+            replicas = chart_values["ingest"]["autoscaling"]["minReplicas"]
+        selector = workload["spec"]["selector"]["matchLabels"]
+        covered = [b for b in budgets if b["spec"]["selector"]["matchLabels"] == selector]
+        assert len(covered) == (1 if replicas > 1 else 0), f"{name}: {replicas} replicas"
+
+
+@values_files
+def test_secrets_come_from_existing_secrets(values: Path) -> None:
+    docs = render(values)
+    chart_values = values_of(values)
+    secrets = by_kind(docs, "Secret")
+    references = {
+        ref["name"]
+        for _, _, pod in tokentide_workloads(docs)
+        for container in pod["containers"]
+        for env in container["env"]
+        if (ref := env.get("valueFrom", {}).get("secretKeyRef"))
+    }
+    if chart_values["secrets"]["create"]:
+        (secret,) = secrets
+        assert references == {secret["metadata"]["name"]}
+        assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    else:
+        assert not secrets, "no Secret is rendered: they come from secrets.existingSecret"
+        assert references == {chart_values["secrets"]["existingSecret"]}
+    for _, _, pod in tokentide_workloads(docs):
+        for env in (e for c in pod["containers"] for e in c["env"]):
+            if env["name"] in {"DATABASE_URL", "TOKENTIDE_REDACTION_KEY"}:
+                assert "valueFrom" in env or "$(POSTGRES_PASSWORD)" in env["value"], env
+
+
+@values_files
+def test_variables_are_settings(values: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every variable is a setting of the process that gets it, and its settings validate."""
+    for name, _, pod in tokentide_workloads(render(values)):
+        (container,) = pod["containers"]
+        cls = settings_for(container["args"])
+        names = [e["name"] for e in container["env"]]
+        assert len(names) == len(set(names)), f"{name}: duplicate variables"
+        unknown = set(names) - variable_names(cls) - HELPER_VARIABLES
+        assert not unknown, f"{name}: {sorted(unknown)} are not settings of {cls.__name__}"
+        env: dict[str, str] = {}
+        for entry in container["env"]:
+            value = entry.get("value")
+            if value is None:  # from a Secret: a stand-in of the right shape
+                is_url = entry["name"] == "DATABASE_URL"
+                value = "postgresql://u:p@db:5432/tokentide" if is_url else "s3cret-" * 6
+            # Kubernetes expands $(NAME) of variables defined before.
+            env[entry["name"]] = re.sub(r"\$\((\w+)\)", lambda m, known=env: known.get(m.group(1), ""), value)
+        with monkeypatch.context() as patch:
+            build_settings(cls, env, patch)
+
+
+def test_monitoring_resources_only_with_their_crds() -> None:
+    defaults = render(CHART / "ci" / "defaults-values.yaml")
+    assert not by_kind(defaults, "ServiceMonitor")
+    assert not by_kind(defaults, "PrometheusRule")
+    production = render(CHART / "ci" / "production-values.yaml")
+    (monitor,) = by_kind(production, "ServiceMonitor")
+    (rule,) = by_kind(production, "PrometheusRule")
+    alerts = yaml.safe_load((CHART / "files" / "prometheus" / "alerts.yml").read_text())
+    assert rule["spec"]["groups"] == alerts["groups"]
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    scraped = {
+        component(s)
+        for s in by_kind(production, "Service")
+        if all(s["metadata"]["labels"].get(k) == v for k, v in selector.items())
+    }
+    assert scraped == {"ingest", "streams", "sink", "dashboard"}
+    for service in by_kind(production, "Service"):
+        if component(service) in scraped:
+            assert "http" in {p["name"] for p in service["spec"]["ports"]}
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+
+
+@values_files
+def test_grafana_dashboards_as_configmaps(values: Path) -> None:
+    files = sorted((CHART / "files" / "grafana" / "dashboards").glob("*.json"))
+    assert files
+    config_maps = by_kind(render(values), "ConfigMap")
+    maps = [m for m in config_maps if m["metadata"]["labels"].get("grafana_dashboard") == "1"]
+    shipped = {key: json.loads(text) for m in maps for key, text in m["data"].items()}
+    assert shipped == {path.name: json.loads(path.read_text()) for path in files}
+
+
+def test_ingress_routes_otlp_and_dashboard() -> None:
+    (ingress,) = by_kind(render(CHART / "ci" / "production-values.yaml"), "Ingress")
+    rules = {r["host"]: r["http"]["paths"] for r in ingress["spec"]["rules"]}
+    assert rules["otlp.example.com"][0]["path"] == "/v1/"
+    assert rules["otlp.example.com"][0]["backend"]["service"]["name"].endswith("-ingest")
+    assert rules["tokentide.example.com"][0]["backend"]["service"]["name"].endswith("-dashboard")
+
+
+BAD_VALUES = [
+    ("streams.replicas=13", "must not exceed kafka.partitions"),
+    ("kafka.bootstrap=", "/kafka/bootstrap"),
+    ("kafka.bootstrap=no-port", "/kafka/bootstrap"),
+    ("secrets.existingSecret=", "/secrets/existingSecret"),
+    ("kafka.partitions=0", "/kafka/partitions"),
+    ("kafka.partitions=2000", "/kafka/partitions"),
+    ("logLevel=TRACE", "/logLevel"),
+    ("ingest.env.NOT_A_SETTING=1", "NOT_A_SETTING"),
+    ("ingest.autoscaling.minReplicas=20", "minReplicas must not exceed"),
+    ("secrets.create=true", "/database/bundled/enabled"),
+    ("streams.persistence.size=lots", "/streams/persistence/size"),
+    ("replicaz=3", "additional properties 'replicaz' not allowed"),
+]
+
+
+@pytest.mark.parametrize(("setting", "message"), BAD_VALUES, ids=[s for s, _ in BAD_VALUES])
+def test_bad_values_fail(setting: str, message: str) -> None:
+    done = helm(
+        "template",
+        "tt",
+        str(CHART),
+        "--kube-version",
+        KUBE_VERSIONS[0],
+        "-f",
+        str(CHART / "ci" / "defaults-values.yaml"),
+        "--set",
+        setting,
+    )
+    assert done.returncode != 0, f"{setting} was accepted"
+    assert message in done.stderr, done.stderr
+
+
+def test_streams_replicas_up_to_partitions_pass() -> None:
+    docs = render(CHART / "ci" / "defaults-values.yaml", KUBE_VERSIONS[0], "--set", "streams.replicas=12")
+    (streams,) = (d for d in by_kind(docs, "StatefulSet") if component(d) == "streams")
+    assert streams["spec"]["replicas"] == 12
