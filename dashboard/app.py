@@ -1,4 +1,4 @@
-"""The dashboard service: the JSON API and its event stream over the database (the web UI comes later)."""
+"""The dashboard service: the JSON API, its event stream and the web UI, over the database."""
 
 from __future__ import annotations
 
@@ -6,11 +6,13 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Annotated, Any
 
 import psycopg
 from fastapi import FastAPI, Header, HTTPException, Query, Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
@@ -18,6 +20,7 @@ from psycopg_pool import AsyncConnectionPool
 from dashboard import filters, live, queries
 from dashboard.filters import GroupBy, SessionQuery, UsageOut, usage_group
 from dashboard.queries import SessionOut, SessionPage, session_out, signal_out
+from dashboard.usage_exporter import add_usage_metrics
 from tokentide.settings import OPEN_MODE_TENANT, DashboardSettings
 
 log = logging.getLogger(__name__)
@@ -55,6 +58,7 @@ def create_app(settings: DashboardSettings, registry: CollectorRegistry | None =
             await pool.close()
 
     app = FastAPI(title="tokentide dashboard", version="0.1.0", lifespan=lifespan)
+    add_usage_metrics(app, pool, settings)
 
     @app.middleware("http")
     async def count_requests(request: Request, call_next: Any) -> Any:
@@ -99,6 +103,7 @@ def create_app(settings: DashboardSettings, registry: CollectorRegistry | None =
         return session
 
     _add_usage_and_stream(app, pool, settings, tenant)
+    _add_web_ui(app)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
@@ -141,7 +146,15 @@ def _add_usage_and_stream(
         start = _aware(start) if start is not None else end - timedelta(days=30)
         if start >= end:
             raise HTTPException(status_code=422, detail="`from` must be before `to`")
-        params = {"tenant": tenant(), "from": start, "to": end, "team_key": settings.team_attribute}
+        from_hour, to_hour = filters.hour_bounds(start.astimezone(UTC), end.astimezone(UTC))
+        params = {
+            "tenant": tenant(),
+            "from": start,
+            "to": end,
+            "from_hour": from_hour,
+            "to_hour": to_hour,
+            "team_key": settings.team_attribute,
+        }
         async with pool.connection() as conn:
             rows = await (await conn.execute(filters.usage(group_by), params)).fetchall()
         return UsageOut(group_by=group_by, start=start, end=end, groups=[usage_group(r) for r in rows])
@@ -173,3 +186,28 @@ def _add_usage_and_stream(
 def _aware(at: datetime) -> datetime:
     """A query time without an offset is UTC."""
     return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
+STATIC = Path(__file__).with_name("static")
+
+
+def _add_web_ui(app: FastAPI) -> None:
+    """The web UI: pages over the API, its scripts and the vendored chart library."""
+    if not (STATIC / "vendor" / "uPlot.iife.min.js").is_file():
+        log.warning("web UI charts missing: run `bash scripts/vendor-web.sh` (make install does)")
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    def page(name: str) -> FileResponse:
+        return FileResponse(STATIC / f"{name}.html", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/", include_in_schema=False)
+    async def board() -> FileResponse:
+        return page("board")
+
+    @app.get("/sessions/{session_id}", include_in_schema=False)
+    async def session_page(session_id: str) -> FileResponse:
+        return page("session")
+
+    @app.get("/usage", include_in_schema=False)
+    async def usage_page() -> FileResponse:
+        return page("usage")

@@ -8,7 +8,7 @@ identifiers chosen by the caller (the usage grouping) come from a closed set.
 from __future__ import annotations
 
 import enum
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, LiteralString
 
@@ -104,7 +104,7 @@ class GroupBy(enum.StrEnum):
     DAY = "day"
 
 
-#: The SQL of each grouping's key over ``rollups_minute r JOIN sessions s``.
+#: The SQL of each grouping's key over ``rollups r JOIN sessions s``.
 _GROUP_KEY: dict[GroupBy, LiteralString] = {
     GroupBy.TEAM: "s.attributes ->> %(team_key)s",
     GroupBy.USER: "r.user_id",
@@ -112,10 +112,34 @@ _GROUP_KEY: dict[GroupBy, LiteralString] = {
     GroupBy.AGENT: "r.agent",
     # A UTC day, as date_bin would give on plain PostgreSQL and TimescaleDB alike.
     GroupBy.DAY: (
-        "to_char(date_bin('1 day', r.minute, TIMESTAMPTZ '2000-01-03 00:00:00+00')"
+        "to_char(date_bin('1 day', r.at, TIMESTAMPTZ '2000-01-03 00:00:00+00')"
         " AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
     ),
 }
+
+#: ``[from, to)`` from hourly rollups for the whole hours inside it and per-minute rollups for
+#: the partial hours at its edges (``%(from_hour)s`` = ``from`` rounded up to the hour,
+#: ``%(to_hour)s`` = ``to`` rounded down; the usage route computes both): a 30-day window reads
+#: about 1/60 of the rows the minutes alone would.
+_ROLLUPS_IN_WINDOW: LiteralString = """
+    SELECT tenant_id, session_id, model, user_id, agent, input_tokens, output_tokens,
+           cache_read_tokens, cache_creation_tokens, reasoning_tokens, cost_usd, requests, errors,
+           hour AS at
+      FROM rollups_hour
+     WHERE tenant_id = %(tenant)s AND hour >= %(from_hour)s AND hour < %(to_hour)s
+    UNION ALL
+    SELECT tenant_id, session_id, model, user_id, agent, input_tokens, output_tokens,
+           cache_read_tokens, cache_creation_tokens, reasoning_tokens, cost_usd, requests, errors,
+           minute AS at
+      FROM rollups_minute
+     WHERE tenant_id = %(tenant)s AND minute >= %(from)s AND minute < LEAST(%(from_hour)s, %(to)s)
+    UNION ALL
+    SELECT tenant_id, session_id, model, user_id, agent, input_tokens, output_tokens,
+           cache_read_tokens, cache_creation_tokens, reasoning_tokens, cost_usd, requests, errors,
+           minute AS at
+      FROM rollups_minute
+     WHERE tenant_id = %(tenant)s AND minute >= GREATEST(%(to_hour)s, %(from_hour)s) AND minute < %(to)s
+"""
 
 
 def usage(group_by: GroupBy) -> LiteralString:
@@ -135,12 +159,23 @@ def usage(group_by: GroupBy) -> LiteralString:
                sum(r.requests)::bigint AS requests,
                sum(r.errors)::bigint AS errors,
                count(DISTINCT r.session_id) AS sessions
-          FROM rollups_minute r
+          FROM ("""
+        + _ROLLUPS_IN_WINDOW
+        + """) r
           JOIN sessions s ON s.tenant_id = r.tenant_id AND s.session_id = r.session_id
-         WHERE r.tenant_id = %(tenant)s AND r.minute >= %(from)s AND r.minute < %(to)s
          GROUP BY 1
          ORDER BY cost_usd DESC, key"""
     )
+
+
+def hour_bounds(start: datetime, end: datetime) -> tuple[datetime, datetime]:
+    """``start`` rounded up and ``end`` rounded down to whole hours (UTC offsets are whole hours
+    or the rounding is done in UTC anyway: these are instants)."""
+    floor = end.replace(minute=0, second=0, microsecond=0)
+    ceil = start.replace(minute=0, second=0, microsecond=0)
+    if ceil < start:
+        ceil += timedelta(hours=1)
+    return ceil, floor
 
 
 class UsageTokens(BaseModel):

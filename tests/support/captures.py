@@ -138,3 +138,23 @@ def export_for(template: ExportLogsServiceRequest, session_id: str, request_no: 
             elif kv.key == "event.sequence":
                 kv.value.int_value = request_no * len(records) + j
     return request.SerializeToString()
+
+
+def claude_logs_with_context(session_id: str, request_no: int, context_tokens: int) -> bytes:
+    """The ``stub-tool-traces`` Claude Code logs export (a title request and main-conversation
+    requests of 1,200 input + 4,500 cache read + 300 cache write tokens) as the ``request_no``-th
+    export of ``session_id``, its main requests' context set to ``context_tokens``."""
+    template = ExportLogsServiceRequest.FromString(
+        (FIXTURES / "claude-code" / "stub-tool-traces-protobuf" / "0002_v1_logs.pb").read_bytes()
+    )
+    request = ExportLogsServiceRequest.FromString(export_for(template, session_id, request_no))
+    for rl in request.resource_logs:
+        for sl in rl.scope_logs:
+            for record in sl.log_records:
+                attrs = {kv.key: kv for kv in record.attributes}
+                if (
+                    "input_tokens" in attrs
+                    and attrs["query_source"].value.string_value != "generate_session_title"
+                ):
+                    attrs["input_tokens"].value.int_value = context_tokens - 4_800
+    return request.SerializeToString()

@@ -8,7 +8,15 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import ValidationError
 
-from dashboard.filters import GroupBy, SessionFilter, SessionQuery, list_sessions, sessions_where, usage
+from dashboard.filters import (
+    GroupBy,
+    SessionFilter,
+    SessionQuery,
+    hour_bounds,
+    list_sessions,
+    sessions_where,
+    usage,
+)
 from dashboard.live import Cursor, frame
 
 
@@ -55,11 +63,43 @@ def test_list_and_count_share_the_where_clause() -> None:
 
 
 @pytest.mark.parametrize("group_by", list(GroupBy))
-def test_usage_is_tenant_scoped_over_a_half_open_window(group_by: GroupBy) -> None:
+def test_usage_is_tenant_scoped_in_each_of_its_three_ranges(group_by: GroupBy) -> None:
     statement = usage(group_by)
-    assert "r.tenant_id = %(tenant)s" in statement
-    assert "r.minute >= %(from)s AND r.minute < %(to)s" in statement
+    assert statement.count("tenant_id = %(tenant)s") == 3  # hours, the leading and trailing minutes
+    assert "hour >= %(from_hour)s AND hour < %(to_hour)s" in statement
     assert "GROUP BY 1" in statement
+
+
+def _minutes_counted(start: datetime, end: datetime) -> list[datetime]:
+    """The minutes the usage query's three ranges cover, by the same bounds, as a list."""
+    from_hour, to_hour = hour_bounds(start, end)
+    covered: list[datetime] = []
+    at = start.replace(second=0, microsecond=0)
+    at = at if at >= start else at + timedelta(minutes=1)
+    while at < end:
+        in_hours = from_hour <= at.replace(minute=0) and at.replace(minute=0) < to_hour
+        leading = start <= at < min(from_hour, end)
+        trailing = max(to_hour, from_hour) <= at < end
+        covered += [at] * (int(in_hours) + int(leading) + int(trailing))
+        at += timedelta(minutes=1)
+    return covered
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [
+        ("10:10", "10:50"),  # inside one hour
+        ("10:00", "13:00"),  # whole hours only
+        ("10:10", "13:20"),  # partial hours at both edges
+        ("10:00", "10:30"),
+        ("10:59", "11:01"),
+    ],
+)
+def test_hours_and_edge_minutes_cover_every_minute_exactly_once(start: str, end: str) -> None:
+    day = datetime(2026, 11, 24, tzinfo=UTC)
+    s, e = (day + timedelta(hours=int(t[:2]), minutes=int(t[3:])) for t in (start, end))
+    covered = _minutes_counted(s, e)
+    assert len(covered) == len(set(covered)) == (e - s) // timedelta(minutes=1)
 
 
 def test_a_cursor_round_trips_through_its_event_id() -> None:

@@ -1,0 +1,227 @@
+// tokentide web UI: the live board, a session's page and the usage page, over the JSON API and
+// its event stream (/api/v1/stream). No framework, no CDN: uPlot is vendored from npm.
+"use strict";
+
+const api = (path) =>
+  fetch(path, { headers: { Accept: "application/json" } }).then((r) => {
+    if (!r.ok) throw new Error(`${path}: ${r.status}`);
+    return r.json();
+  });
+
+const el = (tag, attrs = {}, ...children) => {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") node.className = v;
+    else if (k.startsWith("data-")) node.setAttribute(k, v);
+    else node[k] = v;
+  }
+  for (const c of children) node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return node;
+};
+
+const usd = (x) => `$${x < 1 ? x.toFixed(4) : x.toFixed(2)}`;
+const kilo = (n) => (n >= 1e6 ? `${(n / 1e6).toFixed(n % 1e6 ? 1 : 0)}M` : n >= 1e3 ? `${Math.round(n / 1e3)}k` : `${n}`);
+const ago = (iso) => {
+  const s = Math.max(0, (Date.now() - Date.parse(iso)) / 1000);
+  return s < 60 ? `${Math.round(s)}s ago` : s < 3600 ? `${Math.round(s / 60)} min ago` : `${Math.round(s / 3600)} h ago`;
+};
+const level = (ratio) => (ratio >= 0.95 ? "critical" : ratio >= 0.8 ? "warning" : "ok");
+const short = (s, n = 12) => (s && s.length > n ? `${s.slice(0, n)}…` : s || "—");
+
+function contextText(c) {
+  const parts = [`${(c.ratio * 100).toFixed(1)}% of ${kilo(c.limit)}`];
+  if (c.predicted_requests_left != null) parts.push(`~${Math.round(c.predicted_requests_left)} requests left`);
+  if (c.predicted_minutes_left != null) parts.push(`~${Math.round(c.predicted_minutes_left)} min`);
+  return parts.join(" · ");
+}
+
+// One card per session: agent, user, model, context gauge with prediction, cost, last activity.
+function card(s) {
+  const c = s.context;
+  const node = el(
+    "article",
+    { class: `card ${level(c.ratio)}`, "data-session-id": s.session_id, "data-ratio": String(c.ratio) },
+    el("a", { href: `/sessions/${encodeURIComponent(s.session_id)}` }, short(s.session_id, 18)),
+    el("div", { class: "meta" }, `${s.agent} · ${short(s.user_id)} · ${c.model || s.models[0] || "no model yet"}`),
+    el("div", { class: "gauge", title: contextText(c) }, el("div", { class: "fill" })),
+    el("div", { class: "meta context" }, contextText(c)),
+    el(
+      "div",
+      { class: "numbers" },
+      el("span", { class: "cost" }, usd(s.cost_usd)),
+      el("span", {}, `${s.api_requests} requests`),
+      el("span", { class: "last", "data-at": s.last_seen_at }, ago(s.last_seen_at)),
+    ),
+  );
+  node.querySelector(".fill").style.width = `${Math.min(100, c.ratio * 100).toFixed(1)}%`;
+  return node;
+}
+
+function signalItem(sig) {
+  return el(
+    "li",
+    { "data-session-id": sig.session_id || "", "data-kind": sig.kind },
+    el("span", { class: `kind ${sig.kind}` }, sig.kind.replace(/_/g, " ")),
+    ` ${short(sig.session_id || "", 10)} `,
+    el("div", { class: "meta" }, sig.message || `${(sig.ratio * 100).toFixed(0)}% of ${kilo(sig.limit)}`),
+  );
+}
+
+function stream(onSession, onSignal, onState) {
+  const source = new EventSource("/api/v1/stream");
+  source.addEventListener("session", (e) => onSession(JSON.parse(e.data)));
+  source.addEventListener("signal", (e) => onSignal(JSON.parse(e.data)));
+  source.onopen = () => onState("live");
+  source.onerror = () => onState("reconnecting…"); // EventSource retries with Last-Event-ID
+  return source;
+}
+
+async function board() {
+  const cards = document.getElementById("cards");
+  const feed = document.getElementById("feed");
+  const empty = document.getElementById("no-sessions");
+  const show = (s) => {
+    if (s.status === "ended") return;
+    const old = cards.querySelector(`[data-session-id="${CSS.escape(s.session_id)}"]`);
+    const fresh = card(s);
+    if (old) old.replaceWith(fresh);
+    else cards.prepend(fresh);
+    empty.hidden = true;
+  };
+  stream(
+    show,
+    (sig) => {
+      feed.prepend(signalItem(sig));
+      while (feed.children.length > 100) feed.lastChild.remove();
+    },
+    (state) => (document.getElementById("connection").textContent = state),
+  );
+  const page = await api("/api/v1/sessions?limit=200");
+  page.sessions.reverse().forEach(show);
+  for (const s of page.sessions.filter((s) => s.signals)) s.signals.forEach((g) => feed.append(signalItem(g)));
+  setInterval(() => cards.querySelectorAll(".last").forEach((n) => (n.textContent = ago(n.dataset.at))), 5000);
+}
+
+function chart(target, title, labels, xs, series, opts = {}) {
+  target.replaceChildren();
+  if (!xs.length) {
+    target.append(el("p", { class: "empty" }, "No data yet."));
+    return;
+  }
+  const colours = ["#58a6ff", "#3fb950", "#d29922", "#f85149", "#bc8cff", "#39c5cf"];
+  // eslint-disable-next-line no-undef
+  new uPlot(
+    {
+      title,
+      width: Math.max(320, target.clientWidth || 800),
+      height: 260,
+      series: [
+        {},
+        ...labels.map((label, i) => ({
+          label,
+          stroke: colours[i % colours.length],
+          width: 2,
+          ...(opts.bars ? { fill: `${colours[i % colours.length]}99`, paths: uPlot.paths.bars({ size: [0.6, 40] }) } : {}),
+        })),
+      ],
+      axes: [{ stroke: "#8a96a3" }, { stroke: "#8a96a3" }],
+      ...Object.fromEntries(Object.entries(opts).filter(([k]) => k !== "bars")),
+    },
+    [xs, ...series],
+    target,
+  );
+}
+
+async function sessionPage() {
+  const id = decodeURIComponent(location.pathname.split("/").pop());
+  const render = async () => {
+    const s = await api(`/api/v1/sessions/${encodeURIComponent(id)}`);
+    document.getElementById("title").textContent = `Session ${s.session_id}`;
+    document.getElementById("card-slot").replaceChildren(card(s));
+    const t = s.tokens;
+    const rows = [
+      ["agent", s.agent], ["user", s.user_id || "—"], ["status", s.status], ["models", s.models.join(", ")],
+      ["cost", usd(s.cost_usd)], ["API requests / errors", `${s.api_requests} / ${s.api_errors}`],
+      ["tokens in / out", `${t.input} / ${t.output}`], ["cache read / write", `${t.cache_read} / ${t.cache_creation}`],
+      ["tool calls / failures", `${s.tool_calls} / ${s.tool_failures}`], ["compactions", s.context.compactions],
+      ["lines + / −", `${s.lines_added} / ${s.lines_removed}`],
+    ];
+    document.getElementById("totals").replaceChildren(...rows.map(([k, v]) => el("tr", {}, el("td", {}, k), el("td", {}, v))));
+    await timeline(id, s);
+  };
+  await render();
+  stream((s) => s.session_id === id && render(), () => {}, () => {});
+}
+
+async function timeline(id, s) {
+  const table = document.getElementById("timeline");
+  let items = [];
+  try {
+    items = (await api(`/api/v1/sessions/${encodeURIComponent(id)}/timeline`)).items;
+  } catch {
+    items = (s.signals || []).map((g) => ({ at: g.at, kind: g.kind, summary: g.message }));
+  }
+  table.replaceChildren(
+    el("tr", {}, el("th", {}, "time"), el("th", {}, "what"), el("th", {}, "")),
+    ...items.map((i) => el("tr", { "data-kind": i.kind }, el("td", {}, new Date(i.at).toLocaleTimeString()), el("td", {}, i.kind), el("td", {}, i.summary || ""))),
+  );
+  const points = items.filter((i) => i.context_tokens != null);
+  chart(
+    document.getElementById("context-chart"),
+    "context tokens per request",
+    ["context tokens", "window"],
+    points.map((p) => Date.parse(p.at) / 1000),
+    [points.map((p) => p.context_tokens), points.map(() => s.context.limit)],
+  );
+}
+
+async function usagePage() {
+  const day = await api("/api/v1/usage?group_by=day");
+  const byDay = new Map(day.groups.map((g) => [g.key, g]));
+  // Every one of the last 30 UTC days, quiet ones at zero.
+  const today = Date.UTC(new Date().getUTCFullYear(), new Date().getUTCMonth(), new Date().getUTCDate());
+  const days = Array.from({ length: 30 }, (_, i) => new Date(today - (29 - i) * 86400e3).toISOString().slice(0, 10));
+  chart(
+    document.getElementById("daily-chart"),
+    "per day",
+    ["cost (USD)", "output tokens (k)"],
+    days.map((d) => Date.parse(`${d}T00:00:00Z`) / 1000),
+    [days.map((d) => byDay.get(d)?.cost_usd ?? 0), days.map((d) => (byDay.get(d)?.tokens.output ?? 0) / 1000)],
+    { bars: true },
+  );
+  const select = document.getElementById("group-by");
+  const render = async () => {
+    const usage = await api(`/api/v1/usage?group_by=${select.value}`);
+    const table = document.getElementById("groups");
+    table.replaceChildren(
+      el("tr", {}, ...[select.value, "cost", "input", "output", "cache read", "cache write", "requests", "sessions"].map((h) => el("th", {}, h))),
+      ...usage.groups.map((g) =>
+        el(
+          "tr",
+          { "data-key": g.key ?? "" },
+          ...[g.key ?? "(none)", usd(g.cost_usd), g.tokens.input, g.tokens.output, g.tokens.cache_read, g.tokens.cache_creation, g.requests, g.sessions].map((v) => el("td", {}, v)),
+        ),
+      ),
+    );
+    const groups = usage.groups.slice(0, 12);
+    chart(
+      document.getElementById("by-group-chart"),
+      `cost by ${select.value}`,
+      ["cost (USD)"],
+      groups.map((_, i) => i),
+      [groups.map((g) => g.cost_usd)],
+      {
+        axes: [{ stroke: "#8a96a3", values: (_, ticks) => ticks.map((t) => (groups[t] ? short(groups[t].key || "(none)", 14) : "")) }, { stroke: "#8a96a3" }],
+        scales: { x: { time: false, range: [-0.5, Math.max(groups.length - 0.5, 0.5)] } },
+        bars: true,
+      },
+    );
+  };
+  select.addEventListener("change", render);
+  await render();
+}
+
+const pages = { board, session: sessionPage, usage: usagePage };
+pages[document.body.dataset.page]().catch((err) => {
+  document.querySelector("main").prepend(el("p", { class: "empty", id: "error" }, String(err)));
+});
