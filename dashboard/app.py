@@ -16,8 +16,10 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
+from pydantic import BaseModel, Field
 
 from dashboard import filters, live, queries
+from dashboard.auth import COOKIE, Authenticator, Forbidden, Unauthorized, current_tenant, set_current_tenant
 from dashboard.filters import GroupBy, SessionQuery, UsageOut, usage_group
 from dashboard.queries import SessionOut, SessionPage, session_out, signal_out
 from dashboard.usage_exporter import add_usage_metrics
@@ -46,12 +48,10 @@ def create_app(settings: DashboardSettings, registry: CollectorRegistry | None =
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         # Open without waiting: the service starts (and says not ready) while the database is down.
         await pool.open(wait=False)
-        log.info(
-            "dashboard on %s:%d (open mode: tenant %r, unauthenticated)",
-            settings.host,
-            settings.dashboard_port,
-            OPEN_MODE_TENANT,
+        mode = (
+            f"open mode: tenant {OPEN_MODE_TENANT!r}, unauthenticated" if settings.open_mode else "read keys"
         )
+        log.info("dashboard on %s:%d (%s)", settings.host, settings.dashboard_port, mode)
         try:
             yield
         finally:
@@ -72,8 +72,16 @@ def create_app(settings: DashboardSettings, registry: CollectorRegistry | None =
         log.warning("database unavailable: %s", exc)
         return JSONResponse({"detail": "database unavailable"}, status_code=503, headers={"Retry-After": "5"})
 
-    def tenant() -> str:
-        return OPEN_MODE_TENANT
+    tenant = current_tenant
+    authenticator = Authenticator(
+        pool,
+        open_mode=settings.open_mode,
+        admin_token=(
+            settings.dashboard_admin_token.get_secret_value() if settings.dashboard_admin_token else None
+        ),
+    )
+
+    _add_auth(app, authenticator, settings)
 
     @app.get("/api/v1/sessions")
     async def list_sessions(query: Annotated[SessionQuery, Query()]) -> SessionPage:
@@ -105,6 +113,16 @@ def create_app(settings: DashboardSettings, registry: CollectorRegistry | None =
     _add_usage_and_stream(app, pool, settings, tenant)
     _add_web_ui(app)
 
+    _add_health(app, pool, registry)
+
+    return app
+
+
+def _add_health(
+    app: FastAPI,
+    pool: AsyncConnectionPool[psycopg.AsyncConnection[dict[str, Any]]],
+    registry: CollectorRegistry,
+) -> None:
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -123,7 +141,46 @@ def create_app(settings: DashboardSettings, registry: CollectorRegistry | None =
     async def prometheus_metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    return app
+
+def _add_auth(app: FastAPI, authenticator: Authenticator, settings: DashboardSettings) -> None:
+    @app.middleware("http")
+    async def authenticate(request: Request, call_next: Any) -> Any:
+        """Every /api/ route but login answers for the caller's tenant only (dashboard.auth)."""
+        path = request.url.path
+        if path.startswith("/api/") and path != "/api/v1/login":
+            try:
+                set_current_tenant(
+                    await authenticator.tenant(
+                        request.headers.get("authorization"),
+                        request.cookies.get(COOKIE),
+                        request.query_params.get("tenant"),
+                    )
+                )
+            except Unauthorized as exc:
+                return JSONResponse(
+                    {"detail": str(exc)}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
+                )
+            except Forbidden as exc:
+                return JSONResponse({"detail": str(exc)}, status_code=403)
+        return await call_next(request)
+
+    @app.post("/api/v1/login", include_in_schema=False)
+    async def login(body: LoginIn) -> JSONResponse:
+        """The web UI's login: checks a read key and keeps it in an HttpOnly cookie."""
+        try:
+            who = await authenticator.tenant(f"Bearer {body.key}", None, None)
+        except (Unauthorized, Forbidden) as exc:
+            return JSONResponse({"detail": str(exc)}, status_code=401)
+        response = JSONResponse({"tenant": who})
+        if not settings.open_mode:
+            response.set_cookie(COOKIE, body.key, httponly=True, samesite="strict", max_age=12 * 3600)
+        return response
+
+    @app.post("/api/v1/logout", include_in_schema=False)
+    async def logout() -> JSONResponse:
+        response = JSONResponse({"status": "logged out"})
+        response.delete_cookie(COOKIE)
+        return response
 
 
 def _add_usage_and_stream(
@@ -211,3 +268,7 @@ def _add_web_ui(app: FastAPI) -> None:
     @app.get("/usage", include_in_schema=False)
     async def usage_page() -> FileResponse:
         return page("usage")
+
+
+class LoginIn(BaseModel):
+    key: str = Field(min_length=1, max_length=200)

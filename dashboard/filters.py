@@ -44,6 +44,11 @@ class SessionQuery(SessionFilter):
     user: str | None = Field(default=None, max_length=500)
     model: str | None = Field(default=None, max_length=200, description="a model the session used")
     team: str | None = Field(default=None, max_length=500, description="the team attribute's value")
+    tenant: str | None = Field(
+        default=None,
+        max_length=63,
+        description="the tenant to read (admin token only; a read key reads its own)",
+    )
 
 
 def sessions_where(f: SessionFilter, team_attribute: str) -> tuple[LiteralString, dict[str, Any]]:

@@ -126,12 +126,13 @@ _LOOKUPS_PER_S = 10.0
 _UNKNOWN_MAX = 10_000
 _DB_ERRORS = (psycopg.Error, TimeoutError)
 
+#: Ingest keys only: a ``read`` key (dashboard) is unknown here.
 _SELECT_KEYS: LiteralString = (
     "SELECT k.key_id, k.tenant_id, k.secret_sha256, k.revoked_at IS NOT NULL, t.disabled_at IS NOT NULL,"
     " t.requests_per_s, t.bytes_per_s, t.max_body_bytes, t.redaction"
-    " FROM api_keys k JOIN tenants t USING (tenant_id)"
+    " FROM api_keys k JOIN tenants t USING (tenant_id) WHERE k.scope = 'ingest'"
 )
-_SELECT_KEY: LiteralString = _SELECT_KEYS + " WHERE k.key_id = %s"
+_SELECT_KEY: LiteralString = _SELECT_KEYS + " AND k.key_id = %s"
 
 
 class KeyStore:

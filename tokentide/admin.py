@@ -162,6 +162,7 @@ class KeyInfo:
     description: str | None
     created_at: datetime
     revoked_at: datetime | None
+    scope: str = "ingest"
 
 
 # --- operations -------------------------------------------------------------------------------
@@ -276,15 +277,23 @@ def _require_tenant(conn: Connection, name: str) -> None:
         raise UnknownTenant(f"no tenant {name!r}: create it with `tokentide admin tenant create {name}`")
 
 
-def create_key(conn: Connection, tenant: str, description: str | None = None) -> ApiKey:
+#: What a key may do: ``ingest`` (export telemetry to ingest) or ``read`` (the dashboard API).
+KEY_SCOPES = ("ingest", "read")
+
+
+def create_key(
+    conn: Connection, tenant: str, description: str | None = None, scope: str = "ingest"
+) -> ApiKey:
     """A new key of ``tenant``. The returned secret exists nowhere else: show it once."""
     _require_tenant(conn, tenant)
+    if scope not in KEY_SCOPES:
+        raise ValueError(f"scope must be one of {', '.join(KEY_SCOPES)}")
     while True:  # a 48-bit id collides only among millions of keys: then draw another one
         key = new_key()
         row = conn.execute(
-            "INSERT INTO api_keys (key_id, tenant_id, secret_sha256, description)"
-            " VALUES (%s, %s, %s, %s) ON CONFLICT (key_id) DO NOTHING RETURNING key_id",
-            (key.key_id, tenant, secret_digest(key.secret), description or None),
+            "INSERT INTO api_keys (key_id, tenant_id, secret_sha256, description, scope)"
+            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (key_id) DO NOTHING RETURNING key_id",
+            (key.key_id, tenant, secret_digest(key.secret), description or None, scope),
         ).fetchone()
         if row is not None:
             return key
@@ -295,7 +304,7 @@ def list_keys(conn: Connection, tenant: str | None = None) -> list[KeyInfo]:
     if tenant is not None:
         _require_tenant(conn, tenant)
     rows = conn.execute(
-        "SELECT key_id, tenant_id, description, created_at, revoked_at FROM api_keys"
+        "SELECT key_id, tenant_id, description, created_at, revoked_at, scope FROM api_keys"
         " WHERE %(tenant)s::text IS NULL OR tenant_id = %(tenant)s"
         " ORDER BY tenant_id, created_at, key_id",
         {"tenant": tenant},
@@ -313,7 +322,7 @@ def revoke_key(conn: Connection, key_id: str) -> KeyInfo:
         raise UnknownKey("not an API key id: expected 12 hex digits, as `tokentide admin key list` shows")
     row = conn.execute(
         "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE key_id = %s"
-        " RETURNING key_id, tenant_id, description, created_at, revoked_at",
+        " RETURNING key_id, tenant_id, description, created_at, revoked_at, scope",
         (key_id,),
     ).fetchone()
     if row is None:
@@ -703,8 +712,11 @@ def _print_tenants(tenants: Sequence[TenantInfo]) -> None:
 
 def _print_keys(keys: Sequence[KeyInfo]) -> None:
     _table(
-        ("KEY_ID", "TENANT", "CREATED", "REVOKED", "DESCRIPTION"),
-        [(k.key_id, k.tenant, _time(k.created_at), _time(k.revoked_at), k.description or "") for k in keys],
+        ("KEY_ID", "TENANT", "SCOPE", "CREATED", "REVOKED", "DESCRIPTION"),
+        [
+            (k.key_id, k.tenant, k.scope, _time(k.created_at), _time(k.revoked_at), k.description or "")
+            for k in keys
+        ],
     )
 
 
@@ -741,9 +753,12 @@ def _tenant_enable(conn: Connection, args: argparse.Namespace) -> None:
 
 
 def _key_create(conn: Connection, args: argparse.Namespace) -> None:
-    key = create_key(conn, args.tenant, args.description)
+    key = create_key(conn, args.tenant, args.description, args.scope)
     _out(key.token)
-    _err(f"created API key {key.key_id} for tenant {args.tenant!r}; the key (stdout) is shown only once")
+    _err(
+        f"created {args.scope} API key {key.key_id} for tenant {args.tenant!r}; "
+        "the key (stdout) is shown only once"
+    )
 
 
 def _key_list(conn: Connection, args: argparse.Namespace) -> None:
@@ -855,6 +870,12 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     )
     create.add_argument("--tenant", required=True, metavar="NAME")
     create.add_argument("--description", metavar="TEXT", help="who or what uses the key")
+    create.add_argument(
+        "--scope",
+        choices=KEY_SCOPES,
+        default="ingest",
+        help="ingest: agents export telemetry with it (default); read: the dashboard API and web UI",
+    )
     create.set_defaults(handler=_key_create)
     listing = key_actions.add_parser("list", help="list keys (ids only, never secrets)")
     listing.add_argument("--tenant", metavar="NAME", help="only this tenant's keys")

@@ -177,14 +177,8 @@ class DashboardSettings(DatabaseSettings):
     usage_cache_s: float = Field(default=5, ge=0)
     usage_query_timeout_s: float = Field(default=8, gt=0, le=300)
 
-    @model_validator(mode="after")
-    def _tenancy_configured(self) -> DashboardSettings:
-        if not self.open_mode:
-            raise ValueError(
-                "no dashboard tokens exist yet in this version: start the dashboard with "
-                "TOKENTIDE_OPEN_MODE=1 (single tenant 'default', unauthenticated)"
-            )
-        return self
+    #: A token that reads every tenant (``?tenant=`` names which); unset: none does.
+    dashboard_admin_token: SecretStr | None = None
 
 
 class MigrateSettings(DatabaseSettings):

@@ -2,9 +2,16 @@
 // its event stream (/api/v1/stream). No framework, no CDN: uPlot is vendored from npm.
 "use strict";
 
+class HttpError extends Error {
+  constructor(path, status) {
+    super(`${path}: ${status}`);
+    this.status = status;
+  }
+}
+
 const api = (path) =>
-  fetch(path, { headers: { Accept: "application/json" } }).then((r) => {
-    if (!r.ok) throw new Error(`${path}: ${r.status}`);
+  fetch(path, { headers: { Accept: "application/json" }, credentials: "same-origin" }).then((r) => {
+    if (!r.ok) throw new HttpError(path, r.status);
     return r.json();
   });
 
@@ -221,7 +228,33 @@ async function usagePage() {
   await render();
 }
 
+// Without credentials the API answers 401: ask for the tenant's read key (it becomes an
+// HttpOnly cookie, which the event stream sends too).
+function login(message) {
+  const key = el("input", { id: "key", type: "password", placeholder: "tt_… read key", autocomplete: "off" });
+  const form = el(
+    "form",
+    { id: "login" },
+    el("h2", {}, "Sign in with your team's read key"),
+    el("p", { class: "meta" }, message || "tokentide admin key create --tenant <team> --scope read"),
+    key,
+    el("button", { type: "submit" }, "Sign in"),
+  );
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const r = await fetch("/api/v1/login", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ key: key.value.trim() }),
+    });
+    if (r.ok) location.reload();
+    else form.querySelector(".meta").textContent = (await r.json()).detail;
+  });
+  document.querySelector("main").replaceChildren(el("section", {}, form));
+}
+
 const pages = { board, session: sessionPage, usage: usagePage };
 pages[document.body.dataset.page]().catch((err) => {
+  if (err instanceof HttpError && err.status === 401) return login();
   document.querySelector("main").prepend(el("p", { class: "empty", id: "error" }, String(err)));
 });

@@ -279,7 +279,9 @@ def test_cli_end_to_end(cli: Cli, conn: psycopg.Connection[Any]) -> None:
     for args in (("key", "list"), ("key", "list", "--tenant", "acme")):
         listed = cli(*args)
         assert listed.returncode == 0, listed.stderr
-        assert re.search(rf"^{key.key_id}\s+acme\s+\S+\s+-\s+ci runner$", listed.stdout, re.MULTILINE)
+        assert re.search(
+            rf"^{key.key_id}\s+acme\s+ingest\s+\S+\s+-\s+ci runner$", listed.stdout, re.MULTILINE
+        )
         assert key.secret not in listed.stdout + listed.stderr
 
     reset = cli("tenant", "set", "acme", "--requests-per-s", "default", "--max-body-bytes", "2048")
@@ -292,7 +294,9 @@ def test_cli_end_to_end(cli: Cli, conn: psycopg.Connection[Any]) -> None:
     assert revoked.returncode == 0, revoked.stderr
     assert key.key_id in revoked.stdout
     listed = cli("key", "list")
-    assert re.search(rf"^{key.key_id}\s+acme\s+\S+\s+\d{{4}}-\S+Z\s+ci runner$", listed.stdout, re.MULTILINE)
+    assert re.search(
+        rf"^{key.key_id}\s+acme\s+ingest\s+\S+\s+\d{{4}}-\S+Z\s+ci runner$", listed.stdout, re.MULTILINE
+    )
 
 
 @pytest.mark.parametrize(
@@ -356,6 +360,18 @@ async def test_a_key_is_its_tenant_with_the_tenants_policy(
             "acme", 5.0, 1000.0, 2048, Redaction.DROP
         )
         assert await store.authenticate(bearer(plain), None) == Tenant("plain", redaction=Redaction.OFF)
+
+
+async def test_a_read_key_cannot_export(conn: psycopg.Connection[Any], database: str) -> None:
+    """Read keys are for the dashboard: ingest does not know them (loaded or looked up)."""
+    create_tenant(conn, "acme")
+    before = create_key(conn, "acme", scope="read")
+    async with key_store(database) as store:
+        after = create_key(conn, "acme", scope="read")  # not loaded yet: looked up directly
+        for key in (before, after):
+            with pytest.raises(Unauthorized, match="unknown API key"):
+                await store.authenticate(bearer(key), None)
+        assert (await store.authenticate(bearer(create_key(conn, "acme")), None)).name == "acme"
 
 
 async def test_refusals(conn: psycopg.Connection[Any], database: str) -> None:

@@ -103,10 +103,18 @@ def test_topic_prefix_reaches_the_topic_names(monkeypatch: pytest.MonkeyPatch) -
     assert all(name.startswith("staging.") for name in topics.all_raw() + topics.all_derived())
 
 
-def test_dashboard_refuses_to_start_without_open_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_dashboard_runs_with_read_keys_and_an_optional_admin_token(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("DATABASE_URL", "postgresql://u:p@db/tokentide")
-    with pytest.raises(ValidationError, match="TOKENTIDE_OPEN_MODE=1"):
-        DashboardSettings()
+    settings = DashboardSettings()
+    assert not settings.open_mode
+    assert settings.dashboard_admin_token is None
+    monkeypatch.setenv("TOKENTIDE_DASHBOARD_ADMIN_TOKEN", "s3cret")
+    token = DashboardSettings().dashboard_admin_token
+    assert token is not None
+    assert token.get_secret_value() == "s3cret"
+    assert "s3cret" not in repr(DashboardSettings())
 
 
 def test_streams_dedup_window_has_a_floor(monkeypatch: pytest.MonkeyPatch) -> None:
