@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+from collections.abc import Callable
 
 import pytest
 
+from tests.support import containers
 from tests.support.services import RUN_MARK, delete_run_topics
 
 
@@ -30,3 +32,21 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     if deleted:
         session.config.get_terminal_writer().line(f"deleted {deleted} Kafka topics of run {RUN_MARK}")
+
+
+_containers: list[Callable[[], None]] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Where a Docker engine exists, run on Kafka and TimescaleDB containers (tests/support/containers.py)."""
+    if not containers.wanted():
+        return
+    services = containers.start()
+    _containers.append(services.stop)
+    os.environ["KAFKA_BOOTSTRAP"] = services.kafka_bootstrap
+    os.environ["DATABASE_URL"] = services.database_url
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    while _containers:
+        _containers.pop()()
