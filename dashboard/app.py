@@ -22,6 +22,7 @@ from dashboard import filters, live, queries
 from dashboard.auth import COOKIE, Authenticator, Forbidden, Unauthorized, current_tenant, set_current_tenant
 from dashboard.filters import GroupBy, SessionQuery, UsageOut, usage_group
 from dashboard.queries import SessionOut, SessionPage, session_out, signal_out
+from dashboard.timeline import add_timeline_route
 from dashboard.usage_exporter import add_usage_metrics
 from tokentide.settings import OPEN_MODE_TENANT, DashboardSettings
 
@@ -111,6 +112,7 @@ def create_app(settings: DashboardSettings, registry: CollectorRegistry | None =
         return session
 
     _add_usage_and_stream(app, pool, settings, tenant)
+    add_timeline_route(app, pool, tenant)
     _add_web_ui(app)
 
     _add_health(app, pool, registry)

@@ -170,7 +170,8 @@ async function timeline(id, s) {
   }
   table.replaceChildren(
     el("tr", {}, el("th", {}, "time"), el("th", {}, "what"), el("th", {}, "")),
-    ...items.map((i) => el("tr", { "data-kind": i.kind }, el("td", {}, new Date(i.at).toLocaleTimeString()), el("td", {}, i.kind), el("td", {}, i.summary || ""))),
+    // A signal shows its own kind (context_warning, ...); events their timeline kind.
+    ...items.map((i) => el("tr", { "data-kind": i.kind }, el("td", {}, new Date(i.at).toLocaleTimeString()), el("td", {}, i.kind === "signal" ? i.name || i.kind : i.kind), el("td", {}, i.summary || ""))),
   );
   const points = items.filter((i) => i.context_tokens != null);
   chart(

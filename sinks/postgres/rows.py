@@ -38,6 +38,8 @@ EVENT_COLUMNS = (
     "cost_usd",
     "cost_source",
     "attributes",
+    "kind",
+    "main_context",
 )
 POINT_COLUMNS = (
     "tenant_id",
@@ -185,6 +187,8 @@ def event_row(e: Event) -> tuple[Any, ...]:
         usd(e.cost_nanos),
         e.cost_source,
         jsonb(e.attributes),
+        e.kind.value,
+        e.main_context,
     )
 
 

@@ -7,6 +7,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -283,3 +284,73 @@ async def test_the_stream_sends_a_new_session_and_resumes_after_the_last_event(p
         async with client.stream("GET", stream_url, headers={"Last-Event-ID": last_id}) as response:
             again = await _read_events(response, is_ours, timeout_s=3)
         assert not [e for e in again if is_ours(e)], (last_id, ours, again)
+
+
+# --- a session's timeline -------------------------------------------------------------------
+
+
+def _logged_events(case_dir: Any) -> dict[str, list[dict[str, Any]]]:
+    """session id -> its log records' attributes as captured, in the agent's sequence order."""
+    by_session: dict[str, list[dict[str, Any]]] = {}
+    for export in exports(case_dir):
+        if export.signal != "logs":
+            continue
+        document = json.loads(export.json_form.read_text())
+        for resource in document.get("resourceLogs", []):
+            for scope in resource.get("scopeLogs", []):
+                for record in scope.get("logRecords", []):
+                    attrs = {a["key"]: next(iter(a["value"].values()), None) for a in record["attributes"]}
+                    by_session.setdefault(str(attrs["session.id"]), []).append(attrs)
+    return {sid: sorted(r, key=lambda a: int(a["event.sequence"])) for sid, r in by_session.items()}
+
+
+def times(items: list[dict[str, Any]]) -> list[datetime]:
+    """The items' times as instants (their ISO text does not sort: ``...:17Z`` > ``...:17.5Z``)."""
+    return [datetime.fromisoformat(i["at"]) for i in items]
+
+
+async def test_a_sessions_timeline_lists_its_prompts_requests_and_tools_in_order(pipeline: Pipeline) -> None:
+    """stub-tool-traces: a prompt, a Haiku title request, a Write tool decided and run, two Opus
+    requests of 1,200 input + 4,500 cache read + 300 cache write tokens."""
+    captured: dict[str, list[dict[str, Any]]] = {}
+    for case_dir in CASES:
+        if case_dir.name.startswith("stub-tool-traces"):
+            captured |= _logged_events(case_dir)
+    assert len(captured) == 2  # the protobuf and the JSON capture
+    async with httpx.AsyncClient(timeout=10) as client:
+        await post_all(client, pipeline)  # idempotent: harmless if another test posted already
+        await wait_for_sessions(client, pipeline, expected_claude_sessions(CASES))
+        timelines: dict[str, list[dict[str, Any]]] = {}
+        deadline = time.monotonic() + 60
+        while len(timelines) < len(captured):
+            for sid, records in captured.items():
+                response = await client.get(f"{pipeline.url('dashboard')}/api/v1/sessions/{sid}/timeline")
+                assert response.status_code == 200, (sid, response.status_code, response.text)
+                items = [i for i in response.json()["items"] if i["kind"] != "signal"]
+                if len(items) == len(records):  # events may land after the session's state
+                    timelines[sid] = items
+            if time.monotonic() > deadline:
+                pipeline.fail(f"timelines incomplete after 60 s: {sorted(set(captured) - set(timelines))}")
+            await asyncio.sleep(0.5)
+        missing = await client.get(f"{pipeline.url('dashboard')}/api/v1/sessions/no-such-session/timeline")
+    assert missing.status_code == 404
+
+    for sid, records in captured.items():
+        items = timelines[sid]
+        assert [i["name"] for i in items] == [r["event.name"] for r in records], sid
+        assert times(items) == sorted(times(items)), sid
+        kinds = [i["kind"] for i in items]
+        assert kinds[0] == "prompt"
+        assert kinds.count("api_request") == sum(r["event.name"] == "api_request" for r in records) == 3
+        assert kinds.index("tool_decision") < kinds.index("tool_result")
+        main = [
+            int(r["input_tokens"]) + int(r["cache_read_tokens"]) + int(r["cache_creation_tokens"])
+            for r in records
+            if r["event.name"] == "api_request" and r["query_source"] != "generate_session_title"
+        ]
+        assert main == [1200 + 4500 + 300] * 2
+        assert [i["context_tokens"] for i in items if i["kind"] == "api_request"] == [None, *main]
+        requests = [i for i in items if i["kind"] == "api_request"]
+        assert [i["cost_usd"] for i in requests] == pytest.approx(
+            [float(r["cost_usd"]) for r in records if r["event.name"] == "api_request"]
+        )

@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from dashboard import filters, queries
+from dashboard import filters, queries, timeline
 from tests.support.services import create_database, drop_database
 
 pytestmark = pytest.mark.integration
@@ -70,7 +70,7 @@ SELECT 'tenant-' || (s % 20), 'tenant-' || (s % 20) || '-s-' || s, 'g-' || k, 'c
 ANALYZE;
 """
 
-#: What the Grafana panels (and the dashboard's coming timelines) ask of the raw tables and
+#: What the Grafana panels ask of the raw tables and
 #: the rollups: one session's timeline, a tenant's recent requests, a session's metric points,
 #: a tenant's usage per hour and per model.
 GRAFANA_QUERIES: dict[str, tuple[str, tuple[Any, ...]]] = {
@@ -117,11 +117,15 @@ _RANGE = {
     "to_hour": filters.hour_bounds(_FROM, _TO)[1],
     "team_key": "team",
 }
+_TIMELINE = {"tenant": TENANT, "session": SESSION, "limit": timeline.DEFAULT_LIMIT}
 DASHBOARD_QUERIES: dict[str, tuple[str, Any]] = {
     "get_session": (queries.GET_SESSION, (TENANT, SESSION)),
     "list_sessions": (_PAGE, {"tenant": TENANT, "limit": 100, "offset": 0}),
     "count_sessions": (_COUNT, {"tenant": TENANT}),
     "session_signals": (queries.SESSION_SIGNALS, (TENANT, SESSION)),
+    "timeline_session": (timeline.SESSION_EXISTS, _TIMELINE),
+    "timeline_events": (timeline.TIMELINE_EVENTS, _TIMELINE),
+    "timeline_signals": (timeline.TIMELINE_SIGNALS, _TIMELINE),
     **{f"usage_by_{g.value}": (filters.usage(g), _RANGE) for g in filters.GroupBy},
 }
 

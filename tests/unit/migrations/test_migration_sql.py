@@ -90,6 +90,12 @@ def contract(layout: Layout) -> tuple[dict[str, list[str]], dict[str, str]]:
                 relations[stmt.into.rel.relname] = [
                     t.name or t.val.fields[-1].sval for t in stmt.query.targetList
                 ]
+            elif isinstance(stmt, ast.AlterTableStmt) and stmt.relation.relname in relations:
+                relations[stmt.relation.relname] += [
+                    f"{c.def_.colname} {RawStream()(c.def_.typeName)}"
+                    for c in stmt.cmds
+                    if c.subtype == pglast.enums.AlterTableType.AT_AddColumn
+                ]
             elif isinstance(stmt, ast.RenameStmt) and stmt.relation is not None and stmt.newname:
                 if stmt.renameType == pglast.enums.ObjectType.OBJECT_TABLE:
                     relations.pop(stmt.relation.relname, None)
@@ -116,6 +122,32 @@ def test_both_layouts_create_the_same_relations_columns_and_functions() -> None:
     assert {"events", "metric_series", "metric_points", "rollups_minute", "rollups_hour"} <= set(
         plain_relations
     )
+
+
+def test_columns_added_later_are_part_of_the_contract() -> None:
+    """ALTER TABLE ... ADD COLUMN counts: 0007 adds the events' kind and main_context."""
+    relations, _ = contract(Layout.PLAIN)
+    assert relations["events"][-2:] == ["kind text", "main_context boolean"]
+    assert "attributes jsonb" in relations["sessions"]  # 0003's ADD COLUMNs on sessions
+
+
+def test_tenant_views_are_recreated_after_their_table_gains_columns() -> None:
+    """The TimescaleDB layout's tokentide_tenant views are ``SELECT *``, which PostgreSQL
+    expands once, when the view is created: a column added to the table later is invisible to
+    tenant roles unless the view is created again after it."""
+    last_add: dict[str, tuple[int, int]] = {}
+    last_view: dict[str, tuple[int, int]] = {}
+    for n, (_, sql) in enumerate(available(Layout.TIMESCALE)):
+        for i, (stmt, _) in enumerate(statements(sql)):
+            if isinstance(stmt, ast.AlterTableStmt) and any(
+                c.subtype == pglast.enums.AlterTableType.AT_AddColumn for c in stmt.cmds
+            ):
+                last_add[stmt.relation.relname] = (n, i)
+            elif isinstance(stmt, ast.ViewStmt) and stmt.view.schemaname == "tokentide_tenant":
+                last_view[stmt.view.relname] = (n, i)
+    assert {"events", "metric_points", "rollups_minute", "rollups_hour"} <= set(last_view)
+    for table, viewed in last_view.items():
+        assert last_add.get(table, (-1, -1)) < viewed, table
 
 
 def test_the_timescale_layout_uses_hypertables_aggregates_compression_and_retention() -> None:

@@ -26,7 +26,7 @@ from sinks.postgres.rows import (
     timestamp,
     usd,
 )
-from tokentide.records import ContextState, Event, Point, SessionState, Tokens
+from tokentide.records import ContextState, Event, EventKind, Point, SessionState, Tokens
 
 NS = 1_795_485_058_104_123_456
 
@@ -36,11 +36,13 @@ EVENT = Event(
     event_id="e-1",
     agent="claude_code",
     name="api_request",
+    kind=EventKind.USAGE,
     time_ns=NS,
     sequence=3,
     user_id="u-1",
     model="claude-opus-4-8",
     query_source="sdk",
+    main_context=True,
     request_id="req_1",
     duration_ms=812.0,
     tokens=Tokens(input=1200, output=42, cache_read=4500, cache_creation=300),
@@ -186,6 +188,20 @@ def test_event_row_puts_each_value_in_its_column() -> None:
     assert row["cost_source"] == "agent"
     attributes = json.loads(row["attributes"])
     assert attributes == {"tool_parameters": '{"cmd": "printf \\x00"}', "key": "val"}
+    assert (row["kind"], row["main_context"]) == ("usage", True)
+
+
+@pytest.mark.parametrize("kind", list(EventKind))
+def test_event_row_carries_the_canonical_kind_as_text(kind: EventKind) -> None:
+    row = dict(zip(EVENT_COLUMNS, event_row(EVENT.model_copy(update={"kind": kind})), strict=True))
+    assert row["kind"] == kind.value
+    assert type(row["kind"]) is str  # COPY text, not the enum's repr
+
+
+def test_event_row_keeps_an_unknown_main_context_unknown() -> None:
+    event = EVENT.model_copy(update={"kind": EventKind.TOOL_RESULT, "main_context": None, "tokens": None})
+    row = dict(zip(EVENT_COLUMNS, event_row(event), strict=True))
+    assert (row["kind"], row["main_context"]) == ("tool_result", None)
 
 
 def test_event_row_without_usage_has_null_usage_columns() -> None:

@@ -1,0 +1,288 @@
+"""``GET /api/v1/sessions/{session_id}/timeline``: one session's events and signals, in order.
+
+Prompts, API requests, API errors and exhausted retries, tool decisions and results,
+compactions, the agent's other events and the session's context signals, merged by time; the
+most recent ``limit`` of them, oldest first. Main-conversation API requests carry their context
+size (``input + cache_read + cache_creation``, README "How the numbers are made"): the web UI's
+"context over time" chart.
+
+The SQL and the rows -> API shapes below are pure; :func:`add_timeline_route` wires them to
+the app. Every statement starts from the caller's tenant.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any
+
+import psycopg
+from fastapi import FastAPI, HTTPException, Query
+from psycopg_pool import AsyncConnectionPool
+from pydantic import BaseModel
+
+from tokentide.records import EventKind
+
+DEFAULT_LIMIT = 500
+MAX_LIMIT = 5000
+
+SESSION_EXISTS = "SELECT 1 FROM sessions WHERE tenant_id = %(tenant)s AND session_id = %(session)s"
+#: The session's most recent events, newest first (served by events_by_session_time, 0007).
+#: Only the attributes a summary needs leave the database, never the whole JSONB.
+TIMELINE_EVENTS = """
+    SELECT ts, seq, event_id, name, kind, main_context, model, query_source, duration_ms,
+           input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens, cost_usd,
+           coalesce(attributes ->> 'tool_name', attributes ->> 'function_name',
+                    attributes ->> 'gen_ai.tool.name') AS tool_name,
+           attributes ->> 'success' AS success,
+           attributes ->> 'decision' AS decision,
+           coalesce(attributes ->> 'error', attributes ->> 'error.message',
+                    attributes ->> 'error_message') AS error,
+           coalesce(attributes ->> 'status_code', attributes ->> 'http.response.status_code') AS status_code,
+           attributes ->> 'total_attempts' AS attempts,
+           attributes ->> 'prompt_length' AS prompt_length,
+           coalesce(attributes ->> 'post_tokens', attributes ->> 'tokens_after') AS tokens_after
+      FROM events
+     WHERE tenant_id = %(tenant)s AND session_id = %(session)s
+     ORDER BY ts DESC, seq DESC NULLS LAST, event_id DESC
+     LIMIT %(limit)s
+"""
+TIMELINE_SIGNALS = """
+    SELECT ts, signal_id, kind, ratio, tokens, context_window, message
+      FROM signals
+     WHERE tenant_id = %(tenant)s AND session_id = %(session)s
+     ORDER BY ts DESC, signal_id DESC
+     LIMIT %(limit)s
+"""
+
+
+class TimelineKind(enum.StrEnum):
+    PROMPT = "prompt"
+    API_REQUEST = "api_request"
+    API_ERROR = "api_error"
+    RETRIES_EXHAUSTED = "retries_exhausted"
+    TOOL_RESULT = "tool_result"
+    TOOL_DECISION = "tool_decision"
+    COMPACTION = "compaction"
+    SIGNAL = "signal"
+    OTHER = "other"
+
+
+#: The canonical event kind (``events.kind``) -> the timeline's.
+KINDS = {
+    EventKind.USAGE: TimelineKind.API_REQUEST,
+    EventKind.API_ERROR: TimelineKind.API_ERROR,
+    EventKind.RETRIES_EXHAUSTED: TimelineKind.RETRIES_EXHAUSTED,
+    EventKind.PROMPT: TimelineKind.PROMPT,
+    EventKind.TOOL_RESULT: TimelineKind.TOOL_RESULT,
+    EventKind.TOOL_DECISION: TimelineKind.TOOL_DECISION,
+    EventKind.COMPACTION: TimelineKind.COMPACTION,
+    EventKind.OTHER: TimelineKind.OTHER,
+}
+#: Rows written before migration 0007 have no kind: the agents' event names (without their
+#: ``gemini_cli.``/``codex.`` prefix) that say it.
+KINDS_BY_NAME = {
+    "api_request": TimelineKind.API_REQUEST,
+    "api_response": TimelineKind.API_REQUEST,
+    "api_error": TimelineKind.API_ERROR,
+    "api_retries_exhausted": TimelineKind.RETRIES_EXHAUSTED,
+    "user_prompt": TimelineKind.PROMPT,
+    "tool_result": TimelineKind.TOOL_RESULT,
+    "tool_call": TimelineKind.TOOL_RESULT,
+    "tool_decision": TimelineKind.TOOL_DECISION,
+    "compaction": TimelineKind.COMPACTION,
+    "chat_compression": TimelineKind.COMPACTION,
+}
+
+
+class TimelineItem(BaseModel):
+    at: datetime
+    kind: TimelineKind
+    #: The agent's event name (``api_request``, ``gemini_cli.tool_call``, ...) or the signal's
+    #: kind (``context_warning``, ...).
+    name: str
+    summary: str
+    #: Main-conversation API requests only: input + cache_read + cache_creation tokens.
+    context_tokens: int | None = None
+    model: str | None = None
+    cost_usd: float | None = None
+    duration_ms: float | None = None
+
+
+class TimelineOut(BaseModel):
+    session_id: str
+    #: Oldest first; the most recent ``limit`` items of the session.
+    items: list[TimelineItem]
+
+
+def kind_of(row: dict[str, Any]) -> TimelineKind:
+    """The timeline kind of an events row: its canonical kind, else (older rows) its name."""
+    kind = row.get("kind")
+    if kind in set(EventKind):
+        return KINDS[EventKind(kind)]
+    if row.get("input_tokens") is not None:
+        return TimelineKind.API_REQUEST
+    return KINDS_BY_NAME.get(str(row["name"]).rsplit(".", 1)[-1], TimelineKind.OTHER)
+
+
+def _truth(value: str | None) -> bool | None:
+    text = (value or "").strip().lower()
+    return True if text in ("true", "1", "yes") else False if text in ("false", "0", "no") else None
+
+
+def _usd(cost: float) -> str:
+    return f"${cost:.4f}" if cost < 1 else f"${cost:.2f}"
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return None if value is None else int(float(value))
+    except ValueError:
+        return None
+
+
+def _short(text: str, n: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _request_summary(row: dict[str, Any], cost: float | None) -> str:
+    parts = [row["model"] or "unknown model"]
+    tokens = [
+        (row["input_tokens"], "in"),
+        (row["output_tokens"], "out"),
+        (row["cache_read_tokens"], "cache read"),
+        (row["cache_creation_tokens"], "cache write"),
+    ]
+    parts += [f"{n:,} {label}" for n, label in tokens if n]
+    if cost is not None:
+        parts.append(_usd(cost))
+    if row["main_context"] is False and row["query_source"]:
+        parts.append(f"side request: {row['query_source']}")
+    return " · ".join(parts)
+
+
+def _error_summary(row: dict[str, Any], prefix: str) -> str:
+    error = _short(row["error"]) if row["error"] else "error"
+    status = f" ({row['status_code']})" if row["status_code"] else ""
+    model = f"{row['model']}: " if row["model"] and not prefix else ""
+    return f"{prefix}{model}{error}{status}"
+
+
+def _api_request(row: dict[str, Any]) -> str:
+    cost = row["cost_usd"]
+    return _request_summary(row, None if cost is None else float(cost))
+
+
+def _retries_exhausted(row: dict[str, Any]) -> str:
+    attempts = _int(row["attempts"])
+    return _error_summary(row, f"gave up after {attempts} attempts: " if attempts else "gave up: ")
+
+
+def _prompt(row: dict[str, Any]) -> str:
+    length = _int(row["prompt_length"])
+    return f"prompt ({length:,} characters)" if length is not None else "prompt"
+
+
+def _tool_result(row: dict[str, Any]) -> str:
+    success = _truth(row["success"])
+    outcome = "" if success is None else " succeeded" if success else " failed"
+    took = f" in {row['duration_ms']:,.0f} ms" if row["duration_ms"] is not None else ""
+    return f"{row['tool_name'] or 'tool'}{outcome}{took}"
+
+
+def _tool_decision(row: dict[str, Any]) -> str:
+    tool = row["tool_name"] or "tool"
+    return f"{tool}: {row['decision']}" if row["decision"] else tool
+
+
+def _compaction(row: dict[str, Any]) -> str:
+    after = _int(row["tokens_after"])
+    return f"compacted to {after:,} tokens" if after is not None else "compacted"
+
+
+_SUMMARIES: dict[TimelineKind, Callable[[dict[str, Any]], str]] = {
+    TimelineKind.API_REQUEST: _api_request,
+    TimelineKind.API_ERROR: lambda row: _error_summary(row, ""),
+    TimelineKind.RETRIES_EXHAUSTED: _retries_exhausted,
+    TimelineKind.PROMPT: _prompt,
+    TimelineKind.TOOL_RESULT: _tool_result,
+    TimelineKind.TOOL_DECISION: _tool_decision,
+    TimelineKind.COMPACTION: _compaction,
+}
+
+
+def summary(row: dict[str, Any], kind: TimelineKind) -> str:
+    """A short human line for an events row: model, tokens and cost of an API request, a
+    tool's name and outcome, an error's message; the agent's event name for the rest."""
+    describe = _SUMMARIES.get(kind)
+    return describe(row) if describe is not None else str(row["name"])
+
+
+def event_item(row: dict[str, Any]) -> TimelineItem:
+    """An events row (:data:`TIMELINE_EVENTS`) as a timeline item."""
+    kind = kind_of(row)
+    cost: Decimal | None = row["cost_usd"]
+    item = TimelineItem(
+        at=row["ts"],
+        kind=kind,
+        name=row["name"],
+        summary=summary(row, kind),
+        model=row["model"],
+        cost_usd=None if cost is None else float(cost),
+        duration_ms=row["duration_ms"],
+    )
+    if kind is TimelineKind.API_REQUEST and row["main_context"] and row["input_tokens"] is not None:
+        item.context_tokens = (
+            row["input_tokens"] + (row["cache_read_tokens"] or 0) + (row["cache_creation_tokens"] or 0)
+        )
+    return item
+
+
+def signal_item(row: dict[str, Any]) -> TimelineItem:
+    """A signals row (:data:`TIMELINE_SIGNALS`) as a timeline item."""
+    message = row["message"] or (
+        f"{row['kind']}: context at {row['ratio']:.0%} of {row['context_window']:,} tokens"
+    )
+    return TimelineItem(at=row["ts"], kind=TimelineKind.SIGNAL, name=row["kind"], summary=message)
+
+
+def merge(
+    events: Iterable[dict[str, Any]], signals: Iterable[dict[str, Any]], limit: int
+) -> list[TimelineItem]:
+    """The most recent ``limit`` of both, oldest first. At the same instant events go by their
+    sequence number, and a signal after the events (it follows from the request that raised it)."""
+    keyed: list[tuple[tuple[datetime, int, int, str], TimelineItem]] = [
+        ((r["ts"], 0, r["seq"] if r["seq"] is not None else -1, r["event_id"]), event_item(r)) for r in events
+    ]
+    keyed += [((r["ts"], 1, 0, r["signal_id"]), signal_item(r)) for r in signals]
+    keyed.sort(key=lambda k: k[0])
+    return [item for _, item in keyed[-limit:]] if limit > 0 else []
+
+
+def add_timeline_route(
+    app: FastAPI,
+    pool: AsyncConnectionPool[psycopg.AsyncConnection[dict[str, Any]]],
+    tenant: Callable[[], str],
+) -> None:
+    """Register ``GET /api/v1/sessions/{session_id}/timeline`` on ``app``, scoped to ``tenant()``."""
+
+    @app.get("/api/v1/sessions/{session_id}/timeline")
+    async def get_timeline(
+        session_id: str,
+        limit: Annotated[
+            int, Query(ge=1, le=MAX_LIMIT, description="the most recent N items, returned oldest first")
+        ] = DEFAULT_LIMIT,
+    ) -> TimelineOut:
+        """One session's prompts, API requests, API errors, tool decisions and results,
+        compactions, other events and context signals, in time order; main-conversation API
+        requests carry their context size (``context_tokens``)."""
+        params = {"tenant": tenant(), "session": session_id, "limit": limit}
+        async with pool.connection() as conn:
+            if await (await conn.execute(SESSION_EXISTS, params)).fetchone() is None:
+                raise HTTPException(status_code=404, detail=f"no session {session_id!r}")
+            events = await (await conn.execute(TIMELINE_EVENTS, params)).fetchall()
+            signals = await (await conn.execute(TIMELINE_SIGNALS, params)).fetchall()
+        return TimelineOut(session_id=session_id, items=merge(events, signals, limit))
