@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 
 from dashboard import filters, live, queries
 from dashboard.auth import COOKIE, Authenticator, Forbidden, Unauthorized, current_tenant, set_current_tenant
-from dashboard.filters import GroupBy, SessionQuery, UsageOut, usage_group
+from dashboard.filters import Bucket, GroupBy, SessionQuery, UsageOut, usage_group
 from dashboard.queries import SessionOut, SessionPage, session_out, signal_out
 from dashboard.timeline import add_timeline_route
 from dashboard.usage_exporter import add_usage_metrics
@@ -194,6 +194,7 @@ def _add_usage_and_stream(
     @app.get("/api/v1/usage")
     async def get_usage(
         group_by: GroupBy,
+        bucket: Annotated[Bucket | None, Query(description="a series per group: per UTC hour or day")] = None,
         start: Annotated[
             datetime | None, Query(alias="from", description="default: 30 days before `to`")
         ] = None,
@@ -215,8 +216,10 @@ def _add_usage_and_stream(
             "team_key": settings.team_attribute,
         }
         async with pool.connection() as conn:
-            rows = await (await conn.execute(filters.usage(group_by), params)).fetchall()
-        return UsageOut(group_by=group_by, start=start, end=end, groups=[usage_group(r) for r in rows])
+            rows = await (await conn.execute(filters.usage(group_by, bucket), params)).fetchall()
+        return UsageOut(
+            group_by=group_by, bucket=bucket, start=start, end=end, groups=[usage_group(r) for r in rows]
+        )
 
     @app.get(
         "/api/v1/stream",

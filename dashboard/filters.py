@@ -147,12 +147,28 @@ _ROLLUPS_IN_WINDOW: LiteralString = """
 """
 
 
-def usage(group_by: GroupBy) -> LiteralString:
-    """Tokens by type, cost, requests and errors per group over ``[%(from)s, %(to)s)``."""
+class Bucket(enum.StrEnum):
+    HOUR = "hour"
+    DAY = "day"
+
+
+#: The UTC hour or day of a rollup row (``date_bin``, the same on both database layouts).
+_BUCKET: dict[Bucket | None, LiteralString] = {
+    None: "NULL::timestamptz",
+    Bucket.HOUR: "date_bin('1 hour', r.at, TIMESTAMPTZ '2000-01-03 00:00:00+00')",
+    Bucket.DAY: "date_bin('1 day', r.at, TIMESTAMPTZ '2000-01-03 00:00:00+00')",
+}
+
+
+def usage(group_by: GroupBy, bucket: Bucket | None = None) -> LiteralString:
+    """Tokens by type, cost, requests and errors per group over ``[%(from)s, %(to)s)``; with
+    ``bucket``, per group and UTC hour or day (a time series per group)."""
     key = _GROUP_KEY[group_by]
-    # LiteralString parts from a closed set; values are parameters.
+    # LiteralString parts from closed sets; values are parameters.
     return (
         "SELECT "  # noqa: S608
+        + _BUCKET[bucket]
+        + " AS start, "
         + key
         + """ AS key,
                sum(r.input_tokens)::bigint AS input_tokens,
@@ -168,8 +184,8 @@ def usage(group_by: GroupBy) -> LiteralString:
         + _ROLLUPS_IN_WINDOW
         + """) r
           JOIN sessions s ON s.tenant_id = r.tenant_id AND s.session_id = r.session_id
-         GROUP BY 1
-         ORDER BY cost_usd DESC, key"""
+         GROUP BY 1, 2
+         ORDER BY start, cost_usd DESC, key"""
     )
 
 
@@ -194,6 +210,8 @@ class UsageTokens(BaseModel):
 class UsageGroup(BaseModel):
     #: The group's team, user, model, agent or day (YYYY-MM-DD, UTC); null when unknown.
     key: str | None
+    #: With ``bucket``: the UTC hour or day this row sums (a series per key).
+    start: datetime | None = None
     tokens: UsageTokens
     cost_usd: float
     requests: int
@@ -203,6 +221,7 @@ class UsageGroup(BaseModel):
 
 class UsageOut(BaseModel):
     group_by: GroupBy
+    bucket: Bucket | None = None
     start: datetime
     end: datetime
     groups: list[UsageGroup]
@@ -212,6 +231,7 @@ def usage_group(row: dict[str, Any]) -> UsageGroup:
     cost: Decimal = row["cost_usd"]
     return UsageGroup(
         key=row["key"],
+        start=row["start"],
         tokens=UsageTokens(
             input=row["input_tokens"],
             output=row["output_tokens"],

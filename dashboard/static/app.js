@@ -131,7 +131,7 @@ function chart(target, title, labels, xs, series, opts = {}) {
           ...(opts.bars ? { fill: `${colours[i % colours.length]}99`, paths: uPlot.paths.bars({ size: [0.6, 40] }) } : {}),
         })),
       ],
-      axes: [{ stroke: "#8a96a3" }, { stroke: "#8a96a3" }],
+      axes: [{ stroke: "#8a96a3" }, { stroke: "#8a96a3", size: 80 }],
       ...Object.fromEntries(Object.entries(opts).filter(([k]) => k !== "bars")),
     },
     [xs, ...series],
@@ -211,18 +211,26 @@ async function usagePage() {
         ),
       ),
     );
-    const groups = usage.groups.slice(0, 12);
+    // Over time, per group: the (up to) six costliest groups, one line each, per UTC day.
+    const series = await api(`/api/v1/usage?group_by=${select.value}&bucket=day`);
+    const top = usage.groups.slice(0, 6).map((g) => g.key);
+    const cell = new Map(series.groups.map((g) => [`${g.key}|${g.start.slice(0, 10)}`, g]));
+    const xs = days.map((d) => Date.parse(`${d}T00:00:00Z`) / 1000);
+    const label = (k) => short(k ?? "(none)", 16);
     chart(
       document.getElementById("by-group-chart"),
-      `cost by ${select.value}`,
-      ["cost (USD)"],
-      groups.map((_, i) => i),
-      [groups.map((g) => g.cost_usd)],
-      {
-        axes: [{ stroke: "#8a96a3", values: (_, ticks) => ticks.map((t) => (groups[t] ? short(groups[t].key || "(none)", 14) : "")) }, { stroke: "#8a96a3" }],
-        scales: { x: { time: false, range: [-0.5, Math.max(groups.length - 0.5, 0.5)] } },
-        bars: true,
-      },
+      `cost per day by ${select.value}`,
+      top.map(label),
+      xs,
+      top.map((k) => days.map((d) => cell.get(`${k}|${d}`)?.cost_usd ?? 0)),
+    );
+    const total = (g) => (g ? g.tokens.input + g.tokens.output + g.tokens.cache_read + g.tokens.cache_creation : 0);
+    chart(
+      document.getElementById("by-group-tokens"),
+      `tokens per day by ${select.value} (thousands)`,
+      top.map(label),
+      xs,
+      top.map((k) => days.map((d) => total(cell.get(`${k}|${d}`)) / 1000)),
     );
   };
   select.addEventListener("change", render);

@@ -226,6 +226,26 @@ async def test_usage_groups_add_up_to_the_session_totals(pipeline: Pipeline) -> 
     assert [g["key"] for g in usage["agent"]] == ["claude_code"]
     assert {g["key"] for g in usage["model"]} == {m for s in expected.values() for m in s.models}
     assert all(len(g["key"]) == len("2026-11-24") for g in usage["day"])
+    assert all(g["start"] is None for g in usage["model"])
+
+
+async def test_usage_per_day_by_model_is_a_series_that_adds_up(pipeline: Pipeline) -> None:
+    window = {"from": "2000-01-01T00:00:00Z", "to": "2100-01-01T00:00:00Z"}
+    expected = expected_claude_sessions(CASES)
+    async with httpx.AsyncClient(timeout=10) as client:
+        await post_all(client, pipeline)  # idempotent: harmless if another test posted already
+        await wait_for_sessions(client, pipeline, expected)
+        await drained(pipeline)
+        url = pipeline.url("dashboard") + "/api/v1/usage"
+        totals = (await client.get(url, params={"group_by": "model", **window})).json()["groups"]
+        series = (await client.get(url, params={"group_by": "model", "bucket": "day", **window})).json()
+    assert series["bucket"] == "day"
+    assert all(g["start"].endswith("T00:00:00Z") for g in series["groups"])
+    per_model: dict[str, Decimal] = {}
+    for g in series["groups"]:
+        per_model[g["key"]] = per_model.get(g["key"], Decimal(0)) + Decimal(str(g["cost_usd"]))
+    assert per_model == {g["key"]: Decimal(str(g["cost_usd"])) for g in totals}
+    assert set(per_model) == {m for s in expected.values() for m in s.models}
 
 
 async def _read_events(

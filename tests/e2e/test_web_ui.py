@@ -152,7 +152,8 @@ async def test_the_usage_page_charts_and_tabulates_cost(
     await page.wait_for_selector("#groups tr[data-key]", timeout=WAIT_MS)
     keys = await page.eval_on_selector_all("#groups tr[data-key]", "rows => rows.map(r => r.dataset.key)")
     assert set(keys) == {g["key"] for g in usage["groups"]}
-    assert await page.query_selector("#daily-chart canvas") is not None  # uPlot drew the chart
+    for chart in ("#daily-chart", "#by-group-chart", "#by-group-tokens"):
+        assert await page.query_selector(f"{chart} canvas") is not None, chart  # uPlot drew it
     await page.select_option("#group-by", "agent")
     await page.wait_for_selector('#groups tr[data-key="claude_code"]', timeout=WAIT_MS)
     await page.screenshot(path=screenshots / "usage.png", full_page=True)
