@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 
 from dashboard import filters, live, queries
 from dashboard.auth import COOKIE, Authenticator, Forbidden, Unauthorized, current_tenant, set_current_tenant
+from dashboard.checkpoints import add_checkpoint_routes
 from dashboard.filters import Bucket, GroupBy, SessionQuery, UsageOut, usage_group
 from dashboard.queries import SessionOut, SessionPage, session_out, signal_out
 from dashboard.timeline import add_timeline_route
@@ -113,6 +114,7 @@ def create_app(settings: DashboardSettings, registry: CollectorRegistry | None =
 
     _add_usage_and_stream(app, pool, settings, tenant)
     add_timeline_route(app, pool, tenant)
+    add_checkpoint_routes(app, pool, tenant, settings.checkpoint_transcript_max_bytes)
     _add_web_ui(app)
 
     _add_health(app, pool, registry)
@@ -156,6 +158,7 @@ def _add_auth(app: FastAPI, authenticator: Authenticator, settings: DashboardSet
                         request.headers.get("authorization"),
                         request.cookies.get(COOKIE),
                         request.query_params.get("tenant"),
+                        allow_ingest=path.startswith("/api/v1/hook/"),
                     )
                 )
             except Unauthorized as exc:

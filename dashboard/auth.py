@@ -4,6 +4,8 @@
   ``Authorization: Bearer <key>`` or, for the web UI (whose ``EventSource`` cannot send headers),
   as the ``tt_key`` cookie that ``POST /api/v1/login`` sets (HttpOnly, SameSite=Strict).
   ``ingest`` keys are refused: the key on a developer's machine cannot read the team's sessions.
+- On the agent-side routes (``/api/v1/hook/``: one session's context position, its
+  checkpoints), the agent's own ``ingest`` key is accepted too.
 - The admin token (``TOKENTIDE_DASHBOARD_ADMIN_TOKEN``) reads any tenant, named with
   ``?tenant=`` (default: the open-mode tenant).
 - Open mode (``TOKENTIDE_OPEN_MODE=1``): everyone is tenant ``default``, unauthenticated.
@@ -56,11 +58,11 @@ class _Verdict:
     until: float
 
 
-_SELECT_READ_KEY: LiteralString = """
-    SELECT k.tenant_id, k.secret_sha256, k.revoked_at IS NOT NULL AS revoked,
+_SELECT_KEY: LiteralString = """
+    SELECT k.tenant_id, k.scope, k.secret_sha256, k.revoked_at IS NOT NULL AS revoked,
            t.disabled_at IS NOT NULL AS disabled
       FROM api_keys k JOIN tenants t USING (tenant_id)
-     WHERE k.key_id = %s AND k.scope = 'read'
+     WHERE k.key_id = %s
 """
 
 
@@ -81,8 +83,19 @@ class Authenticator:
         self._cache_max = cache_max
         self._verdicts: OrderedDict[str, _Verdict] = OrderedDict()
 
-    async def tenant(self, authorization: str | None, cookie: str | None, tenant_param: str | None) -> str:
-        """The tenant these credentials may read; raises :class:`Unauthorized`/:class:`Forbidden`."""
+    async def tenant(
+        self,
+        authorization: str | None,
+        cookie: str | None,
+        tenant_param: str | None,
+        *,
+        allow_ingest: bool = False,
+    ) -> str:
+        """The tenant these credentials may read; raises :class:`Unauthorized`/:class:`Forbidden`.
+
+        ``allow_ingest``: the agent-side routes (``/api/v1/hook/``), where the agent's own ingest
+        key may read one session's context position and save its checkpoints.
+        """
         if self.open_mode:
             if tenant_param not in (None, OPEN_MODE_TENANT):
                 raise Forbidden(f"open mode serves tenant {OPEN_MODE_TENANT!r} only")
@@ -92,33 +105,34 @@ class Authenticator:
             raise Unauthorized("missing credentials: send 'Authorization: Bearer <read key>' or log in")
         if self._admin_token and hmac.compare_digest(token.encode(), self._admin_token.encode()):
             return tenant_param or OPEN_MODE_TENANT
-        tenant = await self._key_tenant(token)
+        tenant = await self._key_tenant(token, allow_ingest=allow_ingest)
         if tenant_param not in (None, tenant):
             raise Forbidden(f"this key reads tenant {tenant!r} only")
         return tenant
 
-    async def _key_tenant(self, token: str) -> str:
+    async def _key_tenant(self, token: str, *, allow_ingest: bool) -> str:
         now = time.monotonic()
-        cached = self._verdicts.get(token)
+        cache_key = f"{int(allow_ingest)}{token}"
+        cached = self._verdicts.get(cache_key)
         if cached is None or cached.until < now:
-            cached = await self._check(token, now)
-            self._verdicts[token] = cached
-            self._verdicts.move_to_end(token)
+            cached = await self._check(token, now, allow_ingest=allow_ingest)
+            self._verdicts[cache_key] = cached
+            self._verdicts.move_to_end(cache_key)
             while len(self._verdicts) > self._cache_max:
                 self._verdicts.popitem(last=False)
         if cached.tenant is None:
             raise Unauthorized(cached.reason)
         return cached.tenant
 
-    async def _check(self, token: str, now: float) -> _Verdict:
+    async def _check(self, token: str, now: float, *, allow_ingest: bool) -> _Verdict:
         until = now + self._cache_s
         try:
             key = parse_key(token)
         except MalformedKey:
             return _Verdict(None, "malformed key: expected tt_<12 hex digits>_<secret>", until)
         async with self._pool.connection() as conn:
-            row = await (await conn.execute(_SELECT_READ_KEY, (key.key_id,))).fetchone()
-        if row is None:
+            row = await (await conn.execute(_SELECT_KEY, (key.key_id,))).fetchone()
+        if row is None or (row["scope"] != "read" and not allow_ingest):
             return _Verdict(None, f"no read key {key.key_id} (ingest keys cannot read)", until)
         if not hmac.compare_digest(bytes(row["secret_sha256"]), secret_digest(key.secret)):
             return _Verdict(None, f"wrong secret for key {key.key_id}", until)

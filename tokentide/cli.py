@@ -11,9 +11,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from pydantic import ValidationError
-
-from tokentide import __version__, admin
+from tokentide import __version__
 
 log = logging.getLogger("tokentide")
 
@@ -102,6 +100,7 @@ def run_migrate() -> None:
 
 
 def run_admin(args: argparse.Namespace) -> int:
+    from tokentide import admin
     from tokentide.settings import DatabaseSettings, StreamsSettings
 
     if args.admin_object == "topics":  # Kafka only: the streams settings name its changelogs
@@ -121,6 +120,16 @@ COMMANDS: dict[str, tuple[Callable[[], None], str]] = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["hook"]:
+        # Claude Code runs this before every prompt: nothing heavy is imported on this path.
+        from tokentide.hook import main as hook_main
+
+        return hook_main(arguments[1:])
+    from pydantic import ValidationError
+
+    from tokentide import admin
+
     parser = argparse.ArgumentParser(
         prog="tokentide",
         description="Token, cost and context-window accounting for AI coding agents. "
@@ -131,7 +140,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, (_, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, description=help_text)
     admin.add_commands(sub.add_parser("admin", help=ADMIN_HELP, description=ADMIN_HELP))
-    args = parser.parse_args(argv)
+    sub.add_parser(
+        "hook",
+        help="Claude Code hook: checkpoints before compaction, context notices (tokentide hook --help)",
+        add_help=False,
+    )
+    args = parser.parse_args(arguments)
     try:
         if args.command == "admin":
             return run_admin(args)

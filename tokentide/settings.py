@@ -179,6 +179,8 @@ class DashboardSettings(DatabaseSettings):
 
     #: A token that reads every tenant (``?tenant=`` names which); unset: none does.
     dashboard_admin_token: SecretStr | None = None
+    #: Largest transcript snapshot a checkpoint keeps, gzip-compressed (its tail beyond).
+    checkpoint_transcript_max_bytes: int = Field(default=1024 * 1024, ge=0)
 
 
 class MigrateSettings(DatabaseSettings):
