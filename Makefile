@@ -11,13 +11,14 @@ PYTEST_ARGS ?=
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
-install: ## system packages (Java, Maven, PostgreSQL, promtool, Chromium), the locked Python environment, helm + compose, the web UI's vendored chart library
+install: ## system packages (Java, Maven, PostgreSQL, promtool, Chromium), the locked Python environment, helm + compose, the web UI's vendored chart library, the Claude Code CLI (for its hook test)
 	bash scripts/install-system-deps.sh
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet "uv==$(UV_VERSION)"
 	$(UV) sync --frozen
 	bash scripts/install-helm.sh
 	bash scripts/install-compose.sh
 	bash scripts/vendor-web.sh
+	bash scripts/install-claude-code.sh
 
 up: install ## start Kafka, PostgreSQL and the four services; prints the URLs
 	$(STACK) up

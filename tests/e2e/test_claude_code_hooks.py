@@ -1,0 +1,153 @@
+"""The real Claude Code CLI (``scripts/install-claude-code.sh``) against a local model stub, its
+telemetry going to the real pipeline, with ``tokentide hook install`` in its project: the hooks
+fire, tokentide's notice reaches the model's context, and compaction saves a checkpoint that the
+resumed session gets back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.anthropic_stub import AnthropicStub
+from tests.support.pipeline import Pipeline
+from tests.support.services import free_port
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+CLAUDE = ROOT / ".local" / "claude-code" / "node_modules" / ".bin" / "claude"
+VENV_BIN = str(Path(sys.executable).parent)
+#: input + cache read + cache write = 166,000 tokens: 83% of the 200k window tokentide assumes
+#: for a model its table does not list.
+USAGE = {"input_tokens": 161_200, "cache_read_input_tokens": 4_500, "cache_creation_input_tokens": 300}
+
+
+@pytest.fixture
+def stub() -> Iterator[AnthropicStub]:
+    model = AnthropicStub(free_port(), usage=dict(USAGE))
+    model.start()
+    try:
+        yield model
+    finally:
+        model.stop()
+
+
+def claude_installed() -> Path:
+    if not CLAUDE.exists():
+        message = f"{CLAUDE} is missing: run `bash scripts/install-claude-code.sh` (make install does)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return CLAUDE
+
+
+def run_claude(pipeline: Pipeline, stub: AnthropicStub, project: Path, *args: str) -> dict[str, Any]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TOKENTIDE_", "OTEL_", "ANTHROPIC_"))}
+    env.update(
+        HOME=str(project.parent / "home"),
+        PATH=f"{VENV_BIN}:{env.get('PATH', '')}",  # the hook command: `tokentide hook`
+        ANTHROPIC_BASE_URL=stub.url,
+        ANTHROPIC_API_KEY="sk-ant-stub",
+        CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1",
+        CLAUDE_CODE_ENABLE_TELEMETRY="1",
+        OTEL_LOGS_EXPORTER="otlp",
+        OTEL_METRICS_EXPORTER="otlp",
+        OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
+        OTEL_EXPORTER_OTLP_ENDPOINT=pipeline.url("ingest"),
+        OTEL_LOGS_EXPORT_INTERVAL="500",
+        OTEL_METRIC_EXPORT_INTERVAL="1000",
+        TOKENTIDE_URL=pipeline.url("dashboard"),
+        XDG_STATE_HOME=str(project.parent / "state"),
+    )
+    done = subprocess.run(
+        [str(claude_installed()), "-p", *args, "--output-format", "json"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, f"claude {args}: {done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def tokentide_hook(action: str, project: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [f"{VENV_BIN}/tokentide", "hook", action, "--project", str(project)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+async def wait_for(client: httpx.AsyncClient, url: str, ok: Any, what: str, timeout_s: float = 60) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        response = await client.get(url)
+        if response.status_code == 200 and ok(response.json()):
+            return response.json()
+        await asyncio.sleep(0.3)
+    pytest.fail(f"{what} after {timeout_s}s: last answer {response.status_code} {response.text[:500]}")
+
+
+async def test_claude_code_runs_the_hooks_and_gets_the_checkpoint_back(
+    pipeline: Pipeline, stub: AnthropicStub, tmp_path: Path
+) -> None:
+    claude_installed()
+    project = tmp_path / "project"
+    project.mkdir()
+    installed = tokentide_hook("install", project)
+    assert installed.returncode == 0, installed.stderr
+    settings = json.loads((project / ".claude" / "settings.json").read_text())
+    assert set(settings["hooks"]) == {"PreCompact", "UserPromptSubmit", "SessionStart"}
+
+    first = run_claude(pipeline, stub, project, "start the refactor")
+    session_id = first["session_id"]
+    dashboard = pipeline.url("dashboard")
+    async with httpx.AsyncClient(timeout=10) as client:
+        # Claude Code's own telemetry reached tokentide, and the 83% context raised a signal.
+        await wait_for(
+            client,
+            f"{dashboard}/api/v1/hook/sessions/{session_id}",
+            lambda s: s.get("open_signal") is not None,
+            f"no open signal for Claude Code's session {session_id}",
+        )
+
+        # The next prompt: the UserPromptSubmit hook's notice is in what the model receives.
+        before = len(stub.requests)
+        run_claude(pipeline, stub, project, "--resume", session_id, "go on")
+        sent = "".join(stub.texts()[before:])
+        assert "tokentide: context 83% full (166,000 of 200,000 tokens" in sent, sent[-3000:]
+
+        # Compaction: the PreCompact hook saves a checkpoint.
+        run_claude(pipeline, stub, project, "--resume", session_id, "/compact")
+        checkpoint = await wait_for(
+            client,
+            f"{dashboard}/api/v1/sessions/{session_id}/checkpoints/latest",
+            lambda c: c["trigger"].startswith("pre_compact"),
+            "no checkpoint saved at PreCompact",
+        )
+        assert checkpoint["summary"]["session"]["session_id"] == session_id
+
+        # Resumed again: the SessionStart hook gives the model the checkpoint.
+        before = len(stub.requests)
+        run_claude(pipeline, stub, project, "--resume", session_id, "where were we?")
+        sent = "".join(stub.texts()[before:])
+        assert f"tokentide checkpoint {checkpoint['checkpoint_id']}" in sent, sent[-3000:]
+
+    removed = tokentide_hook("uninstall", project)
+    assert removed.returncode == 0
+    assert "hooks" not in json.loads((project / ".claude" / "settings.json").read_text())
