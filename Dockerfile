@@ -39,6 +39,7 @@ COPY ingest ./ingest
 COPY streams ./streams
 COPY sinks ./sinks
 COPY dashboard ./dashboard
+COPY notify ./notify
 COPY --from=web /web/vendor ./dashboard/static/vendor
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-editable \

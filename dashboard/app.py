@@ -25,6 +25,7 @@ from dashboard.filters import Bucket, GroupBy, SessionQuery, UsageOut, usage_gro
 from dashboard.queries import SessionOut, SessionPage, session_out, signal_out
 from dashboard.timeline import add_timeline_route
 from dashboard.usage_exporter import add_usage_metrics
+from dashboard.webhooks import add_webhook_routes
 from tokentide.settings import OPEN_MODE_TENANT, DashboardSettings
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,7 @@ def create_app(settings: DashboardSettings, registry: CollectorRegistry | None =
     _add_usage_and_stream(app, pool, settings, tenant)
     add_timeline_route(app, pool, tenant)
     add_checkpoint_routes(app, pool, tenant, settings.checkpoint_transcript_max_bytes)
+    add_webhook_routes(app, pool, tenant)
     _add_web_ui(app)
 
     _add_health(app, pool, registry)

@@ -330,6 +330,151 @@ def revoke_key(conn: Connection, key_id: str) -> KeyInfo:
     return _key(row)
 
 
+# --- webhooks (issue 8: notifications) ---------------------------------------------------------
+
+#: The signal kinds a webhook may filter on (``tokentide.records.SignalKind``'s values; kept
+#: here as strings so that this module does not import the records at start-up).
+WEBHOOK_KINDS = ("context_warning", "checkpoint_requested", "context_critical", "compaction_observed")
+WEBHOOK_ID_PATTERN = r"wh_[0-9a-f]{12}"
+WEBHOOK_SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix, not a secret
+
+
+class InvalidWebhook(AdminError):
+    """A URL that is not http(s), an unknown signal kind, an empty secret."""
+
+
+class UnknownWebhook(AdminError):
+    """No webhook with that id."""
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookInfo:
+    """A webhook as listed: never its secret."""
+
+    webhook_id: str
+    tenant: str
+    url: str
+    kinds: tuple[str, ...] | None
+    enabled: bool
+    description: str | None
+    created_at: datetime
+
+
+def new_webhook_secret() -> str:
+    """A fresh signing secret: ``whsec_`` + 256 random bits (base64url)."""
+    return WEBHOOK_SECRET_PREFIX + secrets.token_urlsafe(32)
+
+
+def _check_webhook(url: str, kinds: Sequence[str] | None, secret: str | None) -> None:
+    if re.fullmatch(r"https?://[^\s/?#]+[^\s]*", url) is None:
+        raise InvalidWebhook(f"invalid webhook URL {url!r}: expected http:// or https:// and a host")
+    unknown = sorted(set(kinds or ()) - set(WEBHOOK_KINDS))
+    if unknown:
+        raise InvalidWebhook(f"unknown signal kind(s) {', '.join(unknown)}: use {', '.join(WEBHOOK_KINDS)}")
+    if secret is not None and len(secret) < 16:
+        raise InvalidWebhook("a webhook secret must have at least 16 characters")
+
+
+def _webhook(row: TupleRow) -> WebhookInfo:
+    webhook_id, tenant, url, kinds, enabled, description, created_at = row
+    return WebhookInfo(
+        webhook_id, tenant, url, None if kinds is None else tuple(kinds), enabled, description, created_at
+    )
+
+
+def add_webhook(
+    conn: Connection,
+    tenant: str,
+    url: str,
+    *,
+    kinds: Sequence[str] | None = None,
+    secret: str | None = None,
+    description: str | None = None,
+) -> tuple[WebhookInfo, str]:
+    """A new webhook of ``tenant`` for signals of ``kinds`` (``None``: every kind); returns it and
+    its signing secret (``secret``, or a new random one: show it once)."""
+    _check_webhook(url, kinds, secret)
+    _require_tenant(conn, tenant)
+    secret = secret or new_webhook_secret()
+    while True:  # a 48-bit id collides only among millions of webhooks: then draw another one
+        row = conn.execute(
+            "INSERT INTO webhooks (webhook_id, tenant_id, url, secret, kinds, description)"
+            " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (webhook_id) DO NOTHING"
+            " RETURNING webhook_id, tenant_id, url, kinds, enabled, description, created_at",
+            (f"wh_{secrets.token_hex(6)}", tenant, url, secret, list(kinds) if kinds else None, description),
+        ).fetchone()
+        if row is not None:
+            return _webhook(row), secret
+
+
+def list_webhooks(conn: Connection, tenant: str | None = None) -> list[WebhookInfo]:
+    """Every webhook (of ``tenant`` if given), oldest first; never their secrets."""
+    if tenant is not None:
+        _require_tenant(conn, tenant)
+    rows = conn.execute(
+        "SELECT webhook_id, tenant_id, url, kinds, enabled, description, created_at FROM webhooks"
+        " WHERE %(tenant)s::text IS NULL OR tenant_id = %(tenant)s"
+        " ORDER BY tenant_id, created_at, webhook_id",
+        {"tenant": tenant},
+    ).fetchall()
+    return [_webhook(row) for row in rows]
+
+
+def remove_webhook(conn: Connection, webhook_id: str) -> WebhookInfo:
+    """Delete ``webhook_id`` and its delivery log (pending retries included)."""
+    row = conn.execute(
+        "DELETE FROM webhooks WHERE webhook_id = %s"
+        " RETURNING webhook_id, tenant_id, url, kinds, enabled, description, created_at",
+        (webhook_id,),
+    ).fetchone()
+    if row is None:
+        raise UnknownWebhook(f"no webhook with id {webhook_id!r} (see `tokentide admin webhook list`)")
+    return _webhook(row)
+
+
+def send_webhook_test(conn: Connection, webhook_id: str, timeout_s: float = 5.0) -> tuple[WebhookInfo, int]:
+    """POST a synthetic ``context_warning`` to ``webhook_id``, signed like a real delivery, once
+    (no retry, nothing recorded); returns the HTTP status. Raises :class:`AdminError` when the
+    endpoint cannot be reached or answers other than 2xx."""
+    import httpx  # noqa: PLC0415 - see the module docstring
+
+    from notify.core import build_payload, delivery_headers, encode_body  # noqa: PLC0415
+    from tokentide.records import SessionSignal, SignalKind  # noqa: PLC0415
+
+    row = conn.execute(
+        "SELECT webhook_id, tenant_id, url, kinds, enabled, description, created_at, secret"
+        " FROM webhooks WHERE webhook_id = %s",
+        (webhook_id,),
+    ).fetchone()
+    if row is None:
+        raise UnknownWebhook(f"no webhook with id {webhook_id!r} (see `tokentide admin webhook list`)")
+    info, secret = _webhook(row[:-1]), str(row[-1])
+    signal = SessionSignal(
+        tenant=info.tenant,
+        session_id="tokentide-webhook-test",
+        signal_id=f"test-{secrets.token_hex(8)}",
+        kind=SignalKind.CONTEXT_WARNING,
+        time_ns=time.time_ns(),
+        ratio=0.8,
+        tokens=160_000,
+        window=200_000,
+        requests_left=5,
+        minutes_left=12,
+        message="test notification from `tokentide admin webhook test`",
+    )
+    body = encode_body(build_payload(signal))
+    headers = delivery_headers(secret, body, time.time(), f"{info.webhook_id}:{signal.signal_id}")
+    try:
+        response = httpx.post(info.url, content=body, headers=headers, timeout=timeout_s)
+    except httpx.HTTPError as exc:
+        raise AdminError(f"webhook {webhook_id} at {info.url} not reachable: {exc!r}") from exc
+    if not 200 <= response.status_code < 300:
+        raise AdminError(
+            f"webhook {webhook_id} at {info.url} answered HTTP {response.status_code}: {response.text[:200]}"
+        )
+    return info, response.status_code
+
+
 # --- Kafka topics -----------------------------------------------------------------------------
 
 #: Kafka's ``ConfigSource`` of a per-topic override (DescribeConfigs v1+).
@@ -773,6 +918,62 @@ def _key_revoke(conn: Connection, args: argparse.Namespace) -> None:
     )
 
 
+def _print_webhooks(hooks: Sequence[WebhookInfo]) -> None:
+    _table(
+        ("WEBHOOK_ID", "TENANT", "KINDS", "ENABLED", "CREATED", "URL"),
+        [
+            (
+                w.webhook_id,
+                w.tenant,
+                "all" if w.kinds is None else ",".join(w.kinds),
+                "yes" if w.enabled else "no",
+                _time(w.created_at),
+                w.url,
+            )
+            for w in hooks
+        ],
+    )
+
+
+def _webhook_add(conn: Connection, args: argparse.Namespace) -> None:
+    info, secret = add_webhook(
+        conn, args.tenant, args.url, kinds=args.kinds, secret=args.secret, description=args.description
+    )
+    if args.secret is None:
+        _out(secret)
+        _err(
+            f"created webhook {info.webhook_id} for tenant {args.tenant!r}; its signing secret "
+            "(stdout) is shown only once"
+        )
+    else:
+        _out(info.webhook_id)
+        _err(f"created webhook {info.webhook_id} for tenant {args.tenant!r} with the given secret")
+
+
+def _webhook_list(conn: Connection, args: argparse.Namespace) -> None:
+    _print_webhooks(list_webhooks(conn, args.tenant))
+
+
+def _webhook_remove(conn: Connection, args: argparse.Namespace) -> None:
+    info = remove_webhook(conn, args.webhook_id)
+    _out(f"removed webhook {info.webhook_id} of tenant {info.tenant!r} and its delivery log")
+
+
+def _webhook_test(conn: Connection, args: argparse.Namespace) -> None:
+    info, status = send_webhook_test(conn, args.webhook_id, args.timeout_s)
+    _out(f"webhook {info.webhook_id} at {info.url} answered HTTP {status}")
+
+
+def _kinds(text: str) -> list[str]:
+    kinds = [k.strip() for k in text.split(",") if k.strip()]
+    unknown = sorted(set(kinds) - set(WEBHOOK_KINDS))
+    if not kinds or unknown:
+        raise argparse.ArgumentTypeError(
+            f"a comma-separated list of {', '.join(WEBHOOK_KINDS)}, not {text!r}"
+        )
+    return kinds
+
+
 def _optional(convert: Callable[[str], Any]) -> Callable[[str], Any]:
     """An argparse type that also accepts ``default`` (-> ``None``: the service default)."""
 
@@ -838,6 +1039,44 @@ def _policy_options(parser: argparse.ArgumentParser) -> None:
         )
 
 
+def _webhook_commands(objects: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Declare ``tokentide admin webhook add|list|remove|test``."""
+    webhook = objects.add_parser("webhook", help="add, list, remove or test a tenant's signal webhooks")
+    webhook_actions = webhook.add_subparsers(dest="admin_action", required=True, metavar="ACTION")
+    add = webhook_actions.add_parser(
+        "add",
+        help="add a webhook: prints its generated signing secret alone on stdout, once "
+        "(with --secret: prints its id)",
+    )
+    add.add_argument("--tenant", required=True, metavar="NAME")
+    add.add_argument(
+        "--url", required=True, metavar="URL", help="http(s) endpoint; a Slack incoming webhook works"
+    )
+    add.add_argument(
+        "--kinds",
+        type=_kinds,
+        metavar="KIND[,KIND...]",
+        help=f"signal kinds to send (default: all): {', '.join(WEBHOOK_KINDS)}",
+    )
+    add.add_argument("--secret", metavar="SECRET", help="signing secret to use instead of a generated one")
+    add.add_argument("--description", metavar="TEXT", help="where it goes, who reads it")
+    add.set_defaults(handler=_webhook_add)
+    listing = webhook_actions.add_parser("list", help="list webhooks (never their secrets)")
+    listing.add_argument("--tenant", metavar="NAME", help="only this tenant's webhooks")
+    listing.set_defaults(handler=_webhook_list)
+    remove = webhook_actions.add_parser("remove", help="delete a webhook and its delivery log")
+    remove.add_argument("webhook_id", metavar="WEBHOOK_ID")
+    remove.set_defaults(handler=_webhook_remove)
+    test = webhook_actions.add_parser(
+        "test", help="POST a signed test signal to a webhook once; exit 1 unless it answers 2xx"
+    )
+    test.add_argument("webhook_id", metavar="WEBHOOK_ID")
+    test.add_argument(
+        "--timeout-s", type=_seconds, default=5.0, metavar="S", help="request timeout (default 5)"
+    )
+    test.set_defaults(handler=_webhook_test)
+
+
 def add_commands(parser: argparse.ArgumentParser) -> None:
     """Declare ``tokentide admin ...`` on ``parser``; every leaf sets the ``handler`` :func:`run` calls."""
     objects = parser.add_subparsers(dest="admin_object", required=True, metavar="OBJECT")
@@ -883,6 +1122,8 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     revoke = key_actions.add_parser("revoke", help="revoke a key; ingest refuses it within 10 s")
     revoke.add_argument("key_id", metavar="KEY_ID")
     revoke.set_defaults(handler=_key_revoke)
+
+    _webhook_commands(objects)
 
     topics_help = (
         "create the pipeline's Kafka topics or check them (KAFKA_BOOTSTRAP, TOKENTIDE_PARTITIONS, "

@@ -99,6 +99,15 @@ def run_migrate() -> None:
     print(f"applied {len(applied)} migration(s){': ' + ', '.join(applied) if applied else ''}")
 
 
+def run_notify() -> None:
+    from notify.app import create_app
+    from tokentide.settings import NotifySettings
+
+    settings = NotifySettings()
+    _logging(settings.log_level)
+    _serve(create_app(settings), settings.host, settings.notify_port, settings.log_level)
+
+
 def run_admin(args: argparse.Namespace) -> int:
     from tokentide import admin
     from tokentide.settings import DatabaseSettings, StreamsSettings
@@ -108,7 +117,9 @@ def run_admin(args: argparse.Namespace) -> int:
     return admin.run(args, DatabaseSettings().database_url.get_secret_value())
 
 
-ADMIN_HELP = "manage tenants and API keys (DATABASE_URL) or the Kafka topics (KAFKA_BOOTSTRAP), then exit"
+ADMIN_HELP = (
+    "manage tenants, API keys and webhooks (DATABASE_URL) or the Kafka topics (KAFKA_BOOTSTRAP), then exit"
+)
 
 COMMANDS: dict[str, tuple[Callable[[], None], str]] = {
     "ingest": (run_ingest, "OTLP/HTTP (port 4318) and OTLP/gRPC (port 4317) receiver publishing to Kafka"),
@@ -116,6 +127,7 @@ COMMANDS: dict[str, tuple[Callable[[], None], str]] = {
     "sink": (run_sink, "batch writer from Kafka into PostgreSQL"),
     "dashboard": (run_dashboard, "API over the database (port 8000)"),
     "migrate": (run_migrate, "apply database migrations, then exit"),
+    "notify": (run_notify, "webhooks for context signals, with retries and a delivery log (port 9465)"),
 }
 
 

@@ -187,5 +187,29 @@ class MigrateSettings(DatabaseSettings):
     pass
 
 
+class NotifySettings(KafkaSettings, DatabaseSettings):
+    """The notifier (``notify/``): webhooks for the signals on ``session.signals``."""
+
+    notify_group_id: str = "tokentide-notify"
+    host: str = "127.0.0.1"
+    notify_port: int = Field(default=9465, ge=1, le=65535)
+    #: Timeout of one webhook POST (connect, write, read), in seconds.
+    notify_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    #: Attempts per delivery before it is dead (the first one included).
+    notify_max_attempts: int = Field(default=6, ge=1, le=50)
+    #: Delay before the second attempt; each later one waits ``notify_backoff_factor`` times
+    #: longer, at most ``notify_backoff_max_s``. Defaults: 10, 20, 40, 80, 160 s (~5 min).
+    notify_backoff_base_s: float = Field(default=10.0, gt=0)
+    notify_backoff_factor: float = Field(default=2.0, ge=1)
+    notify_backoff_max_s: float = Field(default=600.0, gt=0)
+    #: Deliveries attempted at once (and claimed from the database per round).
+    notify_concurrency: int = Field(default=16, ge=1, le=1000)
+    #: How often the database is looked at for retries that fell due (new signals wake the
+    #: delivery loop at once).
+    notify_poll_s: float = Field(default=1.0, gt=0, le=60)
+    #: Most Kafka messages handled per round.
+    notify_batch_max_messages: int = Field(default=200, ge=1)
+
+
 #: The tenant every export belongs to in open mode.
 OPEN_MODE_TENANT = "default"
