@@ -279,6 +279,10 @@ def _add_web_ui(app: FastAPI) -> None:
     async def usage_page() -> FileResponse:
         return page("usage")
 
+    @app.get("/webhooks", include_in_schema=False)
+    async def webhooks_page() -> FileResponse:
+        return page("webhooks")
+
 
 class LoginIn(BaseModel):
     key: str = Field(min_length=1, max_length=200)

@@ -262,7 +262,36 @@ function login(message) {
   document.querySelector("main").replaceChildren(el("section", {}, form));
 }
 
-const pages = { board, session: sessionPage, usage: usagePage };
+// The webhook delivery log: which signal went where, how it went, what comes next.
+async function webhooksPage() {
+  const render = async () => {
+    const page = await api("/api/v1/webhooks/deliveries?limit=200");
+    const table = document.getElementById("deliveries");
+    const when = (iso) => (iso ? new Date(iso).toLocaleString() : "—");
+    table.replaceChildren(
+      el("tr", {}, ...["time", "signal", "session", "webhook", "status", "attempts", "last answer", "next attempt"].map((h) => el("th", {}, h))),
+      ...page.deliveries.map((d) =>
+        el(
+          "tr",
+          { "data-status": d.status, "data-session-id": d.session_id, class: `delivery ${d.status}` },
+          el("td", {}, when(d.updated_at)),
+          el("td", {}, d.kind),
+          el("td", {}, el("a", { href: `/sessions/${encodeURIComponent(d.session_id)}` }, short(d.session_id, 18))),
+          el("td", {}, short(d.url, 40)),
+          el("td", { class: "status" }, d.status),
+          el("td", {}, d.attempts),
+          el("td", {}, d.last_http_status ?? d.last_error ?? "—"),
+          el("td", {}, when(d.next_attempt_at)),
+        ),
+      ),
+    );
+    if (!page.deliveries.length) table.append(el("tr", {}, el("td", { class: "empty" }, "No delivery yet.")));
+  };
+  await render();
+  setInterval(render, 5000);
+}
+
+const pages = { board, session: sessionPage, usage: usagePage, webhooks: webhooksPage };
 pages[document.body.dataset.page]().catch((err) => {
   if (err instanceof HttpError && err.status === 401) return login();
   document.querySelector("main").prepend(el("p", { class: "empty", id: "error" }, String(err)));

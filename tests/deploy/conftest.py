@@ -18,6 +18,7 @@ from tokentide.settings import (
     DashboardSettings,
     IngestSettings,
     MigrateSettings,
+    NotifySettings,
     SinkSettings,
     StreamsSettings,
 )
@@ -33,6 +34,7 @@ SETTINGS_BY_COMMAND: dict[tuple[str, ...], type[BaseSettings]] = {
     ("streams",): StreamsSettings,
     ("sink",): SinkSettings,
     ("dashboard",): DashboardSettings,
+    ("notify",): NotifySettings,
     ("migrate",): MigrateSettings,
     ("admin", "topics"): StreamsSettings,
 }

@@ -45,7 +45,7 @@ SECRETS = {
     "GRAFANA_ADMIN_PASSWORD": "grafana-secret",
 }
 ONE_SHOT = {"migrate", "topics"}
-TOKENTIDE_SERVICES = {"ingest", "streams", "sink", "dashboard", *ONE_SHOT}
+TOKENTIDE_SERVICES = {"ingest", "streams", "sink", "notify", "dashboard", *ONE_SHOT}
 INFRA_SERVICES = {"kafka", "timescaledb", "prometheus", "grafana"}
 
 
@@ -180,6 +180,7 @@ def test_dependencies_and_health_checks(config: dict[str, Any]) -> None:
         "ingest": {"kafka", "topics", "migrate"},
         "streams": {"kafka", "topics"},
         "sink": {"kafka", "timescaledb", "topics", "migrate"},
+        "notify": {"kafka", "timescaledb", "topics", "migrate"},
         "dashboard": {"timescaledb", "migrate"},
     }
     for name, targets in needs.items():
@@ -190,7 +191,7 @@ def test_tokentide_commands(config: dict[str, Any]) -> None:
     commands = {name: service["command"] for name, service in tokentide_services(config)}
     assert commands["migrate"] == ["migrate"]
     assert commands["topics"][:2] == ["admin", "topics"]
-    for name in ("ingest", "streams", "sink", "dashboard"):
+    for name in ("ingest", "streams", "sink", "notify", "dashboard"):
         assert commands[name] == [name]
 
 
@@ -211,7 +212,7 @@ def test_tokentide_settings_accept_the_environment(
         env = {key: value for key, value in service["environment"].items() if value is not None}
         with monkeypatch.context() as patch:
             settings = build_settings(settings_for(service["command"]), env, patch)
-        if name in {"ingest", "streams", "sink", "topics"}:
+        if name in {"ingest", "streams", "sink", "notify", "topics"}:
             assert settings.kafka_bootstrap == "kafka:9092", name  # type: ignore[attr-defined]
 
 
@@ -294,6 +295,7 @@ def test_prometheus_scrapes_every_service_and_loads_the_rules(config: dict[str, 
         "ingest": "TOKENTIDE_INGEST_PORT",
         "streams": "TOKENTIDE_STREAMS_PORT",
         "sink": "TOKENTIDE_SINK_PORT",
+        "notify": "TOKENTIDE_NOTIFY_PORT",
         "dashboard": "TOKENTIDE_DASHBOARD_PORT",
     }
     for service, variable in ports.items():

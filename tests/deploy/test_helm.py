@@ -35,7 +35,7 @@ VALUES = sorted((CHART / "ci").glob("*.yaml"))
 KUBE_VERSIONS = ("1.29.0", "1.37.0")
 MONITORING_CRDS = ("monitoring.coreos.com/v1/ServiceMonitor", "monitoring.coreos.com/v1/PrometheusRule")
 WORKLOADS = {"Deployment", "StatefulSet", "Job"}
-TOKENTIDE_COMPONENTS = {"ingest", "streams", "sink", "dashboard", "migrate", "topics"}
+TOKENTIDE_COMPONENTS = {"ingest", "streams", "sink", "notify", "dashboard", "migrate", "topics"}
 
 
 def helm(*args: str) -> subprocess.CompletedProcess[str]:
@@ -151,7 +151,12 @@ def test_schema_validation_is_not_vacuous() -> None:
 def test_workloads(values: Path) -> None:
     docs = render(values)
     kinds = {(d["kind"], component(d)) for d in docs}
-    assert {("Deployment", "ingest"), ("StatefulSet", "streams"), ("Deployment", "sink")} <= kinds
+    assert {
+        ("Deployment", "ingest"),
+        ("StatefulSet", "streams"),
+        ("Deployment", "sink"),
+        ("Deployment", "notify"),
+    } <= kinds
     assert {("Deployment", "dashboard"), ("Job", "migrate"), ("Job", "topics")} <= kinds
     streams = next(d for d in by_kind(docs, "StatefulSet") if component(d) == "streams")
     claims = streams["spec"]["volumeClaimTemplates"]
@@ -287,7 +292,7 @@ def test_monitoring_resources_only_with_their_crds() -> None:
         for s in by_kind(production, "Service")
         if all(s["metadata"]["labels"].get(k) == v for k, v in selector.items())
     }
-    assert scraped == {"ingest", "streams", "sink", "dashboard"}
+    assert scraped == {"ingest", "streams", "sink", "notify", "dashboard"}
     for service in by_kind(production, "Service"):
         if component(service) in scraped:
             assert "http" in {p["name"] for p in service["spec"]["ports"]}

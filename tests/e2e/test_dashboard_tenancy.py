@@ -200,8 +200,27 @@ async def test_the_event_stream_carries_the_callers_tenant_only(dashboard: Dashb
     assert not [s for s in seen if s.startswith("globex")], seen
 
 
+def add_deliveries(dsn: str) -> None:
+    """One webhook per tenant, with a delivered and a dead delivery each."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for tenant in TENANTS:
+            conn.execute(
+                "INSERT INTO webhooks (tenant_id, webhook_id, url, secret) VALUES (%s, %s, %s, 's')"
+                " ON CONFLICT DO NOTHING",
+                (tenant, f"wh-{tenant}", f"https://hooks.example/{tenant}"),
+            )
+            for status, http in (("delivered", 200), ("dead", 500)):
+                conn.execute(
+                    "INSERT INTO webhook_deliveries (tenant_id, webhook_id, signal_id, session_id, kind,"
+                    " payload, status, attempts, last_http_status) VALUES (%s, %s, %s, %s, 'context_warning',"
+                    " '{}', %s, 1, %s) ON CONFLICT DO NOTHING",
+                    (tenant, f"wh-{tenant}", f"sig-{status}", f"{tenant}-session", status, http),
+                )
+
+
 async def test_the_web_ui_asks_for_a_key_and_shows_that_tenants_sessions_only(dashboard: Dashboard) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(add_deliveries, dashboard.dsn)
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=chromium_executable(), headless=True)
         try:
@@ -223,6 +242,17 @@ async def test_the_web_ui_asks_for_a_key_and_shows_that_tenants_sessions_only(da
                 assert cards, "no session card"
                 assert all(c.startswith(tenant) for c in cards), cards
                 assert not [c for c in cards if c.startswith(other)]
+
+                # The webhook delivery log: this tenant's deliveries, how each went.
+                await page.goto(dashboard.url + "/webhooks")
+                await page.wait_for_selector("#deliveries tr.delivery", timeout=15_000)
+                rows = await page.eval_on_selector_all(
+                    "#deliveries tr.delivery",
+                    "rows => rows.map(r => [r.dataset.sessionId, r.dataset.status])",
+                )
+                assert sorted(rows) == [[f"{tenant}-session", "dead"], [f"{tenant}-session", "delivered"]]
+                if tenant == TENANTS[0]:
+                    await page.screenshot(path=SCREENSHOTS / "webhooks.png", full_page=True)
                 await context.close()
         finally:
             await browser.close()
