@@ -34,6 +34,9 @@ from tokentide.topics import Signal
 
 log = logging.getLogger(__name__)
 
+#: How often the stage looks for partitions whose commits faust stopped (RawHandler.repair_commits).
+COMMIT_REPAIR_INTERVAL_S = 5.0
+
 
 class StreamsMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
@@ -56,6 +59,11 @@ class StreamsMetrics:
         self.signals = Counter(
             "tokentide_streams_signals",
             "Context signals emitted (each once per crossing).",
+            registry=registry,
+        )
+        self.commit_repairs = Counter(
+            "tokentide_streams_commit_repairs",
+            "Offset commits made because faust's own had stalled behind the applied offsets.",
             registry=registry,
         )
         self.skipped = Counter(
@@ -134,6 +142,10 @@ def create_app(settings: StreamsSettings, registry: CollectorRegistry | None = N
     )
     app.on_partitions_revoked.connect(handler.on_partitions_moved)
     app.on_partitions_assigned.connect(handler.on_partitions_moved)
+
+    @app.timer(COMMIT_REPAIR_INTERVAL_S)  # type: ignore[untyped-decorator]  # faust's timer is untyped
+    async def repair_commits() -> None:
+        await handler.repair_commits()
 
     @app.agent(raw)
     async def process_raw(stream: faust.StreamT[bytes]) -> None:
@@ -250,10 +262,46 @@ class RawHandler:
         self.merger = OutputMerger()
         self._ledgers: dict[TP, tuple[int, EventT[bytes]]] = {}  # due for writing at the batch's end
         self._moves = 0
+        #: Partitions whose faust-committed offset was behind the cursor at the last look, and
+        #: that offset (None: nothing committed yet).
+        self._behind: dict[TP, int | None] = {}
+
+    async def repair_commits(self) -> None:
+        """Commit what faust will not: after a rebalance its acks can keep a hole that no
+        message fills (faust#606), and its commits of that partition stop for good, so the
+        group's lag never drains and every later restart replays from there. Everything below
+        the gate's cursor was applied, so when faust's committed offset stayed behind the
+        cursor for a whole interval, the cursor is committed (faust's own commit path: the
+        producer is flushed first). Committing too far could not lose anything either: what is
+        applied is decided by the ledger, not by committed offsets."""
+        consumer = cast(FaustConsumer, self.app.consumer)
+        assignment = consumer.assignment()
+        due: dict[TP, int] = {}
+        for key, cursor in self.gate.cursors().items():
+            tp = TP(*key)
+            committed = consumer._committed_offset.get(tp)
+            behind = tp in assignment and (committed is None or committed < cursor)
+            was = self._behind.get(tp)
+            if behind and was is not None and was == committed:
+                due[tp] = cursor
+            if behind:
+                self._behind[tp] = committed
+            else:
+                self._behind.pop(tp, None)
+        if due:
+            log.info(
+                "committing %s past faust's stalled commits",
+                {f"{t.topic}[{t.partition}]": o for t, o in due.items()},
+            )
+            self.metrics.commit_repairs.inc(len(due))
+            await consumer._commit_offsets(due)
+            for tp in due:
+                self._behind.pop(tp, None)
 
     def on_partitions_moved(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         self.store.forget()  # another worker may now update these sessions
         self.gate.reset()  # and these ledgers
+        self._behind.clear()
         self._ledgers.clear()
         self._moves += 1  # a batch under way stores nothing (its messages come again)
 

@@ -83,6 +83,10 @@ class OffsetGate:
     def cursor(self, tp: TP) -> int:
         return self._partitions[tp].cursor
 
+    def cursors(self) -> dict[TP, int]:
+        """Every started partition's cursor: all offsets below it are applied."""
+        return {tp: part.cursor for tp, part in self._partitions.items()}
+
     def missing(self, tp: TP, offset: int) -> range:
         """The offsets of ``tp`` to apply before the message at ``offset``: those the consumer
         skipped (empty when it delivered in order, or redelivered something already applied)."""

@@ -86,9 +86,20 @@ def create_database(admin_url: str, *, migrated: bool = True) -> str:
 
 
 def drop_database(admin_url: str, dsn: str) -> None:
+    """Drop a test database. A backend of another role (a tenant role a test logged in as) may
+    still be exiting after its client closed; FORCE may not terminate it, so wait for it."""
     name = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
+    drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(str(name)))
+    deadline = time.monotonic() + 30
     with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(str(name))))
+        while True:
+            try:
+                conn.execute(drop)
+                return
+            except (psycopg.errors.InsufficientPrivilege, psycopg.errors.ObjectInUse):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
 
 
 def free_port() -> int:
