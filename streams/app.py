@@ -19,6 +19,7 @@ from typing import Any, cast
 import faust
 import mode
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from faust.streams import _current_event
 from faust.transport.consumer import Consumer as FaustConsumer
 from faust.types import TP, EventT
@@ -145,7 +146,10 @@ def create_app(settings: StreamsSettings, registry: CollectorRegistry | None = N
 
     @app.timer(COMMIT_REPAIR_INTERVAL_S)  # type: ignore[untyped-decorator]  # faust's timer is untyped
     async def repair_commits() -> None:
-        await handler.repair_commits()
+        try:
+            await handler.repair_commits()
+        except Exception as exc:  # noqa: BLE001 (a rebalance or broker hiccup: the next tick retries)
+            log.warning("commit repair skipped: %s: %s", type(exc).__name__, exc)
 
     @app.agent(raw)
     async def process_raw(stream: faust.StreamT[bytes]) -> None:
@@ -172,14 +176,16 @@ class OutputTopics:
 
 
 class SkippedReader:
-    """Reads raw offsets the faust consumer skipped (:mod:`streams.ledger`), and where partitions
-    begin, with a consumer of its own: no group, no commits, one partition at a time."""
+    """Reads raw offsets the faust consumer skipped (:mod:`streams.ledger`), where partitions
+    begin, and what the group committed, with a consumer (no group, no commits, one partition at
+    a time) and an admin client of its own."""
 
     def __init__(self, bootstrap: str, max_fetch_bytes: int, patience_s: float = 30.0) -> None:
         self._bootstrap = bootstrap
         self._max_fetch_bytes = max_fetch_bytes
         self._patience_s = patience_s
         self._consumer: AIOKafkaConsumer | None = None
+        self._admin: AIOKafkaAdminClient | None = None
 
     async def _ensure(self) -> AIOKafkaConsumer:
         if self._consumer is None:
@@ -224,7 +230,22 @@ class SkippedReader:
                 position = record.offset + 1
                 yield record
 
+    async def committed(self, group: str, tps: Sequence[TP]) -> dict[TP, int | None]:
+        """The offsets ``group`` has committed on the broker for ``tps`` (None: none yet)."""
+        if self._admin is None:
+            admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap)
+            await admin.start()
+            self._admin = admin
+        offsets = await self._admin.list_consumer_group_offsets(
+            group, partitions=[TopicPartition(tp.topic, tp.partition) for tp in tps]
+        )
+        found = {TP(k.topic, k.partition): v.offset for k, v in offsets.items()}
+        return {tp: (found[tp] if found.get(tp, -1) >= 0 else None) for tp in tps}
+
     async def close(self) -> None:
+        if self._admin is not None:
+            await self._admin.close()
+            self._admin = None
         if self._consumer is not None:
             await self._consumer.stop()
             self._consumer = None
@@ -267,34 +288,41 @@ class RawHandler:
         self._behind: dict[TP, int | None] = {}
 
     async def repair_commits(self) -> None:
-        """Commit what faust will not: after a rebalance its acks can keep a hole that no
-        message fills (faust#606), and its commits of that partition stop for good, so the
-        group's lag never drains and every later restart replays from there. Everything below
-        the gate's cursor was applied, so when faust's committed offset stayed behind the
-        cursor for a whole interval, the cursor is committed (faust's own commit path: the
-        producer is flushed first). Committing too far could not lose anything either: what is
-        applied is decided by the ledger, not by committed offsets."""
+        """Commit what faust will not. After a rebalance faust can lose a commit for good: a
+        commit refused while the group rebalances is still recorded as done in its own books
+        (``Consumer._commit_offsets`` updates ``_committed_offset`` whatever the answer), and a
+        hole in its acks stops later ones (faust#606); the group's lag then never drains and
+        every restart replays from there. Everything below the gate's cursor was applied, so
+        when the *broker's* committed offset of a partition stayed behind the cursor for a whole
+        interval, the cursor is committed (producer flushed first). Committing too far could not
+        lose anything either: what is applied is decided by the ledger, not by committed offsets."""
         consumer = cast(FaustConsumer, self.app.consumer)
         assignment = consumer.assignment()
+        cursors = {TP(*key): cursor for key, cursor in self.gate.cursors().items()}
+        mine = [tp for tp in cursors if tp in assignment]
+        if not mine:
+            self._behind.clear()
+            return
+        committed = await self.reader.committed(self.app.conf.id, mine)
         due: dict[TP, int] = {}
-        for key, cursor in self.gate.cursors().items():
-            tp = TP(*key)
-            committed = consumer._committed_offset.get(tp)
-            behind = tp in assignment and (committed is None or committed < cursor)
-            was = self._behind.get(tp)
-            if behind and was is not None and was == committed:
-                due[tp] = cursor
-            if behind:
-                self._behind[tp] = committed
-            else:
+        for tp in mine:
+            broker = committed.get(tp)
+            if broker is not None and broker >= cursors[tp]:
                 self._behind.pop(tp, None)
-        if due:
-            log.info(
-                "committing %s past faust's stalled commits",
-                {f"{t.topic}[{t.partition}]": o for t, o in due.items()},
-            )
-            self.metrics.commit_repairs.inc(len(due))
-            await consumer._commit_offsets(due)
+                continue
+            if tp in self._behind and self._behind[tp] == broker:
+                due[tp] = cursors[tp]
+            self._behind[tp] = broker
+        if not due:
+            return
+        log.info(
+            "committing %s: faust's commits stalled behind the applied offsets",
+            {f"{tp.topic}[{tp.partition}]": offset for tp, offset in due.items()},
+        )
+        self.metrics.commit_repairs.inc(len(due))
+        await self.app.producer.flush()
+        if await consumer._commit(due):
+            consumer._committed_offset.update(due)
             for tp in due:
                 self._behind.pop(tp, None)
 
