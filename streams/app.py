@@ -1,8 +1,10 @@
 """The Faust application: wires :class:`streams.processor.Processor` to topics and a table.
 
-Per raw message: one table read and one table write per session in it, one batch of events
-and one of points out, and the session's new state out (compacted ``session.state``).
-Delivery is at-least-once; :mod:`streams.state` makes redeliveries harmless.
+Per batch of raw messages (:class:`RawHandler`): each session changed in it is written to the
+table once and its records go out as one message per kind (events, points, signals, rollups,
+its last state on the compacted ``session.state``). Raw offsets are applied once and in order
+whatever faust delivers (:mod:`streams.ledger`, decision 13); redeliveries become replays
+(:mod:`streams.state`), and commits faust stops making are repaired from the broker's view.
 """
 
 from __future__ import annotations
