@@ -9,6 +9,8 @@ whatever faust delivers (:mod:`streams.ledger`, decision 13); redeliveries becom
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 import weakref
@@ -149,9 +151,11 @@ def create_app(settings: StreamsSettings, registry: CollectorRegistry | None = N
     @app.timer(COMMIT_REPAIR_INTERVAL_S)  # type: ignore[untyped-decorator]  # faust's timer is untyped
     async def repair_commits() -> None:
         try:
-            await handler.repair_commits()
+            # Bounded: a call stuck in a rebalance must not stop the timer for good.
+            await asyncio.wait_for(handler.repair_commits(), COMMIT_REPAIR_INTERVAL_S * 2)
         except Exception as exc:  # noqa: BLE001 (a rebalance or broker hiccup: the next tick retries)
             log.warning("commit repair skipped: %s: %s", type(exc).__name__, exc)
+            await handler.reader.reset_admin()
 
     @app.agent(raw)
     async def process_raw(stream: faust.StreamT[bytes]) -> None:
@@ -243,6 +247,13 @@ class SkippedReader:
         )
         found = {TP(k.topic, k.partition): v.offset for k, v in offsets.items()}
         return {tp: (found[tp] if found.get(tp, -1) >= 0 else None) for tp in tps}
+
+    async def reset_admin(self) -> None:
+        """Drop the admin client (after a failed or stuck call); the next call makes a new one."""
+        admin, self._admin = self._admin, None
+        if admin is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(admin.close(), 5)
 
     async def close(self) -> None:
         if self._admin is not None:
