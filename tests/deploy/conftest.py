@@ -14,6 +14,7 @@ import pytest
 from pydantic import AliasChoices
 from pydantic_settings import BaseSettings
 
+from tests.support.services import missing_tool
 from tokentide.settings import (
     DashboardSettings,
     IngestSettings,
@@ -44,19 +45,12 @@ SETTINGS_BY_COMMAND: dict[tuple[str, ...], type[BaseSettings]] = {
 HELPER_VARIABLES = frozenset({"POSTGRES_PASSWORD"})
 
 
-def in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
-
-
 def local_tool(name: str, installer: str) -> Path:
-    """``.local/bin/<name>``; fails under CI, skips elsewhere when it is missing."""
+    """``.local/bin/<name>``; the test fails when it is missing."""
     path = LOCAL_BIN / name
     if path.is_file() and os.access(path, os.X_OK):
         return path
-    message = f"{path} is missing: run `bash scripts/{installer}` (`make install` does)"
-    if in_ci():
-        pytest.fail(message)
-    pytest.skip(message)
+    return missing_tool(f"{path} is missing: run `bash scripts/{installer}` (`make install` does)")
 
 
 def settings_for(args: list[str]) -> type[BaseSettings]:

@@ -21,7 +21,7 @@ import pytest
 
 from tests.support.anthropic_stub import AnthropicStub
 from tests.support.pipeline import Pipeline
-from tests.support.services import free_port
+from tests.support.services import free_port, missing_tool
 
 pytestmark = pytest.mark.e2e
 
@@ -45,10 +45,7 @@ def stub() -> Iterator[AnthropicStub]:
 
 def claude_installed() -> Path:
     if not CLAUDE.exists():
-        message = f"{CLAUDE} is missing: run `bash scripts/install-claude-code.sh` (make install does)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        missing_tool(f"{CLAUDE} is missing: run `bash scripts/install-claude-code.sh` (make install does)")
     return CLAUDE
 
 

@@ -19,6 +19,7 @@ from playwright.async_api import Browser, Page, async_playwright
 
 from tests.support.captures import claude_logs_with_context
 from tests.support.pipeline import Pipeline
+from tests.support.services import missing_tool
 
 pytestmark = pytest.mark.e2e
 
@@ -37,10 +38,9 @@ def chromium_executable() -> str:
     ):
         if candidate and Path(candidate).is_file():
             return candidate
-    message = "chromium is not installed (scripts/install-system-deps.sh installs Debian's package)"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
+    return missing_tool(
+        "chromium is not installed (scripts/install-system-deps.sh installs Debian's package)"
+    )
 
 
 @pytest.fixture(scope="module")

@@ -7,13 +7,13 @@ skipped elsewhere, saying how to install it.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from pathlib import Path
 
-import pytest
 from prometheus_client import CollectorRegistry
+
+from tests.support.services import missing_tool
 
 REPO = Path(__file__).resolve().parents[2]
 PROMETHEUS_FILES = REPO / "k8s" / "tokentide" / "files" / "prometheus"
@@ -23,22 +23,15 @@ RECORDING_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*:[A-Za-z0-9_:]*")
 TOKENTIDE_NAME = re.compile(r"\btokentide_[a-z0-9_]+")
 
 
-def in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
-
-
 def promtool() -> str:
-    """The promtool executable; fails under CI, skips elsewhere when it is missing."""
+    """The promtool executable; the test fails when it is missing."""
     path = shutil.which("promtool")
     if path:
         return path
-    message = (
+    return missing_tool(
         "promtool is missing: run `bash scripts/install-system-deps.sh` as root (`make install` "
         "does), or install Debian's `prometheus` package"
     )
-    if in_ci():
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 def _families(registry: CollectorRegistry, *, family_names: bool) -> set[str]:

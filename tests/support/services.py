@@ -13,6 +13,7 @@ import socket
 import time
 import uuid
 from collections.abc import Iterable
+from typing import NoReturn
 
 import psycopg
 import pytest
@@ -31,6 +32,12 @@ def require_env(name: str, what: str) -> str:
             f"(it starts Kafka and PostgreSQL), or set {name} to an existing service."
         )
     return value
+
+
+def missing_tool(message: str) -> NoReturn:
+    """A tool the suite needs is not installed: a failure, never a skip, like a missing service
+    (``make install`` installs every one of them)."""
+    pytest.fail(message)
 
 
 def kafka_bootstrap() -> str:
