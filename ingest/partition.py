@@ -17,7 +17,7 @@ from google.protobuf.message import Message
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric
 
-from tokentide.records import SESSION_ATTRIBUTES
+from tokentide.identity import SESSION_ATTRIBUTES
 from tokentide.topics import Signal
 
 SESSION_KEYS = SESSION_ATTRIBUTES

@@ -17,9 +17,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 NANOS_PER_USD = 1_000_000_000
 
-#: Attributes that name a session, in order of preference: Claude Code and Gemini CLI
-#: ``session.id``, Codex CLI ``conversation.id``, the GenAI conventions ``gen_ai.conversation.id``.
-SESSION_ATTRIBUTES = ("session.id", "conversation.id", "gen_ai.conversation.id")
 
 #: Default context window when the model table has nothing better.
 DEFAULT_CONTEXT_WINDOW = 200_000
@@ -218,7 +215,15 @@ class SessionSignal(Record):
 
 
 class Rollup(Record):
-    """Usage of one session and model in one minute; the full value (overwrite semantics)."""
+    """Usage of one session and model in one minute.
+
+    ``increment=True`` (what the stream stage emits): what the records of one raw message
+    batch added to that minute; the sink adds it to the stored minute exactly once (it
+    records the Kafka positions it applied in the same transaction), so late data of any
+    age still lands in its minute and the minutes always sum to the session's totals.
+    ``increment=False``: the minute's full value, overwriting (rollups written before
+    increments existed).
+    """
 
     tenant: str
     session_id: str
@@ -230,6 +235,7 @@ class Rollup(Record):
     cost_nanos: int = 0
     requests: int = 0
     errors: int = 0
+    increment: bool = False
 
 
 class SignalBatch(Record):

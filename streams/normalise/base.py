@@ -18,7 +18,8 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric
 
 from streams.otlp import as_str, attributes, stable_id
-from tokentide.records import SESSION_ATTRIBUTES, Event, Point
+from tokentide.identity import SESSION_ATTRIBUTES
+from tokentide.records import Event, Point
 
 SESSION_KEYS = SESSION_ATTRIBUTES
 
