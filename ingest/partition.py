@@ -1,26 +1,30 @@
 """Pure: find the session of every record in an OTLP request, and split by session.
 
-Kafka is keyed by tenant/session so that one worker owns each session's state. Agents send
-one session per request (Claude Code is one process per session), so the usual answer is
-"one part, the request as it came"; a request that mixes sessions (a collector in front of
-several agents) is split into one request per session, each record kept exactly once with
-its resource and scope.
+Kafka is keyed by ``tenant/<session>`` so that one worker owns each session's state. The
+session of a log record, span or metric data point is decided by the one rule of
+:mod:`tokentide.identity` (the record's attributes, then its resource's, in preference
+order; else the synthetic session of its tenant, service and user), the same rule the stream
+stage applies, so a record is keyed by the session it is stored under. Every record has a
+session: records that name none go to their synthetic session.
+
+Agents send one session per request (Claude Code is one process per session), so the usual
+answer is "one part, the request as it came" (the same object, unchanged); a request that
+mixes sessions (a collector in front of several agents, or records with and without a
+session) is split into one request per session, each record kept exactly once with its
+resource and scope, in its original order.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from google.protobuf.message import Message
-from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric
 
-from tokentide.identity import SESSION_ATTRIBUTES
+from tokentide import identity
 from tokentide.topics import Signal
-
-SESSION_KEYS = SESSION_ATTRIBUTES
 
 # (resource list, scope list, record list) field names per signal; metrics nest their
 # records (data points) one level deeper, inside each Metric.
@@ -34,43 +38,59 @@ _POINT_KINDS = ("sum", "gauge", "histogram", "exponential_histogram", "summary")
 
 @dataclass(frozen=True, slots=True)
 class Part:
-    """The records of one session (``session_id`` None: records without any session)."""
+    """The records of one session: ``request`` holds exactly ``records`` of them."""
 
-    session_id: str | None
+    session_id: str
     request: Message
     records: int
 
 
-def session_of(attributes: Iterable[KeyValue]) -> str | None:
-    for kv in attributes:
-        if kv.key in SESSION_KEYS:
-            value = kv.value.string_value
-            if value:
-                return value
-    return None
+class _Sessions:
+    """:func:`tokentide.identity.session_of` for the records under one resource.
+
+    The resource's part of the rule is read once; records that carry no identity attribute
+    of their own (every Codex metric point, most spans) share one answer, computed once.
+    """
+
+    __slots__ = ("_bare", "_resource", "_tenant")
+
+    def __init__(self, tenant: str, resource: Any) -> None:
+        self._tenant = tenant
+        self._resource = identity.strings(resource.attributes, identity.RESOURCE_KEYS)
+        self._bare: str | None = None
+
+    def of(self, attributes: Any) -> str:
+        own = identity.strings(attributes, identity.RECORD_KEYS)
+        if own:
+            return identity.session_of(self._tenant, own, self._resource)
+        if self._bare is None:
+            self._bare = identity.session_of(self._tenant, own, self._resource)
+        return self._bare
 
 
-def split_by_session(signal: Signal, request: Message) -> list[Part]:
-    """Split ``request`` into one part per session; a one-session request is returned whole."""
-    counts: dict[str | None, int] = {}
-    for session_id in _record_sessions(signal, request):
+def split_by_session(signal: Signal, tenant: str, request: Message) -> list[Part]:
+    """Split ``request`` of ``tenant`` into one part per session, in order of first appearance.
+
+    A one-session request is returned whole (``part.request is request``); a request without
+    any record (log record, span, data point) gives no part.
+    """
+    counts: dict[str, int] = {}
+    for session_id in _record_sessions(signal, tenant, request):
         counts[session_id] = counts.get(session_id, 0) + 1
     if len(counts) <= 1:
-        session_id, count = next(iter(counts.items()), (None, 0))
-        return [Part(session_id, request, count)]
-    parts: dict[str | None, Message] = {}
+        return [Part(session_id, request, count) for session_id, count in counts.items()]
+    parts: dict[str, Message] = {}
     resources_field, scopes_field, records_field = _LAYOUT[signal]
     for resource_item in getattr(request, resources_field):
-        resource_sid = session_of(resource_item.resource.attributes)
+        sessions = _Sessions(tenant, resource_item.resource)
         for scope_item in getattr(resource_item, scopes_field):
-            grouped: dict[str | None, list[Message]] = {}
+            grouped: dict[str, list[Message]] = {}
             for record in getattr(scope_item, records_field):
                 if signal is Signal.METRICS:
-                    for sid, metric in _split_metric(record, resource_sid):
+                    for sid, metric in _split_metric(record, sessions):
                         grouped.setdefault(sid, []).append(metric)
                 else:
-                    sid = session_of(record.attributes) or resource_sid
-                    grouped.setdefault(sid, []).append(record)
+                    grouped.setdefault(sessions.of(record.attributes), []).append(record)
             for sid, records in grouped.items():
                 part = parts.setdefault(sid, type(request)())
                 out_resource = getattr(part, resources_field).add()
@@ -80,35 +100,36 @@ def split_by_session(signal: Signal, request: Message) -> list[Part]:
                 out_scope.scope.CopyFrom(scope_item.scope)
                 out_scope.schema_url = scope_item.schema_url
                 getattr(out_scope, records_field).extend(records)
-    return [Part(sid, part, counts.get(sid, 0)) for sid, part in parts.items()]
+    return [Part(sid, parts[sid], count) for sid, count in counts.items()]
 
 
-def _record_sessions(signal: Signal, request: Message) -> Iterator[str | None]:
+def _record_sessions(signal: Signal, tenant: str, request: Message) -> Iterator[str]:
     """The session of every record (metrics: every data point), in order."""
     resources_field, scopes_field, records_field = _LAYOUT[signal]
     for resource_item in getattr(request, resources_field):
-        resource_sid = session_of(resource_item.resource.attributes)
+        sessions = _Sessions(tenant, resource_item.resource)
         for scope_item in getattr(resource_item, scopes_field):
             for record in getattr(scope_item, records_field):
                 if signal is Signal.METRICS:
-                    for point in _points(record):
-                        yield session_of(point.attributes) or resource_sid
+                    kind = record.WhichOneof("data")
+                    if kind in _POINT_KINDS:
+                        for point in getattr(record, kind).data_points:
+                            yield sessions.of(point.attributes)
                 else:
-                    yield session_of(record.attributes) or resource_sid
+                    yield sessions.of(record.attributes)
 
 
-def _points(metric: Metric) -> list[Any]:
-    kind = metric.WhichOneof("data")
-    return list(getattr(metric, kind).data_points) if kind in _POINT_KINDS else []
+def _split_metric(metric: Metric, sessions: _Sessions) -> list[tuple[str, Metric]]:
+    """``metric`` once per session of its points, each copy holding that session's points.
 
-
-def _split_metric(metric: Metric, resource_sid: str | None) -> list[tuple[str | None, Metric]]:
+    A metric without points is dropped here, as it holds no record to keep.
+    """
     kind = metric.WhichOneof("data")
     if kind not in _POINT_KINDS:
-        return [(resource_sid, metric)]
-    by_session: dict[str | None, Metric] = {}
+        return []
+    by_session: dict[str, Metric] = {}
     for point in getattr(metric, kind).data_points:
-        sid = session_of(point.attributes) or resource_sid
+        sid = sessions.of(point.attributes)
         out = by_session.get(sid)
         if out is None:
             out = Metric()

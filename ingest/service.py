@@ -1,9 +1,12 @@
 """The transport-independent core of ingest: from a decoded request to Kafka.
 
 HTTP (``ingest.app``) and gRPC (``ingest.grpc``) authenticate, admit and decode in their own
-way, then hand the request to :meth:`Ingestor.export`, which drops invalid records (partial
-success), redacts content per the tenant's policy, splits by session and publishes. It returns
-only after Kafka acknowledged everything it accepted.
+way, then hand the request to :meth:`Ingestor.export`, which drops invalid records
+(:mod:`ingest.validate`, answered as OTLP partial success), redacts content per the
+tenant's policy, splits by session (:mod:`ingest.partition`, the rule of
+:mod:`tokentide.identity`) and publishes one message per session, keyed ``tenant/<session>``
+with the session in ``tt-session``. It returns only after Kafka acknowledged everything it
+accepted.
 """
 
 from __future__ import annotations
@@ -85,7 +88,7 @@ class Ingestor:
         """
         refused = drop_invalid(signal, request)
         redacted = self._redactor.apply(signal, request, tenant.redaction)
-        parts = split_by_session(signal, request)
+        parts = split_by_session(signal, tenant.name, request)
         reuse_wire = wire is not None and not refused.count and not redacted and len(parts) == 1
         received = str(time.time_ns()).encode()
         tenant_bytes = tenant.name.encode()
@@ -98,11 +101,10 @@ class Ingestor:
                     (HEADER_TENANT, tenant_bytes),
                     (HEADER_SIGNAL, signal.value.encode()),
                     (HEADER_RECEIVED_AT, received),
-                    (HEADER_SESSION, (part.session_id or "").encode()),
+                    (HEADER_SESSION, part.session_id.encode()),
                 ],
             )
             for part in parts
-            if part.records
         ]
         if batch:
             await self._publisher.publish(batch)

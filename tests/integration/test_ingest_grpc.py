@@ -43,11 +43,12 @@ from ingest.decode import decode
 from ingest.errors import JSON
 from ingest.runtime import Runtime
 from tests.support.captures import FIXTURES, cases
-from tests.support.records import expected_keys, json_records, kafka_records
+from tests.support.records import json_records, kafka_records
 from tests.support.services import end_offsets, free_port, read_all
+from tokentide import identity
 from tokentide.admin import Policy, create_key, create_tenant
 from tokentide.settings import IngestSettings
-from tokentide.topics import HEADER_SIGNAL, HEADER_TENANT, Signal, Topics
+from tokentide.topics import HEADER_SESSION, HEADER_SIGNAL, HEADER_TENANT, Signal, Topics
 
 pytestmark = pytest.mark.integration
 
@@ -170,7 +171,45 @@ class Capture:
     document: dict[str, Any]  # its OTLP/JSON form
 
     def expected_keys(self) -> set[str]:
-        return expected_keys(self.signal, self.document)
+        return identity_keys(self.signal, self.document)
+
+
+_JSON_LAYOUT = {
+    Signal.LOGS: ("resourceLogs", "scopeLogs", "logRecords"),
+    Signal.TRACES: ("resourceSpans", "scopeSpans", "spans"),
+    Signal.METRICS: ("resourceMetrics", "scopeMetrics", "metrics"),
+}
+_POINT_KINDS = ("sum", "gauge", "histogram", "exponentialHistogram", "summary")
+
+
+def _strings(attributes: list[dict[str, Any]], keys: frozenset[str]) -> dict[str, str]:
+    """The non-empty string attributes named in ``keys``, from OTLP/JSON (plain json)."""
+    out = {}
+    for attribute in attributes:
+        value = (attribute.get("value") or {}).get("stringValue")
+        if attribute["key"] in keys and value:
+            out[attribute["key"]] = str(value)
+    return out
+
+
+def identity_keys(signal: Signal, document: dict[str, Any], tenant: str = "default") -> set[str]:
+    """One ``tenant/<session>`` per session of the request's records, each record's session
+    being what :func:`tokentide.identity.session_of` says of it read with plain json."""
+    resources, scopes, records = _JSON_LAYOUT[signal]
+    keys = set()
+    for resource in document.get(resources, []):
+        resource_ids = _strings(resource.get("resource", {}).get("attributes", []), identity.RESOURCE_KEYS)
+        for scope in resource.get(scopes, []):
+            for record in scope.get(records, []):
+                items = (
+                    [p for kind in _POINT_KINDS for p in record.get(kind, {}).get("dataPoints", [])]
+                    if signal is Signal.METRICS
+                    else [record]
+                )
+                for item in items:
+                    own = _strings(item.get("attributes", []), identity.RECORD_KEYS)
+                    keys.add(f"{tenant}/{identity.session_of(tenant, own, resource_ids)}")
+    return keys
 
 
 def captures(agent: str) -> list[Capture]:
@@ -224,6 +263,7 @@ async def test_every_capture_lands_in_kafka_whole(bootstrap: str, prefix: str, a
             headers = dict(message.headers)
             assert headers[HEADER_TENANT] == b"default"
             assert headers[HEADER_SIGNAL] == signal.value.encode()
+            assert b"default/" + headers[HEADER_SESSION] == message.key
         assert requests_counted(state, signal, "200") == len(of_signal)
 
 
@@ -297,6 +337,26 @@ async def test_invalid_record_is_a_partial_success(bootstrap: str, prefix: str) 
     assert sorted(t for m in messages for t in kafka_records(Signal.LOGS, m.value)) == valid
 
 
+async def test_key_and_session_header_follow_the_shared_identity_rule(bootstrap: str, prefix: str) -> None:
+    # gen_ai.conversation.id before session.id on the wire: keyed (and stored) by session.id.
+    pairs = [("gen_ai.conversation.id", "conv-9"), ("session.id", "sess-9"), ("user.id", "u-9")]
+    request = ExportLogsServiceRequest()
+    resource_logs = request.resource_logs.add()
+    resource_logs.resource.attributes.add(key="service.name").value.string_value = "genai-agent"
+    record = resource_logs.scope_logs.add().log_records.add(time_unix_nano=1)
+    for key, value in pairs:
+        record.attributes.add(key=key).value.string_value = value
+    session = identity.session_of("default", dict(pairs), {"service.name": "genai-agent"})
+    assert session == "sess-9"
+    async with serving(settings(bootstrap, prefix)) as (channel, _):
+        response = await export(channel, Signal.LOGS, request.SerializeToString())
+    assert response == ExportLogsServiceResponse()
+    [message] = await raw_messages(bootstrap, prefix, Signal.LOGS)
+    assert message.key == f"default/{session}".encode()
+    assert dict(message.headers)[HEADER_SESSION] == session.encode()
+    assert message.value == request.SerializeToString()  # one session: the bytes as sent
+
+
 async def test_kafka_unreachable_is_unavailable_with_retry_info(prefix: str) -> None:
     dead = f"127.0.0.1:{free_port()}"  # nothing listens there
     config = settings(dead, prefix, retry_after_s=7)
@@ -356,6 +416,7 @@ async def test_metadata_authenticates_and_the_tenant_limit_applies(
         own_tenant = (key, (TENANT_HEADER, "team-a"))
         assert await export(channel, Signal.LOGS, small, metadata=own_tenant) == ExportLogsServiceResponse()
     [message] = await raw_messages(bootstrap, prefix, Signal.LOGS)
-    assert message.key == b"team-a"
+    # No session attribute, no service: the synthetic session of team-a.
+    assert message.key == f"team-a/{identity.synthetic_session('team-a', None, None)}".encode()
     assert dict(message.headers)[HEADER_TENANT] == b"team-a"
     assert [requests_counted(state, Signal.LOGS, s) for s in ("401", "403", "413", "200")] == [1, 1, 1, 1]

@@ -9,6 +9,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -19,8 +20,9 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 
 from ingest.app import create_app
 from tests.support.captures import FIXTURES, cases, exports
-from tests.support.records import expected_keys, json_records, kafka_records
+from tests.support.records import json_records, kafka_records
 from tests.support.services import end_offsets, free_port, read_all
+from tokentide import identity
 from tokentide.settings import IngestSettings
 from tokentide.topics import HEADER_SESSION, HEADER_SIGNAL, HEADER_TENANT, Signal, Topics
 
@@ -62,6 +64,45 @@ async def running(app: FastAPI, ready: bool = True) -> AsyncIterator[httpx.Async
 async def client(bootstrap: str, prefix: str) -> AsyncIterator[httpx.AsyncClient]:
     async with running(create_app(settings(bootstrap, prefix))) as c:
         yield c
+
+
+_JSON_LAYOUT = {
+    Signal.LOGS: ("resourceLogs", "scopeLogs", "logRecords"),
+    Signal.TRACES: ("resourceSpans", "scopeSpans", "spans"),
+    Signal.METRICS: ("resourceMetrics", "scopeMetrics", "metrics"),
+}
+_POINT_KINDS = ("sum", "gauge", "histogram", "exponentialHistogram", "summary")
+
+
+def _strings(attributes: list[dict[str, Any]], keys: frozenset[str]) -> dict[str, str]:
+    """The non-empty string attributes named in ``keys``, from OTLP/JSON (plain json)."""
+    out = {}
+    for attribute in attributes:
+        value = (attribute.get("value") or {}).get("stringValue")
+        if attribute["key"] in keys and value:
+            out[attribute["key"]] = str(value)
+    return out
+
+
+def identity_keys(signal: Signal, document: dict[str, Any], tenant: str = "default") -> set[str]:
+    """The Kafka keys of a request: one ``tenant/<session>`` per session of its records, the
+    session being what :func:`tokentide.identity.session_of` (the shared rule) says for each
+    record read with plain json."""
+    resources, scopes, records = _JSON_LAYOUT[signal]
+    keys = set()
+    for resource in document.get(resources, []):
+        resource_ids = _strings(resource.get("resource", {}).get("attributes", []), identity.RESOURCE_KEYS)
+        for scope in resource.get(scopes, []):
+            for record in scope.get(records, []):
+                items = (
+                    [p for kind in _POINT_KINDS for p in record.get(kind, {}).get("dataPoints", [])]
+                    if signal is Signal.METRICS
+                    else [record]
+                )
+                for item in items:
+                    own = _strings(item.get("attributes", []), identity.RECORD_KEYS)
+                    keys.add(f"{tenant}/{identity.session_of(tenant, own, resource_ids)}")
+    return keys
 
 
 def session_ids(path: Path) -> set[str]:
@@ -150,6 +191,53 @@ async def test_two_sessions_in_one_request_are_split(
         for sl in rl.scope_logs
     )
     assert records == sum(len(sl.log_records) for rl in merged.resource_logs for sl in rl.scope_logs)
+
+
+def identity_request() -> tuple[ExportLogsServiceRequest, dict[int, str]]:
+    """Two records: one naming its session twice (``gen_ai.conversation.id`` first on the
+    wire, then ``session.id``), one naming none; and the session of each (by record time),
+    as :func:`tokentide.identity.session_of` says from plain dicts."""
+    resource = {"service.name": "genai-agent", "host.name": "box-1"}
+    records = {
+        1: [("gen_ai.conversation.id", "conv-7"), ("session.id", "sess-7"), ("user.id", "u-7")],
+        2: [("user.id", "u-7"), ("event.name", "no_session")],
+    }
+    request = ExportLogsServiceRequest()
+    resource_logs = request.resource_logs.add()
+    for key, value in resource.items():
+        resource_logs.resource.attributes.add(key=key).value.string_value = value
+    scope = resource_logs.scope_logs.add()
+    for time_ns, pairs in records.items():
+        record = scope.log_records.add(time_unix_nano=time_ns)
+        for key, value in pairs:
+            record.attributes.add(key=key).value.string_value = value
+    sessions = {t: identity.session_of("default", dict(pairs), resource) for t, pairs in records.items()}
+    assert sessions[1] == "sess-7"
+    assert sessions[2].startswith(identity.SYNTHETIC_PREFIX)
+    return request, sessions
+
+
+@pytest.mark.parametrize("media", [PB, JSON])
+async def test_key_and_session_header_follow_the_shared_identity_rule(
+    client: httpx.AsyncClient, bootstrap: str, prefix: str, media: str
+) -> None:
+    request, sessions = identity_request()
+    body = (
+        request.SerializeToString()
+        if media == PB
+        else json_format.MessageToJson(request, indent=None).encode()  # no ids: no hex to mind
+    )
+    response = await client.post("/v1/logs", content=body, headers={"Content-Type": media})
+    assert response.status_code == 200, response.text
+
+    messages = await read_all(bootstrap, Topics(prefix).raw(Signal.LOGS))
+    published = {
+        int(t): (m.key.decode(), dict(m.headers)[HEADER_SESSION].decode())  # type: ignore[attr-defined]
+        for m in messages
+        for t in kafka_records(Signal.LOGS, m.value)  # type: ignore[attr-defined]
+    }
+    assert published == {t: (f"default/{sid}", sid) for t, sid in sessions.items()}
+    assert len(messages) == 2  # one message per session
 
 
 BOMB = gzip.compress(b"\0" * (8 * 1024 * 1024))
@@ -250,7 +338,10 @@ async def test_every_capture_over_http_lands_in_kafka_whole(
         got = sorted((fp for m in messages for fp in kafka_records(signal, m.value)), key=repr)  # type: ignore[attr-defined]
         assert got == want, signal
         keys = Counter(m.key.decode() for m in messages)  # type: ignore[attr-defined]
-        assert keys == Counter(k for d in documents for k in expected_keys(signal, d)), signal
+        assert keys == Counter(k for d in documents for k in identity_keys(signal, d)), signal
+        for message in messages:
+            _, session = message.key.decode().split("/", 1)  # type: ignore[attr-defined]
+            assert dict(message.headers)[HEADER_SESSION] == session.encode()  # type: ignore[attr-defined]
 
 
 async def test_unknown_path_and_wrong_method(client: httpx.AsyncClient, bootstrap: str, prefix: str) -> None:

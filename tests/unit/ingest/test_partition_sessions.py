@@ -1,4 +1,8 @@
-"""Splitting an OTLP request by session: whole when it has one, exact parts when it mixes them."""
+"""Splitting an OTLP request by session: whole when it has one, exact parts when it mixes them.
+
+The session of every record is the one of :func:`tokentide.identity.session_of` (preference
+order, never wire order; records without one go to their synthetic session).
+"""
 
 from __future__ import annotations
 
@@ -10,12 +14,17 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from ingest.partition import split_by_session
+from tests.support.captures import FIXTURES
+from tokentide import identity
 from tokentide.topics import Signal
 
 OTHER = "11111111-2222-3333-4444-555555555555"
+TENANT = "acme"
+CODEX_METRICS = FIXTURES / "codex" / "offline-protobuf" / "0002_v1_metrics.pb"
 
 
 def _drop_session(attributes: Any) -> None:
@@ -49,7 +58,7 @@ def _logs_of(captures_of: Callable[[str], list[Any]], case: str) -> Any:
 def test_single_session_request_is_one_part_the_same_object(capture_pb: Path, capture: Any) -> None:
     cap = capture(capture_pb)
     request = cap.request
-    (part,) = split_by_session(cap.signal, request)
+    (part,) = split_by_session(cap.signal, TENANT, request)
     assert part.request is request
     assert part.records == len(cap.records())
     assert part.session_id == _json_session(cap)
@@ -62,7 +71,7 @@ def test_two_sessions_of_logs_split_back_into_the_originals(captures_of: Callabl
     )
     merged = ExportLogsServiceRequest()
     merged.resource_logs.extend([*first.request.resource_logs, *second.request.resource_logs])
-    parts = {part.session_id: part for part in split_by_session(Signal.LOGS, merged)}
+    parts = {part.session_id: part for part in split_by_session(Signal.LOGS, TENANT, merged)}
     expected = {_json_session(first): first, _json_session(second): second}
     assert parts.keys() == expected.keys()
     for session_id, original in expected.items():
@@ -80,7 +89,7 @@ def test_interleaved_records_in_one_scope_keep_resource_scope_and_order(
         _set_session(record.attributes, OTHER)
     originals = [r.SerializeToString() for r in records]
 
-    parts = {part.session_id: part for part in split_by_session(Signal.LOGS, request)}
+    parts = {part.session_id: part for part in split_by_session(Signal.LOGS, TENANT, request)}
 
     assert len(parts) == 2
     rebuilt: list[bytes] = []
@@ -129,7 +138,7 @@ def test_data_points_of_two_sessions_in_one_metric(captures_of: Callable[[str], 
         _set_session(point.attributes, OTHER)
     total = len(metrics.records())
 
-    parts = {part.session_id: part for part in split_by_session(Signal.METRICS, request)}
+    parts = {part.session_id: part for part in split_by_session(Signal.METRICS, TENANT, request)}
 
     assert parts.keys() == {main_session, OTHER}
     assert parts[OTHER].records == 2
@@ -145,14 +154,29 @@ def test_data_points_of_two_sessions_in_one_metric(captures_of: Callable[[str], 
     assert sum(len(_points(p.request)) for p in parts.values()) == total
 
 
-def test_records_without_session_are_session_none(captures_of: Callable[[str], list[Any]]) -> None:
+def _string(attributes: Any, key: str) -> str | None:
+    return next((kv.value.string_value for kv in attributes if kv.key == key), None)
+
+
+def test_records_without_session_go_to_their_synthetic_session(
+    captures_of: Callable[[str], list[Any]],
+) -> None:
     (traces,) = [c for c in captures_of("stub-tool-traces-protobuf") if c.signal is Signal.TRACES]
     request = traces.request
     spans = request.resource_spans[0].scope_spans[0].spans
     for span in spans:
         _drop_session(span.attributes)
-    (part,) = split_by_session(Signal.TRACES, request)
-    assert (part.session_id, part.records) == (None, len(spans))
+    (user,) = {_string(span.attributes, "user.id") for span in spans}
+    service = _string(request.resource_spans[0].resource.attributes, "service.name")
+    assert (user, service) != (None, None)
+
+    (part,) = split_by_session(Signal.TRACES, TENANT, request)
+
+    assert part.request is request  # still one session: published whole
+    assert (part.session_id, part.records) == (identity.synthetic_session(TENANT, service, user), len(spans))
+    assert part.session_id.startswith(identity.SYNTHETIC_PREFIX)
+    (other_tenant,) = split_by_session(Signal.TRACES, "globex", request)
+    assert other_tenant.session_id != part.session_id  # synthetic sessions are per tenant
 
 
 def test_records_with_and_without_session(captures_of: Callable[[str], list[Any]]) -> None:
@@ -160,9 +184,90 @@ def test_records_with_and_without_session(captures_of: Callable[[str], list[Any]
     request = logs.request
     records = request.resource_logs[0].scope_logs[0].log_records
     session_id = _session(records[0])
+    user = _string(records[0].attributes, "user.id")
     _drop_session(records[0].attributes)
-    parts = {part.session_id: part.records for part in split_by_session(Signal.LOGS, request)}
-    assert parts == {None: 1, session_id: len(records) - 1}
+    synthetic = identity.synthetic_session(TENANT, "claude-code", user)
+    parts = {part.session_id: part.records for part in split_by_session(Signal.LOGS, TENANT, request)}
+    assert parts == {synthetic: 1, session_id: len(records) - 1}
+
+
+def test_codex_metrics_without_any_session_are_one_synthetic_part() -> None:
+    request = ExportMetricsServiceRequest.FromString(CODEX_METRICS.read_bytes())
+    (resource_metrics,) = request.resource_metrics
+    resource = {kv.key: kv.value.string_value for kv in resource_metrics.resource.attributes}
+    points = [
+        point
+        for sm in resource_metrics.scope_metrics
+        for metric in sm.metrics
+        for point in getattr(metric, metric.WhichOneof("data")).data_points
+    ]
+    assert points
+    assert not any(kv.key in identity.RECORD_KEYS for p in points for kv in p.attributes)
+
+    (part,) = split_by_session(Signal.METRICS, TENANT, request)
+
+    assert part.request is request
+    assert part.records == len(points)
+    assert part.session_id == identity.synthetic_session(
+        TENANT, resource.get("service.name"), resource.get("host.name")
+    )
+
+
+def _attributes(pairs: list[tuple[str, str]]) -> list[KeyValue]:
+    return [KeyValue(key=k, value=AnyValue(string_value=v)) for k, v in pairs]
+
+
+#: A record naming its session twice, the GenAI convention's attribute first on the wire.
+BOTH_WIRE_ORDER = [("gen_ai.conversation.id", "conv-1"), ("session.id", "sess-1"), ("user.id", "u")]
+
+
+def test_session_is_chosen_by_preference_not_wire_order() -> None:
+    request = ExportLogsServiceRequest()
+    resource_logs = request.resource_logs.add()
+    resource_logs.resource.attributes.extend(_attributes([("service.name", "my-agent")]))
+    records = resource_logs.scope_logs.add().log_records
+    records.add(time_unix_nano=1).attributes.extend(_attributes(BOTH_WIRE_ORDER))
+    records.add(time_unix_nano=2).attributes.extend(_attributes([("session.id", "sess-1")]))
+    expected = identity.session_of(
+        TENANT, dict(BOTH_WIRE_ORDER), {"service.name": "my-agent"}
+    )  # the shared rule, read from plain dicts
+    assert expected == "sess-1"
+
+    (part,) = split_by_session(Signal.LOGS, TENANT, request)
+
+    assert (part.session_id, part.records) == (expected, 2)
+    assert part.request is request  # one session, not two: published whole
+
+
+def test_spans_and_points_follow_the_same_rule() -> None:
+    traces = ExportTraceServiceRequest()
+    span = traces.resource_spans.add().scope_spans.add().spans.add(name="s")
+    span.attributes.extend(_attributes(BOTH_WIRE_ORDER))
+    metrics = ExportMetricsServiceRequest()
+    metric = metrics.resource_metrics.add().scope_metrics.add().metrics.add(name="m")
+    point = metric.sum.data_points.add(as_int=1)
+    point.attributes.extend(_attributes(BOTH_WIRE_ORDER))
+    ((span_part,), (point_part,)) = (
+        split_by_session(Signal.TRACES, TENANT, traces),
+        split_by_session(Signal.METRICS, TENANT, metrics),
+    )
+    assert span_part.session_id == point_part.session_id == "sess-1"
+
+
+def test_record_identity_before_resource_identity() -> None:
+    # Gemini CLI puts session.id on the resource; a record's own identity still wins.
+    request = ExportLogsServiceRequest()
+    resource_logs = request.resource_logs.add()
+    resource_logs.resource.attributes.extend(_attributes([("session.id", "resource-1")]))
+    records = resource_logs.scope_logs.add().log_records
+    records.add(time_unix_nano=1).attributes.extend(_attributes([("conversation.id", "record-1")]))
+    records.add(time_unix_nano=2)
+    parts = {part.session_id: part for part in split_by_session(Signal.LOGS, TENANT, request)}
+    assert {sid: p.records for sid, p in parts.items()} == {"record-1": 1, "resource-1": 1}
+    for sid, time_ns in [("record-1", 1), ("resource-1", 2)]:
+        (resource_part,) = parts[sid].request.resource_logs
+        assert resource_part.resource == resource_logs.resource
+        assert [r.time_unix_nano for r in resource_part.scope_logs[0].log_records] == [time_ns]
 
 
 def test_resource_session_applies_to_records_without_their_own() -> None:
@@ -175,10 +280,12 @@ def test_resource_session_applies_to_records_without_their_own() -> None:
         )
         resource_logs.scope_logs.add().log_records.add().body.string_value = "x"
         resource_logs.scope_logs[0].log_records.add().body.string_value = "y"
-    parts = {part.session_id: part.records for part in split_by_session(Signal.LOGS, request)}
+    parts = {part.session_id: part.records for part in split_by_session(Signal.LOGS, TENANT, request)}
     assert parts == {"gemini-1": 2, "codex-1": 2}
 
 
-def test_empty_request_is_one_empty_part() -> None:
-    (part,) = split_by_session(Signal.METRICS, ExportMetricsServiceRequest())
-    assert (part.session_id, part.records) == (None, 0)
+def test_request_without_records_has_no_part() -> None:
+    assert split_by_session(Signal.METRICS, TENANT, ExportMetricsServiceRequest()) == []
+    pointless = ExportMetricsServiceRequest()
+    pointless.resource_metrics.add().scope_metrics.add().metrics.add(name="m").sum.SetInParent()
+    assert split_by_session(Signal.METRICS, TENANT, pointless) == []
