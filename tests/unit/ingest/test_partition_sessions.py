@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from hypothesis import given
+from hypothesis import strategies as st
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
@@ -289,3 +291,34 @@ def test_request_without_records_has_no_part() -> None:
     pointless = ExportMetricsServiceRequest()
     pointless.resource_metrics.add().scope_metrics.add().metrics.add(name="m").sum.SetInParent()
     assert split_by_session(Signal.METRICS, TENANT, pointless) == []
+
+
+_KEYS = st.sampled_from([*identity.SESSION_ATTRIBUTES, "user.id", "service.name", "host.name", "other"])
+_VALUES = st.one_of(st.sampled_from(["", "a", "b"]), st.integers(-1, 1))
+_ATTRIBUTES = st.lists(st.tuples(_KEYS, _VALUES), max_size=8)
+
+
+def _key_values(pairs: list[tuple[str, str | int]]) -> list[KeyValue]:
+    return [
+        KeyValue(key=k, value=AnyValue(string_value=v) if isinstance(v, str) else AnyValue(int_value=v))
+        for k, v in pairs
+    ]
+
+
+@given(record=_ATTRIBUTES, resource=_ATTRIBUTES)
+def test_the_session_is_exactly_the_shared_rule(
+    record: list[tuple[str, str | int]], resource: list[tuple[str, str | int]]
+) -> None:
+    """Whatever the attributes and their order (repeated keys, empty and non-string values),
+    the part's session is identity.session_of over identity.strings of record and resource."""
+    request = ExportLogsServiceRequest()
+    resource_logs = request.resource_logs.add()
+    resource_logs.resource.attributes.extend(_key_values(resource))
+    resource_logs.scope_logs.add().log_records.add().attributes.extend(_key_values(record))
+    expected = identity.session_of(
+        TENANT,
+        identity.strings(resource_logs.scope_logs[0].log_records[0].attributes, identity.RECORD_KEYS),
+        identity.strings(resource_logs.resource.attributes, identity.RESOURCE_KEYS),
+    )
+    (part,) = split_by_session(Signal.LOGS, TENANT, request)
+    assert part.session_id == expected
