@@ -32,6 +32,15 @@ class IngestMetrics:
             ["reason"],
             registry=registry,
         )
+        self.refused_records = Counter(
+            "tokentide_ingest_refused_records",
+            "Records (log records, data points, spans) refused inside accepted requests (OTLP "
+            "partial success), by signal and reason: bounds' reasons (tokens_negative, "
+            "cost_too_large, time_in_future, ...) or a malformed record's (bad_trace_id, ...). "
+            'Their sum is tokentide_ingest_rejects{reason="invalid_records"}.',
+            ["signal", "reason"],
+            registry=registry,
+        )
         self.redacted = Counter(
             "tokentide_ingest_redacted_attributes",
             "Content attributes redacted before Kafka.",

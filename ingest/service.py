@@ -1,8 +1,9 @@
 """The transport-independent core of ingest: from a decoded request to Kafka.
 
 HTTP (``ingest.app``) and gRPC (``ingest.grpc``) authenticate, admit and decode in their own
-way, then hand the request to :meth:`Ingestor.export`, which drops invalid records
-(:mod:`ingest.validate`, answered as OTLP partial success), redacts content per the
+way, then hand the request to :meth:`Ingestor.export`, which drops the records tokentide refuses
+(:mod:`ingest.validate`: malformed ids, points without a value, token counts, costs and dates
+out of :mod:`tokentide.bounds`; answered as OTLP partial success), redacts content per the
 tenant's policy, splits by session (:mod:`ingest.partition`, the rule of
 :mod:`tokentide.identity`) and publishes one message per session, keyed ``tenant/<session>``
 with the session in ``tt-session``. It returns only after Kafka acknowledged everything it
@@ -86,11 +87,12 @@ class Ingestor:
         may be assumed written (a part may have been: the client's retry is deduplicated
         downstream).
         """
-        refused = drop_invalid(signal, request)
+        received_ns = time.time_ns()
+        refused = drop_invalid(signal, request, received_ns)
         redacted = self._redactor.apply(signal, request, tenant.redaction)
         parts = split_by_session(signal, tenant.name, request)
         reuse_wire = wire is not None and not refused.count and not redacted and len(parts) == 1
-        received = str(time.time_ns()).encode()
+        received = str(received_ns).encode()
         tenant_bytes = tenant.name.encode()
         batch = [
             RawMessage(
@@ -114,4 +116,6 @@ class Ingestor:
             self._metrics.redacted.labels(signal.value).inc(redacted)
         if refused.count:
             self._metrics.rejects.labels("invalid_records").inc(refused.count)
-        return ExportOutcome(accepted, refused.count, refused.reason)
+            for reason, count in refused.reasons.items():
+                self._metrics.refused_records.labels(signal.value, reason).inc(count)
+        return ExportOutcome(accepted, refused.count, refused.message)

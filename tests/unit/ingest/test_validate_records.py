@@ -11,6 +11,8 @@ from ingest.validate import drop_invalid
 from tests.support.captures import FIXTURES
 from tokentide.topics import Signal
 
+RECEIVED_NS = 1_800_000_000 * 10**9  # after every capture
+
 
 def test_real_captures_are_entirely_valid() -> None:
     for path in sorted(FIXTURES.glob("*/*/*_v1_*.pb")):
@@ -21,7 +23,7 @@ def test_real_captures_are_entirely_valid() -> None:
             Signal.TRACES: ExportTraceServiceRequest,
         }[signal].FromString(path.read_bytes())
         before = request.SerializeToString()
-        assert drop_invalid(signal, request).count == 0, path
+        assert drop_invalid(signal, request, RECEIVED_NS).count == 0, path
         assert request.SerializeToString() == before
 
 
@@ -32,9 +34,10 @@ def test_log_records_with_bad_ids_are_refused() -> None:
     records.add(time_unix_nano=2, trace_id=b"\x01" * 16, span_id=b"\x02" * 8)
     records.add(time_unix_nano=3, trace_id=b"abc")
     records.add(time_unix_nano=4, trace_id=b"\x01" * 16, span_id=b"\x02" * 3)
-    refused = drop_invalid(Signal.LOGS, request)
+    refused = drop_invalid(Signal.LOGS, request, RECEIVED_NS)
     assert refused.count == 2
-    assert "trace_id must be 16 bytes" in refused.reason
+    assert refused.message == "2 log records refused: trace_id must be 16 bytes, got 3"
+    assert refused.reasons == {"bad_trace_id": 1, "bad_span_id": 1}
     assert [r.time_unix_nano for r in records] == [1, 2]
 
 
@@ -43,7 +46,8 @@ def test_spans_need_both_ids() -> None:
     spans = request.resource_spans.add().scope_spans.add().spans
     spans.add(name="ok", trace_id=b"\x01" * 16, span_id=b"\x02" * 8)
     spans.add(name="no-ids")
-    assert drop_invalid(Signal.TRACES, request).count == 1
+    refused = drop_invalid(Signal.TRACES, request, RECEIVED_NS)
+    assert (refused.count, refused.message) == (1, "1 span refused: trace_id must be 16 bytes, got 0")
     assert [s.name for s in spans] == ["ok"]
 
 
@@ -69,8 +73,10 @@ def test_points_without_value_or_metric_name_are_refused() -> None:
         },
         ExportMetricsServiceRequest(),
     )
-    refused = drop_invalid(Signal.METRICS, request)
+    refused = drop_invalid(Signal.METRICS, request, RECEIVED_NS)
     assert refused.count == 3
+    assert refused.reasons == {"point_without_value": 1, "metric_without_name": 2}
+    assert refused.message == "3 data points refused: number data point without a value"
     good, nameless, hist = request.resource_metrics[0].scope_metrics[0].metrics
     assert [p.as_int for p in good.sum.data_points] == [1]
     assert len(nameless.gauge.data_points) == 0
