@@ -16,7 +16,7 @@ resource and scope, in its original order.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,23 +74,25 @@ def split_by_session(signal: Signal, tenant: str, request: Message) -> list[Part
     A one-session request is returned whole (``part.request is request``); a request without
     any record (log record, span, data point) gives no part.
     """
+    order = list(_record_sessions(signal, tenant, request))
     counts: dict[str, int] = {}
-    for session_id in _record_sessions(signal, tenant, request):
+    for session_id in order:
         counts[session_id] = counts.get(session_id, 0) + 1
     if len(counts) <= 1:
         return [Part(session_id, request, count) for session_id, count in counts.items()]
+    # Split, walking the records in the same order as above: each takes the next session.
+    next_session = iter(order).__next__
     parts: dict[str, Message] = {}
     resources_field, scopes_field, records_field = _LAYOUT[signal]
     for resource_item in getattr(request, resources_field):
-        sessions = _Sessions(tenant, resource_item.resource)
         for scope_item in getattr(resource_item, scopes_field):
             grouped: dict[str, list[Message]] = {}
             for record in getattr(scope_item, records_field):
                 if signal is Signal.METRICS:
-                    for sid, metric in _split_metric(record, sessions):
+                    for sid, metric in _split_metric(record, next_session):
                         grouped.setdefault(sid, []).append(metric)
                 else:
-                    grouped.setdefault(sessions.of(record.attributes), []).append(record)
+                    grouped.setdefault(next_session(), []).append(record)
             for sid, records in grouped.items():
                 part = parts.setdefault(sid, type(request)())
                 out_resource = getattr(part, resources_field).add()
@@ -119,17 +121,17 @@ def _record_sessions(signal: Signal, tenant: str, request: Message) -> Iterator[
                     yield sessions.of(record.attributes)
 
 
-def _split_metric(metric: Metric, sessions: _Sessions) -> list[tuple[str, Metric]]:
-    """``metric`` once per session of its points, each copy holding that session's points.
-
-    A metric without points is dropped here, as it holds no record to keep.
+def _split_metric(metric: Metric, next_session: Callable[[], str]) -> list[tuple[str, Metric]]:
+    """``metric`` once per session of its points (``next_session()`` for each, in order),
+    each copy holding that session's points. A metric without points holds no record: it
+    is dropped here.
     """
     kind = metric.WhichOneof("data")
     if kind not in _POINT_KINDS:
         return []
     by_session: dict[str, Metric] = {}
     for point in getattr(metric, kind).data_points:
-        sid = sessions.of(point.attributes)
+        sid = next_session()
         out = by_session.get(sid)
         if out is None:
             out = Metric()

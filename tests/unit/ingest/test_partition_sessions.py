@@ -322,3 +322,32 @@ def test_the_session_is_exactly_the_shared_rule(
     )
     (part,) = split_by_session(Signal.LOGS, TENANT, request)
     assert part.session_id == expected
+
+
+CODEX_TRACES = FIXTURES / "codex" / "stub-text-protobuf" / "0005_v1_traces.pb"
+
+
+def test_codex_spans_with_and_without_a_session_split_exactly() -> None:
+    """Codex names the conversation on a few spans only: the rest go to the synthetic session
+    of the same service and host, every span once, with its resource and scope, in order."""
+    request = ExportTraceServiceRequest.FromString(CODEX_TRACES.read_bytes())
+    expected: dict[str, list[bytes]] = {}
+    for rs in request.resource_spans:
+        resource = identity.strings(rs.resource.attributes, identity.RESOURCE_KEYS)
+        for ss in rs.scope_spans:
+            for span in ss.spans:
+                own = identity.strings(span.attributes, identity.RECORD_KEYS)
+                sid = identity.session_of(TENANT, own, resource)
+                expected.setdefault(sid, []).append(span.SerializeToString())
+    assert len(expected) == 2  # the conversation and the synthetic session
+
+    parts = {part.session_id: part for part in split_by_session(Signal.TRACES, TENANT, request)}
+
+    assert parts.keys() == expected.keys()
+    for sid, part in parts.items():
+        spans = [s for rs in part.request.resource_spans for ss in rs.scope_spans for s in ss.spans]
+        assert [s.SerializeToString() for s in spans] == expected[sid]
+        assert part.records == len(spans)
+        for rs in part.request.resource_spans:
+            (original,) = [o for o in request.resource_spans if o.resource == rs.resource]
+            assert {ss.scope.name for ss in rs.scope_spans} <= {ss.scope.name for ss in original.scope_spans}
