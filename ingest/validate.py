@@ -154,9 +154,7 @@ def _log_refusal(record: Any, received_ns: int, latest: int) -> Refusal:
             try:
                 bounds.record_attribute(key, None if kind is None else getattr(value, kind))
             except OutOfRange as refused:
-                # bounds names the attribute in every message but not_a_number's.
-                text = f"{key}: {refused}" if refused.reason == "not_a_number" else str(refused)
-                return refused.reason, text
+                return refused.reason, str(refused)
     return None
 
 

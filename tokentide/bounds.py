@@ -78,12 +78,12 @@ class OutOfRange(ValueError):
         self.reason = reason
 
 
-def _number(value: Any) -> float | int | None:
+def _number(value: Any, name: str) -> float | int | None:
     """``value`` as a number: ints, floats and decimal strings (agents send all three)."""
     if value is None:
         return None
     if isinstance(value, bool):
-        raise OutOfRange("not_a_number", f"a boolean ({value}) where a number belongs")
+        raise OutOfRange("not_a_number", f"{name} is a boolean ({value}), not a number")
     if isinstance(value, int | float):
         return value
     if isinstance(value, str):
@@ -95,8 +95,8 @@ def _number(value: Any) -> float | int | None:
         try:
             return float(text)
         except ValueError:
-            raise OutOfRange("not_a_number", f"{value[:40]!r} is not a number") from None
-    raise OutOfRange("not_a_number", f"a {type(value).__name__} where a number belongs")
+            raise OutOfRange("not_a_number", f"{name} {value[:40]!r} is not a number") from None
+    raise OutOfRange("not_a_number", f"{name} is a {type(value).__name__}, not a number")
 
 
 def token_count(value: Any, name: str = "token count") -> int | None:
@@ -105,7 +105,7 @@ def token_count(value: Any, name: str = "token count") -> int | None:
     Integral floats (``12.0``, how Claude Code's metrics send every count) are accepted as
     the integer they are; ``3.5``, ``-1``, ``NaN`` and ``1e13`` raise :class:`OutOfRange`.
     """
-    number = _number(value)
+    number = _number(value, name)
     if number is None:
         return None
     if isinstance(number, float):
@@ -123,7 +123,7 @@ def token_count(value: Any, name: str = "token count") -> int | None:
 
 def cost_usd(value: Any, name: str = "cost_usd") -> float | None:
     """A cost in USD: finite, non-negative, at most :data:`MAX_COST_USD`; None when absent."""
-    number = _number(value)
+    number = _number(value, name)
     if number is None:
         return None
     cost = float(number)
@@ -138,7 +138,7 @@ def cost_usd(value: Any, name: str = "cost_usd") -> float | None:
 
 def cost_micros(value: Any, name: str = "cost_usd_micros") -> int | None:
     """A cost in integer micro-USD, bounded as :func:`cost_usd`; None when absent."""
-    number = _number(value)
+    number = _number(value, name)
     if number is None:
         return None
     if isinstance(number, float) and not (math.isfinite(number) and number.is_integer()):

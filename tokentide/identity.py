@@ -42,8 +42,21 @@ class _KeyValue(Protocol):
 
 
 def strings(kvs: Iterable[_KeyValue], keys: frozenset[str]) -> dict[str, str]:
-    """The non-empty string values of ``keys`` among OTLP attributes (others are ignored)."""
-    return {kv.key: kv.value.string_value for kv in kvs if kv.key in keys and kv.value.string_value}
+    """The non-empty string values of ``keys`` among OTLP attributes, as :func:`session_of`
+    needs them: the first value of a repeated key wins (OTLP forbids repeats), and the scan
+    stops at a non-empty ``session.id``, which decides the session alone (it is the first
+    preference, and a record's own attributes come before its resource's)."""
+    out: dict[str, str] = {}
+    first = SESSION_ATTRIBUTES[0]
+    for kv in kvs:
+        key = kv.key
+        if key in keys and key not in out:
+            value = kv.value.string_value
+            if value:
+                out[key] = value
+                if key == first:
+                    break
+    return out
 
 
 def declared_session(record: Mapping[str, Any], resource: Mapping[str, Any]) -> str | None:

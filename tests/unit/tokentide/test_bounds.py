@@ -38,7 +38,7 @@ def test_token_counts_refused(value: object, reason: str) -> None:
     with pytest.raises(OutOfRange) as refused:
         bounds.token_count(value, "input_tokens")
     assert refused.value.reason == reason
-    assert "input_tokens" in str(refused.value) or reason == "not_a_number"
+    assert "input_tokens" in str(refused.value)
 
 
 @pytest.mark.parametrize(("value", "expected"), [(None, None), (0, 0.0), (0.0123, 0.0123), ("1.5", 1.5)])

@@ -45,3 +45,8 @@ def test_strings_reads_only_the_wanted_keys_from_protobuf() -> None:
     found = identity.strings(kvs, identity.RECORD_KEYS)
     assert found == {"gen_ai.conversation.id": "conv", "session.id": "sess"}
     assert identity.session_of("t", found, {}) == "sess"
+
+
+def test_strings_stops_at_session_id_and_keeps_the_first_of_a_repeated_key() -> None:
+    kvs = [kv("conversation.id", "a"), kv("conversation.id", "b"), kv("session.id", "s"), kv("user.id", "u")]
+    assert identity.strings(kvs, identity.RECORD_KEYS) == {"conversation.id": "a", "session.id": "s"}
