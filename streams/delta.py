@@ -10,8 +10,10 @@ differ.
 Rules, per point:
 
 1. **Delta** (temporality 1): the value is the delta and passes through unchanged, once: the
-   end times of each delta series' recent points are remembered, so a re-sent export adds
-   nothing (:attr:`Skip.DUPLICATE`) while a late export that never arrived before still counts.
+   identities (series, start, end) of the session's last ``Limits.recent_deltas`` delta points
+   are remembered (a bounded window of digests, :mod:`streams.dedup`), so a re-sent export
+   adds nothing (:attr:`Skip.DUPLICATE`) while a late export that never arrived before still
+   counts.
 2. **Gauge** (0) or any other temporality: no delta exists (:attr:`Skip.GAUGE`,
    :attr:`Skip.UNKNOWN_TEMPORALITY`). NaN (OTLP's staleness marker) and infinities are ignored
    without touching state (:attr:`Skip.NOT_FINITE`), as the collector ignores NaN.
@@ -66,9 +68,11 @@ Where this differs from the collector, and why:
   a Faust table value is serialised with every message, so it must stay small.
 
 State format (:class:`SeriesTracker`, JSON): ``{"series": {"<series_id>@<start_time_ns>":
-[time_ns, value], ...}, "now_ns": int, "forgotten_ns": int}``, least recently updated first
-(JSON objects keep their order through pydantic). With 32-hex series ids one entry is about
-85 bytes, so 30 series are ~2.5 KB and the 2 000 bound ~170 KB.
+[time_ns, value], ...}, "now_ns": int, "forgotten_ns": int, "recent_deltas": {"data":
+base64}}``, least recently updated first (JSON objects keep their order through pydantic).
+With 32-hex series ids one cumulative entry is about 85 bytes, so 30 series are ~2.5 KB (the
+2 000 bound, ~170 KB, only for pathological clients); the delta window is at most ~0.7 KB
+(64 digests), whatever the session's age.
 """
 
 from __future__ import annotations
@@ -81,6 +85,7 @@ from dataclasses import dataclass
 
 from pydantic import Field
 
+from streams.dedup import DigestWindow, digest
 from tokentide.records import Point, Record
 
 #: OTLP ``AggregationTemporality`` values as :class:`Point` carries them.
@@ -112,12 +117,17 @@ class Limits:
     #: Identities whose last point is this much older than the tracker's newest point are
     #: expired; 0 keeps them until the size bound evicts them.
     max_staleness_ns: int = 3_600 * NANOS_PER_SECOND
+    #: Delta points remembered to recognise a re-sent export (Claude Code sends ~5-15 a
+    #: minute, so 64 cover several minutes of re-sends).
+    recent_deltas: int = 64
 
     def __post_init__(self) -> None:
         if self.max_series < 1:
             raise ValueError(f"max_series must be at least 1, not {self.max_series}")
         if self.max_staleness_ns < 0:
             raise ValueError(f"max_staleness_ns must not be negative, not {self.max_staleness_ns}")
+        if self.recent_deltas < 1:
+            raise ValueError(f"recent_deltas must be at least 1, not {self.recent_deltas}")
 
 
 DEFAULT_LIMITS = Limits()
@@ -137,9 +147,9 @@ class SeriesTracker(Record):
     now_ns: int = 0
     #: Newest ``time_ns`` of any identity evicted or expired (0: nothing forgotten yet).
     forgotten_ns: int = 0
-    #: Delta series: ``"<series_id>@<start_time_ns>"`` -> end times of its last
-    #: ``RECENT_DELTAS`` points, least recently updated first (same size bound as ``series``).
-    deltas: dict[str, list[int]] = Field(default_factory=dict)
+    #: Identities ``(series_id, start_time_ns, time_ns)`` of the last ``Limits.recent_deltas``
+    #: delta points counted (streams.dedup): a re-sent export is recognised among them.
+    recent_deltas: DigestWindow = Field(default_factory=DigestWindow)
 
 
 def series_key(point: Point) -> str:
@@ -193,27 +203,15 @@ def delta_of(
     return delta
 
 
-#: End times remembered per delta series. An exporter re-sends an export within seconds; a
-#: re-sent older export (sent again after a newer one) is still recognised among these.
-RECENT_DELTAS = 8
-
-
 def _delta_point(tracker: SeriesTracker, point: Point, limits: Limits) -> float | Skip:
-    """A delta point counts once: its (series, start, end) must not have been seen recently.
+    """A delta point counts once: its (series, start, end) must not be among the recent ones.
 
     Only exact repeats are dropped, so a late export whose first delivery failed still counts.
     """
-    key = f"{point.series_id}@{point.start_time_ns}"
-    times = tracker.deltas.pop(key, None)
-    if times is None:
-        times = []
-        if len(tracker.deltas) >= limits.max_series:
-            del tracker.deltas[next(iter(tracker.deltas))]
-    tracker.deltas[key] = times  # most recently updated end
-    if point.time_ns in times:
+    key = digest(point.series_id, point.start_time_ns, point.time_ns)
+    if key in tracker.recent_deltas:
         return Skip.DUPLICATE
-    times.append(point.time_ns)
-    del times[:-RECENT_DELTAS]
+    tracker.recent_deltas.add(key, limits.recent_deltas)
     return point.value
 
 

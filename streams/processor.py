@@ -1,15 +1,24 @@
 """Pure processing of one raw message: decode, normalise, apply to session state.
 
-The Faust agent (``streams.app``) only wires this to topics and a table. Here nothing
-touches Kafka: state is read and written through two callables, once per session per
-message.
+The runtime (:mod:`streams.worker`) only wires this to Kafka and the state store. Here
+nothing touches Kafka: state is read and written through two callables, once per session
+per message. What cannot be counted is returned, never raised past the message:
+
+- a message that is not the OTLP request its headers announce: :class:`Rejected` of kind
+  ``message`` (reason ``undecodable``);
+- a record out of range or refused by its normaliser: :class:`Rejected` of that record
+  (:mod:`streams.normalise.base`), the message's other records still count.
+
+An exception while *applying* records to a session's state is different: the state object
+may be half-changed, so :class:`ApplyFailed` is raised and the runtime rebuilds the batch
+without that message (and dead-letters it).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
@@ -17,8 +26,9 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
 
-from streams.normalise import Registry, SessionRecords
-from streams.state import StoredSession, already_applied, apply, replay
+from streams.normalise import Registry
+from streams.normalise.base import Normalised, Rejected
+from streams.state import StoredSession, apply
 from tokentide.records import (
     Event,
     EventBatch,
@@ -32,11 +42,23 @@ from tokentide.records import (
 )
 from tokentide.settings import OPEN_MODE_TENANT
 from tokentide.tenancy import SignalThresholds
-from tokentide.topics import HEADER_RECEIVED_AT, HEADER_SIGNAL, HEADER_TENANT, Signal, session_key
+from tokentide.topics import (
+    HEADER_RECEIVED_AT,
+    HEADER_SESSION,
+    HEADER_SIGNAL,
+    HEADER_TENANT,
+    Signal,
+    session_key,
+)
 
 
-class UndecodableMessage(Exception):
-    """A raw message that is not the OTLP request its headers announce; it is skipped and counted."""
+class ApplyFailed(Exception):
+    """Applying a message to a session raised: its state may be half-changed (see module)."""
+
+    def __init__(self, session_id: str, cause: BaseException) -> None:
+        super().__init__(f"session {session_id}: {type(cause).__name__}: {cause}")
+        self.session_id = session_id
+        self.cause = cause
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,12 +73,32 @@ class Output:
     rollups: RollupBatch | None = None
 
 
+@dataclass(slots=True)
+class Processed:
+    """One message's outputs (one per session) and what it rejected."""
+
+    tenant: str
+    outputs: list[Output] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+
+
 GetState = Callable[[bytes], StoredSession | None]
 PutState = Callable[[bytes, StoredSession], None]
 
 
 def header_map(headers: Iterable[tuple[str, bytes]] | None) -> dict[str, str]:
     return {k: v.decode(errors="replace") for k, v in (headers or ())}
+
+
+def undecodable(reason: str, session_id: str | None) -> Rejected:
+    return Rejected(
+        reason="undecodable",
+        error="DecodeError",
+        message=reason,
+        kind="message",
+        session_id=session_id,
+        record={},
+    )
 
 
 class Processor:
@@ -72,60 +114,61 @@ class Processor:
         self.thresholds = thresholds or SignalThresholds()
         self.tenant_thresholds = tenant_thresholds or {}
 
-    def normalise(self, headers: dict[str, str], value: bytes) -> tuple[str, dict[str, SessionRecords]]:
-        """Decode a raw message and normalise it; returns (tenant, records by session)."""
+    def normalise(self, headers: dict[str, str], value: bytes) -> tuple[str, Normalised]:
+        """Decode a raw message and normalise it; returns (tenant, what it said by session).
+
+        The session is the one ingest keyed the message by (its ``tt-session`` header); only
+        messages without the header are split by the records' own attributes.
+        """
         tenant = headers.get(HEADER_TENANT) or OPEN_MODE_TENANT
         received = headers.get(HEADER_RECEIVED_AT, "")
         received_ns = int(received) if received.isdigit() else time.time_ns()
+        session = headers.get(HEADER_SESSION) or None
         signal = headers.get(HEADER_SIGNAL)
         try:
             if signal == Signal.LOGS:
                 logs = ExportLogsServiceRequest()
                 logs.ParseFromString(value)
-                return tenant, self.registry.logs(logs, tenant, received_ns)
+                return tenant, self.registry.logs(logs, tenant, received_ns, session)
             if signal == Signal.METRICS:
                 metrics = ExportMetricsServiceRequest()
                 metrics.ParseFromString(value)
-                return tenant, self.registry.metrics(metrics, tenant, received_ns)
+                return tenant, self.registry.metrics(metrics, tenant, received_ns, session)
         except DecodeError as exc:
-            raise UndecodableMessage(f"not an OTLP {signal} request: {exc}") from exc
-        raise UndecodableMessage(f"unsupported signal header {signal!r}")
+            return tenant, Normalised(rejected=[undecodable(f"not an OTLP {signal} request: {exc}", session)])
+        return tenant, Normalised(rejected=[undecodable(f"unsupported signal header {signal!r}", session)])
 
     def process(
         self,
         *,
-        topic: str,
-        offset: int,
         headers: dict[str, str],
         value: bytes,
         get_state: GetState,
         put_state: PutState,
-    ) -> list[Output]:
+    ) -> Processed:
         """Apply one raw message; return the records and new state of each session in it.
 
-        Records are returned even when the message was applied before (a redelivery):
-        their writes downstream are idempotent, and a crash may have lost the first ones.
+        The caller applies each raw message once (the runtime's per-partition positions);
+        a re-sent export (the same records in a new message) changes nothing here. Raises
+        :class:`ApplyFailed` when applying raised (nothing else).
         """
-        tenant, by_session = self.normalise(headers, value)
+        tenant, normalised = self.normalise(headers, value)
         thresholds = self.tenant_thresholds.get(tenant, self.thresholds)
-        outputs = []
-        for session_id, records in by_session.items():
+        processed = Processed(tenant, rejected=normalised.rejected)
+        for session_id, records in normalised.sessions.items():
             key = session_key(tenant, session_id).encode()
-            stored = get_state(key)
-            if stored is not None and already_applied(stored, topic, offset):
-                applied = replay(stored, topic, offset)
-            else:
+            try:
                 applied = apply(
-                    stored,
+                    get_state(key),
                     records,
                     tenant=tenant,
-                    topic=topic,
-                    offset=offset,
                     dedup_window=self.dedup_window,
                     thresholds=thresholds,
                 )
-                put_state(key, applied.stored)
-            outputs.append(
+            except Exception as exc:
+                raise ApplyFailed(session_id, exc) from exc
+            put_state(key, applied.stored)
+            processed.outputs.append(
                 Output(
                     key=key,
                     events=EventBatch(events=records.events) if records.events else None,
@@ -135,7 +178,7 @@ class Processor:
                     rollups=RollupBatch(rollups=applied.rollups) if applied.rollups else None,
                 )
             )
-        return outputs
+        return processed
 
 
 @dataclass(slots=True)
@@ -143,13 +186,14 @@ class _Merged:
     events: list[Event]
     points: list[Point]
     signals: list[SessionSignal]
-    rollups: dict[tuple[str, str, str, int], Rollup]  # the last of each minute: they overwrite
+    #: Increments of one (model, minute) are summed: each is what one message added.
+    rollups: dict[tuple[str, int], Rollup]
     state: SessionState
 
 
 class OutputMerger:
     """The outputs of a batch of raw messages, one per session key: records concatenated in
-    arrival order, the last rollup of each minute (rollups overwrite), the session's last
+    arrival order, the rollup increments of each (model, minute) summed, the session's last
     state. More than ``max_records`` events or points are cut into several outputs (each with
     the last state), so that no Kafka message grows without bound."""
 
@@ -172,7 +216,9 @@ class OutputMerger:
             merged.signals.extend(out.signals.signals)
         if out.rollups is not None:
             for rollup in out.rollups.rollups:
-                merged.rollups[rollup.tenant, rollup.session_id, rollup.model, rollup.minute_ns] = rollup
+                key = (rollup.model, rollup.minute_ns)
+                known = merged.rollups.get(key)
+                merged.rollups[key] = rollup if known is None else _sum(known, rollup)
         merged.state = out.state
 
     def drain(self) -> list[Output]:
@@ -196,3 +242,20 @@ class OutputMerger:
                 )
         self._by_key.clear()
         return outputs
+
+    def clear(self) -> None:
+        self._by_key.clear()
+
+
+def _sum(a: Rollup, b: Rollup) -> Rollup:
+    tokens = a.tokens.model_copy()
+    tokens.add(b.tokens)
+    return a.model_copy(
+        update={
+            "tokens": tokens,
+            "cost_nanos": a.cost_nanos + b.cost_nanos,
+            "requests": a.requests + b.requests,
+            "errors": a.errors + b.errors,
+            "user_id": a.user_id or b.user_id,
+        }
+    )

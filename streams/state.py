@@ -9,20 +9,20 @@ The rules written in code (ARCHITECTURE.md, "One source of truth per quantity"):
   (``totals_source="metrics"``), so nothing is counted twice.
 - Lines of code, commits, pull requests and active time exist only as metrics: their deltas
   are summed.
-- An event is applied once: its natural ``event_id`` is remembered in a bounded window per
-  session, so a re-sent export changes nothing. A raw message is applied once: the highest
-  applied offset per input topic is stored with the state, so a redelivery changes nothing.
+- An event is applied once: a re-sent export changes nothing (:mod:`streams.dedup`: a
+  bounded window of the digests of the last events applied). A raw message is
+  applied once by the runtime (:mod:`streams.worker`: state, outputs and input positions in
+  one Kafka transaction), so nothing here knows offsets.
 - Context: the session's main conversation only (``main_context``); the window is 1M once the
   long-context variant was seen, else 200k. Predictions, compactions: :mod:`streams.context`;
-  signals: :mod:`streams.signals`; per-minute rollups: :mod:`streams.rollups`. Windows come
+  signals: :mod:`streams.signals`; per-minute rollup increments: :mod:`streams.rollups`
+  (their sum always equals the totals). Windows come
   from the model table (``streams/prices.json``: Gemini 1M, GPT-5 400k, Claude 200k), 1M
   once a session showed Claude's ``[1m]`` variant, 200k for models the table does not know.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +30,7 @@ from pydantic import Field
 
 from streams import context as ctx
 from streams import rollups
+from streams.dedup import DigestWindow, digest
 from streams.delta import SeriesTracker, to_deltas
 from streams.normalise.base import SessionRecords
 from streams.pricing import context_window, cost_nanos
@@ -65,14 +66,11 @@ STANDARD_RESOURCE_PREFIXES = (
     "webengine.",
 )
 MAX_TEAM_ATTRIBUTES = 20
-#: Event ids are remembered by 64-bit digests: collisions within a session's window are out
-#: of reach (2^-64 per pair).
-SEEN_KEY_BYTES = 8
 
 
 def seen_key(event_id: str) -> bytes:
-    """The digest by which an event id is remembered in :attr:`StoredSession.seen`."""
-    return hashlib.blake2b(event_id.encode(), digest_size=SEEN_KEY_BYTES).digest()
+    """The digest by which an event is remembered in :attr:`StoredSession.recent`."""
+    return digest(event_id)
 
 
 #: Token measures by canonical token type, for the metrics fallback.
@@ -90,22 +88,16 @@ class StoredSession(Record):
     """What the streams stage keeps per session (its Faust table value)."""
 
     state: SessionState
-    #: Recent event ids as 8-byte digests, oldest first, at most ``dedup_window`` of them,
-    #: base64 in one string: the state is decoded and encoded for every message, and one
-    #: string costs a fraction of a list of thousands.
-    seen: str = ""
-    #: Highest applied offset per input topic (a session lives in one partition of each).
-    offsets: dict[str, int] = Field(default_factory=dict)
+    #: Digests of the last ``dedup_window`` events applied (streams.dedup).
+    recent: DigestWindow = Field(default_factory=DigestWindow)
     #: Event time of the request that set the current context position.
     context_time_ns: int = 0
     last_compaction_ns: int = 0
     #: Signal kind -> crossing count, negative while raised (see streams.signals).
     signals: dict[str, int] = Field(default_factory=dict)
-    #: Minute buckets of usage (see streams.rollups).
-    rollups: dict[str, list[int]] = Field(default_factory=dict)
-    #: What the last applied message emitted, re-emitted if that message is redelivered.
-    last_signals: list[SessionSignal] = Field(default_factory=list)
-    last_rollup_keys: list[str] = Field(default_factory=list)
+    #: What the rollup increments emitted so far add up to, in bucket order (streams.rollups):
+    #: always the totals after the last applied message.
+    rolled: list[int] = Field(default_factory=lambda: [0] * rollups.WIDTH)
     #: Totals of usage events (the source of tokens and cost whenever there is any).
     usage_tokens: Tokens = Field(default_factory=Tokens)
     usage_cost_nanos: int = 0
@@ -129,34 +121,6 @@ class Applied:
     rollups: list[Rollup] = field(default_factory=list)
 
 
-def seen_keys(stored: StoredSession) -> list[bytes]:
-    """The remembered event digests, oldest first."""
-    window = base64.b64decode(stored.seen)
-    return [window[i : i + SEEN_KEY_BYTES] for i in range(0, len(window), SEEN_KEY_BYTES)]
-
-
-def already_applied(stored: StoredSession, topic: str, offset: int) -> bool:
-    """Whether the message at ``offset`` of ``topic`` was applied to ``stored`` before."""
-    return offset <= stored.offsets.get(topic, -1)
-
-
-def replay(stored: StoredSession, topic: str, offset: int) -> Applied:
-    """A redelivered message: nothing changes; what it emitted the first time is emitted again
-    (if it was the last one applied), since a crash may have lost those outputs."""
-    if offset != stored.offsets.get(topic):
-        return Applied(stored)
-    state = stored.state
-    buckets = rollups.records(
-        stored.rollups,
-        set(stored.last_rollup_keys),
-        tenant=state.tenant,
-        session_id=state.session_id,
-        user_id=state.user_id,
-        agent=state.agent,
-    )
-    return Applied(stored, list(stored.last_signals), buckets)
-
-
 def team_attributes(resource: dict[str, Any]) -> dict[str, str]:
     out: dict[str, str] = {}
     for key, value in resource.items():
@@ -173,15 +137,14 @@ def apply(
     records: SessionRecords,
     *,
     tenant: str,
-    topic: str,
-    offset: int,
     dedup_window: int,
     thresholds: SignalThresholds | None = None,
 ) -> Applied:
-    """The session's state after ``records`` (read from ``topic`` at ``offset``).
+    """The session's state after ``records`` (one raw message's records of this session).
 
-    The caller must first check :func:`already_applied` (and call :func:`replay` instead).
-    ``stored`` is updated in place.
+    ``stored`` is updated in place (None: a new session). The returned rollups are the
+    increments this message adds to each (minute, model); their sum over all messages equals
+    the session's totals (streams.rollups).
     """
     thresholds = thresholds or SignalThresholds()
     times = [e.time_ns for e in records.events] + [p.time_ns for p in records.points]
@@ -213,27 +176,20 @@ def apply(
         ctx.predict(state.context)
 
     signals: list[SessionSignal] = []
-    touched: set[str] = set()
+    event_buckets: rollups.Buckets = {}
     if not stored.tracking_since_ns:
         starts = [p.start_time_ns for p in records.points if p.start_time_ns]
         stored.tracking_since_ns = min([*starts, first]) if starts or first else 0
-    window = base64.b64decode(stored.seen)
-    seen = {window[i : i + SEEN_KEY_BYTES] for i in range(0, len(window), SEEN_KEY_BYTES)}
-    fresh: list[bytes] = []
     for event in sorted(records.events, key=lambda e: e.time_ns):
-        digest = seen_key(event.event_id)
-        if digest in seen:
+        if not _first_time(stored, event, dedup_window):
             continue
-        seen.add(digest)
-        fresh.append(digest)
         signals += _count(stored, event, thresholds)
-        bucket = rollups.add(stored.rollups, event)
-        if bucket is not None:
-            touched.add(bucket)
+        rollups.add_event(event_buckets, event)
 
     # Tracking began with the earliest record seen so far: a first export that arrives late
     # (an exporter retry) moves it back, so its cumulative series still count in full.
     stored.tracking_since_ns = min(stored.tracking_since_ns, state.started_at_ns or stored.tracking_since_ns)
+    metric_buckets: rollups.Buckets = {}
     for point, delta in to_deltas(stored.series, records.points, stored.tracking_since_ns):
         if point.measure is not None:
             stored.metric_totals[point.measure] = stored.metric_totals.get(point.measure, 0.0) + delta
@@ -241,22 +197,79 @@ def apply(
             if token_type is not None and point.model:
                 by_type = stored.metric_model_tokens.setdefault(point.model, {})
                 by_type[token_type] = by_type.get(token_type, 0.0) + delta
+            _metric_rollup(metric_buckets, point.measure, point.time_ns, point.model, delta)
     _totals(stored)
-    rollups.prune(stored.rollups)
-    stored.seen = base64.b64encode((window + b"".join(fresh))[-dedup_window * SEEN_KEY_BYTES :]).decode()
-    stored.offsets[topic] = offset
-    stored.last_signals = signals
-    stored.last_rollup_keys = sorted(touched)
+    buckets = event_buckets if state.totals_source == "events" else _priced(metric_buckets, stored)
+    rollups.settle(
+        buckets,
+        stored.rolled,
+        rollups.totals_vector(state.tokens, state.cost_nanos, state.api_requests, state.api_errors),
+        fallback=(
+            last or state.last_seen_at_ns,
+            state.context.model or (state.models[-1] if state.models else ""),
+        ),
+    )
     state.version += 1
-    buckets = rollups.records(
-        stored.rollups,
-        touched,
+    increments = rollups.records(
+        buckets,
         tenant=tenant,
         session_id=state.session_id,
         user_id=state.user_id,
         agent=state.agent,
     )
-    return Applied(stored, signals, buckets)
+    return Applied(stored, signals, increments)
+
+
+def _first_time(stored: StoredSession, event: Any, dedup_window: int) -> bool:
+    """Whether ``event`` is new to the session (and remember it)."""
+    key = seen_key(event.event_id)
+    if key in stored.recent:
+        return False
+    stored.recent.add(key, dedup_window)
+    return True
+
+
+#: Bucket position of each token measure (streams.rollups order).
+_TOKEN_POSITIONS = {
+    Measure.TOKENS_INPUT: 0,
+    Measure.TOKENS_OUTPUT: 1,
+    Measure.TOKENS_CACHE_READ: 2,
+    Measure.TOKENS_CACHE_CREATION: 3,
+    Measure.TOKENS_REASONING: 4,
+}
+_COST_POSITION = 5
+
+
+def _metric_rollup(
+    buckets: rollups.Buckets, measure: Measure, time_ns: int, model: str | None, delta: float
+) -> None:
+    """Note a token or cost metric delta for the rollups of a metrics-only session (rounded
+    per point; :func:`streams.rollups.settle` puts the rounding remainder right)."""
+    if measure is Measure.COST_USD:
+        rollups.add_amounts(buckets, time_ns, model, [(_COST_POSITION, round(delta * NANOS_PER_USD))])
+        return
+    position = _TOKEN_POSITIONS.get(measure)
+    if position is not None:
+        rollups.add_amounts(buckets, time_ns, model, [(position, round(delta))])
+
+
+def _priced(buckets: rollups.Buckets, stored: StoredSession) -> rollups.Buckets:
+    """A metrics-only session's buckets, priced by the table per model when the agent sends
+    no cost metric (as its totals are, :func:`_totals`)."""
+    if Measure.COST_USD in stored.metric_totals:
+        return buckets
+    for (_, model), bucket in buckets.items():
+        tokens = Tokens(
+            input=bucket[0],
+            output=bucket[1],
+            cache_read=bucket[2],
+            cache_creation=bucket[3],
+            reasoning=bucket[4],
+        )
+        bucket[_COST_POSITION] = (
+            (cost_nanos(model, tokens, context_tokens=0) or 0) if model != "unknown" else 0
+        )
+    return buckets
 
 
 def _count(stored: StoredSession, event: Any, thresholds: SignalThresholds) -> list[SessionSignal]:

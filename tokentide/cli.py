@@ -56,19 +56,13 @@ def run_ingest() -> None:
 
 
 def run_streams() -> None:
-    import faust
-
     from streams.app import create_app
     from tokentide.settings import StreamsSettings
 
     settings = StreamsSettings()
+    _logging(settings.log_level)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    app = create_app(settings)
-    worker = faust.Worker(app, loglevel=settings.log_level.lower(), quiet=True)
-    # No terminal spinner: to spin on every log record it sets the root logger to DEBUG, and
-    # every library's debug call then builds a record nobody prints (5% of the worker's CPU).
-    worker.spinner = None
-    worker.execute_from_commandline()
+    _serve(create_app(settings), settings.host, settings.streams_port, settings.log_level, grace_s=30)
 
 
 def run_sink() -> None:
@@ -123,7 +117,10 @@ ADMIN_HELP = (
 
 COMMANDS: dict[str, tuple[Callable[[], None], str]] = {
     "ingest": (run_ingest, "OTLP/HTTP (port 4318) and OTLP/gRPC (port 4317) receiver publishing to Kafka"),
-    "streams": (run_streams, "faust worker: normalise, deduplicate, keep per-session state"),
+    "streams": (
+        run_streams,
+        "stream worker: normalise, deduplicate, keep per-session state, signals (port 6066)",
+    ),
     "sink": (run_sink, "batch writer from Kafka into PostgreSQL"),
     "dashboard": (run_dashboard, "API over the database (port 8000)"),
     "migrate": (run_migrate, "apply database migrations, then exit"),

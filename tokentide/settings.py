@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tokentide.tenancy import Redaction, SignalThresholds
@@ -110,27 +110,73 @@ class IngestSettings(KafkaSettings, DatabaseSettings):
         return self
 
 
+#: Where a test may pause the stream stage (``TOKENTIDE_STREAMS_TEST_PAUSE_AT``), in the order a
+#: batch reaches them (streams.worker): applied in memory; state sent to the changelog;
+#: outputs sent; transaction committed; local store written.
+PAUSE_POINTS = ("before_transaction", "after_changelog", "after_outputs", "after_commit", "after_store")
+
+
 class StreamsSettings(KafkaSettings):
-    #: Faust application id: the consumer group and the prefix of table changelog topics.
+    #: The consumer group, the prefix of the transactional ids (one per input partition) and
+    #: the name of the state changelog (``<id>-state-changelog``).
     streams_app_id: str = "tokentide-streams"
+    #: Local state (RocksDB, one database per input partition), rebuilt from the changelog
+    #: when lost; one directory per worker.
     data_dir: Path = Path(".local/streams")
-    #: ``rocksdb://`` in production (changelog-backed RocksDB); ``memory://`` for tests.
-    store: str = "rocksdb://"
+    #: ``rocksdb`` (production) or ``memory`` (tests: state only in the changelog).
+    store: Literal["rocksdb", "memory"] = "rocksdb"
     host: str = "127.0.0.1"
     streams_port: int = Field(default=6066, ge=1, le=65535)
-    #: Event ids remembered per session to drop re-sent exports.
-    dedup_window: int = Field(default=4096, ge=16)
+    #: Unnumbered events (no ``event.sequence``) remembered per session to drop re-sent exports.
+    dedup_window: int = Field(default=128, ge=16, le=100_000)
     #: Sessions whose decoded state a worker keeps in memory (0: decode every message).
     state_cache_sessions: int = Field(default=10_000, ge=0)
-    #: Raw messages handled as one batch: each session changed in it is written to the table
-    #: once and its records go out as one message per kind.
+    #: Raw messages read at once: each input partition's share is applied, then committed in
+    #: one Kafka transaction (state, outputs and input offsets together).
     batch_max_messages: int = Field(default=500, ge=1)
-    #: How long a batch waits for more messages (adds at most this to a signal's latency).
+    #: How long a read waits for more messages (adds at most this to a signal's latency).
     batch_linger_s: float = Field(default=0.05, gt=0)
+    #: ``/readyz`` turns 503 when a partition with lag has not advanced for this long.
+    stall_after_s: float = Field(default=60.0, gt=0)
+    #: Consumer group session timeout and heartbeat: how soon a dead worker's partitions move.
+    session_timeout_s: float = Field(default=10.0, ge=1)
+    heartbeat_interval_s: float = Field(default=1.0, gt=0)
+    #: An open transaction of a worker that died is aborted after this (or at once, when its
+    #: partition's next owner starts).
+    transaction_timeout_s: float = Field(default=60.0, ge=1)
+    #: Test only: pause (forever) at this point of the N-th batch, ``<point>`` or ``<point>:<N>``
+    #: (one of PAUSE_POINTS), so that a fault test can kill -9 the worker exactly there.
+    streams_test_pause_at: str | None = None
     #: Context signal thresholds (JSON, e.g. ``{"warning": 0.7}``), and per-tenant overrides
     #: (``{"acme": {"checkpoint": 0.85}}``).
     signal_thresholds: SignalThresholds = SignalThresholds()
     tenant_signal_thresholds: dict[str, SignalThresholds] = Field(default_factory=dict)
+
+    @field_validator("store", mode="before")
+    @classmethod
+    def _store_scheme(cls, value: object) -> object:
+        # faust-era values (``rocksdb://``, ``memory://``) still mean the same store.
+        return value.removesuffix("://") if isinstance(value, str) else value
+
+    @field_validator("streams_test_pause_at")
+    @classmethod
+    def _pause_point(cls, value: str | None) -> str | None:
+        if value is not None:
+            point, _, nth = value.partition(":")
+            if point not in PAUSE_POINTS or (nth and not nth.isdigit()):
+                points = ", ".join(PAUSE_POINTS)
+                raise ValueError(f"want <point>[:<n>] with a point of {points}, not {value!r}")
+        return value
+
+    @property
+    def changelog_topic(self) -> str:
+        """The compacted changelog of the stage's state, co-partitioned with the raw topics."""
+        return f"{self.streams_app_id}-state-changelog"
+
+    @property
+    def dead_letter_topic(self) -> str:
+        """Records and messages the stage could not count, with the reason and their origin."""
+        return f"{self.topic_prefix}streams.dead-letters"
 
 
 class SinkSettings(KafkaSettings, DatabaseSettings):

@@ -19,6 +19,7 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric
 from streams.normalise.base import Origin
 from streams.normalise.generic import GenericNormaliser
 from streams.otlp import any_value, as_bool, as_float, as_int, as_str, attributes, stable_id
+from tokentide.bounds import cost_micros, cost_usd, token_count
 from tokentide.records import NANOS_PER_USD, Event, EventKind, Measure, Point, Tokens
 
 SERVICE_NAMES = frozenset({"claude-code", "claude-code-desktop"})
@@ -39,8 +40,9 @@ def split_model(model: str | None) -> tuple[str | None, str | None]:
 
 
 def usd_to_nanos(value: object) -> int | None:
-    """The agent's ``cost_usd`` double to integer nano-USD (exact sums from here on)."""
-    cost = as_float(value)
+    """The agent's ``cost_usd`` double to integer nano-USD (exact sums from here on); a cost
+    out of range (:func:`tokentide.bounds.cost_usd`) raises OutOfRange."""
+    cost = cost_usd(value)
     return None if cost is None else round(cost * NANOS_PER_USD)
 
 
@@ -90,14 +92,14 @@ class ClaudeCodeNormaliser(GenericNormaliser):
         if name == "api_request":
             event.main_context = is_main_thread(event.query_source)
             event.tokens = Tokens(
-                input=as_int(attrs.get("input_tokens")) or 0,
-                output=as_int(attrs.get("output_tokens")) or 0,
-                cache_read=as_int(attrs.get("cache_read_tokens")) or 0,
-                cache_creation=as_int(attrs.get("cache_creation_tokens")) or 0,
+                input=token_count(attrs.get("input_tokens"), "input_tokens") or 0,
+                output=token_count(attrs.get("output_tokens"), "output_tokens") or 0,
+                cache_read=token_count(attrs.get("cache_read_tokens"), "cache_read_tokens") or 0,
+                cache_creation=token_count(attrs.get("cache_creation_tokens"), "cache_creation_tokens") or 0,
             )
             event.cost_nanos = usd_to_nanos(attrs.get("cost_usd"))
             if event.cost_nanos is None:
-                micros = as_int(attrs.get("cost_usd_micros"))
+                micros = cost_micros(attrs.get("cost_usd_micros"))
                 event.cost_nanos = None if micros is None else micros * 1000
             event.cost_source = "agent" if event.cost_nanos is not None else None
         return event

@@ -58,7 +58,7 @@ from typing import Any, ClassVar
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric
 
-from streams.normalise.base import SESSION_KEYS, Origin
+from streams.normalise.base import Origin
 from streams.normalise.generic import (
     Derivation,
     GenericNormaliser,
@@ -67,6 +67,8 @@ from streams.normalise.generic import (
     price_from_table,
 )
 from streams.otlp import as_bool, as_float, as_int, as_str
+from tokentide import identity
+from tokentide.bounds import token_count
 from tokentide.records import Event, EventKind, Measure, Point, Tokens
 
 SERVICE_PREFIX = "codex"
@@ -102,22 +104,22 @@ def _token_measure(attrs: dict[str, Any]) -> Measure | None:
 
 def codex_tokens(attrs: Mapping[str, Any]) -> Tokens | None:
     """Canonical tokens of a token ``sse_event``; None for records without tokens."""
-    reported_input = as_int(attrs.get("input_token_count"))
+    reported_input = token_count(attrs.get("input_token_count"), "input_token_count")
     if reported_input is None:
         return None
-    cached = as_int(attrs.get("cached_token_count")) or 0
+    cached = token_count(attrs.get("cached_token_count"), "cached_token_count") or 0
     return Tokens(
         input=max(reported_input - cached, 0),
-        output=as_int(attrs.get("output_token_count")) or 0,
+        output=token_count(attrs.get("output_token_count"), "output_token_count") or 0,
         cache_read=cached,
-        cache_creation=as_int(attrs.get("cache_write_token_count")) or 0,
-        reasoning=as_int(attrs.get("reasoning_token_count")) or 0,
+        cache_creation=token_count(attrs.get("cache_write_token_count"), "cache_write_token_count") or 0,
+        reasoning=token_count(attrs.get("reasoning_token_count"), "reasoning_token_count") or 0,
     )
 
 
 def has_session_identity(origin: Origin, attrs: Mapping[str, Any]) -> bool:
     """Whether a record or point names its session (else it lands in a synthetic session)."""
-    return any(as_str(source.get(key)) for source in (attrs, origin.resource) for key in SESSION_KEYS)
+    return identity.declared_session(attrs, origin.resource) is not None
 
 
 def request_failed(attrs: Mapping[str, Any]) -> bool:

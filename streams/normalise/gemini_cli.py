@@ -57,6 +57,7 @@ from streams.normalise.generic import (
     semconv_model,
 )
 from streams.otlp import as_bool, as_float, as_int, as_str
+from tokentide.bounds import token_count
 from tokentide.records import Event, EventKind, Measure, Point, Tokens
 
 SERVICE_NAME = "gemini-cli"
@@ -93,10 +94,10 @@ def _token_measure(attrs: dict[str, Any]) -> Measure | None:
 
 def gemini_tokens(attrs: Mapping[str, Any]) -> Tokens:
     """Canonical tokens of an ``api_response`` (missing counts are 0)."""
-    prompt = as_int(attrs.get("input_token_count")) or 0
-    cached = as_int(attrs.get("cached_content_token_count")) or 0
-    candidates = as_int(attrs.get("output_token_count")) or 0
-    thoughts = as_int(attrs.get("thoughts_token_count")) or 0
+    prompt = token_count(attrs.get("input_token_count"), "input_token_count") or 0
+    cached = token_count(attrs.get("cached_content_token_count"), "cached_content_token_count") or 0
+    candidates = token_count(attrs.get("output_token_count"), "output_token_count") or 0
+    thoughts = token_count(attrs.get("thoughts_token_count"), "thoughts_token_count") or 0
     return Tokens(
         input=max(prompt - cached, 0),
         output=candidates + thoughts,

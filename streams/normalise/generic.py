@@ -46,8 +46,9 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric
 
 from streams.normalise.base import Origin
-from streams.otlp import any_value, as_int, as_str, attributes, stable_id
+from streams.otlp import any_value, as_str, attributes, stable_id
 from streams.pricing import cost_nanos
+from tokentide.bounds import token_count
 from tokentide.records import Event, EventKind, Measure, Point, Tokens
 
 #: What a metric's point counts, from the point's attributes (None: nothing canonical).
@@ -75,9 +76,10 @@ DERIVED = "tokentide.derived"
 
 
 def first_int(attrs: Mapping[str, Any], keys: Sequence[str]) -> int | None:
-    """The first of ``keys`` that holds an integer (ints, floats or decimal strings)."""
+    """The first of ``keys`` that holds a token count (ints, integral floats or decimal
+    strings); a count out of range raises :class:`tokentide.bounds.OutOfRange`."""
     for key in keys:
-        value = as_int(attrs.get(key))
+        value = token_count(attrs.get(key), key)
         if value is not None:
             return value
     return None

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -30,10 +29,11 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from ingest.decode import decode
 from ingest.errors import JSON
 from streams.normalise import default_registry
+from streams.normalise.base import Rejected
 from streams.processor import Output, Processor
 from streams.state import StoredSession
 from tokentide.records import SessionState
-from tokentide.topics import HEADER_RECEIVED_AT, HEADER_SIGNAL, HEADER_TENANT, Signal, Topics, session_key
+from tokentide.topics import HEADER_RECEIVED_AT, HEADER_SIGNAL, HEADER_TENANT, Signal, session_key
 
 CAPTURES = Path(__file__).resolve().parents[1] / "fixtures" / "claude-code"
 CASES = sorted(p.name for p in CAPTURES.iterdir() if p.is_dir())
@@ -292,14 +292,14 @@ RECEIVED_NS = 1_795_485_000_000_000_000
 
 
 class Pipeline:
-    """:class:`Processor` over a dict table that stores serialised values, like the Faust table."""
+    """:class:`Processor` over a dict table that stores serialised values, as the runtime
+    stores them (each message applied once, in order, like the worker does)."""
 
-    def __init__(self, dedup_window: int = 4096, tenant: str = "default") -> None:
+    def __init__(self, dedup_window: int = 256, tenant: str = "default") -> None:
         self.processor = Processor(default_registry(), dedup_window)
         self.tenant = tenant
         self.table: dict[bytes, bytes] = {}
-        self.next_offset: dict[str, int] = defaultdict(int)
-        self.topics = Topics()
+        self.rejected: list[Rejected] = []
 
     def get(self, key: bytes) -> StoredSession | None:
         value = self.table.get(key)
@@ -308,23 +308,22 @@ class Pipeline:
     def put(self, key: bytes, stored: StoredSession) -> None:
         self.table[key] = stored.to_bytes()
 
-    def send(self, signal: Signal, value: bytes, *, offset: int | None = None) -> list[Output]:
-        """Process one raw message; without ``offset``, the topic's next one."""
-        topic = self.topics.raw(signal)
-        if offset is None:
-            offset = self.next_offset[topic]
-        self.next_offset[topic] = max(self.next_offset[topic], offset + 1)
+    def send(self, signal: Signal, value: bytes) -> list[Output]:
+        """Process one raw message (as ingest writes it, without a session header: the
+        records' own attributes name their sessions)."""
         headers = {
             HEADER_TENANT: self.tenant,
             HEADER_SIGNAL: signal.value,
             HEADER_RECEIVED_AT: str(RECEIVED_NS),
         }
-        return self.processor.process(
-            topic=topic, offset=offset, headers=headers, value=value, get_state=self.get, put_state=self.put
+        processed = self.processor.process(
+            headers=headers, value=value, get_state=self.get, put_state=self.put
         )
+        self.rejected += processed.rejected
+        return processed.outputs
 
-    def send_logs(self, request: ExportLogsServiceRequest, *, offset: int | None = None) -> list[Output]:
-        return self.send(Signal.LOGS, request.SerializeToString(), offset=offset)
+    def send_logs(self, request: ExportLogsServiceRequest) -> list[Output]:
+        return self.send(Signal.LOGS, request.SerializeToString())
 
     def stored(self, session_id: str) -> StoredSession:
         stored = self.get(session_key(self.tenant, session_id).encode())

@@ -1,4 +1,4 @@
-"""Context predictions, compaction sightings, signals once per crossing, minute rollups."""
+"""Context predictions, compaction sightings, signals once per crossing, minute rollup increments."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from streams import context as ctx
 from streams import rollups
 from streams.normalise.base import SessionRecords
 from streams.signals import evaluate
-from streams.state import apply, replay
+from streams.state import StoredSession, apply
 from tokentide.records import ContextState, Event, EventKind, SignalKind, Tokens
 from tokentide.tenancy import SignalThresholds
 
@@ -49,11 +49,9 @@ def compaction(n: int, at: int, after: int | None = None) -> Event:
 
 def run(events: list[Event], thresholds: SignalThresholds | None = None) -> tuple[list[str], ContextState]:
     stored, kinds = None, []
-    for offset, event in enumerate(events):
+    for event in events:
         records = SessionRecords(session_id="s", agent="claude_code", events=[event])
-        applied = apply(
-            stored, records, tenant="t", topic="raw", offset=offset, dedup_window=1000, thresholds=thresholds
-        )
+        applied = apply(stored, records, tenant="t", dedup_window=1000, thresholds=thresholds)
         stored = applied.stored
         kinds += [s.kind.value for s in applied.signals]
     assert stored is not None
@@ -132,37 +130,61 @@ def test_evaluate_gives_stable_signal_ids() -> None:
     assert "85% full" in first[0].message
 
 
-def test_rollups_keep_the_full_value_of_each_minute() -> None:
-    buckets: dict[str, list[int]] = {}
-    events = [usage(0, 1000, at=0), usage(1, 2000, at=30), usage(2, 4000, at=70, model="n")]
-    keys = {rollups.add(buckets, e) for e in events}
-    out = {
-        (r.model, r.minute_ns): r
-        for r in rollups.records(
-            buckets, {k for k in keys if k}, tenant="t", session_id="s", user_id=None, agent="a"
+def _increments(batches: list[list[Event]]) -> tuple[dict[tuple[str, int], list[int]], StoredSession]:
+    """Each message's rollup increments, summed per (model, minute), and the final state."""
+    stored: StoredSession | None = None
+    summed: dict[tuple[str, int], list[int]] = {}
+    for events in batches:
+        applied = apply(
+            stored, SessionRecords("s", "claude_code", events=events), tenant="t", dedup_window=10
         )
-    }
+        stored = applied.stored
+        for r in applied.rollups:
+            assert r.increment
+            row = summed.setdefault((r.model, r.minute_ns), [0, 0, 0])
+            row[0] += r.tokens.input
+            row[1] += r.requests
+            row[2] += r.cost_nanos
+    assert stored is not None
+    return summed, stored
+
+
+def test_rollups_are_the_increments_of_each_minute() -> None:
     minute = T0 - T0 % rollups.MINUTE_NS
-    assert out[("m", minute)].tokens.input == 3000
-    assert out[("m", minute)].requests == 2
-    assert out[("n", minute + rollups.MINUTE_NS)].tokens.input == 4000
+    summed, stored = _increments(
+        [[usage(0, 1000, at=0)], [usage(1, 2000, at=30), usage(2, 4000, at=70, model="n")]]
+    )
+    assert summed == {("m", minute): [3000, 2, 2000], ("n", minute + rollups.MINUTE_NS): [4000, 1, 1000]}
+    assert stored.rolled == rollups.totals_vector(
+        stored.state.tokens, stored.state.cost_nanos, stored.state.api_requests, stored.state.api_errors
+    )
 
 
-def test_old_minutes_are_pruned() -> None:
-    buckets: dict[str, list[int]] = {}
-    rollups.add(buckets, usage(0, 1, at=0))
-    rollups.add(buckets, usage(1, 1, at=60 * (rollups.KEEP_MINUTES + 2)))
-    rollups.prune(buckets)
-    assert len(buckets) == 1
+def test_rollups_of_late_and_far_future_events_land_in_their_own_minutes() -> None:
+    """Timestamps that jump (a day ahead, then hours back) still sum to the totals: nothing
+    is pruned, every minute gets exactly what its events added."""
+    day = 24 * 3600
+    summed, stored = _increments(
+        [
+            [usage(0, 1000, at=0)],
+            [usage(1, 1000, at=day)],
+            [usage(2, 1000, at=60)],
+            [usage(3, 1000, at=-3 * 3600)],
+        ]
+    )
+    assert len(summed) == 4
+    assert sum(row[0] for row in summed.values()) == stored.state.tokens.input == 4000
+    assert sum(row[1] for row in summed.values()) == stored.state.api_requests == 4
 
 
-def test_a_redelivered_message_re_emits_its_signals_and_rollups() -> None:
+def test_a_re_sent_export_raises_no_signal_and_no_rollup_again() -> None:
     records = SessionRecords(session_id="s", agent="claude_code", events=[usage(0, 170_000)])
-    first = apply(None, records, tenant="t", topic="raw", offset=7, dedup_window=10)
-    again = replay(first.stored, "raw", 7)
-    assert [s.signal_id for s in again.signals] == [s.signal_id for s in first.signals]
-    assert again.rollups == first.rollups
-    assert replay(first.stored, "raw", 6).signals == []  # an older message: nothing to re-emit
+    first = apply(None, records, tenant="t", dedup_window=10)
+    assert [s.kind for s in first.signals] == [SignalKind.CONTEXT_WARNING]
+    again = apply(first.stored, records, tenant="t", dedup_window=10)
+    assert again.signals == []
+    assert again.rollups == []
+    assert again.stored.state.api_requests == 1
 
 
 def test_observe_request_reports_drops_only_from_a_full_enough_context() -> None:
@@ -190,9 +212,9 @@ def test_a_long_context_variant_wins_over_the_table() -> None:
     records = SessionRecords(
         session_id="s", agent="claude_code", events=[usage(0, 50_000)], long_context=True
     )
-    applied = apply(None, records, tenant="t", topic="raw", offset=0, dedup_window=10)
+    applied = apply(None, records, tenant="t", dedup_window=10)
     more = SessionRecords(
         session_id="s", agent="claude_code", events=[usage(1, 60_000, model="claude-opus-4-8")]
     )
-    applied = apply(applied.stored, more, tenant="t", topic="raw", offset=1, dedup_window=10)
+    applied = apply(applied.stored, more, tenant="t", dedup_window=10)
     assert applied.stored.state.context.window == 1_000_000

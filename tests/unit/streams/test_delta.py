@@ -92,11 +92,20 @@ def test_a_late_delta_export_that_never_arrived_still_counts() -> None:
 
 
 def test_delta_memory_is_bounded() -> None:
+    """The window of recent delta points holds the last ``recent_deltas`` identities: a
+    long session's state does not grow, and only what fell out of the window counts again."""
     tracker = SeriesTracker()
-    limits = Limits(max_series=3)
-    for n in range(10):
-        deltas(tracker, [pt(1.0, t=T0 + n * MINUTE, series=f"s{n}", temporality=1)], limits=limits)
-    assert list(tracker.deltas) == [f"s{n}@{T0 + S}" for n in (7, 8, 9)]
+    limits = Limits(recent_deltas=3)
+    points = [pt(1.0, t=T0 + n * MINUTE, series=f"s{n}", temporality=1) for n in range(10)]
+    for point in points:
+        assert deltas(tracker, [point], limits=limits) == [1.0]
+    assert len(tracker.recent_deltas) == 3
+    size = len(tracker.to_bytes())
+    assert deltas(tracker, points[7:], limits=limits) == []  # still remembered: re-sends
+    assert deltas(tracker, points[:1], limits=limits) == [1.0]  # forgotten: the price of a bound
+    assert len(tracker.to_bytes()) == size
+    restored = SeriesTracker.from_bytes(tracker.to_bytes())
+    assert deltas(restored, points[8:], limits=limits) == []  # the window survives serialisation
 
 
 def test_gauges_and_unknown_temporalities_yield_nothing_and_are_counted() -> None:

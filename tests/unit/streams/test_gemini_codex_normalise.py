@@ -337,8 +337,8 @@ def test_codex_metric_points_with_a_conversation_measure_canonical_tokens(
 
 def _event_ids(pipeline: Any, raw: bytes) -> list[str]:
     headers = {HEADER_TENANT: "default", HEADER_SIGNAL: "logs"}
-    _, by_session = pipeline.processor.normalise(headers, raw)
-    return [e.event_id for records in by_session.values() for e in records.events]
+    _, normalised = pipeline.processor.normalise(headers, raw)
+    return [e.event_id for records in normalised.sessions.values() for e in records.events]
 
 
 @pytest.mark.parametrize(

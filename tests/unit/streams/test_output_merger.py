@@ -47,14 +47,21 @@ def test_merged_outputs_carry_every_record_in_order_and_the_last_state(
 
 def _rollup(minute: int, requests: int) -> Rollup:
     return Rollup(
-        tenant="t", session_id="s", agent="claude_code", model="m", minute_ns=minute, requests=requests
+        tenant="t",
+        session_id="s",
+        agent="claude_code",
+        model="m",
+        minute_ns=minute,
+        requests=requests,
+        cost_nanos=10 * requests,
+        increment=True,
     )
 
 
-def test_only_the_last_rollup_of_each_minute_is_kept(
+def test_rollup_increments_of_each_minute_are_summed(
     make_pipeline: Callable[..., Any], streamed_of: Callable[[str], list[Any]], capture_case: str
 ) -> None:
-    """Rollups carry a minute's full value (overwrite): an earlier one of the same minute is stale."""
+    """Rollups carry what each message added to a minute: a batch's are summed per minute."""
     outputs = _per_message(make_pipeline(), streamed_of(capture_case))
     key, state = outputs[-1].key, outputs[-1].state
 
@@ -65,7 +72,11 @@ def test_only_the_last_rollup_of_each_minute_is_kept(
         )
     (out,) = merger.drain()
     assert out.rollups is not None
-    assert sorted((r.minute_ns, r.requests) for r in out.rollups.rollups) == [(1, 3), (2, 1)]
+    assert sorted((r.minute_ns, r.requests, r.cost_nanos) for r in out.rollups.rollups) == [
+        (1, 6, 60),
+        (2, 1, 10),
+    ]
+    assert all(r.increment for r in out.rollups.rollups)
 
 
 def test_long_batches_are_cut_each_piece_with_the_last_state(

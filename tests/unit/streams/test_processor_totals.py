@@ -16,8 +16,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from ingest.decode import decode
 from ingest.errors import JSON
 from streams.normalise import SessionRecords
-from streams.processor import UndecodableMessage
-from streams.state import StoredSession, apply, seen_key, seen_keys
+from streams.state import StoredSession, apply, seen_key
 from tokentide.records import Event, EventKind, Tokens
 from tokentide.topics import HEADER_SIGNAL, HEADER_TENANT, Signal
 
@@ -97,25 +96,6 @@ def test_json_and_protobuf_twins_give_the_same_totals(
 
 
 # --- exactly once -----------------------------------------------------------------------------
-
-
-def test_redelivered_messages_change_nothing(
-    capture_case: str, pipeline: Any, streamed_of: Callable[[str], list[Any]], expected: Callable[..., Any]
-) -> None:
-    captures = streamed_of(capture_case)
-    session_id = expected(captures).session_id
-    for offset, cap in enumerate(captures):
-        pipeline.send(cap.signal, cap.raw, offset=offset)
-    before = pipeline.state(session_id)
-
-    for offset, cap in enumerate(captures):
-        outputs = pipeline.send(cap.signal, cap.raw, offset=offset)
-        # Records still go out (downstream writes are idempotent), state is not re-applied.
-        assert outputs[0].state == before
-        if cap.signal is Signal.LOGS:
-            assert outputs[0].events is not None
-
-    assert pipeline.state(session_id) == before
 
 
 def test_resent_exports_at_new_offsets_change_no_totals(
@@ -316,8 +296,8 @@ def test_window_stays_200k_for_other_suffix_free_models(pipeline: Any, otlp_buil
 
 def _event_ids(pipeline: Any, raw: bytes) -> list[str]:
     headers = {HEADER_TENANT: "default", HEADER_SIGNAL: "logs"}
-    _, by_session = pipeline.processor.normalise(headers, raw)
-    return [e.event_id for records in by_session.values() for e in records.events]
+    _, normalised = pipeline.processor.normalise(headers, raw)
+    return [e.event_id for records in normalised.sessions.values() for e in records.events]
 
 
 @pytest.mark.parametrize("case", ["stub-tool-traces-protobuf", "stub-error500-protobuf", "offline-protobuf"])
@@ -424,36 +404,45 @@ def test_apply_skips_events_seen_before() -> None:
     again = SessionRecords(
         session_id="s", agent="claude_code", events=[usage, events[2], events[3], events[3]]
     )
-    stored = apply(None, first, tenant="t", topic="raw", offset=0, dedup_window=16).stored
-    stored = apply(stored, again, tenant="t", topic="raw", offset=1, dedup_window=16).stored
+    stored = apply(None, first, tenant="t", dedup_window=16).stored
+    stored = apply(stored, again, tenant="t", dedup_window=16).stored
     assert stored.state.events == 4
     assert (stored.state.api_requests, stored.state.tokens.input, stored.state.cost_nanos) == (1, 10, 5)
-    assert seen_keys(stored) == [seen_key(i) for i in ("e0", "e1", "e2", "e3")]
+    assert len(stored.recent) == 4
+    assert all(seen_key(i) in stored.recent for i in ("e0", "e1", "e2", "e3"))
 
 
 def test_dedup_window_is_bounded() -> None:
     window = 16
     events = _prompts(3 * window)
     stored = None
-    for offset, chunk in enumerate([events[:5], events[5:]]):
+    for chunk in [events[:5], events[5:]]:
         records = SessionRecords(session_id="s", agent="claude_code", events=chunk)
-        stored = apply(stored, records, tenant="t", topic="raw", offset=offset, dedup_window=window).stored
+        stored = apply(stored, records, tenant="t", dedup_window=window).stored
     assert stored is not None
-    assert seen_keys(stored) == [seen_key(e.event_id) for e in events[-window:]]
+    assert len(stored.recent) == window
+    assert all(seen_key(e.event_id) in stored.recent for e in events[-window:])
+    assert not any(seen_key(e.event_id) in stored.recent for e in events[:-window])
     assert stored.state.events == 3 * window
 
 
 def test_dedup_window_bounds_the_stored_state(
     make_pipeline: Callable[..., Any], otlp_build: SimpleNamespace
 ) -> None:
+    """The state does not grow with the session: a re-send within the window changes nothing."""
     pipeline = make_pipeline(dedup_window=16)
     prompts = [
-        (T0 + i, {"session.id": "s-1", "event.name": "user_prompt", "event.sequence": i}) for i in range(40)
+        (T0 + i, {"session.id": "s-1", "event.name": "user_prompt", "event.sequence": i}) for i in range(400)
     ]
-    pipeline.send_logs(otlp_build.logs(prompts))
+    sizes = []
+    for start in range(0, 400, 8):
+        pipeline.send_logs(otlp_build.logs(prompts[start : start + 8]))
+        sizes.append(len(pipeline.stored("s-1").to_bytes()))
+    pipeline.send_logs(otlp_build.logs(prompts[-16:]))  # re-sent
     stored = pipeline.stored("s-1")
-    assert len(seen_keys(stored)) == 16
-    assert stored.state.events == 40
+    assert len(stored.recent) == 16
+    assert stored.state.events == stored.state.prompts == 400
+    assert max(sizes[2:]) - min(sizes[2:]) < 16  # only counters' digits grow
 
 
 # --- undecodable input ------------------------------------------------------------------------
@@ -461,12 +450,17 @@ def test_dedup_window_bounds_the_stored_state(
 
 @pytest.mark.parametrize("signal", ["logs", "metrics"])
 def test_garbage_bytes_are_undecodable(signal: str, pipeline: Any) -> None:
-    with pytest.raises(UndecodableMessage):
-        pipeline.processor.normalise({HEADER_SIGNAL: signal}, b"\xff\xff\xff\xff not protobuf")
+    _, normalised = pipeline.processor.normalise({HEADER_SIGNAL: signal}, b"\xff\xff\xff\xff not protobuf")
+    assert normalised.sessions == {}
+    (rejected,) = normalised.rejected
+    assert (rejected.reason, rejected.kind) == ("undecodable", "message")
 
 
 @pytest.mark.parametrize("signal", [None, "", "traces", "profiles", "LOGS"])
 def test_unknown_signal_header_is_undecodable(signal: str | None, pipeline: Any) -> None:
     headers = {} if signal is None else {HEADER_SIGNAL: signal}
-    with pytest.raises(UndecodableMessage, match="signal"):
-        pipeline.processor.normalise(headers, ExportLogsServiceRequest().SerializeToString())
+    _, normalised = pipeline.processor.normalise(headers, ExportLogsServiceRequest().SerializeToString())
+    assert normalised.sessions == {}
+    (rejected,) = normalised.rejected
+    assert rejected.reason == "undecodable"
+    assert "signal" in rejected.message

@@ -41,7 +41,7 @@ from tests.support.scenarios import (
     twice,
 )
 from tokentide.records import SessionSignal, SessionState, Tokens
-from tokentide.topics import Signal, Topics, session_key
+from tokentide.topics import Signal, session_key
 
 TENANT = "default"
 DELTA, CUMULATIVE = Temporality.DELTA, Temporality.CUMULATIVE
@@ -68,25 +68,21 @@ class Run:
 
 
 def feed(gen: Generated, order: Iterable[int]) -> Run:
-    """Each export of ``order`` as one raw Kafka message, at the next offset of its topic."""
-    processor = Processor(default_registry(), dedup_window=4096)
+    """Each export of ``order`` as one raw Kafka message."""
+    processor = Processor(default_registry(), dedup_window=256)
     table: dict[bytes, StoredSession] = {}
-    offsets: dict[str, int] = defaultdict(int)
-    topics = Topics()
     signals: list[SessionSignal] = []
     for index in order:
         export = gen.exports[index]
         signal = Signal(export.signal)
-        topic = topics.raw(signal)
-        outputs = processor.process(
-            topic=topic,
-            offset=offsets[topic],
-            headers={"tt-tenant": TENANT, "tt-signal": signal.value},
+        processed = processor.process(
+            headers={"tt-tenant": TENANT, "tt-signal": signal.value, "tt-session": gen.session_id},
             value=export.body,
             get_state=table.get,
             put_state=table.__setitem__,
         )
-        offsets[topic] += 1
+        assert processed.rejected == []
+        outputs = processed.outputs
         assert [o.key for o in outputs] == [session_key(TENANT, gen.session_id).encode()]
         signals += [s for o in outputs if o.signals for s in o.signals.signals]
     stored = table[session_key(TENANT, gen.session_id).encode()]

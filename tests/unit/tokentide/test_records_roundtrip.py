@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from streams.dedup import DigestWindow
 from streams.state import StoredSession
 from tokentide import records
 from tokentide.records import (
@@ -125,7 +126,10 @@ INSTANCES: list[Record] = [
     SignalBatch(signals=[SIGNAL]),
     ROLLUP,
     RollupBatch(rollups=[ROLLUP, ROLLUP.model_copy(update={"model": "claude-haiku-4-5"})]),
-    StoredSession(state=STATE, seen="AAECAwQFBgc=", offsets={"otlp.raw.logs": 41}, context_time_ns=NS),
+    StoredSession(
+        state=STATE, recent=DigestWindow("AAECAwQFBgc="), rolled=[1, 2, 3, 4, 5, 6, 7, 8], context_time_ns=NS
+    ),
+    ROLLUP.model_copy(update={"increment": True}),
 ]
 
 
