@@ -13,8 +13,9 @@ again moves to the newer position: the stream sends its latest state, and never 
 Each event's ``id`` is its position, ``<xid>-<pos>``; a client reconnecting with
 ``Last-Event-ID`` gets exactly what was written after it. A missing id, an id of the former
 ``<micros>.<micros>`` format, or one this database cannot have issued (a transaction id it has
-not reached) means "from now on": what was not yet committed when the client connected. A
-comment line every ``heartbeat_s`` keeps proxies from closing an idle stream.
+not reached) means "from now on": every row committed after the stream started (:func:`start`,
+before the response begins), none committed before. A comment line every ``heartbeat_s``
+keeps proxies from closing an idle stream.
 
 Events: ``session`` (data: the session as ``GET /api/v1/sessions/{id}`` without signals) and
 ``signal`` (data: the signal with its ``session_id``).
@@ -38,8 +39,11 @@ from dashboard.queries import SESSION_COLUMNS, session_out, signal_out
 #: Rows read per table and poll; a full page is followed by the next poll at once.
 PAGE = 500
 
-HORIZON: LiteralString = """
-    SELECT pg_snapshot_xmin(s)::text AS horizon, pg_snapshot_xmax(s)::text AS next_xid
+#: The current snapshot: every transaction below ``horizon`` has ended; of those from it up to
+#: ``next_xid``, the ``running`` ones had not.
+SNAPSHOT: LiteralString = """
+    SELECT pg_snapshot_xmin(s)::text AS horizon, pg_snapshot_xmax(s)::text AS next_xid,
+           ARRAY(SELECT pg_snapshot_xip(s)::text) AS running
       FROM pg_current_snapshot() AS s
 """
 # Positions are compared as a row, (stream_xid, stream_pos) > (cursor), which the
@@ -92,6 +96,20 @@ class Position:
 
 
 @dataclass(frozen=True, slots=True)
+class Start:
+    """Where a stream starts: after ``after``, skipping the rows of the transactions that had
+    committed before it started (``next_xid`` and ``running`` of the snapshot it started at;
+    none for a stream resumed after an event)."""
+
+    after: Position
+    next_xid: int = 0
+    running: frozenset[int] = frozenset()
+
+    def committed_before(self, at: Position) -> bool:
+        return at.xid < self.next_xid and at.xid not in self.running
+
+
+@dataclass(frozen=True, slots=True)
 class Page:
     """What one poll read: ``(event, position, row)`` in position order, and where the next
     poll starts. ``full`` when a table had more rows than a page."""
@@ -137,14 +155,26 @@ def _body(event: str, row: dict[str, Any], now: datetime) -> dict[str, Any]:
     return {"session_id": row["session_id"], **signal_out(row).model_dump(mode="json")}
 
 
+async def start(conn: psycopg.AsyncConnection[dict[str, Any]], last_event_id: str | None) -> Start:
+    """Where a stream starts: after ``Last-Event-ID``; else (or for a position this database
+    has not reached, an id from another one) from now on: every row committed after this
+    call is sent, none committed before."""
+    (snapshot,) = await (await conn.execute(SNAPSHOT)).fetchall()
+    next_xid = int(snapshot["next_xid"])
+    after = Position.parse(last_event_id)
+    if after is not None and after.xid < next_xid:
+        return Start(after)
+    running = frozenset(int(x) for x in snapshot["running"])
+    return Start(Position(int(snapshot["horizon"]), 0), next_xid, running)
+
+
 async def read_page(
-    conn: psycopg.AsyncConnection[dict[str, Any]], tenant: str, after: Position | None, limit: int = PAGE
+    conn: psycopg.AsyncConnection[dict[str, Any]], tenant: str, after: Position, limit: int = PAGE
 ) -> Page:
-    """One poll: ``tenant``'s rows after ``after`` below the current horizon. ``after=None``
-    (or a position this database has not reached) starts at the horizon: from now on."""
-    (snapshot,) = await (await conn.execute(HORIZON)).fetchall()
+    """One poll: ``tenant``'s rows after ``after`` below the current horizon."""
+    (snapshot,) = await (await conn.execute(SNAPSHOT)).fetchall()
     horizon, next_xid = int(snapshot["horizon"]), int(snapshot["next_xid"])
-    if after is None or after.xid >= next_xid:
+    if after.xid >= next_xid:  # never after start(): nothing to wait for there
         return Page([], Position(horizon, 0), full=False)
     params = {
         "tenant": tenant,
@@ -161,14 +191,14 @@ async def read_page(
 async def events(
     pool: AsyncConnectionPool[psycopg.AsyncConnection[dict[str, Any]]],
     tenant: str,
-    last_event_id: str | None,
+    begin: Start,
     *,
     disconnected: Callable[[], Awaitable[bool]],
     poll_s: float = 0.5,
     heartbeat_s: float = 15.0,
 ) -> AsyncIterator[str]:
-    """SSE frames for ``tenant`` until the client goes away."""
-    after = Position.parse(last_event_id)
+    """SSE frames for ``tenant`` from ``begin`` (see :func:`start`) until the client goes away."""
+    after = begin.after
     yield f"retry: {int(poll_s * 2000)}\n\n"
     last_write = time.monotonic()
     while not await disconnected():
@@ -176,7 +206,11 @@ async def events(
             page = await read_page(conn, tenant, after)
         after = page.after
         now = datetime.now(UTC)
-        frames = [frame(event, _body(event, row, now), at.event_id()) for event, at, row in page.rows]
+        frames = [
+            frame(event, _body(event, row, now), at.event_id())
+            for event, at, row in page.rows
+            if not begin.committed_before(at)
+        ]
         if frames:
             yield "".join(frames)
             last_write = time.monotonic()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from typing import Any
 
 import psycopg
@@ -20,7 +21,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from dashboard import live
-from dashboard.live import Position
+from dashboard.live import Position, Start
 from tests.support.services import create_database, drop_database
 from tokentide.migrate import available, migrate
 
@@ -76,24 +77,26 @@ def key(event: str, row: dict[str, Any]) -> tuple[str, str, int]:
     return ("session", row["session_id"], row["api_requests"])
 
 
-async def from_now(reader: Reader) -> Position:
+async def from_now(reader: Reader) -> Start:
     """Where a client connecting now starts."""
-    return (await live.read_page(reader, TENANT, None)).after
+    return await live.start(reader, None)
 
 
 async def poll_until(
-    reader: Reader, after: Position, want: int, timeout_s: float = WAIT_S
+    reader: Reader, begin: Start, want: int, timeout_s: float = WAIT_S
 ) -> tuple[list[tuple[str, str, int]], list[Position], Position]:
     """Poll as the stream does until ``want`` rows came (or time is up); then once more, so
     that anything extra would show. Returns the rows, their positions and the last cursor."""
     got: list[tuple[str, str, int]] = []
     positions: list[Position] = []
     deadline = time.monotonic() + timeout_s
+    after = begin.after
     extra_poll = False
     while True:
         page = await live.read_page(reader, TENANT, after)
-        got += [key(e, r) for e, _, r in page.rows]
-        positions += [p for _, p, _ in page.rows]
+        sent = [(e, p, r) for e, p, r in page.rows if not begin.committed_before(p)]
+        got += [key(e, r) for e, _, r in sent]
+        positions += [p for _, p, _ in sent]
         after = page.after
         if extra_poll or time.monotonic() > deadline:
             return got, positions, after
@@ -145,10 +148,12 @@ async def test_two_transactions_committing_out_of_sequence_order_are_both_delive
         upsert_session(second, "s-second", 1)
         second.commit()
 
-        page = await live.read_page(reader, TENANT, start)
+        page = await live.read_page(reader, TENANT, start.after)
         first_xid = xid_of(first)
         first.commit()
-        got, positions, _ = await poll_until(reader, page.after, want=4 - len(page.rows))
+        got, positions, _ = await poll_until(
+            reader, replace(start, after=page.after), want=4 - len(page.rows)
+        )
     finally:
         first.close()
         second.close()
@@ -176,9 +181,9 @@ async def test_a_later_transaction_may_take_the_lower_sequence_number(database: 
         insert_signal(second, "second")
         insert_signal(first, "first")
         second.commit()
-        page = await live.read_page(reader, TENANT, start)
+        page = await live.read_page(reader, TENANT, start.after)
         first.commit()
-        got, _, _ = await poll_until(reader, page.after, want=2 - len(page.rows))
+        got, _, _ = await poll_until(reader, replace(start, after=page.after), want=2 - len(page.rows))
     finally:
         first.close()
         second.close()
@@ -211,10 +216,10 @@ async def test_a_session_updated_while_a_reader_pages_arrives_with_its_latest_st
         for version in (2, 3, 4):
             upsert_session(conn, "s-1", version)
         upsert_session(conn, "s-1", 3)  # an older state redelivered: no change
-        got, _, after = await poll_until(reader, after, want=1)
+        got, _, after = await poll_until(reader, Start(after), want=1)
         assert got[-1] == ("session", "s-1", 4)
         assert [v for _, _, v in got] == sorted(v for _, _, v in got)  # never back in time
-        got, _, _ = await poll_until(reader, after, want=0, timeout_s=0)
+        got, _, _ = await poll_until(reader, Start(after), want=0, timeout_s=0)
         assert got == []
 
 
@@ -246,14 +251,29 @@ async def test_tenants_are_apart(database: str, reader: Reader) -> None:
     assert got == [("signal", "ours", 0)]
 
 
+async def test_from_now_on_means_committed_after_the_start(database: str, reader: Reader) -> None:
+    """A transaction open when the stream starts holds the horizon below a transaction that
+    committed before the start: the stream skips the latter and sends the former."""
+    with psycopg.connect(database) as open_at_start, psycopg.connect(database) as done_before:
+        insert_signal(open_at_start, "committed-after-start")
+        insert_signal(done_before, "committed-before-start")
+        done_before.commit()
+        start = await from_now(reader)
+        assert start.after <= Position(xid_of(open_at_start), 0)
+        open_at_start.commit()
+    got, _, _ = await poll_until(reader, start, want=1)
+    assert got == [("signal", "committed-after-start", 0)]
+
+
 async def test_an_id_this_database_never_issued_means_from_now_on(database: str, reader: Reader) -> None:
     """A position past every transaction id the server has assigned (an id from another
     database, say) would wait forever; it starts from now instead."""
-    page = await live.read_page(reader, TENANT, Position(2**62, 1))
-    assert page.after < Position(2**62, 0)
     with psycopg.connect(database, autocommit=True) as conn:
+        insert_signal(conn, "before")
+        start = await live.start(reader, f"{2**62}-1")
+        assert start.after < Position(2**62, 0)
         insert_signal(conn, "after")
-    got, _, _ = await poll_until(reader, page.after, want=1)
+    got, _, _ = await poll_until(reader, start, want=1)
     assert got == [("signal", "after", 0)]
 
 
@@ -288,8 +308,9 @@ async def test_migration_0011_positions_existing_rows_before_every_reader(databa
         async with await psycopg.AsyncConnection.connect(
             dsn, autocommit=True, row_factory=dict_row
         ) as reader:
-            # A reader from the very beginning gets none of them: they precede every position.
-            page = await live.read_page(reader, TENANT, Position(0, 10**9))
+            # They precede every position a stream can have issued, even one of the very first
+            # transaction (3: the first normal transaction id): no reader receives them as new.
+            page = await live.read_page(reader, TENANT, Position(3, 0))
             assert page.rows == []
             start = await from_now(reader)
             upsert_session(conn, "s-old-1", 2)  # an old session changes: news
@@ -343,7 +364,7 @@ def test_the_stream_reads_its_position_indexes(database: str) -> None:
                 )
         conn.execute("ANALYZE sessions")
         conn.execute("ANALYZE signals")
-        horizon = conn.execute(live.HORIZON).fetchone()
+        horizon = conn.execute(live.SNAPSHOT).fetchone()
         middle = conn.execute(
             "SELECT stream_xid::text, stream_pos FROM signals ORDER BY stream_xid DESC, stream_pos DESC"
             " OFFSET 300 LIMIT 1"

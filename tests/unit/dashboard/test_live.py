@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dashboard.live import Position, frame, merge
+from dashboard.live import Position, Start, frame, merge
 
 
 def row(xid: int, pos: int, **fields: Any) -> dict[str, Any]:
@@ -45,6 +45,16 @@ def test_positions_order_by_transaction_then_sequence() -> None:
     """A later transaction's rows come after an earlier one's, whatever their sequence numbers
     (a sequence number is taken at insert time, not at commit)."""
     assert Position(100, 900) < Position(101, 5) < Position(101, 6)
+
+
+def test_a_stream_from_now_skips_what_had_committed_when_it_started() -> None:
+    """Started at a snapshot where 12 and 15 were running and 20 was the next id: 13, 14 and
+    16 to 19 had committed (skipped); 12 and 15 commit later, as does everything from 20 on
+    (sent). Below 12 (the horizon) nothing is read at all."""
+    begin = Start(Position(12, 0), next_xid=20, running=frozenset({12, 15}))
+    sent = [x for x in range(12, 23) if not begin.committed_before(Position(x, 1))]
+    assert sent == [12, 15, 20, 21, 22]
+    assert not Start(Position(12, 5)).committed_before(Position(13, 1))  # resumed: nothing skipped
 
 
 def test_a_page_merges_both_tables_in_position_order_and_moves_to_the_horizon() -> None:
