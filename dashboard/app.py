@@ -235,11 +235,16 @@ def _add_usage_and_stream(
         request: Request, last_event_id: Annotated[str | None, Header(max_length=100)] = None
     ) -> StreamingResponse:
         """Server-Sent Events: ``session`` (a session changed) and ``signal`` (a context signal),
-        for the caller's tenant; resumes after ``Last-Event-ID``; a comment line every 15 s."""
+        for the caller's tenant, in the order the database took them; resumes after
+        ``Last-Event-ID``, else sends what commits after the request; a comment line every 15 s."""
+        # The start is fixed before the response begins, so a client that has its headers
+        # gets everything committed after them.
+        async with pool.connection() as conn:
+            begin = await live.start(conn, last_event_id)
         frames = live.events(
             pool,
             tenant(),
-            last_event_id,
+            begin,
             disconnected=request.is_disconnected,
             poll_s=settings.stream_poll_s,
         )

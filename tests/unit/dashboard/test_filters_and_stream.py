@@ -1,8 +1,7 @@
-"""Session filters and usage grouping -> SQL; the event stream's cursor and frames (pure)."""
+"""Session filters and usage grouping -> SQL (pure); the event stream's cursor and frames: test_live.py."""
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -17,7 +16,6 @@ from dashboard.filters import (
     sessions_where,
     usage,
 )
-from dashboard.live import Cursor, frame
 
 
 def test_no_filter_is_the_tenant_alone() -> None:
@@ -100,24 +98,3 @@ def test_hours_and_edge_minutes_cover_every_minute_exactly_once(start: str, end:
     s, e = (day + timedelta(hours=int(t[:2]), minutes=int(t[3:])) for t in (start, end))
     covered = _minutes_counted(s, e)
     assert len(covered) == len(set(covered)) == (e - s) // timedelta(minutes=1)
-
-
-def test_a_cursor_round_trips_through_its_event_id() -> None:
-    at = datetime(2026, 11, 24, 6, 1, 2, 345678, tzinfo=UTC)
-    cursor = Cursor(at, at + timedelta(seconds=1))
-    assert Cursor.parse(cursor.event_id(), datetime.now(UTC)) == cursor
-
-
-@pytest.mark.parametrize("last_event_id", [None, "", "garbage", "1.x", "-5.3"])
-def test_a_missing_or_foreign_last_event_id_means_from_now_on(last_event_id: str | None) -> None:
-    now = datetime(2026, 11, 24, tzinfo=UTC)
-    assert Cursor.parse(last_event_id, now) == Cursor(now, now)
-
-
-def test_a_frame_is_one_sse_event() -> None:
-    text = frame("signal", {"kind": "context_warning", "ratio": 0.81}, "12.34")
-    lines = text.split("\n")
-    assert lines[:2] == ["id: 12.34", "event: signal"]
-    assert json.loads(lines[2].removeprefix("data: ")) == {"kind": "context_warning", "ratio": 0.81}
-    assert text.endswith("\n\n")
-    assert text.count("\n\n") == 1
