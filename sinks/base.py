@@ -404,6 +404,9 @@ class SinkRunner:
         self._producer: AIOKafkaProducer | None = None
         #: Per assigned partition, the position the database holds (as far as this runner knows).
         self._applied: dict[TopicPartition, int] = {}
+        #: Positions read from the database on assignment, for the loop to commit to Kafka (the
+        #: group's offsets may be behind them, and nothing new may come to move them).
+        self._to_commit: dict[Partition, int] = {}
         #: The dead letters the last write attempt published (counted once the write committed).
         self._letters: list[_Letter] = []
         self._probe_now = asyncio.Event()
@@ -448,6 +451,7 @@ class SinkRunner:
         """Partitions taken away: their positions and lag are another member's now."""
         for tp in revoked:
             self._applied.pop(tp, None)
+            self._to_commit.pop((tp.topic, tp.partition), None)
             with contextlib.suppress(KeyError):
                 self._metrics.lag.remove(tp.topic, str(tp.partition))
 
@@ -472,6 +476,7 @@ class SinkRunner:
             position = stored.get((tp.topic, tp.partition))
             if position is not None:
                 self._applied[tp] = position
+                self._to_commit[tp.topic, tp.partition] = position
                 consumer.seek(tp, position)
         log.info("assigned %d partitions, %d at the database's positions", len(partitions), len(stored))
 
@@ -539,6 +544,9 @@ class SinkRunner:
             batch = decode(settings.topics, [r for rs in fetched.values() for r in rs], self._metrics)
             for tp, position in (await self._positions(consumer, fetched)).items():
                 batch.advance((tp.topic, tp.partition), position)
+            if self._to_commit:
+                to_commit, self._to_commit = self._to_commit, {}
+                await self._commit(consumer, to_commit)
             if not batch.positions:
                 continue
             result = await self._write_until_done(consumer, batch)
@@ -561,14 +569,14 @@ class SinkRunner:
                 continue
             if tp not in fetched:
                 high = consumer.highwater(tp)
-                if high is None or high <= self._applied.get(tp, -1):
+                if high is None or high <= self._applied.get(tp, 0):
                     continue  # not fetched from yet, or nothing past the stored position
             try:
                 # A fetched partition has a valid position: this returns at once.
                 position = int(await asyncio.wait_for(consumer.position(tp), 1.0))
             except (KafkaError, TimeoutError):
                 continue  # revoked meanwhile, or being reset: the next round sees it
-            if position > self._applied.get(tp, -1):
+            if position > self._applied.get(tp, 0):
                 out[tp] = position
         return out
 
