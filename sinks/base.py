@@ -40,7 +40,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -164,6 +164,19 @@ class Batch:
         for origin in self.messages:
             if not new(origin):
                 skipped[origin.topic] = skipped.get(origin.topic, 0) + 1
+        if not skipped:  # the usual case: no record to look at one by one
+            return replace(
+                self,
+                events=list(self.events),
+                points=list(self.points),
+                states=list(self.states),
+                signals=list(self.signals),
+                rollups=list(self.rollups),
+                origins=dict(self.origins),
+                undecodable=list(self.undecodable),
+                messages=list(self.messages),
+                positions=dict(self.positions),
+            ), skipped
         rest = Batch(
             events=keep(self.events),
             points=keep(self.points),
