@@ -190,6 +190,9 @@ class Notifier:
                 group_id=settings.notify_group_id,
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
+                # The stream stage writes signals in Kafka transactions: an aborted one's
+                # signals must never become webhooks.
+                isolation_level="read_committed",
                 max_partition_fetch_bytes=settings.kafka_max_message_bytes,
             )
             try:

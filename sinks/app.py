@@ -1,4 +1,9 @@
-"""The sink process: the consume/write loop plus /healthz, /readyz and /metrics over HTTP."""
+"""The sink process: the consume/write loop plus /healthz, /readyz and /metrics over HTTP.
+
+``/readyz`` is 200 while the database answers, the last probe of Kafka answered (the runner
+asks the broker every ``TOKENTIDE_KAFKA_PROBE_INTERVAL_S``, bounded by
+``TOKENTIDE_KAFKA_PROBE_TIMEOUT_S``) and the consume loop runs; 503 otherwise, saying which.
+"""
 
 from __future__ import annotations
 
@@ -52,12 +57,14 @@ def create_app(settings: SinkSettings, registry: CollectorRegistry | None = None
             await writer.ping()
         except psycopg.Error:
             database = False
-        ready = database and runner.kafka_ready
+        kafka, consuming = runner.kafka_ready, runner.consuming
+        ready = database and kafka and consuming
         response.status_code = 200 if ready else 503
         return {
             "status": "ready" if ready else "not ready",
-            "kafka": runner.kafka_ready,
+            "kafka": kafka,
             "database": database,
+            "consuming": consuming,
         }
 
     @app.get("/metrics")

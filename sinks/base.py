@@ -1,14 +1,34 @@
 """What every sink shares: the decoded batch, and the consume -> write -> commit loop.
 
-The delivery contract, in one place: a batch of Kafka messages is written to the store in
-one transaction, then the records the store refused (and messages that could not be decoded)
-are published to the dead-letter topic, and only after both are Kafka offsets committed. A
-crash in between re-delivers the batch; sinks write idempotently, so the second write changes
-nothing (a dead letter may then be published twice).
+The delivery contract, in one place: **every Kafka message is applied to the store exactly
+once.**
 
-While the store is unavailable (down, slow, busy) the runner keeps the batch in hand, pauses
-every assigned partition (so memory holds one batch, whatever the outage lasts), keeps polling
-so the group keeps its membership, retries with exponential back-off, and resumes by itself.
+1. The derived topics are read with ``isolation_level="read_committed"``: records of a stream
+   stage transaction that was aborted (or is still open) are never handed out, so they never
+   reach the store.
+2. A :class:`Batch` says, per partition, the offset it leaves that partition at: the
+   consumer's position, which steps over transaction markers and aborted records too.
+3. The :class:`Writer` applies a batch in one store transaction: it locks the batch's
+   partitions in the store's table of applied positions, leaves out the messages below the
+   stored position (already applied: a redelivery after a crash between the store's commit
+   and Kafka's, or a second sink that held the partition during a rebalance, whose
+   transaction the lock makes this one wait for), writes the rest, moves the positions,
+   passes the records it refused and the undecodable messages to ``before_commit`` (the
+   runner publishes them to the dead-letter topic and waits for Kafka's acknowledgement),
+   and commits. Rows and positions commit together or not at all; a refused record moves the
+   position as a written one does (it is in the dead-letter topic).
+4. Only then are Kafka offsets committed: for lag tooling, and as the starting point where
+   the store cannot be asked. The store's positions are the truth: on assignment the runner
+   seeks to them.
+
+So rollup increments are added once, whatever crashes or rebalances happen; a dead letter is
+never lost but may be published twice (a crash, or a failed store commit, after it was sent).
+
+While the store (or the dead-letter topic) is unavailable the runner keeps the batch in hand,
+pauses every assigned partition (so memory holds one batch, whatever the outage lasts), keeps
+polling so the group keeps its membership, retries with exponential back-off, and resumes by
+itself. ``kafka_ready`` follows a periodic, bounded probe of the broker (the end offsets of the
+assignment, which also feed the lag gauge), not the first successful connection.
 """
 
 from __future__ import annotations
@@ -19,11 +39,12 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import BaseModel, ValidationError
@@ -45,6 +66,12 @@ from tokentide.topics import Topics
 
 log = logging.getLogger(__name__)
 
+#: The isolation level of every consumer of derived topics (the stream stage writes them in
+#: Kafka transactions): only committed transactions' records are read.
+ISOLATION_LEVEL = "read_committed"
+#: How long an assignment may wait for the database's positions (the group's rebalance waits).
+POSITIONS_TIMEOUT_S = 10.0
+
 
 class SinkError(Exception):
     """Root of the sinks' errors; ``retriable`` says whether the same write may succeed later."""
@@ -54,6 +81,13 @@ class SinkError(Exception):
 
 class StoreUnavailable(SinkError):
     """The store cannot take the batch now (down, slow, busy): retry the same batch later."""
+
+    retriable = True
+
+
+class DeadLettersUnavailable(SinkError):
+    """The dead-letter topic did not acknowledge in time: the batch's transaction is rolled
+    back (nothing of it applied), retry the same batch later."""
 
     retriable = True
 
@@ -68,9 +102,18 @@ class Origin:
     key: bytes | None = None
 
 
+#: A Kafka partition as the database knows it: (topic, partition).
+Partition = tuple[str, int]
+
+
 @dataclass(slots=True)
 class Batch:
-    """The decoded records of a batch of messages, and where each came from."""
+    """The decoded records of a batch of messages, where each came from, and where the batch
+    leaves each of its partitions.
+
+    Records without an origin (written straight through a :class:`Writer`, as tests and
+    tools do) are not tied to any Kafka position: they are always written.
+    """
 
     events: list[Event] = field(default_factory=list)
     points: list[Point] = field(default_factory=list)
@@ -81,6 +124,11 @@ class Batch:
     origins: dict[int, Origin] = field(default_factory=dict)
     #: Messages that could not be decoded, with the reason.
     undecodable: list[tuple[Origin, bytes, str]] = field(default_factory=list)
+    #: Every message of the batch, decodable or not.
+    messages: list[Origin] = field(default_factory=list)
+    #: Per partition, the offset the batch leaves it at: every message below it is applied
+    #: once the batch is (control records and aborted transactions' records included).
+    positions: dict[Partition, int] = field(default_factory=dict)
 
     def track(self, origin: Origin, records: Iterable[object]) -> None:
         for record in records:
@@ -88,6 +136,59 @@ class Batch:
 
     def origin_of(self, record: object) -> Origin | None:
         return self.origins.get(id(record))
+
+    def consumed(self, origin: Origin) -> None:
+        """``origin`` is one of the batch's messages: the batch moves its partition past it."""
+        self.messages.append(origin)
+        self.advance((origin.topic, origin.partition), origin.offset + 1)
+
+    def advance(self, partition: Partition, next_offset: int) -> None:
+        """The batch leaves ``partition`` at ``next_offset`` at least (the consumer's position:
+        past transaction markers and aborted records, which are never handed out)."""
+        if next_offset > self.positions.get(partition, -1):
+            self.positions[partition] = next_offset
+
+    def unapplied(self, applied: Mapping[Partition, int]) -> tuple[Batch, dict[str, int]]:
+        """The part of the batch not applied yet, given the positions stored with the data
+        (``applied``: per partition, every message below that offset is in the store), and the
+        number of messages left out per topic. Always a new batch; the records are the same
+        objects, so :meth:`origin_of` answers for them."""
+
+        def new(origin: Origin | None) -> bool:
+            return origin is None or origin.offset >= applied.get((origin.topic, origin.partition), 0)
+
+        def keep(records: list[Any]) -> list[Any]:
+            return [r for r in records if new(self.origins.get(id(r)))]
+
+        skipped: dict[str, int] = {}
+        for origin in self.messages:
+            if not new(origin):
+                skipped[origin.topic] = skipped.get(origin.topic, 0) + 1
+        if not skipped:  # the usual case: no record to look at one by one
+            return replace(
+                self,
+                events=list(self.events),
+                points=list(self.points),
+                states=list(self.states),
+                signals=list(self.signals),
+                rollups=list(self.rollups),
+                origins=dict(self.origins),
+                undecodable=list(self.undecodable),
+                messages=list(self.messages),
+                positions=dict(self.positions),
+            ), skipped
+        rest = Batch(
+            events=keep(self.events),
+            points=keep(self.points),
+            states=keep(self.states),
+            signals=keep(self.signals),
+            rollups=keep(self.rollups),
+            origins=dict(self.origins),
+            undecodable=[u for u in self.undecodable if new(u[0])],
+            messages=[m for m in self.messages if new(m)],
+            positions=dict(self.positions),
+        )
+        return rest, skipped
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,20 +203,37 @@ class Rejected:
 
 @dataclass(slots=True)
 class WriteResult:
-    """Per table: rows offered, rows written (inserted or changed), raw rows past the retention."""
+    """Per table: rows offered, rows written (inserted or changed), raw rows past the retention;
+    the records refused; per topic, the messages left out as already applied; per partition,
+    the position stored once the write committed."""
 
     offered: dict[str, int] = field(default_factory=dict)
     written: dict[str, int] = field(default_factory=dict)
     expired: dict[str, int] = field(default_factory=dict)
     rejected: list[Rejected] = field(default_factory=list)
+    already_applied: dict[str, int] = field(default_factory=dict)
+    positions: dict[Partition, int] = field(default_factory=dict)
+
+
+#: Called by :meth:`Writer.write` inside the store transaction, after the rows were written
+#: and before the commit, with the part of the batch not applied before and the result so far;
+#: if it raises, the transaction is rolled back and the exception propagates.
+BeforeCommit = Callable[[Batch, WriteResult], Awaitable[None]]
 
 
 class Writer(Protocol):
     async def ping(self) -> None: ...
 
-    async def write(self, batch: Batch) -> WriteResult:
-        """Write what the store accepts in one transaction; refused rows come back in
-        ``rejected``. Raises :class:`StoreUnavailable` when nothing could be written."""
+    async def positions(self, partitions: Iterable[Partition]) -> dict[Partition, int]:
+        """The stored positions of ``partitions`` (every message below is applied); partitions
+        never written are left out. Raises :class:`StoreUnavailable`."""
+        ...
+
+    async def write(self, batch: Batch, before_commit: BeforeCommit | None = None) -> WriteResult:
+        """Apply the messages of ``batch`` not applied yet, and move the stored positions to
+        ``batch.positions``, in one transaction (see the module's contract); refused rows come
+        back in ``rejected``. Raises :class:`StoreUnavailable` when nothing could be written,
+        or what ``before_commit`` raised."""
         ...
 
     async def maintain(self) -> list[tuple[str, str]]:
@@ -146,9 +264,18 @@ class SinkMetrics:
             ["table"],
             registry=registry,
         )
+        self.already_applied = Counter(
+            "tokentide_sink_messages_already_applied",
+            "Messages left out because the database already held them (redelivered after a crash "
+            "or a rebalance), by topic.",
+            ["topic"],
+            registry=registry,
+        )
         self.batches = Counter("tokentide_sink_batches", "Batches committed.", registry=registry)
         self.retries = Counter(
-            "tokentide_sink_retries", "Batch writes retried after a database error.", registry=registry
+            "tokentide_sink_retries",
+            "Batch writes retried after a database (or dead-letter topic) error.",
+            registry=registry,
         )
         self.dead_letters = Counter(
             "tokentide_sink_dead_letters",
@@ -171,13 +298,19 @@ class SinkMetrics:
         )
         self.lag = Gauge(
             "tokentide_sink_lag",
-            "Messages in the partition not yet committed by the sink (high watermark - committed).",
+            "Messages of an assigned partition not applied to the database yet (end offset of "
+            "committed records - the position stored with the data).",
             ["topic", "partition"],
             registry=registry,
         )
         self.paused = Gauge(
             "tokentide_sink_paused",
             "1 while consumption is paused because the database is unavailable.",
+            registry=registry,
+        )
+        self.kafka_ready = Gauge(
+            "tokentide_sink_kafka_ready",
+            "1 while the last probe of the broker (end offsets, bounded by a timeout) answered.",
             registry=registry,
         )
 
@@ -187,6 +320,7 @@ def decode(topics: Topics, records: Iterable[ConsumerRecord[bytes, bytes]], metr
     for record in records:
         value = record.value or b""
         origin = Origin(record.topic, record.partition, record.offset, record.key)
+        batch.consumed(origin)
         try:
             if record.topic == topics.events:
                 events = EventBatch.from_bytes(value).events
@@ -234,6 +368,42 @@ def dead_letter(
     return json.dumps(body, separators=(",", ":"), default=str).encode()
 
 
+@dataclass(frozen=True, slots=True)
+class _Letter:
+    key: bytes | None
+    value: bytes
+    table: str
+    reason: str
+
+
+def dead_letters(batch: Batch, result: WriteResult) -> list[_Letter]:
+    """The dead letters of a write: its undecodable messages, then the records it refused."""
+    letters: list[_Letter] = []
+    for origin, value, reason in batch.undecodable:
+        message = dead_letter(origin, origin.topic, reason, None, value)
+        letters.append(_Letter(origin.key, message, origin.topic, "undecodable"))
+    for rejected in result.rejected:
+        source = batch.origin_of(rejected.record)
+        message = dead_letter(source, rejected.table, rejected.reason, rejected.sqlstate, rejected.record)
+        letters.append(
+            _Letter(source.key if source else None, message, rejected.table, rejected.sqlstate or "encoding")
+        )
+    return letters
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped: its base is Any
+    """Hands assignment changes to the runner (aiokafka awaits these during the rebalance)."""
+
+    def __init__(self, runner: SinkRunner) -> None:
+        self._runner = runner
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        self._runner.forget(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self._runner.resume_at_stored_positions(assigned)
+
+
 class SinkRunner:
     """Consumes the derived topics and writes them through a :class:`Writer`."""
 
@@ -241,25 +411,45 @@ class SinkRunner:
         self._settings = settings
         self._writer = writer
         self._metrics = metrics
-        self._task: asyncio.Task[None] | None = None
-        self._maintenance: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._loop: asyncio.Task[None] | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
-        self._committed: dict[TopicPartition, int] = {}
+        #: Per assigned partition, the position the database holds (as far as this runner knows).
+        self._applied: dict[TopicPartition, int] = {}
+        #: Positions read from the database on assignment, for the loop to commit to Kafka (the
+        #: group's offsets may be behind them, and nothing new may come to move them).
+        self._to_commit: dict[Partition, int] = {}
+        #: The dead letters the last write attempt published (counted once the write committed).
+        self._letters: list[_Letter] = []
+        self._probe_now = asyncio.Event()
+        #: Whether the consumer and the producer have started (what the probe may ask).
+        self._connected = False
+        #: Whether the last probe of the broker answered in time (``/readyz``).
         self.kafka_ready = False
 
+    @property
+    def consuming(self) -> bool:
+        """Whether the consume loop is running (it ends only by ``stop`` or a bug)."""
+        return self._loop is not None and not self._loop.done()
+
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="sink-loop")
-        self._maintenance = asyncio.create_task(self._maintain_forever(), name="sink-maintenance")
+        self._loop = asyncio.create_task(self._run(), name="sink-loop")
+        self._tasks = [
+            self._loop,
+            asyncio.create_task(self._maintain_forever(), name="sink-maintenance"),
+            asyncio.create_task(self._probe_forever(), name="sink-kafka-probe"),
+        ]
 
     async def stop(self) -> None:
         """Stop after the batch in progress (if any); safe to call twice."""
-        for task in (self._task, self._maintenance):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        self._task = self._maintenance = None
+        tasks, self._tasks, self._loop = self._tasks, [], None
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.kafka_ready = self._connected = False
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
             await consumer.stop()
@@ -268,26 +458,66 @@ class SinkRunner:
             await producer.stop()
         await self._writer.close()
 
+    # ------------------------------------------------------------------ assignment
+
+    def forget(self, revoked: Iterable[TopicPartition]) -> None:
+        """Partitions taken away: their positions and lag are another member's now."""
+        for tp in revoked:
+            self._applied.pop(tp, None)
+            self._to_commit.pop((tp.topic, tp.partition), None)
+            with contextlib.suppress(KeyError):
+                self._metrics.lag.remove(tp.topic, str(tp.partition))
+
+    async def resume_at_stored_positions(self, assigned: Iterable[TopicPartition]) -> None:
+        """Seek every newly assigned partition to the position the database holds, ahead of or
+        behind the group's committed offset (behind: a database restored from a backup, whose
+        positions match its rows). Where the database cannot be asked in time, consumption
+        starts at the committed offsets, and the writer still leaves out what it holds."""
+        consumer = self._consumer
+        partitions = sorted(assigned)
+        if consumer is None or not partitions:
+            return
+        try:
+            stored = await asyncio.wait_for(
+                self._writer.positions((tp.topic, tp.partition) for tp in partitions),
+                POSITIONS_TIMEOUT_S,
+            )
+        except (StoreUnavailable, TimeoutError) as exc:
+            log.warning("positions not read from the database (%s): starting at committed offsets", exc)
+            return
+        for tp in partitions:
+            position = stored.get((tp.topic, tp.partition))
+            if position is not None:
+                self._applied[tp] = position
+                self._to_commit[tp.topic, tp.partition] = position
+                consumer.seek(tp, position)
+        log.info("assigned %d partitions, %d at the database's positions", len(partitions), len(stored))
+
+    # ------------------------------------------------------------------ the loop
+
     async def _connect(self) -> AIOKafkaConsumer:
         settings = self._settings
         topics = settings.topics
         delay = 0.5
         while True:
             consumer = AIOKafkaConsumer(
-                *topics.all_derived(),
                 bootstrap_servers=settings.kafka_bootstrap,
                 group_id=settings.sink_group_id,
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
+                isolation_level=ISOLATION_LEVEL,
                 max_partition_fetch_bytes=settings.kafka_max_message_bytes,
                 fetch_max_bytes=settings.kafka_max_message_bytes * 4,
             )
+            consumer.subscribe(list(topics.all_derived()), listener=_Rebalance(self))
             producer = AIOKafkaProducer(
                 bootstrap_servers=settings.kafka_bootstrap,
                 acks="all",
                 enable_idempotence=True,
                 max_request_size=settings.kafka_max_message_bytes,
             )
+            # Before start: the first assignment's listener seeks through this consumer.
+            self._consumer = consumer
             try:
                 await ensure_topics(
                     settings.kafka_bootstrap,
@@ -298,10 +528,12 @@ class SinkRunner:
                 await producer.start()
                 await consumer.start()
             except asyncio.CancelledError:
+                self._consumer = None
                 await consumer.stop()
                 await producer.stop()
                 raise
             except (KafkaError, OSError, TimeoutError) as exc:
+                self._consumer = None
                 await consumer.stop()
                 await producer.stop()
                 log.warning("Kafka not reachable (%r); retrying in %.1fs", exc, delay)
@@ -310,40 +542,70 @@ class SinkRunner:
                 continue
             log.info("sink consuming %s", ", ".join(sorted(consumer.subscription())))
             self._producer = producer
+            self._connected = True
             return consumer
 
     async def _run(self) -> None:
-        self._consumer = consumer = await self._connect()
-        self.kafka_ready = True
+        consumer = await self._connect()
+        self._probe_now.set()
         settings = self._settings
         while True:
             fetched = await consumer.getmany(
                 timeout_ms=max(settings.batch_linger_ms, 1), max_records=settings.batch_max_messages
             )
-            if not fetched:
-                self._update_lag(consumer)
-                continue
             started = time.perf_counter()
-            records = [r for partition in fetched.values() for r in partition]
-            batch = decode(settings.topics, records, self._metrics)
+            batch = decode(settings.topics, [r for rs in fetched.values() for r in rs], self._metrics)
+            for tp, position in (await self._positions(consumer, fetched)).items():
+                batch.advance((tp.topic, tp.partition), position)
+            if self._to_commit:
+                to_commit, self._to_commit = self._to_commit, {}
+                await self._commit(consumer, to_commit)
+            if not batch.positions:
+                continue
             result = await self._write_until_done(consumer, batch)
-            await self._dead_letter(batch, result)
-            offsets = {tp: rs[-1].offset + 1 for tp, rs in fetched.items() if rs}
-            await self._commit(consumer, offsets)
+            if settings.sink_test_pause == "after_database_commit":
+                await self._test_pause(settings.sink_test_pause)
+            await self._commit(consumer, result.positions)
             self._metrics.batches.inc()
             self._metrics.batch_seconds.observe(time.perf_counter() - started)
-            self._update_lag(consumer)
+
+    async def _positions(
+        self, consumer: AIOKafkaConsumer, fetched: Mapping[TopicPartition, list[Any]]
+    ) -> dict[TopicPartition, int]:
+        """The consumer's position of every partition it moved past what the database holds:
+        those records were handed out, and also partitions where it only stepped over
+        transaction markers or aborted records (a batch with nothing but positions)."""
+        out: dict[TopicPartition, int] = {}
+        for tp in sorted(consumer.assignment()):
+            # Checked again at every step: a rebalance may take partitions away at any await.
+            if tp not in consumer.assignment() or tp in consumer.paused():
+                continue
+            if tp not in fetched:
+                high = consumer.highwater(tp)
+                if high is None or high <= self._applied.get(tp, 0):
+                    continue  # not fetched from yet, or nothing past the stored position
+            try:
+                # A fetched partition has a valid position: this returns at once.
+                position = int(await asyncio.wait_for(consumer.position(tp), 1.0))
+            except (KafkaError, TimeoutError):
+                continue  # revoked meanwhile, or being reset: the next round sees it
+            if position > self._applied.get(tp, 0):
+                out[tp] = position
+        return out
 
     async def _write_until_done(self, consumer: AIOKafkaConsumer, batch: Batch) -> WriteResult:
         delay = 0.2
         paused = False
         while True:
+            self._letters = []
             try:
-                result = await self._writer.write(batch)
-            except StoreUnavailable as exc:
+                result = await self._writer.write(batch, before_commit=self._publish_dead_letters)
+            except SinkError as exc:
+                if not exc.retriable:
+                    raise
                 self._metrics.retries.inc()
                 if not paused:
-                    log.warning("database unavailable (%s): consumption paused, retrying", exc)
+                    log.warning("%s: consumption paused, retrying", exc)
                     paused = True
                     self._metrics.paused.set(1)
                 await self._wait_paused(consumer, delay)
@@ -353,13 +615,37 @@ class SinkRunner:
                 consumer.resume(*consumer.paused())
                 self._metrics.paused.set(0)
                 log.info("database available again: consumption resumed")
-            for table, count in result.offered.items():
-                self._metrics.rows.labels(table).inc(count)
-            for table, count in result.written.items():
-                self._metrics.written.labels(table).inc(count)
-            for table, count in result.expired.items():
-                self._metrics.expired.labels(table).inc(count)
+            self._applied_now(consumer, batch, result)
             return result
+
+    def _applied_now(self, consumer: AIOKafkaConsumer, batch: Batch, result: WriteResult) -> None:
+        """Book a committed write: metrics, positions, lag; where the database is ahead of this
+        batch (another sink applied more meanwhile), skip forward."""
+        metrics = self._metrics
+        for table, count in result.offered.items():
+            metrics.rows.labels(table).inc(count)
+        for table, count in result.written.items():
+            metrics.written.labels(table).inc(count)
+        for table, count in result.expired.items():
+            metrics.expired.labels(table).inc(count)
+        for topic, count in result.already_applied.items():
+            metrics.already_applied.labels(topic).inc(count)
+        for letter in self._letters:
+            metrics.dead_letters.labels(letter.table, letter.reason).inc()
+        self._letters = []
+        assigned = consumer.assignment()
+        for (topic, partition), position in result.positions.items():
+            tp = TopicPartition(topic, partition)
+            if tp not in assigned:
+                continue
+            self._applied[tp] = position
+            if position > batch.positions.get((topic, partition), position):
+                consumer.seek(tp, position)
+            end = consumer.last_stable_offset(tp)
+            if end is None or end < 0:
+                end = consumer.highwater(tp)
+            if end is not None:
+                metrics.lag.labels(topic, str(partition)).set(max(end - position, 0))
 
     async def _wait_paused(self, consumer: AIOKafkaConsumer, seconds: float) -> None:
         """Wait ``seconds`` with every assigned partition paused, polling all along so that
@@ -374,58 +660,112 @@ class SinkRunner:
                     consumer.seek(tp, records[0].offset)
                     consumer.pause(tp)
 
-    async def _dead_letter(self, batch: Batch, result: WriteResult) -> None:
-        """Publish refused records and undecodable messages; returns once Kafka acknowledged."""
-        letters: list[tuple[bytes | None, bytes, str, str]] = []
-        for origin, value, reason in batch.undecodable:
-            message = dead_letter(origin, origin.topic, reason, None, value)
-            letters.append((origin.key, message, origin.topic, "undecodable"))
-        for rejected in result.rejected:
-            source = batch.origin_of(rejected.record)
-            message = dead_letter(source, rejected.table, rejected.reason, rejected.sqlstate, rejected.record)
-            label = rejected.sqlstate or "encoding"
-            letters.append((source.key if source else None, message, rejected.table, label))
-            log.warning("dead-lettered a %s row: %s", rejected.table, rejected.reason)
+    async def _publish_dead_letters(self, batch: Batch, result: WriteResult) -> None:
+        """``before_commit`` of every write: publish the write's dead letters and wait for
+        Kafka's acknowledgement, at most ``dead_letter_timeout_s`` (else the write rolls back)."""
+        letters = dead_letters(batch, result)
         if not letters:
             return
         producer = self._producer
         if producer is None:  # pragma: no cover - _connect starts it before the loop runs
             raise SinkError("dead-letter producer not started")
-        delay = 0.2
-        while True:
-            try:
-                sent = [
-                    await producer.send(self._settings.dead_letter_topic, value, key=key)
-                    for key, value, _, _ in letters
-                ]
-                await asyncio.gather(*sent)
-            except KafkaError as exc:
-                self._metrics.retries.inc()
-                log.warning("dead-letter topic unavailable (%r); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self._settings.retry_max_backoff_s)
-                continue
-            break
-        for _, _, table, label in letters:
-            self._metrics.dead_letters.labels(table, label).inc()
+        for letter in letters:
+            log.warning("dead-lettering a %s record (%s)", letter.table, letter.reason)
 
-    async def _commit(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
+        async def send_all() -> None:
+            topic = self._settings.dead_letter_topic
+            sent = [await producer.send(topic, letter.value, key=letter.key) for letter in letters]
+            await asyncio.gather(*sent)
+
+        try:
+            await asyncio.wait_for(send_all(), self._settings.dead_letter_timeout_s)
+        except (KafkaError, TimeoutError) as exc:
+            raise DeadLettersUnavailable(f"dead-letter topic unavailable ({exc!r})") from exc
+        self._letters = letters
+
+    async def _commit(self, consumer: AIOKafkaConsumer, positions: Mapping[Partition, int]) -> None:
+        """Commit the stored positions of the partitions still assigned to Kafka (for lag
+        tooling; the database holds the truth, so a refused commit loses nothing)."""
+        assigned = consumer.assignment()
+        offsets = {
+            tp: position
+            for (topic, partition), position in positions.items()
+            if (tp := TopicPartition(topic, partition)) in assigned
+        }
+        if not offsets:
+            return
         try:
             await consumer.commit(offsets)
         except CommitFailedError as exc:
-            # The group rebalanced while we wrote: the new owner re-reads these messages
-            # and re-writes them idempotently.
+            # The group rebalanced while we wrote: the new owner starts at the database's positions.
             log.warning("offset commit refused after a rebalance: %s", exc)
-            return
-        self._committed.update(offsets)
+        except KafkaError as exc:
+            log.warning("offset commit failed (%r): the database holds the positions", exc)
 
-    def _update_lag(self, consumer: AIOKafkaConsumer) -> None:
-        for tp in consumer.assignment():
-            high = consumer.highwater(tp)
-            done = self._committed.get(tp)
-            if high is None or done is None:
+    async def _test_pause(self, point: str) -> None:
+        """TEST ONLY (``TOKENTIDE_SINK_TEST_PAUSE``): stop here until killed, so that a fault
+        test can SIGKILL the process at a known point."""
+        log.warning("test pause point %s reached: waiting to be killed", point)
+        await asyncio.Event().wait()
+
+    # ------------------------------------------------------------------ health
+
+    async def _probe_forever(self) -> None:
+        """Every ``kafka_probe_interval_s`` (and at once after connecting): ask the broker for
+        the end offsets of the assignment, bounded by ``kafka_probe_timeout_s``; the answer
+        sets ``kafka_ready`` and the lag gauge."""
+        while True:
+            ready = await self._probe()
+            if ready != self.kafka_ready:
+                if ready:
+                    log.info("Kafka reachable")
+                else:
+                    log.warning("Kafka unreachable: not ready")
+            self.kafka_ready = ready
+            self._metrics.kafka_ready.set(1 if ready else 0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._probe_now.wait(), self._settings.kafka_probe_interval_s)
+            self._probe_now.clear()
+
+    async def _probe(self) -> bool:
+        consumer = self._consumer
+        if consumer is None or not self._connected:
+            return False
+        try:
+            ends = await asyncio.wait_for(self._end_offsets(consumer), self._settings.kafka_probe_timeout_s)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            log.debug("Kafka probe failed: %r", exc)
+            return False
+        assigned = consumer.assignment()
+        for tp, end in ends.items():
+            applied = self._applied.get(tp)
+            if tp not in assigned or applied is None:
                 continue
-            self._metrics.lag.labels(tp.topic, str(tp.partition)).set(max(high - done, 0))
+            if end < applied:
+                log.warning(
+                    "%s[%d] ends at %d, below the position %d the database holds: was the topic "
+                    "recreated? (see docs/operations.md, sink positions)",
+                    tp.topic,
+                    tp.partition,
+                    end,
+                    applied,
+                )
+            self._metrics.lag.labels(tp.topic, str(tp.partition)).set(max(end - applied, 0))
+        return True
+
+    @staticmethod
+    async def _end_offsets(consumer: AIOKafkaConsumer) -> dict[TopicPartition, int]:
+        """End offsets of the assignment (of every subscribed partition while there is none);
+        a metadata request when not even those are known yet. Raises when the broker does not
+        answer."""
+        partitions = set(consumer.assignment())
+        if not partitions:
+            for topic in consumer.subscription():
+                partitions |= {TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()}
+        if not partitions:
+            await consumer.topics()
+            return {}
+        return dict(await consumer.end_offsets(sorted(partitions)))
 
     async def _maintain_forever(self) -> None:
         """Partitions ahead and retention at start-up, then every ``maintenance_interval_s``;

@@ -200,6 +200,17 @@ class SinkSettings(KafkaSettings, DatabaseSettings):
     partitions_ahead_days: int = Field(default=7, ge=1, le=366)
     #: How often partitions ahead and retention are maintained.
     maintenance_interval_s: float = Field(default=3600.0, gt=0)
+    #: How often the broker is asked for the assignment's end offsets (``/readyz``'s ``kafka``
+    #: and the lag gauge), and how long an answer may take before Kafka counts as unreachable.
+    kafka_probe_interval_s: float = Field(default=5.0, gt=0, le=300)
+    kafka_probe_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    #: How long a batch's transaction waits for the dead-letter topic to acknowledge its
+    #: refused records before it is rolled back and retried.
+    dead_letter_timeout_s: float = Field(default=15.0, gt=0, le=300)
+    #: TEST ONLY, never set in a deployment: stop the consume loop for good at this point (the
+    #: fault tests SIGKILL the process there). ``after_database_commit``: after the first
+    #: batch's database commit, before its Kafka offsets are committed.
+    sink_test_pause: Literal["after_database_commit"] | None = None
 
     @property
     def dead_letter_topic(self) -> str:

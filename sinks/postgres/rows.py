@@ -130,6 +130,9 @@ ROLLUP_COLUMNS = (
     "requests",
     "errors",
 )
+#: What the sink COPYs into its rollup staging table: the table's columns, then whether the
+#: row is an increment (added to the stored minute) or a full value (overwriting it).
+ROLLUP_STAGING_COLUMNS = (*ROLLUP_COLUMNS, "increment")
 
 
 def timestamp(ns: int) -> datetime:
@@ -296,6 +299,7 @@ def signal_row(g: SessionSignal) -> tuple[Any, ...]:
 
 
 def rollup_row(r: Rollup) -> tuple[Any, ...]:
+    """The staging row of ``r`` (:data:`ROLLUP_STAGING_COLUMNS`)."""
     t = r.tokens
     return (
         r.tenant,
@@ -312,15 +316,46 @@ def rollup_row(r: Rollup) -> tuple[Any, ...]:
         usd(r.cost_nanos),
         r.requests,
         r.errors,
+        r.increment,
     )
 
 
-def latest_rollups(rollups: list[Rollup]) -> list[Rollup]:
-    """One value per (session, model, minute): the last (each carries the full value so far)."""
-    last: dict[tuple[str, str, str, int], Rollup] = {}
+def rollup_key(r: Rollup) -> tuple[str, str, str, int]:
+    """The natural key of a rollup's row: (tenant, session, model, minute)."""
+    return (r.tenant, r.session_id, r.model, r.minute_ns)
+
+
+def merge_rollups(rollups: list[Rollup]) -> list[Rollup]:
+    """One rollup per (tenant, session, model, minute), what applying ``rollups`` in order to
+    that minute amounts to (an upsert may touch a row only once per statement):
+
+    - increments of a key are summed (each is what one message added);
+    - a full value (``increment=False``) replaces whatever came before it in the batch, and
+      increments after it are added to it: the result is a full value.
+
+    A key's only rollup is returned as it is (the same object); merged ones are new objects,
+    the inputs are never changed. ``user_id`` and ``agent`` are the last known ones.
+    """
+    merged: dict[tuple[str, str, str, int], Rollup] = {}
     for rollup in rollups:
-        last[(rollup.tenant, rollup.session_id, rollup.model, rollup.minute_ns)] = rollup
-    return list(last.values())
+        key = rollup_key(rollup)
+        before = merged.get(key)
+        if before is None or not rollup.increment:
+            merged[key] = rollup
+            continue
+        tokens = before.tokens.model_copy()
+        tokens.add(rollup.tokens)
+        merged[key] = before.model_copy(
+            update={
+                "tokens": tokens,
+                "cost_nanos": before.cost_nanos + rollup.cost_nanos,
+                "requests": before.requests + rollup.requests,
+                "errors": before.errors + rollup.errors,
+                "user_id": rollup.user_id if rollup.user_id is not None else before.user_id,
+                "agent": rollup.agent,
+            }
+        )
+    return list(merged.values())
 
 
 def latest_states(states: list[SessionState]) -> list[SessionState]:

@@ -1,13 +1,25 @@
-"""Writes batches into PostgreSQL: COPY into temporary tables, then idempotent upserts.
+"""Writes batches into PostgreSQL: COPY into temporary tables, then upserts, exactly once.
 
-Contract of :meth:`PostgresWriter.write`: either every row of the batch that PostgreSQL
-accepts is committed in one transaction, or nothing is and it raises
-:class:`~sinks.base.StoreUnavailable` (the database is down, slow or busy: retry the whole
-batch). Rows PostgreSQL refuses (a value out of range, a time outside every partition) are
-returned as :class:`~sinks.base.Rejected` next to the rows written, never raised. Every
-statement is idempotent by natural key (events: event id; points: series + times; series:
-series id; sessions: only a higher ``state_version`` overwrites; rollups: overwritten with the
-full value), so writing a batch twice changes nothing.
+Contract of :meth:`PostgresWriter.write`: one transaction (a) locks the rows of the batch's
+Kafka partitions in ``sink_offsets`` (``FOR UPDATE``, in one order, so two sinks holding the
+same partition during a rebalance take turns), (b) leaves out the batch's messages below the
+stored positions (already applied; counted in ``already_applied``), (c) writes the rest, (d)
+moves the positions to where the batch leaves its partitions, (e) runs ``before_commit`` (the
+runner publishes the dead letters there), and commits: rows and positions together or not at
+all. If nothing could be written it raises :class:`~sinks.base.StoreUnavailable` (the
+database is down, slow or busy: retry the whole batch; what it committed, if the commit
+itself was lost, is left out by (b) the next time). Rows PostgreSQL refuses (a value out of
+range, a time outside every partition) are returned as :class:`~sinks.base.Rejected` next to
+the rows written, never raised, and their messages' positions move all the same; after a
+refusal the batch is written again row by row, in a transaction that does (a)-(e) again.
+
+Every statement is also idempotent by natural key (events: event id; points: series + times;
+series: series id; sessions: only a higher ``state_version`` overwrites; rollups with
+``increment=False``: overwritten with the full value), so records without a Kafka origin
+(tools, tests) may be written twice. Rollups with ``increment=True`` are added to the stored
+minute (``col = rollups_minute.col + EXCLUDED.col``): for them, exactly once comes from the
+positions alone. A batch's rollups of one minute are merged first
+(:func:`~sinks.postgres.rows.merge_rollups`).
 
 The same code serves both layouts (decision 14): what differs (daily partitions, hourly
 rollups) lives in SQL functions that migration 0004 defines for each layout.
@@ -16,7 +28,7 @@ rollups) lives in SQL functions that migration 0004 defines for each layout.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -24,25 +36,28 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from sinks.base import Batch, Rejected, StoreUnavailable, WriteResult
+from sinks.base import Batch, BeforeCommit, Partition, Rejected, StoreUnavailable, WriteResult
 from sinks.postgres.rows import (
     EVENT_COLUMNS,
     POINT_COLUMNS,
     ROLLUP_COLUMNS,
+    ROLLUP_STAGING_COLUMNS,
     SERIES_COLUMNS,
     SESSION_COLUMNS,
     SIGNAL_COLUMNS,
     event_row,
     first_points,
-    latest_rollups,
     latest_states,
+    merge_rollups,
     point_row,
+    rollup_key,
     rollup_row,
     series_row,
     session_row,
     signal_row,
     timestamp,
 )
+from tokentide.records import Rollup
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +91,12 @@ class _Table:
     """One target table: how its rows are COPYed to staging and upserted from there."""
 
     name: str
+    #: What is COPYed into staging: the table's columns, then ``extra``'s.
     columns: tuple[str, ...]
-    conflict: sql.Composable
+    #: The statements that move staging's rows into the table (each row touched by one).
+    upserts: tuple[sql.Composed, ...]
+    #: Staging-only columns, (name, type).
+    extra: tuple[tuple[str, str], ...] = ()
 
     @property
     def staging(self) -> sql.Identifier:
@@ -88,12 +107,22 @@ class _Table:
         cols = sql.SQL(", ").join(map(sql.Identifier, self.columns))
         return sql.SQL("COPY {staging} ({cols}) FROM STDIN").format(staging=self.staging, cols=cols)
 
-    @property
-    def insert(self) -> sql.Composed:
-        cols = sql.SQL(", ").join(map(sql.Identifier, self.columns))
-        return sql.SQL("INSERT INTO {table} ({cols}) SELECT {cols} FROM {staging} {conflict}").format(
-            table=sql.Identifier(self.name), cols=cols, staging=self.staging, conflict=self.conflict
-        )
+
+def _upsert(
+    table: str, columns: Sequence[str], conflict: sql.Composable, where: sql.Composable | None = None
+) -> sql.Composed:
+    cols = sql.SQL(", ").join(map(sql.Identifier, columns))
+    return sql.SQL("INSERT INTO {table} ({cols}) SELECT {cols} FROM {staging}{where} {conflict}").format(
+        table=sql.Identifier(table),
+        cols=cols,
+        staging=sql.Identifier(f"staging_{table}"),
+        where=sql.SQL("") if where is None else sql.SQL(" WHERE ") + where,
+        conflict=conflict,
+    )
+
+
+def _simple(name: str, columns: tuple[str, ...], conflict: sql.Composable) -> _Table:
+    return _Table(name, columns, (_upsert(name, columns, conflict),))
 
 
 def _overwrite(columns: Sequence[str], key: Sequence[str]) -> sql.Composed:
@@ -103,19 +132,46 @@ def _overwrite(columns: Sequence[str], key: Sequence[str]) -> sql.Composed:
 
 
 _NOTHING = sql.SQL("ON CONFLICT DO NOTHING")
-EVENTS = _Table("events", EVENT_COLUMNS, _NOTHING)
-SERIES = _Table("metric_series", SERIES_COLUMNS, _NOTHING)
-POINTS = _Table("metric_points", POINT_COLUMNS, _NOTHING)
-SIGNALS = _Table("signals", SIGNAL_COLUMNS, _NOTHING)
+EVENTS = _simple("events", EVENT_COLUMNS, _NOTHING)
+SERIES = _simple("metric_series", SERIES_COLUMNS, _NOTHING)
+POINTS = _simple("metric_points", POINT_COLUMNS, _NOTHING)
+SIGNALS = _simple("signals", SIGNAL_COLUMNS, _NOTHING)
 _ROLLUP_KEY = ("tenant_id", "session_id", "model", "minute")
+_ROLLUP_CONFLICT = sql.SQL("ON CONFLICT (tenant_id, session_id, model, minute) DO UPDATE SET ")
+#: What an increment adds to its minute; the other columns describe the minute's session.
+_ROLLUP_SUMS = tuple(c for c in ROLLUP_COLUMNS if c not in (*_ROLLUP_KEY, "user_id", "agent"))
 ROLLUPS = _Table(
     "rollups_minute",
-    ROLLUP_COLUMNS,
-    sql.SQL("ON CONFLICT (tenant_id, session_id, model, minute) DO UPDATE SET {u}").format(
-        u=_overwrite(ROLLUP_COLUMNS, _ROLLUP_KEY)
+    ROLLUP_STAGING_COLUMNS,
+    (
+        # Full values (increment=False, rollups written before increments existed): overwrite.
+        _upsert(
+            "rollups_minute",
+            ROLLUP_COLUMNS,
+            _ROLLUP_CONFLICT + _overwrite(ROLLUP_COLUMNS, _ROLLUP_KEY),
+            where=sql.SQL("NOT increment"),
+        ),
+        # Increments: added to what the minute holds.
+        _upsert(
+            "rollups_minute",
+            ROLLUP_COLUMNS,
+            _ROLLUP_CONFLICT
+            + sql.SQL(", ").join(
+                [
+                    sql.SQL("user_id = COALESCE(EXCLUDED.user_id, rollups_minute.user_id)"),
+                    sql.SQL("agent = EXCLUDED.agent"),
+                    *(
+                        sql.SQL("{c} = rollups_minute.{c} + EXCLUDED.{c}").format(c=sql.Identifier(c))
+                        for c in _ROLLUP_SUMS
+                    ),
+                ]
+            ),
+            where=sql.SQL("increment"),
+        ),
     ),
+    extra=(("increment", "boolean NOT NULL DEFAULT false"),),
 )
-SESSIONS = _Table(
+SESSIONS = _simple(
     "sessions",
     SESSION_COLUMNS,
     sql.SQL(
@@ -130,6 +186,55 @@ _PARTITIONED: tuple[tuple[str, Callable[[Batch], Iterable[int]]], ...] = (
     ("events", lambda b: (e.time_ns for e in b.events)),
     ("metric_points", lambda b: (p.time_ns for p in b.points)),
 )
+
+
+async def _upsert_staged(conn: psycopg.AsyncConnection[Any], table: _Table) -> int:
+    """Move staging's rows into ``table``; returns the rows inserted or changed."""
+    written = 0
+    for statement in table.upserts:
+        cur = await conn.execute(statement)
+        written += max(cur.rowcount, 0)
+    return written
+
+
+def _columns(partitions: Sequence[Partition]) -> tuple[list[str], list[int]]:
+    return [t for t, _ in partitions], [p for _, p in partitions]
+
+
+# The partitions of a batch come as two arrays: topics, partition numbers. Every sink locks
+# them in one order (Python's sort of the pairs is the "C" collation's), so two sinks that
+# hold some of the same partitions during a rebalance wait for each other, never deadlock.
+_NEW_POSITIONS = (
+    "INSERT INTO sink_offsets (topic, partition, next_offset) "
+    "SELECT topic, partition, 0 FROM unnest(%s::text[], %s::integer[]) AS batch (topic, partition) "
+    'ORDER BY topic COLLATE "C", partition '
+    "ON CONFLICT (topic, partition) DO NOTHING"
+)
+_LOCK_POSITIONS = (
+    "SELECT topic, partition, next_offset FROM sink_offsets "
+    "WHERE (topic, partition) IN (SELECT * FROM unnest(%s::text[], %s::integer[])) "
+    'ORDER BY topic COLLATE "C", partition FOR UPDATE'
+)
+_READ_POSITIONS = (
+    "SELECT topic, partition, next_offset FROM sink_offsets "
+    "WHERE (topic, partition) IN (SELECT * FROM unnest(%s::text[], %s::integer[]))"
+)
+_MOVE_POSITIONS = (
+    "UPDATE sink_offsets AS o SET next_offset = batch.next_offset, updated_at = now() "
+    "FROM unnest(%s::text[], %s::integer[], %s::bigint[]) AS batch (topic, partition, next_offset) "
+    "WHERE o.topic = batch.topic AND o.partition = batch.partition AND o.next_offset < batch.next_offset"
+)
+
+
+def _merged_rollups(batch: Batch) -> list[Rollup]:
+    """The batch's rollups merged by minute; a merged one is dead-lettered (if refused) with
+    the origin of the last message that contributed to it."""
+    merged = merge_rollups(batch.rollups)
+    last = {rollup_key(r): r for r in batch.rollups}
+    for rollup in merged:
+        if batch.origin_of(rollup) is None and (source := batch.origin_of(last[rollup_key(rollup)])):
+            batch.track(source, [rollup])
+    return merged
 
 
 @dataclass(slots=True)
@@ -176,6 +281,12 @@ class PostgresWriter:
                         "(LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
                     ).format(staging=table.staging, table=sql.Identifier(table.name))
                 )
+                for column, kind in table.extra:
+                    await conn.execute(
+                        sql.SQL("ALTER TABLE {staging} ADD COLUMN IF NOT EXISTS {column} {kind}").format(
+                            staging=table.staging, column=sql.Identifier(column), kind=sql.SQL(kind)
+                        )
+                    )
             self._conn = conn
         return self._conn
 
@@ -183,6 +294,21 @@ class PostgresWriter:
         """Check the database answers, on a connection of its own (never the writer's)."""
         async with await psycopg.AsyncConnection.connect(self._dsn, connect_timeout=2) as conn:
             await conn.execute("SELECT 1")
+
+    async def positions(self, partitions: Iterable[Partition]) -> dict[Partition, int]:
+        """The positions ``sink_offsets`` holds for ``partitions`` (committed ones: a write in
+        progress is not waited for), on a connection of its own."""
+        topics, numbers = _columns(sorted(set(partitions)))
+        if not topics:
+            return {}
+        try:
+            async with await psycopg.AsyncConnection.connect(
+                self._dsn, autocommit=True, connect_timeout=5
+            ) as conn:
+                cur = await conn.execute(_READ_POSITIONS, (topics, numbers))
+                return {(str(t), int(p)): int(o) for t, p, o in await cur.fetchall()}
+        except psycopg.Error as exc:
+            raise StoreUnavailable(str(exc)) from exc
 
     async def maintain(self) -> list[tuple[str, str]]:
         """Partitions ahead, retention: ``tokentide_maintain`` of the database's layout."""
@@ -203,30 +329,73 @@ class PostgresWriter:
             log.info("maintenance: %s %s", action, relation)
         return done
 
-    async def write(self, batch: Batch) -> WriteResult:
+    async def write(self, batch: Batch, before_commit: BeforeCommit | None = None) -> WriteResult:
         """Write ``batch`` (see the module's contract)."""
-        result = WriteResult()
-        self._drop_expired(batch, result)
-        tables = self._rows(batch, result)
         try:
             conn = await self._connection()
             await self._ensure_partitions(conn, batch)
             try:
-                await self._write_fast(conn, tables, result)
+                return await self._apply(conn, batch, before_commit, self._write_fast)
             except (psycopg.Error, ValueError, OverflowError) as exc:
                 if not poison(exc):
                     raise
                 log.warning("batch refused (%s): writing it row by row", exc)
-                result.written.clear()
-                await self._write_row_by_row(conn, tables, result)
+                return await self._apply(conn, batch, before_commit, self._write_row_by_row)
         except psycopg.Error as exc:
             await self._drop_if_broken(exc)
             raise StoreUnavailable(str(exc)) from exc
+
+    # ------------------------------------------------------------------ internals
+
+    async def _apply(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        batch: Batch,
+        before_commit: BeforeCommit | None,
+        write_rows: Callable[[psycopg.AsyncConnection[Any], list[_Rows], WriteResult], Awaitable[None]],
+    ) -> WriteResult:
+        """One transaction: lock and read the positions, write what they do not cover yet with
+        ``write_rows``, move them, ``before_commit``, commit."""
+        result = WriteResult()
+        async with conn.transaction():
+            stored = await self._lock_positions(conn, batch.positions)
+            todo, result.already_applied = batch.unapplied(stored)
+            self._drop_expired(todo, result)
+            tables = self._rows(todo, result)
+            await write_rows(conn, tables, result)
+            result.positions = await self._store_positions(conn, batch.positions, stored)
+            if before_commit is not None:
+                await before_commit(todo, result)
         for t in tables:
             result.offered[t.table.name] = result.offered.get(t.table.name, 0) + len(t.rows)
         return result
 
-    # ------------------------------------------------------------------ internals
+    @staticmethod
+    async def _lock_positions(
+        conn: psycopg.AsyncConnection[Any], positions: Mapping[Partition, int]
+    ) -> dict[Partition, int]:
+        """Lock the rows of ``positions``' partitions (made at 0 where missing) for the rest of
+        the transaction, always in the same order; returns what they hold. A second writer of
+        the same partitions waits here until this transaction ends, then reads its positions."""
+        topics, numbers = _columns(sorted(positions))
+        if not topics:
+            return {}
+        await conn.execute(_NEW_POSITIONS, (topics, numbers))
+        cur = await conn.execute(_LOCK_POSITIONS, (topics, numbers))
+        return {(str(t), int(p)): int(o) for t, p, o in await cur.fetchall()}
+
+    @staticmethod
+    async def _store_positions(
+        conn: psycopg.AsyncConnection[Any],
+        positions: Mapping[Partition, int],
+        stored: Mapping[Partition, int],
+    ) -> dict[Partition, int]:
+        """Move the locked positions forward to ``positions`` (never back); returns them."""
+        ahead = sorted(p for p, offset in positions.items() if offset > stored.get(p, 0))
+        if ahead:
+            topics, numbers = _columns(ahead)
+            await conn.execute(_MOVE_POSITIONS, (topics, numbers, [positions[p] for p in ahead]))
+        return {p: max(offset, stored.get(p, 0)) for p, offset in positions.items()}
 
     def _expired_day(self, day: date) -> bool:
         """Whether every row of ``day`` is past the retention (its partition would be dropped)."""
@@ -258,7 +427,7 @@ class PostgresWriter:
             (POINTS, points, point_row),
             (SESSIONS, latest_states(batch.states), session_row),
             (SIGNALS, batch.signals, signal_row),
-            (ROLLUPS, latest_rollups(batch.rollups), rollup_row),
+            (ROLLUPS, _merged_rollups(batch), rollup_row),
         ]
         out: list[_Rows] = []
         for table, records, build in builders:
@@ -285,7 +454,8 @@ class PostgresWriter:
                     day = timestamp(ns).date()
                 except (OverflowError, ValueError):
                     continue  # rejected when its row is built
-                if (parent, day) not in self._partitions and day <= horizon:
+                # Rows past the retention are not written (``_drop_expired``): no partition.
+                if (parent, day) not in self._partitions and day <= horizon and not self._expired_day(day):
                     wanted.add(day)
             for day in sorted(wanted):
                 await conn.execute("SELECT tokentide_create_partitions(%s, %s, %s)", (parent, day, day))
@@ -294,47 +464,46 @@ class PostgresWriter:
     async def _write_fast(
         self, conn: psycopg.AsyncConnection[Any], tables: list[_Rows], result: WriteResult
     ) -> None:
-        """The whole batch: one COPY per table into staging, one upsert from there."""
-        async with conn.transaction():
-            for t in tables:
-                if not t.rows:
-                    continue
-                async with conn.cursor().copy(t.table.copy) as copy:
-                    for row in t.rows:
-                        await copy.write_row(row)
-                cur = await conn.execute(t.table.insert)
-                result.written[t.table.name] = max(cur.rowcount, 0)
-            await self._rollup_hours(conn, tables, result)
+        """The whole batch (inside :meth:`_apply`'s transaction): one COPY per table into
+        staging, its upserts from there."""
+        for t in tables:
+            if not t.rows:
+                continue
+            async with conn.cursor().copy(t.table.copy) as copy:
+                for row in t.rows:
+                    await copy.write_row(row)
+            result.written[t.table.name] = await _upsert_staged(conn, t.table)
+        await self._rollup_hours(conn, tables, result)
 
     async def _write_row_by_row(
         self, conn: psycopg.AsyncConnection[Any], tables: list[_Rows], result: WriteResult
     ) -> None:
-        """Each row in a savepoint of one transaction: the rows PostgreSQL refuses are
-        rejected with its reason, the others written. Only after the fast path failed."""
-        async with conn.transaction():
-            for t in tables:
-                kept_rows: list[tuple[Any, ...]] = []
-                for row, record in zip(t.rows, t.records, strict=True):
-                    try:
-                        async with conn.transaction():
-                            async with conn.cursor().copy(t.table.copy) as copy:
-                                await copy.write_row(row)
-                            cur = await conn.execute(t.table.insert)
-                            await conn.execute(sql.SQL("DELETE FROM {}").format(t.table.staging))
-                    except (psycopg.Error, ValueError, OverflowError) as exc:
-                        if not poison(exc):
-                            raise
-                        sqlstate = exc.sqlstate if isinstance(exc, psycopg.Error) else None
-                        result.rejected.append(Rejected(t.table.name, record, str(exc).strip(), sqlstate))
-                        continue
-                    result.written[t.table.name] = result.written.get(t.table.name, 0) + max(cur.rowcount, 0)
-                    kept_rows.append(row)
-                if t.table is ROLLUPS and kept_rows:
-                    # The hourly recomputation reads the minutes written from staging.
-                    async with conn.cursor().copy(t.table.copy) as copy:
-                        for row in kept_rows:
+        """Each row in a savepoint (inside :meth:`_apply`'s transaction): the rows PostgreSQL
+        refuses are rejected with its reason, the others written. Only after the fast path
+        failed."""
+        for t in tables:
+            kept_rows: list[tuple[Any, ...]] = []
+            for row, record in zip(t.rows, t.records, strict=True):
+                try:
+                    async with conn.transaction():
+                        async with conn.cursor().copy(t.table.copy) as copy:
                             await copy.write_row(row)
-            await self._rollup_hours(conn, tables, result)
+                        written = await _upsert_staged(conn, t.table)
+                        await conn.execute(sql.SQL("DELETE FROM {}").format(t.table.staging))
+                except (psycopg.Error, ValueError, OverflowError) as exc:
+                    if not poison(exc):
+                        raise
+                    sqlstate = exc.sqlstate if isinstance(exc, psycopg.Error) else None
+                    result.rejected.append(Rejected(t.table.name, record, str(exc).strip(), sqlstate))
+                    continue
+                result.written[t.table.name] = result.written.get(t.table.name, 0) + written
+                kept_rows.append(row)
+            if t.table is ROLLUPS and kept_rows:
+                # The hourly recomputation reads the minutes written from staging.
+                async with conn.cursor().copy(t.table.copy) as copy:
+                    for row in kept_rows:
+                        await copy.write_row(row)
+        await self._rollup_hours(conn, tables, result)
 
     async def _rollup_hours(
         self, conn: psycopg.AsyncConnection[Any], tables: list[_Rows], result: WriteResult

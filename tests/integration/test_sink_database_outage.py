@@ -5,7 +5,9 @@ never touched) takes the sink's writes while a producer sends a steady stream of
 batches, session states and rollups. The cluster is stopped (fast shutdown: the sink's
 connection is cut, mid-transaction or not), kept down for 30 s, and started again. Afterwards
 the database must hold every record Kafka acknowledged, exactly once, with the last session
-state and the last rollup values; the sink must have paused and retried, and resumed by itself.
+state, the last full value of each legacy (overwrite) rollup and the sum of every increment
+rollup, each added once although transactions were cut (a commit's outcome unknown to the
+sink included); the sink must have paused and retried, and resumed by itself.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ class Load:
         self.events: set[str] = set()
         self.versions: dict[str, int] = {}
         self.rollups: dict[tuple[str, int], int] = {}
+        self.increments: dict[tuple[str, int], int] = {}
         self.messages = 0
 
     async def run(self, bootstrap: str, until: float) -> None:
@@ -102,14 +105,26 @@ class Load:
                     tokens=Tokens(input=n),
                     requests=n,
                 )
+                # What the exactly-once stream stage emits: what this message added.
+                increment = Rollup(
+                    tenant="default",
+                    session_id=session,
+                    agent="claude_code",
+                    model="increments",
+                    minute_ns=minute_ns,
+                    tokens=Tokens(input=n),
+                    requests=1,
+                    increment=True,
+                )
                 await producer.send_and_wait(topics.events, EventBatch(events=events).to_bytes(), key=key)
                 self.events.update(e.event_id for e in events)
                 await producer.send_and_wait(topics.session_state, state.to_bytes(), key=key)
                 self.versions[session] = version
                 await producer.send_and_wait(
-                    topics.rollups, RollupBatch(rollups=[rollup]).to_bytes(), key=key
+                    topics.rollups, RollupBatch(rollups=[rollup, increment]).to_bytes(), key=key
                 )
                 self.rollups[(session, minute_ns)] = n
+                self.increments[(session, minute_ns)] = self.increments.get((session, minute_ns), 0) + 1
                 self.messages += 3
                 await asyncio.sleep(INTERVAL_S)
         finally:
@@ -158,16 +173,14 @@ async def test_every_acknowledged_record_lands_once_across_a_30s_database_outage
     with psycopg.connect(dsn) as conn:
         events = [r[0] for r in conn.execute("SELECT event_id FROM events")]
         versions = dict(conn.execute("SELECT session_id, state_version FROM sessions").fetchall())
-        rollups = {
-            (session, int(minute.timestamp()) * 10**9): requests
-            for session, minute, requests in conn.execute(
-                "SELECT session_id, minute, requests FROM rollups_minute"
-            ).fetchall()
-        }
+        rows = conn.execute("SELECT session_id, model, minute, requests FROM rollups_minute").fetchall()
+        rollups = {(s, int(m.timestamp()) * 10**9): r for s, model, m, r in rows if model != "increments"}
+        increments = {(s, int(m.timestamp()) * 10**9): r for s, model, m, r in rows if model == "increments"}
     assert len(events) == len(set(events))  # exactly once
     assert set(events) == load.events  # every acknowledged event, nothing else
     assert versions == load.versions  # the last state of every session
     assert rollups == load.rollups  # the last full value of every minute
+    assert increments == load.increments  # every increment added exactly once
     # The outage was felt, and the sink got over it by itself.
     assert paused_seen
     assert (registry.get_sample_value("tokentide_sink_retries_total") or 0) > 0

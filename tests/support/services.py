@@ -116,8 +116,12 @@ def free_port() -> int:
         return port
 
 
-async def end_offsets(bootstrap: str, topics: Iterable[str]) -> dict[TopicPartition, int]:
-    """End offset of every partition of ``topics`` (topics that do not exist are left out)."""
+async def end_offsets(
+    bootstrap: str, topics: Iterable[str], *, isolation_level: str = "read_uncommitted"
+) -> dict[TopicPartition, int]:
+    """End offset of every partition of ``topics`` (topics that do not exist are left out): the
+    high watermark, or with ``isolation_level="read_committed"`` the last stable offset (what a
+    read-committed consumer can reach while a transaction is open)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
@@ -132,7 +136,7 @@ async def end_offsets(bootstrap: str, topics: Iterable[str]) -> dict[TopicPartit
     ]
     if not partitions:
         return {}
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level=isolation_level)
     await consumer.start()
     try:
         return dict(await consumer.end_offsets(partitions))
@@ -140,13 +144,19 @@ async def end_offsets(bootstrap: str, topics: Iterable[str]) -> dict[TopicPartit
         await consumer.stop()
 
 
-async def read_all(bootstrap: str, topic: str, timeout_s: float = 10.0) -> list[object]:
-    """Every message currently in ``topic`` (up to its end offsets at call time)."""
-    ends = await end_offsets(bootstrap, [topic])
+async def read_all(
+    bootstrap: str, topic: str, timeout_s: float = 10.0, *, isolation_level: str = "read_committed"
+) -> list[object]:
+    """Every message currently in ``topic`` (up to its end offsets at call time). Read committed
+    by default, as every consumer of derived topics reads: records of aborted transactions are
+    left out (on topics written without transactions it makes no difference)."""
+    ends = await end_offsets(bootstrap, [topic], isolation_level=isolation_level)
     wanted = {tp: end for tp, end in ends.items() if end > 0}
     if not wanted:
         return []
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level=isolation_level
+    )
     await consumer.start()
     out: list[object] = []
     try:
@@ -155,10 +165,13 @@ async def read_all(bootstrap: str, topic: str, timeout_s: float = 10.0) -> list[
         deadline = time.monotonic() + timeout_s
         while wanted and time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=500)
-            for tp, records in batch.items():
+            for records in batch.values():
                 out.extend(records)
-                if records and records[-1].offset + 1 >= wanted.get(tp, 0):
-                    wanted.pop(tp, None)
+            # The position, not the last record: it steps over transaction markers and aborted
+            # records, which are never handed out.
+            for tp in list(wanted):
+                if await consumer.position(tp) >= wanted[tp]:
+                    wanted.pop(tp)
     finally:
         await consumer.stop()
     return out

@@ -8,10 +8,14 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sinks.postgres.rows import (
     EVENT_COLUMNS,
     POINT_COLUMNS,
+    ROLLUP_COLUMNS,
+    ROLLUP_STAGING_COLUMNS,
     SERIES_COLUMNS,
     SESSION_COLUMNS,
     days,
@@ -19,14 +23,16 @@ from sinks.postgres.rows import (
     first_points,
     jsonb,
     latest_states,
+    merge_rollups,
     point_row,
+    rollup_row,
     series_row,
     session_row,
     text,
     timestamp,
     usd,
 )
-from tokentide.records import ContextState, Event, EventKind, Point, SessionState, Tokens
+from tokentide.records import ContextState, Event, EventKind, Point, Rollup, SessionState, Tokens
 
 NS = 1_795_485_058_104_123_456
 
@@ -303,3 +309,143 @@ def test_latest_states_keeps_the_highest_version(order: list[int]) -> None:
 
 def test_latest_states_of_nothing() -> None:
     assert latest_states([]) == []
+
+
+# --- rollups: increments merged by minute, full values overwrite ------------------------------
+
+MINUTE = NS - NS % 60_000_000_000
+
+
+def _rollup(
+    n: int,
+    *,
+    increment: bool = True,
+    session_id: str = "s-1",
+    model: str = "claude-opus-4-8",
+    minute_ns: int = MINUTE,
+    user_id: str | None = "u-1",
+) -> Rollup:
+    return Rollup(
+        tenant="default",
+        session_id=session_id,
+        user_id=user_id,
+        agent="claude_code",
+        model=model,
+        minute_ns=minute_ns,
+        tokens=Tokens(input=n, output=2 * n, cache_read=3 * n, cache_creation=4 * n, reasoning=n // 2),
+        cost_nanos=1000 * n,
+        requests=n,
+        errors=n % 2,
+        increment=increment,
+    )
+
+
+def _values(r: Rollup) -> tuple[int, ...]:
+    t = r.tokens
+    return (
+        t.input,
+        t.output,
+        t.cache_read,
+        t.cache_creation,
+        t.reasoning,
+        r.cost_nanos,
+        r.requests,
+        r.errors,
+    )
+
+
+def _stored_after(stored: tuple[int, ...] | None, rollups: list[Rollup]) -> tuple[int, ...] | None:
+    """What the database's upserts make of a minute holding ``stored``: a full value
+    overwrites, an increment adds (to nothing: is the minute)."""
+    for r in rollups:
+        if r.increment and stored is not None:
+            stored = tuple(a + b for a, b in zip(stored, _values(r), strict=True))
+        else:
+            stored = _values(r)
+    return stored
+
+
+def test_rollup_row_carries_whether_it_is_an_increment() -> None:
+    assert (*ROLLUP_COLUMNS, "increment") == ROLLUP_STAGING_COLUMNS
+    for increment in (True, False):
+        row = dict(zip(ROLLUP_STAGING_COLUMNS, rollup_row(_rollup(3, increment=increment)), strict=True))
+        assert row["increment"] is increment
+        assert row["minute"] == timestamp(MINUTE)
+        assert (row["input_tokens"], row["cost_usd"], row["requests"]) == (3, Decimal("0.000003"), 3)
+
+
+def test_increments_of_one_minute_are_summed() -> None:
+    first, second, third = _rollup(1), _rollup(10), _rollup(100, user_id=None)
+    (merged,) = merge_rollups([first, second, third])
+    assert merged.increment
+    assert _values(merged) == (111, 222, 333, 444, 0 + 5 + 50, 111_000, 111, 1 + 0 + 0)
+    assert merged.user_id == "u-1"  # a rollup without a user does not erase the one known
+    # The inputs are left as they were.
+    assert (_values(first), _values(second), _values(third)) == (
+        _values(_rollup(1)),
+        _values(_rollup(10)),
+        _values(_rollup(100)),
+    )
+
+
+def test_increments_of_other_minutes_sessions_and_models_stay_apart() -> None:
+    rollups = [
+        _rollup(1),
+        _rollup(2, minute_ns=MINUTE + 60_000_000_000),
+        _rollup(4, session_id="s-2"),
+        _rollup(8, model="claude-haiku-4-5"),
+        _rollup(16),
+    ]
+    merged = {(r.session_id, r.model, r.minute_ns): r.requests for r in merge_rollups(rollups)}
+    assert merged == {
+        ("s-1", "claude-opus-4-8", MINUTE): 17,
+        ("s-1", "claude-opus-4-8", MINUTE + 60_000_000_000): 2,
+        ("s-2", "claude-opus-4-8", MINUTE): 4,
+        ("s-1", "claude-haiku-4-5", MINUTE): 8,
+    }
+
+
+def test_legacy_full_values_overwrite_the_last_one_wins() -> None:
+    # increment=False: each carries the minute's full value so far (rollups written before
+    # increments existed); the last one is the minute.
+    rollups = [_rollup(5, increment=False), _rollup(9, increment=False), _rollup(7, increment=False)]
+    (merged,) = merge_rollups(rollups)
+    assert merged is rollups[-1]
+    assert not merged.increment
+
+
+def test_increments_after_a_full_value_add_to_it_and_before_it_are_overwritten() -> None:
+    (merged,) = merge_rollups([_rollup(1), _rollup(50, increment=False), _rollup(2), _rollup(3)])
+    assert not merged.increment  # it overwrites what the minute held
+    assert merged.requests == 55
+
+
+def test_a_lone_rollup_is_returned_as_it_is() -> None:
+    rollup = _rollup(3)
+    assert merge_rollups([rollup]) == [rollup]
+    assert merge_rollups([rollup])[0] is rollup  # its origin (for dead letters) stays known
+    assert merge_rollups([]) == []
+
+
+_ROLLUPS = st.lists(
+    st.builds(
+        _rollup,
+        st.integers(min_value=0, max_value=10**6),
+        increment=st.booleans(),
+        session_id=st.sampled_from(["s-1", "s-2"]),
+        minute_ns=st.sampled_from([MINUTE, MINUTE + 60_000_000_000]),
+    ),
+    max_size=12,
+)
+
+
+@given(stored=st.none() | st.tuples(*[st.integers(0, 10**6)] * 8), rollups=_ROLLUPS)
+def test_merging_first_stores_what_applying_one_by_one_would(
+    stored: tuple[int, ...] | None, rollups: list[Rollup]
+) -> None:
+    """One upsert of the merged rollup per minute == one upsert per rollup, in order."""
+    merged = {(r.session_id, r.minute_ns): r for r in merge_rollups(rollups)}
+    assert len(merged) == len(merge_rollups(rollups))
+    for key in {(r.session_id, r.minute_ns) for r in rollups}:
+        of_key = [r for r in rollups if (r.session_id, r.minute_ns) == key]
+        assert _stored_after(stored, [merged[key]]) == _stored_after(stored, of_key)
