@@ -216,7 +216,10 @@ async def live_latency(bootstrap: str, topics: Topics, sessions: int, rate: floa
     """Feed sessions whose context crosses 80% on their 9th export; latencies in seconds."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
     consumer = AIOKafkaConsumer(
-        topics.session_signals, bootstrap_servers=bootstrap, auto_offset_reset="latest"
+        topics.session_signals,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="latest",
+        isolation_level="read_committed",  # as the sink and the notifier read: after the commit
     )
     await producer.start()
     await consumer.start()

@@ -11,20 +11,19 @@ What is exposed (the families are listed in :data:`FAMILIES`):
 
 - ``tokentide_usage_tokens_total{tenant,team,model,type}``, ``tokentide_usage_cost_usd_total``
   and ``tokentide_usage_requests_total{tenant,team,model}``: **totals so far**, since the first
-  record, summed from ``rollups_hour`` (usage events, per session and model) plus the session
-  totals of metrics-only sessions (``totals_source = 'metrics'``, which have no rollups; their
-  model is the session's context model). Neither ``rollups_hour`` nor ``sessions`` is touched by
-  retention (only raw ``events`` and ``metric_points`` are), so the totals never shrink when old
-  partitions go: ``increase()`` and ``rate()`` work over any range. ``type`` is ``input``,
-  ``output``, ``cache_read``, ``cache_creation`` and ``reasoning``; ``reasoning`` is the part
-  of ``output`` spent thinking, so leave it out when adding types up. ``team`` is the session's
-  team resource attribute (``OTEL_RESOURCE_ATTRIBUTES=team=...``; which attribute:
-  ``TOKENTIDE_TEAM_ATTRIBUTE``, default ``team``), ``unset`` when it has none.
+  record, summed from ``rollups_hour`` per session and model (a session's rollups always sum to
+  its totals, a metrics-only session's too, by the models its metrics name). Neither
+  ``rollups_hour`` nor ``sessions`` is touched by retention (only raw ``events`` and
+  ``metric_points`` are), so the totals never shrink when old partitions go: ``increase()`` and
+  ``rate()`` work over any range. ``type`` is ``input``, ``output``, ``cache_read``,
+  ``cache_creation`` and ``reasoning``; ``reasoning`` is the part of ``output`` spent thinking,
+  so leave it out when adding types up. ``team`` is the session's team resource attribute
+  (``OTEL_RESOURCE_ATTRIBUTES=team=...``; which attribute: ``TOKENTIDE_TEAM_ATTRIBUTE``,
+  default ``team``), ``unset`` when it has none.
 - Counters also never go down within one exporter process: each series is reported as the
-  highest value it has had (a session switching from metric to event totals, or a late event
-  for a minute the stream stage had already finalised, can lower a database total slightly;
-  Prometheus would read that as a counter reset and count the whole total again). A restart
-  reads the database totals again.
+  highest value it has had (a session switching from metric to event totals can move usage
+  between models; Prometheus would read a lower value as a counter reset and count the whole
+  total again). A restart reads the database totals again.
 - ``tokentide_usage_signals_total{tenant,kind}``: context signals raised so far (the
   ``signals`` table, never pruned).
 - ``tokentide_sessions_active{tenant}``: sessions seen within ``usage_active_within_s``.
@@ -289,26 +288,17 @@ class UsageCollector(Collector):
 
 # --------------------------------------------------------------------------- queries
 
-#: Totals so far per (tenant, team, model): usage events through rollups_hour (kept forever,
-#: equal to rollups_minute's sums in both layouts), plus metrics-only sessions' own totals.
+#: Totals so far per (tenant, team, model), from rollups_hour (kept forever, equal to
+#: rollups_minute's sums in both layouts): the stream stage's rollup increments of every
+#: session sum to its totals, metrics-only sessions' included.
 USAGE_SQL = """
-WITH rolled AS (
+WITH usage AS (
     SELECT r.tenant_id, r.session_id, r.model,
            sum(r.input_tokens) AS input, sum(r.output_tokens) AS output,
            sum(r.cache_read_tokens) AS cache_read, sum(r.cache_creation_tokens) AS cache_creation,
            sum(r.reasoning_tokens) AS reasoning, sum(r.cost_usd) AS cost, sum(r.requests) AS requests
       FROM rollups_hour r
      GROUP BY r.tenant_id, r.session_id, r.model
-), usage AS (
-    SELECT tenant_id, session_id, model, input, output, cache_read, cache_creation, reasoning,
-           cost, requests
-      FROM rolled
-    UNION ALL
-    SELECT tenant_id, session_id, coalesce(context_model, models[1], 'unknown'), input_tokens,
-           output_tokens, cache_read_tokens, cache_creation_tokens, reasoning_tokens, cost_usd,
-           api_requests
-      FROM sessions
-     WHERE totals_source = 'metrics'
 )
 SELECT u.tenant_id, coalesce(nullif(s.attributes ->> %(team)s, ''), %(no_team)s) AS team, u.model,
        sum(u.input)::bigint, sum(u.output)::bigint, sum(u.cache_read)::bigint,

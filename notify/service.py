@@ -136,6 +136,7 @@ class Notifier:
         self._consumer: AIOKafkaConsumer | None = None
         self._client: httpx.AsyncClient | None = None
         self.kafka_ready = False
+        self._committed: dict[TopicPartition, int] = {}
 
     @property
     def store(self) -> DeliveryStore:
@@ -218,13 +219,16 @@ class Notifier:
             fetched = await consumer.getmany(
                 timeout_ms=500, max_records=self._settings.notify_batch_max_messages
             )
-            if not fetched:
-                continue
-            signals = decode((r for rs in fetched.values() for r in rs), self._metrics)
-            self._metrics.signals.inc(len(signals))
-            recorded = await self._record_until_done(consumer, signals)
-            self._metrics.recorded.inc(recorded)
-            await self._commit(consumer, {tp: rs[-1].offset + 1 for tp, rs in fetched.items() if rs})
+            recorded = 0
+            if fetched:
+                signals = decode((r for rs in fetched.values() for r in rs), self._metrics)
+                self._metrics.signals.inc(len(signals))
+                recorded = await self._record_until_done(consumer, signals)
+                self._metrics.recorded.inc(recorded)
+            # The consumer's position, not the last record + 1: it also steps over the markers
+            # that end the stream stage's transactions (read_committed), so the group's lag
+            # reaches 0. Everything below it was recorded above.
+            await self._commit_positions(consumer)
             if recorded:
                 self._wake.set()
 
@@ -281,13 +285,24 @@ class Notifier:
                     consumer.seek(tp, records[0].offset)
                     consumer.pause(tp)
 
+    async def _commit_positions(self, consumer: AIOKafkaConsumer) -> None:
+        positions = {}
+        for tp in consumer.assignment():
+            position = await consumer.position(tp)
+            if self._committed.get(tp) != position:
+                positions[tp] = position
+        if positions and await self._commit(consumer, positions):
+            self._committed.update(positions)
+
     @staticmethod
-    async def _commit(consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
+    async def _commit(consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> bool:
         try:
             await consumer.commit(offsets)
         except CommitFailedError as exc:
             # Rebalanced while recording: the new owner records the same signals again, a no-op.
             log.warning("offset commit refused after a rebalance: %s", exc)
+            return False
+        return True
 
     # --- the delivery log -> HTTP -------------------------------------------------------------
 

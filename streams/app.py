@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -93,6 +94,7 @@ class StreamsService:
         )
         topics = settings.topics
         raw = [topics.raw(signal) for signal in RAW_SIGNALS]
+        await self._check_partitions([*raw, settings.changelog_topic])
         consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap,
             group_id=settings.streams_app_id,
@@ -105,7 +107,6 @@ class StreamsService:
             session_timeout_ms=int(settings.session_timeout_s * 1000),
             heartbeat_interval_ms=int(settings.heartbeat_interval_s * 1000),
         )
-        await self._check_partitions([*raw, settings.changelog_topic])
         await consumer.start()
         self.consumer = consumer
         processor = Processor(
@@ -135,14 +136,22 @@ class StreamsService:
             "streams worker started (group %s, %d partitions)", settings.streams_app_id, settings.partitions
         )
 
-    async def _check_partitions(self, names: list[str]) -> None:
+    async def _check_partitions(self, names: list[str], patience_s: float = 30.0) -> None:
+        """Refuse to run when a topic's partition count differs; a topic just created may not
+        be described yet (metadata still propagating): asked again for ``patience_s``."""
+        deadline = time.monotonic() + patience_s
         admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap)
         await admin.start()
         try:
-            described = await admin.describe_topics(names)
+            while True:
+                described = await admin.describe_topics(names)
+                counts = {d["topic"]: None if d["error_code"] else len(d["partitions"]) for d in described}
+                unknown = [name for name in names if counts.get(name) is None]
+                if not unknown or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.5)
         finally:
             await admin.close()
-        counts = {d["topic"]: len(d["partitions"]) if not d["error_code"] else None for d in described}
         wrong = {name: counts.get(name) for name in names if counts.get(name) != self.settings.partitions}
         if wrong:
             raise TopologyError(

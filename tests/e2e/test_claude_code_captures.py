@@ -101,6 +101,7 @@ async def test_captures_twice_give_the_agents_own_totals(pipeline: Pipeline) -> 
 
     async with httpx.AsyncClient(timeout=10) as client:
         await post_all(client, pipeline)
+        await drained(pipeline)  # logs and metrics both applied (they are separate messages)
         first = await wait_for_sessions(client, pipeline, expected)
 
         listing = (await client.get(pipeline.url("dashboard") + "/api/v1/sessions")).json()

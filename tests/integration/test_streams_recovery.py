@@ -20,6 +20,7 @@ import pytest
 
 from tests.support.services import unique
 from tests.support.stream_stage import Stage, start, wait_for
+from tokentide.kafka import TopicSpec, ensure_topics
 from tokentide.settings import PAUSE_POINTS
 
 pytestmark = pytest.mark.integration
@@ -146,3 +147,20 @@ async def test_a_partition_that_stops_advancing_turns_readyz_to_503(stage: Stage
     body = (await get(worker.url + "/readyz")).json()
     assert body["stalled"], body
     assert (await get(worker.url + "/healthz")).status_code == 200  # alive, just stuck
+
+
+async def test_a_changelog_with_another_partition_count_is_refused_at_start(stage: Stage) -> None:
+    """A session's state must live in one partition: a changelog made for another partition
+    count (TOKENTIDE_PARTITIONS changed) stops the worker at start with a clear error."""
+    await stage.feed("topology")
+    await ensure_topics(
+        stage.bootstrap, [TopicSpec(f"{stage.app_id}-state-changelog", 2, {"cleanup.policy": "compact"})]
+    )
+    worker = stage.worker("w1")
+    await asyncio.to_thread(worker.start)
+    assert worker.process is not None
+    code = await asyncio.to_thread(worker.process.wait, 60)
+    assert code != 0
+    log = worker.log_path.read_text()
+    assert "TopologyError" in log
+    assert "TOKENTIDE_PARTITIONS=4" in log

@@ -71,21 +71,14 @@ def expected_usage(dataset: Dataset) -> dict[Labels, dict[str, float]]:
     out: dict[Labels, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     for s in dataset.sessions:
         team = s.team or NO_TEAM
-        if s.metrics_only:
-            # Totals from the agent's metrics; no per-model split (model unknown), no requests.
-            t = s.generated.totals
-            row = out[labels(tenant=s.tenant, team=team, model="unknown")]
-            for kind in TYPES:
-                row[kind] += getattr(t, kind)
-            row["cost"] += t.metric_cost_usd
-            row["requests"] += 0
-            continue
         for model, m in s.by_model().items():
+            # A metrics-only session: the same tokens and cost per model, from the agent's
+            # metrics (which name the model), and no request counts (only events count those).
             row = out[labels(tenant=s.tenant, team=team, model=model)]
             for kind in TYPES:
                 row[kind] += m[kind]
             row["cost"] += m["cost_nanos"] / 1e9
-            row["requests"] += m["requests"]
+            row["requests"] += 0 if s.metrics_only else m["requests"]
     return out
 
 

@@ -34,7 +34,7 @@ from streams.processor import Output, Processor
 from streams.state import StoredSession
 from tests.support import scenarios
 from tests.support.captures import cases, exports
-from tokentide.topics import HEADER_RECEIVED_AT, HEADER_SIGNAL, HEADER_TENANT, Signal, Topics
+from tokentide.topics import HEADER_RECEIVED_AT, HEADER_SIGNAL, HEADER_TENANT
 
 SECOND_NS = 1_000_000_000
 
@@ -198,27 +198,17 @@ def with_team(signal: str, body: bytes, team: str | None) -> bytes:
 
 
 class StreamStage:
-    """:class:`Processor` over an in-memory table, one raw offset per message and signal."""
+    """:class:`Processor` over an in-memory table, each message applied once, in order."""
 
     def __init__(self) -> None:
         self.processor = Processor(default_registry(), dedup_window=4096)
         self.table: dict[bytes, StoredSession] = {}
-        self.offsets: dict[str, int] = defaultdict(int)
-        self.topics = Topics()
 
     def send(self, tenant: str, signal: str, body: bytes, received_ns: int) -> list[Output]:
-        topic = self.topics.raw(Signal(signal))
-        offset = self.offsets[topic]
-        self.offsets[topic] += 1
         headers = {HEADER_TENANT: tenant, HEADER_SIGNAL: signal, HEADER_RECEIVED_AT: str(received_ns)}
         return self.processor.process(
-            topic=topic,
-            offset=offset,
-            headers=headers,
-            value=body,
-            get_state=self.table.get,
-            put_state=self.table.__setitem__,
-        )
+            headers=headers, value=body, get_state=self.table.get, put_state=self.table.__setitem__
+        ).outputs
 
 
 def batch_of(outputs: Iterable[Output]) -> Batch:
