@@ -10,8 +10,9 @@ its caller (``with psycopg.connect(dsn) as conn`` commits on success). Expected 
 (unknown or duplicate tenant, bad name or policy, unknown key) raise an :class:`AdminError`
 subclass, which the CLI prints and turns into exit code 1.
 
-``tokentide admin topics`` makes Kafka's topics match :func:`tokentide.kafka.pipeline_topics`
-(see :func:`plan_topics` for the rules); it needs Kafka only, no database.
+``tokentide admin topics`` makes Kafka's topics match the stream stage's declaration,
+:func:`streams.app.stage_topics` (the pipeline's topics, the stage's state changelog and its
+dead-letter topic; see :func:`plan_topics` for the rules); it needs Kafka only, no database.
 
 This module imports no psycopg or aiokafka at import time: ``tokentide.cli`` builds its parser
 from here for every command, and psycopg alone takes ~0.2 s to import.
@@ -28,7 +29,7 @@ import re
 import secrets
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypedDict, cast
@@ -508,6 +509,9 @@ class TopicStatus(enum.StrEnum):
     UPDATE = "update"
     #: Exists with another partition count: never changed (state is co-partitioned), an error.
     WRONG_PARTITIONS = "wrong-partitions"
+    #: State of a former stream stage under the current application id: an error (no in-place
+    #: upgrade exists; a new ``TOKENTIDE_STREAMS_APP_ID`` is the way), never deleted.
+    RETIRED = "retired"
 
 
 @dataclass(frozen=True, slots=True)
@@ -520,17 +524,30 @@ class TopicPlan:
     actual_partitions: int | None = None
     changes: Mapping[str, tuple[str | None, str]] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
-    #: The declaration behind the plan; None for the streams' changelogs, which faust creates.
+    #: The declaration behind the plan; None for a retired topic.
     spec: TopicSpec | None = None
 
     @property
     def failed(self) -> bool:
-        return self.status is TopicStatus.WRONG_PARTITIONS
+        return self.status in (TopicStatus.WRONG_PARTITIONS, TopicStatus.RETIRED)
 
 
-def is_changelog(topic: str, streams_app_id: str) -> bool:
-    """Whether ``topic`` is a table changelog of the streams application (``<app>-<table>-changelog``)."""
-    return topic.startswith(f"{streams_app_id}-") and topic.endswith("-changelog")
+#: The state changelog of the faust-based stream stage (before issue 12; its one table was
+#: ``sessions``), by application id. The current stage neither reads nor migrates it.
+FAUST_CHANGELOG = "{app_id}-sessions-changelog"
+
+
+def retired_topics(streams_app_id: str) -> dict[str, str]:
+    """Topics that must not exist under ``streams_app_id``, each with what to do about it."""
+    return {
+        FAUST_CHANGELOG.format(app_id=streams_app_id): (
+            "state of the faust-based stream stage under this TOKENTIDE_STREAMS_APP_ID: the current "
+            "stage neither reads nor migrates it, and reusing the id would count the raw topics' "
+            "retention again on top of the database's totals; upgrade under a new "
+            "TOKENTIDE_STREAMS_APP_ID (docs/operations.md, 'Upgrading from the faust-based stream "
+            "stage'); delete this topic only once the new stage runs"
+        )
+    }
 
 
 def plan_topics(
@@ -538,21 +555,21 @@ def plan_topics(
     existing: Mapping[str, ExistingTopic],
     *,
     replication_factor: int,
-    streams_app_id: str,
-    partitions: int,
+    state_topics: Collection[str] = (),
+    retired: Mapping[str, str] | None = None,
 ) -> list[TopicPlan]:
     """Compare the declared topics with those in Kafka (pure: no I/O).
 
     - a declared topic that is missing is to be created;
     - one with another partition count is an error, never changed: the streams stage's state
       and its changelog are co-partitioned with the raw topics, and Kafka can only add
-      partitions, which would move sessions to other partitions;
+      partitions, which would move sessions to other partitions. For the ``state_topics``
+      (the stage's changelog) the note says that the state cannot be re-partitioned;
     - one whose declared configs (retention, compaction, message size) differ from the values
       in force is to be updated;
     - a replication factor other than ``replication_factor`` is a note only (changing it is a
       partition reassignment, an operator's job);
-    - every existing changelog of the streams application must have ``partitions`` partitions
-      too (faust creates them; a mismatch means ``TOKENTIDE_PARTITIONS`` changed under state).
+    - a ``retired`` topic (name -> what to do) that exists is an error, never deleted.
     """
     plans: list[TopicPlan] = []
     for spec in specs:
@@ -567,12 +584,20 @@ def plan_topics(
                 f"TOKENTIDE_TOPIC_REPLICATION_FACTOR={replication_factor} (not changed: reassign partitions)"
             )
         if topic.partitions != spec.partitions:
-            notes.insert(
-                0,
-                f"has {topic.partitions} partitions, TOKENTIDE_PARTITIONS={spec.partitions}: partitions "
-                "are never changed in place; set TOKENTIDE_PARTITIONS back, or move to new topics "
-                "(docs/operations.md, 'Changing the partition count')",
-            )
+            if spec.name in state_topics:
+                note = (
+                    f"streams state changelog has {topic.partitions} partitions, "
+                    f"TOKENTIDE_PARTITIONS={spec.partitions}: the state cannot be re-partitioned; "
+                    "set TOKENTIDE_PARTITIONS back, or start from the raw topics under a new "
+                    "TOKENTIDE_STREAMS_APP_ID (docs/operations.md, 'Changing the partition count')"
+                )
+            else:
+                note = (
+                    f"has {topic.partitions} partitions, TOKENTIDE_PARTITIONS={spec.partitions}: "
+                    "partitions are never changed in place; set TOKENTIDE_PARTITIONS back, or move "
+                    "to new topics (docs/operations.md, 'Changing the partition count')"
+                )
+            notes.insert(0, note)
             plans.append(
                 TopicPlan(
                     spec.name,
@@ -593,21 +618,12 @@ def plan_topics(
         plans.append(
             TopicPlan(spec.name, status, spec.partitions, topic.partitions, changes, tuple(notes), spec)
         )
-    for name in sorted(existing):
-        if not is_changelog(name, streams_app_id):
-            continue
-        topic = existing[name]
-        if topic.partitions == partitions:
-            plans.append(TopicPlan(name, TopicStatus.OK, partitions, topic.partitions))
-            continue
-        note = (
-            f"streams state changelog has {topic.partitions} partitions, TOKENTIDE_PARTITIONS={partitions}: "
-            "the state cannot be re-partitioned; set TOKENTIDE_PARTITIONS back, or start from the raw "
-            "topics under a new TOKENTIDE_STREAMS_APP_ID (docs/operations.md)"
-        )
-        plans.append(
-            TopicPlan(name, TopicStatus.WRONG_PARTITIONS, partitions, topic.partitions, notes=(note,))
-        )
+    for name, note in sorted((retired or {}).items()):
+        topic = existing.get(name)
+        if topic is not None:
+            plans.append(
+                TopicPlan(name, TopicStatus.RETIRED, topic.partitions, topic.partitions, notes=(note,))
+            )
     return plans
 
 
@@ -720,30 +736,35 @@ async def _admin_client(bootstrap: str, timeout_s: float, wait_s: float) -> Any:
 async def reconcile_topics(
     settings: StreamsSettings, *, apply: bool = True, timeout_s: float = 30.0, wait_s: float = 60.0
 ) -> list[TopicPlan]:
-    """Compare Kafka with :func:`tokentide.kafka.pipeline_topics` and, if ``apply``, create the
-    missing topics and update differing configs; returns the plans (see :func:`plan_topics`).
+    """Compare Kafka with :func:`streams.app.stage_topics` (every topic of the pipeline and of
+    the stream stage) and, if ``apply``, create the missing topics and update differing configs;
+    returns the plans (see :func:`plan_topics`).
 
-    Topics with a wrong partition count are reported, never changed. Idempotent; safe to run
-    from several jobs at once (a topic created by another one in between counts as created).
-    Raises :class:`TopicError` when Kafka cannot be reached within ``wait_s`` or refuses a change.
+    Topics with a wrong partition count, and retired ones, are reported, never changed.
+    Idempotent; safe to run from several jobs at once (a topic created by another one in
+    between counts as created). Raises :class:`TopicError` when Kafka cannot be reached within
+    ``wait_s`` or refuses a change.
     """
     from aiokafka.errors import KafkaError  # noqa: PLC0415
 
-    from tokentide.kafka import ensure_topics, pipeline_topics  # noqa: PLC0415
+    # The stage's own declaration, so that this command and the stage's start-up create the
+    # same topics (streams.app is heavy: imported here, not for every `tokentide` command).
+    from streams.app import stage_topics  # noqa: PLC0415
+    from tokentide.kafka import ensure_topics  # noqa: PLC0415
 
-    specs = pipeline_topics(settings)
+    specs = stage_topics(settings)
+    retired = retired_topics(settings.streams_app_id)
     admin = await _admin_client(settings.kafka_bootstrap, timeout_s, wait_s)
     try:
         names = set(await admin.list_topics())
-        wanted = [s.name for s in specs if s.name in names]
-        wanted += [n for n in names if is_changelog(n, settings.streams_app_id)]
+        wanted = [name for name in [*(s.name for s in specs), *retired] if name in names]
         existing = await _describe_topics(admin, wanted)
         plans = plan_topics(
             specs,
             existing,
             replication_factor=settings.topic_replication_factor,
-            streams_app_id=settings.streams_app_id,
-            partitions=settings.partitions,
+            state_topics={settings.changelog_topic},
+            retired=retired,
         )
         if apply:
             missing = [p.spec for p in plans if p.status is TopicStatus.CREATE and p.spec is not None]
@@ -765,6 +786,7 @@ def _print_topics(plans: Sequence[TopicPlan], *, applied: bool) -> None:
         TopicStatus.CREATE: "created" if applied else "missing",
         TopicStatus.UPDATE: "updated" if applied else "differs",
         TopicStatus.WRONG_PARTITIONS: "ERROR",
+        TopicStatus.RETIRED: "ERROR",
     }
     rows = []
     for plan in plans:
@@ -793,12 +815,19 @@ def run_topics(args: argparse.Namespace, settings: StreamsSettings) -> int:
         _err(f"tokentide admin topics: {exc}")
         return 1
     _print_topics(plans, applied=not check)
-    wrong = [p.name for p in plans if p.failed]
+    wrong = [p.name for p in plans if p.status is TopicStatus.WRONG_PARTITIONS]
     if wrong:
         _err(
             f"tokentide admin topics: {len(wrong)} topic(s) with a partition count other than "
             f"TOKENTIDE_PARTITIONS={settings.partitions}: {', '.join(wrong)} (see DETAILS)"
         )
+    retired = [p.name for p in plans if p.status is TopicStatus.RETIRED]
+    if retired:
+        _err(
+            f"tokentide admin topics: state of a former stream stage under "
+            f"TOKENTIDE_STREAMS_APP_ID={settings.streams_app_id}: {', '.join(retired)} (see DETAILS)"
+        )
+    if wrong or retired:
         return 1
     pending = [p.name for p in plans if p.status in (TopicStatus.CREATE, TopicStatus.UPDATE)]
     if check and pending:
@@ -1126,15 +1155,17 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     _webhook_commands(objects)
 
     topics_help = (
-        "create the pipeline's Kafka topics or check them (KAFKA_BOOTSTRAP, TOKENTIDE_PARTITIONS, "
-        "TOKENTIDE_TOPIC_PREFIX, TOKENTIDE_TOPIC_REPLICATION_FACTOR); no database needed"
+        "create the pipeline's Kafka topics, the stream stage's changelog and dead-letter topic, or "
+        "check them (KAFKA_BOOTSTRAP, TOKENTIDE_PARTITIONS, TOKENTIDE_TOPIC_PREFIX, "
+        "TOKENTIDE_TOPIC_REPLICATION_FACTOR, TOKENTIDE_STREAMS_APP_ID); no database needed"
     )
     topics = objects.add_parser(
         "topics",
         help=topics_help,
         description=f"{topics_help}. Missing topics are created and differing configs (retention, "
-        "compaction, message size) updated; a topic, or a streams changelog, with another partition "
-        "count is an error (exit 1) and is never changed. Idempotent.",
+        "compaction, message size) updated; a topic, the stream stage's changelog included, with "
+        "another partition count is an error (exit 1) and is never changed, and so is the "
+        "faust-based stage's changelog under the same TOKENTIDE_STREAMS_APP_ID. Idempotent.",
     )
     topics.add_argument(
         "--check", action="store_true", help="change nothing; exit 1 if a topic is missing or differs"

@@ -77,6 +77,11 @@ def variable_names(cls: type[BaseSettings]) -> set[str]:
 
 
 SETTINGS_VARIABLES = frozenset().union(*(variable_names(cls) for cls in SETTINGS_BY_COMMAND.values()))
+#: Test hooks that stop a service for good at a named point (the fault tests kill it there):
+#: never in a deployment file.
+TEST_ONLY_VARIABLES = frozenset(name for name in SETTINGS_VARIABLES if "_TEST_" in name)
+#: On SIGTERM the stream stage gets 30 s to commit its batch, then leaves the group.
+STREAMS_MIN_GRACE_S = 35
 
 
 def build_settings(

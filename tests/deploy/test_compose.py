@@ -30,11 +30,14 @@ from tests.deploy.conftest import (
     CHART,
     COMPOSE_FILE,
     REPO,
+    STREAMS_MIN_GRACE_S,
+    TEST_ONLY_VARIABLES,
     build_settings,
     local_tool,
     settings_for,
     variable_names,
 )
+from tokentide.settings import StreamsSettings
 
 pytestmark = pytest.mark.deploy
 
@@ -214,6 +217,68 @@ def test_tokentide_settings_accept_the_environment(
             settings = build_settings(settings_for(service["command"]), env, patch)
         if name in {"ingest", "streams", "sink", "notify", "topics"}:
             assert settings.kafka_bootstrap == "kafka:9092", name  # type: ignore[attr-defined]
+
+
+def test_no_test_hooks_in_any_service(config: dict[str, Any]) -> None:
+    assert TEST_ONLY_VARIABLES, "the test hooks' names come from the settings"
+    for name, service in config["services"].items():
+        hooks = TEST_ONLY_VARIABLES & set(service.get("environment") or {})
+        assert not hooks, f"{name} sets the test-only {sorted(hooks)}"
+    assert not any(hook in COMPOSE_FILE.read_text() for hook in TEST_ONLY_VARIABLES)
+
+
+def _seconds(duration: str) -> float:
+    """A Compose duration (``45s``, ``1m30s``) in seconds."""
+    units = {"h": 3600, "m": 60, "s": 1, "ms": 0.001}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|h|m|s)", duration)
+    assert parts, duration
+    assert "".join(f"{n}{u}" for n, u in parts) == duration, duration
+    return sum(float(n) * units[u] for n, u in parts)
+
+
+def test_streams_service(config: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stream stage: RocksDB on its volume, health from /readyz on its port, time to commit
+    its batch on SIGTERM, and the same application id as the topics job that names its changelog."""
+    services = config["services"]
+    streams, topics = services["streams"], services["topics"]
+    env = streams["environment"]
+    assert env["TOKENTIDE_STORE"] == "rocksdb"
+    assert env["TOKENTIDE_STREAMS_APP_ID"] == topics["environment"]["TOKENTIDE_STREAMS_APP_ID"]
+    assert env["TOKENTIDE_STREAMS_APP_ID"] == "tokentide-streams"
+    assert any(v["target"] == env["TOKENTIDE_DATA_DIR"] and v["type"] == "volume" for v in streams["volumes"])
+    assert f"127.0.0.1:{env['TOKENTIDE_STREAMS_PORT']}/readyz" in " ".join(streams["healthcheck"]["test"])
+    assert _seconds(streams["stop_grace_period"]) >= STREAMS_MIN_GRACE_S
+    settings = build_settings(StreamsSettings, env, monkeypatch)
+    assert isinstance(settings, StreamsSettings)
+    assert settings.store == "rocksdb"
+    assert settings.stall_after_s == 60
+    assert settings.streams_test_pause_at is None
+
+
+def test_streams_app_id_reaches_the_stage_and_the_topics_job(tmp_path: Path) -> None:
+    """The upgrade from the faust-based stage sets a new id (docs/operations.md): both get it."""
+    done = run_compose(
+        {**SECRETS, "TOKENTIDE_STREAMS_APP_ID": "tokentide-streams-v2"},
+        "config",
+        "--format",
+        "json",
+        tmp_path=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    services = json.loads(done.stdout)["services"]
+    for name in ("streams", "topics"):
+        assert services[name]["environment"]["TOKENTIDE_STREAMS_APP_ID"] == "tokentide-streams-v2", name
+
+
+def test_broker_allows_transactions(config: dict[str, Any]) -> None:
+    """The stage's transactional producers need a transaction log the one broker can host."""
+    env = config["services"]["kafka"]["environment"]
+    brokers = len(env["KAFKA_CONTROLLER_QUORUM_VOTERS"].split(","))
+    assert brokers == 1
+    replicas = int(env["KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR"])
+    assert replicas <= brokers
+    assert int(env["KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"]) <= replicas
+    assert int(env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"]) <= brokers
 
 
 def test_same_variables_as_the_local_stack(config: dict[str, Any]) -> None:

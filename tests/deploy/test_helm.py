@@ -21,7 +21,10 @@ import yaml
 
 from tests.deploy.conftest import (
     CHART,
+    COMPOSE_FILE,
     HELPER_VARIABLES,
+    STREAMS_MIN_GRACE_S,
+    TEST_ONLY_VARIABLES,
     build_settings,
     local_tool,
     settings_for,
@@ -277,6 +280,73 @@ def test_variables_are_settings(values: Path, monkeypatch: pytest.MonkeyPatch) -
             build_settings(cls, env, patch)
 
 
+def env_of(container: dict[str, Any]) -> dict[str, str | None]:
+    return {e["name"]: e.get("value") for e in container["env"]}
+
+
+@values_files
+def test_streams_statefulset(values: Path) -> None:
+    """Liveness from /healthz (the loop died), readiness from /readyz (joining, restoring,
+    stalled), time to commit the batch on SIGTERM, RocksDB on the pod's volume, and the same
+    application id as the topics job, which names the changelog after it."""
+    docs = render(values)
+    chart_values = values_of(values)
+    (streams,) = (d for d in by_kind(docs, "StatefulSet") if component(d) == "streams")
+    pod = streams["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["startupProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    for probe in ("livenessProbe", "startupProbe", "readinessProbe"):
+        assert container[probe]["httpGet"]["port"] == "http"
+    (port,) = container["ports"]
+    env = env_of(container)
+    assert (port["name"], str(port["containerPort"])) == ("http", env["TOKENTIDE_STREAMS_PORT"])
+    assert pod["terminationGracePeriodSeconds"] >= STREAMS_MIN_GRACE_S
+    assert env["TOKENTIDE_STORE"] == "rocksdb"
+    assert env["TOKENTIDE_STREAMS_APP_ID"] == chart_values["streams"]["appId"]
+    assert float(env["TOKENTIDE_STALL_AFTER_S"] or 0) == chart_values["streams"]["stallAfterSeconds"]
+    (topics,) = (j for j in by_kind(docs, "Job") if component(j) == "topics")
+    (job,) = topics["spec"]["template"]["spec"]["containers"]
+    assert env_of(job)["TOKENTIDE_STREAMS_APP_ID"] == env["TOKENTIDE_STREAMS_APP_ID"]
+    for name in ("TOKENTIDE_PARTITIONS", "TOKENTIDE_TOPIC_PREFIX", "KAFKA_BOOTSTRAP"):
+        assert env_of(job)[name] == env[name], name
+
+
+@values_files
+def test_no_test_hooks_in_any_workload(values: Path) -> None:
+    assert TEST_ONLY_VARIABLES, "the test hooks' names come from the settings"
+    for name, _, pod in tokentide_workloads(render(values)):
+        for container in pod["containers"]:
+            hooks = TEST_ONLY_VARIABLES & set(env_of(container))
+            assert not hooks, f"{name} sets the test-only {sorted(hooks)}"
+
+
+#: Bundled-Kafka settings that are the release's own (names, paths, sizes from values).
+RELEASE_SPECIFIC_BROKER_SETTINGS = {
+    "KAFKA_ADVERTISED_LISTENERS",
+    "KAFKA_LOG_DIRS",
+    "KAFKA_NUM_PARTITIONS",
+    "KAFKA_HEAP_OPTS",
+}
+
+
+def test_bundled_kafka_is_the_compose_broker() -> None:
+    """The trial broker of the chart has docker-compose's settings (which are scripts/stack.py's,
+    test_compose.py), transactions on one broker included."""
+    docs = render(CHART / "ci" / "bundled-trial-values.yaml")
+    (kafka,) = (d for d in by_kind(docs, "StatefulSet") if component(d) == "kafka")
+    (container,) = kafka["spec"]["template"]["spec"]["containers"]
+    chart = {k: v for k, v in env_of(container).items() if k not in RELEASE_SPECIFIC_BROKER_SETTINGS}
+    compose_env = yaml.safe_load(COMPOSE_FILE.read_text())["services"]["kafka"]["environment"]
+    compose = {k: v for k, v in compose_env.items() if k not in RELEASE_SPECIFIC_BROKER_SETTINGS}
+    assert set(chart) == set(compose)
+    compose["CLUSTER_ID"] = compose["CLUSTER_ID"].removeprefix("${KAFKA_CLUSTER_ID:-").removesuffix("}")
+    assert chart == compose
+    assert chart["KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR"] == "1"
+    assert chart["KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"] == "1"
+
+
 def test_monitoring_resources_only_with_their_crds() -> None:
     defaults = render(CHART / "ci" / "defaults-values.yaml")
     assert not by_kind(defaults, "ServiceMonitor")
@@ -329,6 +399,10 @@ BAD_VALUES = [
     ("ingest.autoscaling.minReplicas=20", "minReplicas must not exceed"),
     ("secrets.create=true", "/database/bundled/enabled"),
     ("streams.persistence.size=lots", "/streams/persistence/size"),
+    ("streams.terminationGracePeriodSeconds=30", "/streams/terminationGracePeriodSeconds"),
+    ("streams.stallAfterSeconds=0", "/streams/stallAfterSeconds"),
+    ("streams.env.TOKENTIDE_STREAMS_TEST_PAUSE_AT=after_commit", "/streams/env"),
+    ("sink.env.TOKENTIDE_SINK_TEST_PAUSE=after_database_commit", "/sink/env"),
     ("replicaz=3", "additional properties 'replicaz' not allowed"),
 ]
 

@@ -119,6 +119,9 @@ async def _delete_prefixed(bootstrap: str, prefix: str) -> None:
 def test_creates_checks_and_repairs_topics(tmp_path: Path, bootstrap: str, prefix: str) -> None:
     names = [f"{prefix}{n}" for n in ("otlp.raw.logs", "otlp.raw.metrics", "otlp.raw.traces")]
     names += [f"{prefix}{n}" for n in ("events", "points", "session.state", "session.signals", "rollups")]
+    # The stream stage's own: its state changelog (named by the app id) and its dead letters.
+    changelog, letters = f"{prefix}app-state-changelog", f"{prefix}streams.dead-letters"
+    names += [changelog, letters]
 
     # --check on an empty prefix: everything missing, nothing created.
     done = topics(tmp_path, bootstrap, prefix, "--check")
@@ -136,6 +139,9 @@ def test_creates_checks_and_repairs_topics(tmp_path: Path, bootstrap: str, prefi
     assert described[raw_logs][1]["retention.ms"] == str(RAW_RETENTION_MS)
     assert described[state][1]["cleanup.policy"] == "compact"
     assert described[events][1]["cleanup.policy"] == "delete"
+    assert described[changelog][1]["cleanup.policy"] == "compact"
+    assert described[letters][1]["cleanup.policy"] == "delete"
+    assert described[letters][1]["max.message.bytes"] == "16777216"
 
     # Idempotent: a second run and a check change nothing.
     for args in ((), ("--check",)):
@@ -173,14 +179,39 @@ def test_another_partition_count_fails_and_changes_nothing(
 
 
 def test_a_streams_changelog_with_other_partitions_fails(tmp_path: Path, bootstrap: str, prefix: str) -> None:
-    changelog = f"{prefix}app-sessions-changelog"
+    changelog = f"{prefix}app-state-changelog"
     asyncio.run(_create(bootstrap, changelog, PARTITIONS - 1))
     done = topics(tmp_path, bootstrap, prefix)
     assert done.returncode == 1
     assert rows(done.stdout)[changelog][:2] == [str(PARTITIONS - 1), "ERROR"]
+    assert "state cannot be re-partitioned" in done.stdout
     assert "TOKENTIDE_STREAMS_APP_ID" in done.stdout
     # The pipeline's own topics were still created.
     assert rows(done.stdout)[f"{prefix}events"][1] == "created"
+    described = asyncio.run(_describe(bootstrap, [changelog]))
+    assert described[changelog][0] == PARTITIONS - 1, "never changed"
+
+
+def test_the_faust_stage_changelog_under_the_same_app_id_fails(
+    tmp_path: Path, bootstrap: str, prefix: str
+) -> None:
+    """An upgrade from the faust-based stage that keeps TOKENTIDE_STREAMS_APP_ID is refused (the
+    compose and Helm topics jobs then stop the release); a new id goes through."""
+    faust = f"{prefix}app-sessions-changelog"
+    asyncio.run(_create(bootstrap, faust, PARTITIONS))
+    done = topics(tmp_path, bootstrap, prefix)
+    assert done.returncode == 1
+    assert rows(done.stdout)[faust][:2] == [str(PARTITIONS), "ERROR"]
+    assert "new TOKENTIDE_STREAMS_APP_ID" in done.stdout
+    assert f"TOKENTIDE_STREAMS_APP_ID={prefix}app" in done.stderr
+    assert rows(done.stdout)[f"{prefix}app-state-changelog"][1] == "created"
+
+    done = topics(tmp_path, bootstrap, prefix, TOKENTIDE_STREAMS_APP_ID=f"{prefix}app-v2")
+    assert done.returncode == 0, done.stdout + done.stderr
+    table = rows(done.stdout)
+    assert faust not in table
+    assert table[f"{prefix}app-v2-state-changelog"][1] == "created"
+    assert asyncio.run(_describe(bootstrap, [faust]))[faust][0] == PARTITIONS, "left as it was"
 
 
 def test_unreachable_kafka_fails_with_a_clear_message(tmp_path: Path) -> None:

@@ -4,27 +4,38 @@ from __future__ import annotations
 
 import pytest
 
-from tokentide.admin import ExistingTopic, TopicPlan, TopicStatus, plan_topics
-from tokentide.kafka import TopicSpec
+from streams.app import stage_topics
+from tests.deploy.conftest import build_settings
+from tokentide.admin import (
+    FAUST_CHANGELOG,
+    ExistingTopic,
+    TopicPlan,
+    TopicStatus,
+    plan_topics,
+    retired_topics,
+)
+from tokentide.kafka import TopicSpec, pipeline_topics
+from tokentide.settings import StreamsSettings
 
 pytestmark = pytest.mark.deploy
 
 RAW = TopicSpec("otlp.raw.logs", 4, {"retention.ms": "604800000", "max.message.bytes": "16777216"})
 STATE = TopicSpec("session.state", 4, {"cleanup.policy": "compact"})
 APP = "tokentide-streams"
+CHANGELOG = TopicSpec(f"{APP}-state-changelog", 4, {"cleanup.policy": "compact"})
 
 
 def existing(name: str, partitions: int, rf: int = 1, **config: str) -> ExistingTopic:
     return ExistingTopic(name, partitions, rf, config, {})
 
 
-def plan(*topics: ExistingTopic, partitions: int = 4, rf: int = 1) -> dict[str, TopicPlan]:
+def plan(*topics: ExistingTopic, rf: int = 1) -> dict[str, TopicPlan]:
     plans = plan_topics(
-        [RAW, STATE],
+        [RAW, STATE, CHANGELOG],
         {t.name: t for t in topics},
         replication_factor=rf,
-        streams_app_id=APP,
-        partitions=partitions,
+        state_topics={CHANGELOG.name},
+        retired=retired_topics(APP),
     )
     return {p.name: p for p in plans}
 
@@ -34,6 +45,7 @@ def test_missing_topics_are_created() -> None:
     assert {name: p.status for name, p in plans.items()} == {
         "otlp.raw.logs": TopicStatus.CREATE,
         "session.state": TopicStatus.CREATE,
+        CHANGELOG.name: TopicStatus.CREATE,
     }
 
 
@@ -41,7 +53,9 @@ def test_matching_topics_are_ok() -> None:
     plans = plan(
         existing("otlp.raw.logs", 4, **{"retention.ms": "604800000", "max.message.bytes": "16777216"}),
         existing("session.state", 4, **{"cleanup.policy": "compact"}),
+        existing(CHANGELOG.name, 4, **{"cleanup.policy": "compact"}),
     )
+    assert len(plans) == 3
     assert all(p.status is TopicStatus.OK for p in plans.values())
 
 
@@ -73,12 +87,52 @@ def test_replication_factor_is_a_note_only() -> None:
     assert "replication factor 1" in state.notes[0]
 
 
-def test_streams_changelogs_must_match_the_partition_count() -> None:
-    plans = plan(
-        existing(f"{APP}-sessions-changelog", 2),
-        existing(f"{APP}-other-changelog", 4),
-        existing("someone-else-sessions-changelog", 2),
-    )
-    assert plans[f"{APP}-sessions-changelog"].status is TopicStatus.WRONG_PARTITIONS
-    assert plans[f"{APP}-other-changelog"].status is TopicStatus.OK
+def test_the_stage_changelog_must_match_the_partition_count() -> None:
+    plans = plan(existing(CHANGELOG.name, 2, **{"cleanup.policy": "compact"}))
+    changelog = plans[CHANGELOG.name]
+    assert changelog.status is TopicStatus.WRONG_PARTITIONS
+    assert changelog.failed
+    assert "state cannot be re-partitioned" in changelog.notes[0]
+    assert "TOKENTIDE_STREAMS_APP_ID" in changelog.notes[0]
+
+
+def test_the_faust_changelog_under_the_same_app_id_is_an_error() -> None:
+    """The faust-based stage's state under the current id: an in-place upgrade, refused."""
+    faust = FAUST_CHANGELOG.format(app_id=APP)
+    plans = plan(existing(faust, 4), existing("someone-else-sessions-changelog", 2))
+    assert plans[faust].status is TopicStatus.RETIRED
+    assert plans[faust].failed
+    assert "new TOKENTIDE_STREAMS_APP_ID" in plans[faust].notes[0]
     assert "someone-else-sessions-changelog" not in plans
+    # Under a new id (the upgrade's way), the old stage's changelog is none of its business.
+    fresh = plan_topics(
+        [RAW], {faust: existing(faust, 4)}, replication_factor=1, retired=retired_topics(f"{APP}-v2")
+    )
+    assert [p.name for p in fresh] == ["otlp.raw.logs"]
+
+
+def test_the_command_declares_every_topic_the_stage_creates(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`tokentide admin topics` plans exactly the stream stage's start-up declaration: the
+    pipeline's topics, the compacted changelog and the dead-letter topic, co-partitioned."""
+    settings = build_settings(
+        StreamsSettings,
+        {"TOKENTIDE_TOPIC_PREFIX": "p.", "TOKENTIDE_PARTITIONS": "6", "TOKENTIDE_STREAMS_APP_ID": "app"},
+        monkeypatch,
+    )
+    assert isinstance(settings, StreamsSettings)
+    specs = {s.name: s for s in stage_topics(settings)}
+    assert set(specs) == {s.name for s in pipeline_topics(settings)} | {
+        "app-state-changelog",
+        "p.streams.dead-letters",
+    }
+    assert specs["app-state-changelog"].config["cleanup.policy"] == "compact"
+    assert "cleanup.policy" not in specs["p.streams.dead-letters"].config
+    assert {s.partitions for s in specs.values()} == {6}
+    plans = plan_topics(
+        list(specs.values()),
+        {},
+        replication_factor=1,
+        state_topics={settings.changelog_topic},
+        retired=retired_topics(settings.streams_app_id),
+    )
+    assert {p.name for p in plans} == set(specs)
