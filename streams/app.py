@@ -13,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -36,6 +38,12 @@ from tokentide.settings import StreamsSettings
 log = logging.getLogger(__name__)
 
 
+DEAD_LETTER_RETENTION_MS = 30 * 24 * 3600 * 1000
+#: After the processing loop died: how long /healthz and /readyz say so before the process
+#: exits (non-zero), so that a supervisor restarts it.
+FATAL_EXIT_AFTER_S = 5.0
+
+
 class TopologyError(RuntimeError):
     """The topics do not have the partition counts the stage needs."""
 
@@ -46,7 +54,12 @@ def stage_topics(settings: StreamsSettings) -> list[TopicSpec]:
     return [
         *pipeline_topics(settings),
         TopicSpec(settings.changelog_topic, settings.partitions, {**size, "cleanup.policy": "compact"}),
-        TopicSpec(settings.dead_letter_topic, settings.partitions, size),
+        # Kept a month: long enough to notice, fix and re-publish (raw topics keep 7 days).
+        TopicSpec(
+            settings.dead_letter_topic,
+            settings.partitions,
+            {**size, "retention.ms": str(DEAD_LETTER_RETENTION_MS)},
+        ),
     ]
 
 
@@ -64,9 +77,15 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is
 class StreamsService:
     """The worker and its Kafka clients, started and stopped together."""
 
-    def __init__(self, settings: StreamsSettings, metrics: StreamsMetrics) -> None:
+    def __init__(
+        self,
+        settings: StreamsSettings,
+        metrics: StreamsMetrics,
+        on_fatal: Callable[[], None] | None = None,
+    ) -> None:
         self.settings = settings
         self.metrics = metrics
+        self.on_fatal = on_fatal
         self.consumer: AIOKafkaConsumer | None = None
         self.worker: StreamsWorker | None = None
         self.loop_task: asyncio.Task[None] | None = None
@@ -168,6 +187,8 @@ class StreamsService:
         except Exception as exc:
             self.failure = f"{type(exc).__name__}: {exc}"
             log.exception("the processing loop died: the worker is not ready nor healthy any more")
+            if self.on_fatal is not None:
+                asyncio.get_running_loop().call_later(FATAL_EXIT_AFTER_S, self.on_fatal)
             raise
 
     async def stop(self) -> None:
@@ -212,9 +233,16 @@ class StreamsService:
         }
 
 
+def _exit_on_fatal() -> None:
+    """End the process the way a supervisor notices: SIGTERM to ourselves (uvicorn shuts down
+    and re-raises it, so the exit status is non-zero)."""
+    log.error("exiting: the processing loop is dead")
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 def create_app(settings: StreamsSettings, registry: CollectorRegistry | None = None) -> FastAPI:
     metrics = StreamsMetrics(registry if registry is not None else CollectorRegistry())
-    service = StreamsService(settings, metrics)
+    service = StreamsService(settings, metrics, on_fatal=_exit_on_fatal)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -409,6 +409,7 @@ class StreamsWorker:
             "session_id": rejected.session_id,
             "source": {"topic": record.topic, "partition": record.partition, "offset": record.offset},
             "record": rejected.record,
+            "resource": rejected.resource,
         }
         if rejected.kind == "message":
             body["value_base64"] = base64.b64encode(record.value or b"").decode()
@@ -547,6 +548,10 @@ class StreamsWorker:
         store, task.store = task.store, None
         if store is not None:
             store.close()
+        for tp in task.tps:  # the partition's next owner reports them from now on
+            for gauge in (self.metrics.lag, self.metrics.applied_offset):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(tp.topic, str(tp.partition))
 
     # ------------------------------------------------------------------ health
 

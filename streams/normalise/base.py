@@ -91,6 +91,8 @@ class Rejected:
     session_id: str | None
     #: The OTLP record as OTLP/JSON (a data point with its metric's name, unit and type).
     record: dict[str, Any]
+    #: Its resource's attributes (what a re-sent copy needs besides the record).
+    resource: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -203,6 +205,7 @@ def _guarded(
                 kind=kind,
                 session_id=origin.session_of(attrs) if kind == "log_record" else origin.session,
                 record=MessageToDict(record),
+                resource=origin.resource,
             )
         )
         return None
@@ -239,6 +242,7 @@ def _valid_points(out: Normalised, origin: Origin, metric: Metric) -> Metric:
                         "type": kind,
                         "point": MessageToDict(point),
                     },
+                    resource=origin.resource,
                 )
             )
     if not refused:

@@ -6,6 +6,7 @@ import asyncio
 from typing import ClassVar
 
 import httpx
+import pytest
 from prometheus_client import CollectorRegistry
 
 from streams.app import StreamsService, create_app
@@ -62,3 +63,13 @@ async def test_the_routes_answer_503_with_the_reason() -> None:
         body = (await client.get("/readyz")).json()
         assert body["status"] == "not ready"
         assert "tokentide_streams_dead_letters" in (await client.get("/metrics")).text
+
+
+async def test_the_process_exits_some_seconds_after_the_loop_died(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("streams.app.FATAL_EXIT_AFTER_S", 0.0)
+    exited = asyncio.Event()
+    service = StreamsService(SETTINGS, StreamsMetrics(CollectorRegistry()), on_fatal=exited.set)
+    service.worker = _Worker()  # type: ignore[assignment]
+    service.loop_task = asyncio.create_task(service._run(service.worker))
+    await asyncio.gather(service.loop_task, return_exceptions=True)
+    await asyncio.wait_for(exited.wait(), 5)
