@@ -1,0 +1,109 @@
+-- Issue 15, TimescaleDB layout: rollups_hour stops being a continuous aggregate and becomes the
+-- plain layout's table, recomputed by the sink in the transaction that writes the minutes
+-- (tokentide_rollup_hours), so both layouts give the same numbers at every commit (decision 22).
+--
+-- Why: since decision 19 the sink adds rollup increments to minutes of any age, so late data
+-- lands in hours the aggregate had materialised. Real-time aggregation reads the raw minutes
+-- only above the materialisation watermark: such an hour kept its old sum until the policy's
+-- next refresh (every 5 minutes, and never for hours older than its 30-day start_offset).
+-- refresh_continuous_aggregate cannot run in the sink's transaction (nor in any transaction
+-- block), and a refresh after each commit would leave a window with the old sum, a crash
+-- between commit and refresh stale until the policy, and a refresh per batch. The sink already
+-- knows which hours each batch touched; recomputing them in its transaction is exact, bounded
+-- (the batch's hours only) and the code path the plain layout has run since 0004.
+--
+-- The table is regular, not a hypertable: it is small (one row per session, model and hour),
+-- rewritten at any age, never compressed nor dropped by retention; a regular table also keeps
+-- row-level security. Tenant roles still read it through tokentide_tenant.rollups_hour (0005),
+-- which depended on the aggregate: it is created again, and granted again to every bound role
+-- (tokentide_bind_tenant_role granted ALL TABLES IN SCHEMA tokentide_tenant when it ran).
+
+DROP VIEW tokentide_tenant.rollups_hour;
+-- Its refresh policy (a TimescaleDB job) and materialisation hypertable go with it.
+DROP MATERIALIZED VIEW rollups_hour;
+
+CREATE TABLE rollups_hour (
+    tenant_id              text        NOT NULL,
+    session_id             text        NOT NULL,
+    model                  text        NOT NULL,
+    hour                   timestamptz NOT NULL,
+    user_id                text,
+    agent                  text        NOT NULL,
+    input_tokens           bigint      NOT NULL,
+    output_tokens          bigint      NOT NULL,
+    cache_read_tokens      bigint      NOT NULL,
+    cache_creation_tokens  bigint      NOT NULL,
+    reasoning_tokens       bigint      NOT NULL,
+    cost_usd               numeric(20, 9) NOT NULL,
+    requests               integer     NOT NULL,
+    errors                 integer     NOT NULL,
+    PRIMARY KEY (tenant_id, session_id, model, hour)
+);
+CREATE INDEX rollups_hour_by_time ON rollups_hour (tenant_id, hour);
+COMMENT ON TABLE rollups_hour IS
+    'usage per session, model and hour: the sum of its minutes in rollups_minute, recomputed by the sink in the transaction that writes them (tokentide_rollup_hours)';
+
+INSERT INTO rollups_hour
+SELECT tenant_id, session_id, model,
+       date_bin(INTERVAL '1 hour', minute, TIMESTAMPTZ '2000-01-03 00:00:00+00'),
+       max(user_id), max(agent), sum(input_tokens)::bigint, sum(output_tokens)::bigint,
+       sum(cache_read_tokens)::bigint, sum(cache_creation_tokens)::bigint, sum(reasoning_tokens)::bigint,
+       sum(cost_usd), sum(requests)::integer, sum(errors)::integer
+  FROM rollups_minute
+ GROUP BY 1, 2, 3, 4;
+
+-- The plain layout's function (0004_storage_layout.plain.sql), word for word: recompute the
+-- hours touched by the rows of the sink's staging table staging_rollups_minute (a temporary
+-- table of the calling session) from rollups_minute; overwrite semantics, so running it twice
+-- changes nothing.
+CREATE OR REPLACE FUNCTION tokentide_rollup_hours() RETURNS bigint
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    written bigint;
+BEGIN
+    WITH touched AS (
+        SELECT DISTINCT tenant_id, session_id, model,
+               date_bin(INTERVAL '1 hour', minute, TIMESTAMPTZ '2000-01-03 00:00:00+00') AS hour
+          FROM staging_rollups_minute
+    )
+    INSERT INTO rollups_hour AS h (
+        tenant_id, session_id, model, hour, user_id, agent, input_tokens, output_tokens,
+        cache_read_tokens, cache_creation_tokens, reasoning_tokens, cost_usd, requests, errors)
+    SELECT t.tenant_id, t.session_id, t.model, t.hour, max(m.user_id), max(m.agent),
+           sum(m.input_tokens)::bigint, sum(m.output_tokens)::bigint, sum(m.cache_read_tokens)::bigint,
+           sum(m.cache_creation_tokens)::bigint, sum(m.reasoning_tokens)::bigint, sum(m.cost_usd),
+           sum(m.requests)::integer, sum(m.errors)::integer
+      FROM touched t
+      JOIN rollups_minute m
+        ON m.tenant_id = t.tenant_id AND m.session_id = t.session_id AND m.model = t.model
+       AND m.minute >= t.hour AND m.minute < t.hour + INTERVAL '1 hour'
+     GROUP BY t.tenant_id, t.session_id, t.model, t.hour
+    ON CONFLICT (tenant_id, session_id, model, hour) DO UPDATE SET
+        user_id = EXCLUDED.user_id, agent = EXCLUDED.agent, input_tokens = EXCLUDED.input_tokens,
+        output_tokens = EXCLUDED.output_tokens, cache_read_tokens = EXCLUDED.cache_read_tokens,
+        cache_creation_tokens = EXCLUDED.cache_creation_tokens,
+        reasoning_tokens = EXCLUDED.reasoning_tokens, cost_usd = EXCLUDED.cost_usd,
+        requests = EXCLUDED.requests, errors = EXCLUDED.errors;
+    GET DIAGNOSTICS written = ROW_COUNT;
+    RETURN written;
+END
+$$;
+
+-- A regular table keeps policies: the same as every regular table of 0005, although tenant roles
+-- get no grant on it (they read the view below).
+ALTER TABLE rollups_hour ENABLE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON rollups_hour FOR SELECT USING (tenant_id = (SELECT tokentide_role_tenant()));
+
+CREATE VIEW tokentide_tenant.rollups_hour WITH (security_barrier) AS
+    SELECT * FROM public.rollups_hour WHERE tenant_id = (SELECT public.tokentide_role_tenant());
+
+DO $$
+DECLARE
+    bound name;
+BEGIN
+    FOR bound IN SELECT role_name FROM tenant_roles LOOP
+        EXECUTE format('GRANT SELECT ON tokentide_tenant.rollups_hour TO %I', bound);
+    END LOOP;
+END
+$$;
