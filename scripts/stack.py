@@ -3,32 +3,47 @@
 
     python3 scripts/stack.py up [--infra]  start what is not running yet
                                            (--infra: only Kafka and PostgreSQL)
-    python3 scripts/stack.py down          stop what `up` started
+    python3 scripts/stack.py down          stop what `up` (or `run`) started
     python3 scripts/stack.py status        one line per component
     python3 scripts/stack.py env           export lines for KAFKA_BOOTSTRAP and
                                            DATABASE_URL, for `eval`
+    python3 scripts/stack.py run [--timescale] -- CMD
+                                           run CMD with the infra up, then stop
+                                           what this call started (`make test`)
 
 Standard library only: runs with any python3 (3.9+), before or after the venv exists.
 System packages (JDK 17+, Maven, PostgreSQL server, runuser) come from
 scripts/install-system-deps.sh.
+
+TimescaleDB, when this machine has it (find_timescaledb(): TIMESCALEDB_SOURCE, a source
+tarball that scripts/install-timescaledb.sh builds once into .local/timescaledb; else the
+system PostgreSQL's timescaledb package; else a copy built earlier): `up` runs its
+PostgreSQL with the extension preloaded, so `tokentide migrate` lays the database out as
+TimescaleDB, and says which layout the database has. `run --timescale` keeps the
+PostgreSQL of DATABASE_URL plain (the system's binaries, no extension) and starts a second
+cluster with TimescaleDB for the suite's TimescaleDB leg (TIMESCALE_DATABASE_URL); without
+TimescaleDB that leg cannot run, which is an error under CI=true.
 
 All runtime state lives under <repo>/.local/:
     kafka/libs       broker jars, fetched once by Maven (scripts/kafka/pom.xml)
     kafka/data       KRaft log dir (plus kafka/cluster.id, kafka/server.properties,
                      kafka/logs/server.log)
     pg/data, pg/run  PostgreSQL cluster and its unix socket directory
+    pg-timescale/    the TimescaleDB leg's cluster (data, run), `run --timescale` only
+    timescaledb/     PostgreSQL copy with TimescaleDB built from TIMESCALEDB_SOURCE
     run/<name>.pid   pid of each component this script started
     log/<name>.log   stdout and stderr of each component
     streams/         TOKENTIDE_DATA_DIR of the services unless set
 
 With KAFKA_BOOTSTRAP set no broker is started (that address must accept TCP); with
-DATABASE_URL set no PostgreSQL is started (that server must answer). The local ones
-listen on 127.0.0.1, ports TOKENTIDE_KAFKA_PORT (default 9092; the KRaft controller
-takes the next port) and TOKENTIDE_PG_PORT (default 5432).
+DATABASE_URL (TIMESCALE_DATABASE_URL) set no PostgreSQL (with TimescaleDB) is started
+(that server must answer). The local ones listen on 127.0.0.1, ports
+TOKENTIDE_KAFKA_PORT (default 9092; the KRaft controller takes the next port),
+TOKENTIDE_PG_PORT (default 5432) and TOKENTIDE_TIMESCALE_PG_PORT (default 5433).
 
 Importable: start_infra(), start_services(), stop_started(), stop_all(),
-status_lines(), env_lines(). Failures raise StackError, whose message says what to
-do; main() prints it and returns 1.
+status_lines(), env_lines(), find_timescaledb(). Failures raise StackError, whose
+message says what to do; main() prints it and returns 1.
 """
 
 from __future__ import annotations
@@ -67,8 +82,8 @@ KAFKA_LOGS = KAFKA_DIR / "logs"
 KAFKA_CLUSTER_ID = KAFKA_DIR / "cluster.id"
 KAFKA_CLASSPATH = f"{KAFKA_LIBS}{os.sep}*"
 PG_DIR = LOCAL / "pg"
-PG_DATA = PG_DIR / "data"
-PG_RUN = PG_DIR / "run"
+PG_TIMESCALE_DIR = LOCAL / "pg-timescale"
+TIMESCALEDB_INSTALLER = REPO / "scripts" / "install-timescaledb.sh"
 RUN_DIR = LOCAL / "run"
 LOG_DIR = LOCAL / "log"
 STREAMS_DATA_DIR = LOCAL / "streams"
@@ -79,6 +94,7 @@ KAFKA_START_ATTEMPTS = 3
 SERVICE_STOP_TIMEOUT_S = 20.0
 KAFKA_STOP_TIMEOUT_S = 30.0
 MIGRATE_TIMEOUT_S = 300.0
+TIMESCALEDB_BUILD_TIMEOUT_S = 1800.0  # ~2.5 min on two cores; apt-get may come first
 POLL_S = 0.25
 
 KAFKA_READY_LINE = "Kafka Server started"
@@ -88,6 +104,14 @@ KAFKA_JVM_OPTS = (
     "-XX:+UseG1GC",
     "-XX:MaxGCPauseMillis=20",
     "-Djava.awt.headless=true",
+)
+#: Server settings of a cluster with TimescaleDB. Each database with the extension runs a
+#: scheduler background worker while it exists (the suite has a few at once), each job one more.
+TIMESCALEDB_SETTINGS = (
+    "shared_preload_libraries=timescaledb",
+    "timescaledb.telemetry_level=off",
+    "timescaledb.max_background_workers=16",
+    "max_worker_processes=27",  # TimescaleDB's workers + PostgreSQL's 8 parallel + 3 of its own
 )
 PG_SUPERUSER = "postgres"
 PG_OS_USER = "postgres"  # initdb/pg_ctl refuse root; as root they run as this user
@@ -128,7 +152,7 @@ SERVICES = (
     Service("sink", 9464, "sink metrics"),
     Service("dashboard", 8000, "dashboard"),
 )
-COMPONENTS = ("kafka", "postgres", *(s.name for s in SERVICES))
+COMPONENTS = ("kafka", "postgres", "postgres-timescale", *(s.name for s in SERVICES))
 
 
 @dataclass
@@ -140,6 +164,10 @@ class Infra:
     kafka_external: bool
     database_external: bool
     started: list[str] = field(default_factory=list)
+    #: The TimescaleDB leg's server (`run --timescale`), None without one.
+    timescale_url: str | None = None
+    #: What `up` says of the database's layout, once migrated.
+    layout: str = ""
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -162,15 +190,6 @@ def _env_port(var: str, default: int) -> int:
 def kafka_port() -> int:
     """Client port of the local broker; its KRaft controller listens on the next one."""
     return _env_port("TOKENTIDE_KAFKA_PORT", 9092)
-
-
-def pg_port() -> int:
-    """Port of the local PostgreSQL cluster."""
-    return _env_port("TOKENTIDE_PG_PORT", 5432)
-
-
-def local_database_url() -> str:
-    return f"postgresql://tokentide:tokentide@127.0.0.1:{pg_port()}/tokentide"
 
 
 def _port_open(host: str, port: int, timeout: float = 1.0) -> bool:
@@ -549,24 +568,70 @@ def _ensure_kafka(started: list[str]) -> tuple[str, bool]:
 # -------------------------------------------------------------------------- PostgreSQL
 
 
-def _pg_bin_dir() -> Path:
-    """The directory with initdb, pg_ctl and psql.
+@dataclass(frozen=True)
+class Cluster:
+    """A PostgreSQL cluster of this stack: data in <directory>/data, unix socket in
+    <directory>/run, pid file and log under the component name `name`."""
 
-    Debian's /usr/lib/postgresql/<major>/bin: the major of an existing .local/pg
-    cluster, else the newest; without those, the directory of `pg_ctl` on PATH.
-    """
-    installed = {
+    name: str
+    directory: Path
+    port_var: str
+    default_port: int
+
+    @property
+    def data(self) -> Path:
+        return self.directory / "data"
+
+    @property
+    def run(self) -> Path:
+        return self.directory / "run"
+
+    @property
+    def port(self) -> int:
+        return _env_port(self.port_var, self.default_port)
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://tokentide:tokentide@127.0.0.1:{self.port}/tokentide"
+
+
+#: The cluster of `up` (TimescaleDB preloaded when available) and of the suite's plain leg.
+PLAIN_PG = Cluster("postgres", PG_DIR, "TOKENTIDE_PG_PORT", 5432)
+#: The suite's TimescaleDB leg (`run --timescale`): its own data dir and port.
+TIMESCALE_PG = Cluster("postgres-timescale", PG_TIMESCALE_DIR, "TOKENTIDE_TIMESCALE_PG_PORT", 5433)
+
+
+@dataclass(frozen=True)
+class TimescaleDB:
+    """PostgreSQL binaries with the timescaledb extension installed, and where they came from."""
+
+    bin_dir: Path
+    origin: str
+
+
+def _system_pg_bin_dirs() -> dict[int, Path]:
+    """Debian's /usr/lib/postgresql/<major>/bin directories holding pg_ctl, by major."""
+    return {
         int(p.parent.name): p
         for p in Path("/usr/lib/postgresql").glob("*/bin")
         if p.parent.name.isdigit() and (p / "pg_ctl").exists()
     }
-    version_file = PG_DATA / "PG_VERSION"
+
+
+def _pg_bin_dir(cluster: Cluster = PLAIN_PG) -> Path:
+    """The directory with initdb, pg_ctl and psql of the system's PostgreSQL.
+
+    Debian's /usr/lib/postgresql/<major>/bin: the major of the cluster's existing data dir,
+    else the newest; without those, the directory of `pg_ctl` on PATH.
+    """
+    installed = _system_pg_bin_dirs()
+    version_file = cluster.data / "PG_VERSION"
     if installed and version_file.exists():
         major = int(version_file.read_text().strip())
         if major not in installed:
             raise StackError(
-                f"{PG_DATA} was made by PostgreSQL {major}, which is not installed. "
-                f"Install postgresql-{major}, or delete {PG_DIR} (and its data)."
+                f"{cluster.data} was made by PostgreSQL {major}, which is not installed. "
+                f"Install postgresql-{major}, or delete {cluster.directory} (and its data)."
             )
         return installed[major]
     if installed:
@@ -575,6 +640,58 @@ def _pg_bin_dir() -> Path:
     if pg_ctl is None:
         raise StackError(f"pg_ctl/initdb not found: {INSTALL_HINT}, or set DATABASE_URL")
     return Path(pg_ctl).parent
+
+
+def _has_timescaledb(bin_dir: Path) -> bool:
+    """Whether the PostgreSQL of `bin_dir` has the timescaledb extension installed."""
+    pg_config = bin_dir / "pg_config"
+    if not os.access(pg_config, os.X_OK):
+        return False
+    done = subprocess.run(
+        [str(pg_config), "--sharedir"], capture_output=True, text=True, check=False, timeout=30
+    )
+    share = Path(done.stdout.strip())
+    return done.returncode == 0 and (share / "extension" / "timescaledb.control").exists()
+
+
+def find_timescaledb() -> TimescaleDB | None:
+    """PostgreSQL binaries with TimescaleDB, or None when this machine has none.
+
+    With TIMESCALEDB_SOURCE (a timescaledb-<version>.tar.gz), scripts/install-timescaledb.sh
+    builds it once into .local/timescaledb and these are that copy's binaries; else a system
+    PostgreSQL with the extension installed (a package); else a copy built by an earlier run.
+    A build that fails raises StackError.
+    """
+    source = os.environ.get("TIMESCALEDB_SOURCE", "").strip()
+    if not source:
+        for major, bin_dir in sorted(_system_pg_bin_dirs().items(), reverse=True):
+            if _has_timescaledb(bin_dir):
+                return TimescaleDB(bin_dir, f"the system's PostgreSQL {major}")
+    env = dict(os.environ)
+    if source:
+        env["TIMESCALEDB_SOURCE"] = str(Path(source).expanduser().resolve())
+    try:
+        done = subprocess.run(
+            ["bash", str(TIMESCALEDB_INSTALLER)],
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+            check=False,
+            timeout=TIMESCALEDB_BUILD_TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise StackError(f"building TimescaleDB took over {TIMESCALEDB_BUILD_TIMEOUT_S:.0f} s") from exc
+    if done.returncode == 2 and not source:
+        return None  # nothing built yet, nothing to build from
+    if done.returncode != 0:
+        raise StackError(
+            f"{TIMESCALEDB_INSTALLER.name} failed (exit {done.returncode}); its messages are above. "
+            "Fix that, or unset TIMESCALEDB_SOURCE to run on plain PostgreSQL."
+        )
+    bin_dir = Path(done.stdout.strip().splitlines()[-1])
+    return TimescaleDB(
+        bin_dir, f"built from {Path(source).name if source else 'an earlier TIMESCALEDB_SOURCE'}"
+    )
 
 
 def _as_pg_user(argv: Sequence[str]) -> list[str]:
@@ -596,13 +713,14 @@ def _make_traversable(directory: Path) -> None:
             _say(f"added o+x to {path} so that `{PG_OS_USER}` reaches {directory}")
 
 
-def _prepare_pg_dirs() -> None:
-    """Create .local/pg/{data,run} and the server log; as root give them to postgres."""
-    for directory, mode in ((PG_DIR, 0o755), (PG_DATA, 0o700), (PG_RUN, 0o755)):
+def _prepare_pg_dirs(cluster: Cluster, bin_dir: Path) -> None:
+    """Create the cluster's data and run dirs and its server log; as root give them to postgres
+    and make them (and `bin_dir`, a copy under .local for TimescaleDB) reachable by it."""
+    for directory, mode in ((cluster.directory, 0o755), (cluster.data, 0o700), (cluster.run, 0o755)):
         directory.mkdir(parents=True, exist_ok=True)
         directory.chmod(mode)
     LOG_DIR.mkdir(parents=True, exist_ok=True)
-    log = _log_file("postgres")
+    log = _log_file(cluster.name)
     log.touch()
     if os.geteuid() != 0:
         return
@@ -610,63 +728,68 @@ def _prepare_pg_dirs() -> None:
         owner = pwd.getpwnam(PG_OS_USER)
     except KeyError as exc:
         raise StackError(f"OS user `{PG_OS_USER}` is missing: {INSTALL_HINT}") from exc
-    for path in (PG_DIR, PG_DATA, PG_RUN, log):
+    for path in (cluster.directory, cluster.data, cluster.run, log):
         os.chown(path, owner.pw_uid, owner.pw_gid)
-    _make_traversable(PG_RUN)
+    _make_traversable(cluster.run)
     _make_traversable(LOG_DIR)
+    _make_traversable(bin_dir)
 
 
-def _init_pg_cluster(bin_dir: Path) -> None:
-    """Run initdb on .local/pg/data unless it holds a cluster already."""
-    if (PG_DATA / "PG_VERSION").exists():
+def _init_pg_cluster(cluster: Cluster, bin_dir: Path) -> None:
+    """Run initdb on the cluster's data dir unless it holds a cluster already."""
+    if (cluster.data / "PG_VERSION").exists():
         return
-    _say(f"creating a PostgreSQL cluster in {PG_DATA}")
-    # A local dev stack: trust on the unix socket, which only .local/pg/run exposes;
+    _say(f"creating a PostgreSQL cluster in {cluster.data}")
+    # A local dev stack: trust on the unix socket, which only <cluster>/run exposes;
     # passwords (scram-sha-256) over TCP.
     auth = ["--auth-local=trust", "--auth-host=scram-sha-256"]
-    initdb = [str(bin_dir / "initdb"), "-D", str(PG_DATA), "-U", PG_SUPERUSER]
+    initdb = [str(bin_dir / "initdb"), "-D", str(cluster.data), "-U", PG_SUPERUSER]
     _run(
         _as_pg_user([*initdb, "-E", "UTF8", "--no-locale", *auth]),
         "initdb",
-        f"Delete {PG_DIR} and run `up` again; or set DATABASE_URL to another server.",
+        f"Delete {cluster.directory} and run again; or set DATABASE_URL to another server.",
     )
 
 
-def _pg_ctl(bin_dir: Path, *args: str) -> list[str]:
-    """Command line of pg_ctl on .local/pg/data, as the right OS user."""
-    return _as_pg_user([str(bin_dir / "pg_ctl"), "-D", str(PG_DATA), *args])
+def _pg_ctl(cluster: Cluster, bin_dir: Path, *args: str) -> list[str]:
+    """Command line of pg_ctl on the cluster's data dir, as the right OS user."""
+    return _as_pg_user([str(bin_dir / "pg_ctl"), "-D", str(cluster.data), *args])
 
 
-def _start_pg(bin_dir: Path, port: int) -> None:
-    """Start the cluster on 127.0.0.1:port, socket in .local/pg/run; record its pid."""
-    socket_dir = shlex.quote(str(PG_RUN))  # pg_ctl hands -o to a shell
-    options = f"-p {port} -k {socket_dir} -c listen_addresses=127.0.0.1"
+def _start_pg(cluster: Cluster, bin_dir: Path, timescale: bool) -> None:
+    """Start the cluster on 127.0.0.1:<its port>, socket in <cluster>/run, TimescaleDB
+    preloaded when `timescale`; record its pid."""
+    socket_dir = shlex.quote(str(cluster.run))  # pg_ctl hands -o to a shell
+    options = f"-p {cluster.port} -k {socket_dir} -c listen_addresses=127.0.0.1"
     options += " -c max_connections=200"
-    log = str(_log_file("postgres"))
-    _say(f"starting PostgreSQL on 127.0.0.1:{port}")
+    if timescale:
+        options += "".join(f" -c {setting}" for setting in TIMESCALEDB_SETTINGS)
+    log = str(_log_file(cluster.name))
+    what = " with TimescaleDB" if timescale else ""
+    _say(f"starting PostgreSQL{what} on 127.0.0.1:{cluster.port}")
     _run(
-        _pg_ctl(bin_dir, "-w", "-t", "60", "-l", log, "-o", options, "start"),
+        _pg_ctl(cluster, bin_dir, "-w", "-t", "60", "-l", log, "-o", options, "start"),
         "pg_ctl start",
         f"See {log}; or set DATABASE_URL to use another server.",
     )
-    postmaster_pid = (PG_DATA / "postmaster.pid").read_text().split()[0]
+    postmaster_pid = (cluster.data / "postmaster.pid").read_text().split()[0]
     RUN_DIR.mkdir(parents=True, exist_ok=True)
-    _pid_file("postgres").write_text(f"{postmaster_pid}\n")
+    _pid_file(cluster.name).write_text(f"{postmaster_pid}\n")
 
 
-def _ensure_role_and_db(bin_dir: Path, port: int) -> None:
+def _ensure_role_and_db(cluster: Cluster, bin_dir: Path) -> None:
     """Create role tokentide (password tokentide) and its database when missing."""
-    where = ["-h", str(PG_RUN), "-p", str(port), "-U", PG_SUPERUSER, "-d", "postgres"]
+    where = ["-h", str(cluster.run), "-p", str(cluster.port), "-U", PG_SUPERUSER, "-d", "postgres"]
     _run(
         [str(bin_dir / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", *where],
         "creating the role and database tokentide",
-        f"See {_log_file('postgres')}; `down`, then `up` tries again.",
+        f"See {_log_file(cluster.name)}; `down`, then `up` tries again.",
         stdin=ENSURE_ROLE_AND_DB_SQL,
     )
 
 
-def _check_database_url(url: str) -> None:
-    """StackError unless DATABASE_URL's server answers (pg_isready, else TCP)."""
+def _check_database_url(url: str, var: str = "DATABASE_URL") -> None:
+    """StackError unless the server of `url` (from env `var`) answers (pg_isready, else TCP)."""
     pg_isready = shutil.which("pg_isready")
     if pg_isready is not None:
         probe = [pg_isready, "-q", "-t", "5", "-d", url]
@@ -676,47 +799,106 @@ def _check_database_url(url: str) -> None:
         ok = _port_open(parts.hostname or "127.0.0.1", parts.port or 5432, 5.0)
     if not ok:
         raise StackError(
-            f"DATABASE_URL={_redact(url)} is not reachable. Start that server, fix "
-            "the URL, or unset DATABASE_URL to run a local PostgreSQL."
+            f"{var}={_redact(url)} is not reachable. Start that server, fix "
+            f"the URL, or unset {var} to run a local PostgreSQL."
         )
 
 
-def _ensure_postgres(started: list[str]) -> tuple[str, bool]:
-    """Return (DATABASE_URL, external?), starting the local cluster if needed.
+def _ensure_cluster(cluster: Cluster, started: list[str], timescaledb: TimescaleDB | None) -> None:
+    """Start the local `cluster` unless it runs: from the binaries of `timescaledb` with the
+    extension preloaded when given, else from the system's. Appends its name to `started` when
+    it starts it; makes sure it has role and database tokentide."""
+    pid = running_pid(cluster.name)
+    bin_dir = timescaledb.bin_dir if timescaledb is not None else _pg_bin_dir(cluster)
+    if pid is not None:
+        _say(f"PostgreSQL ({cluster.name}) is running already (pid {pid})")
+    else:
+        _prepare_pg_dirs(cluster, bin_dir)
+        _init_pg_cluster(cluster, bin_dir)
+        started.append(cluster.name)
+        _start_pg(cluster, bin_dir, timescale=timescaledb is not None)
+    _ensure_role_and_db(cluster, bin_dir)
 
-    Appends "postgres" to `started` when it starts it; makes sure the local cluster
-    has role and database tokentide.
-    """
+
+def _ensure_postgres(started: list[str], timescaledb: TimescaleDB | None) -> tuple[str, bool]:
+    """Return (DATABASE_URL, external?), starting the local cluster if needed (with
+    TimescaleDB preloaded when `timescaledb` is given)."""
     external = os.environ.get("DATABASE_URL", "").strip()
     if external:
         _check_database_url(external)
         _say(f"using the external PostgreSQL at {_redact(external)}")
         return external, True
-    port = pg_port()
-    bin_dir = _pg_bin_dir()
-    pid = running_pid("postgres")
-    if pid is not None:
-        _say(f"PostgreSQL is running already (pid {pid})")
-    else:
-        _prepare_pg_dirs()
-        _init_pg_cluster(bin_dir)
-        started.append("postgres")
-        _start_pg(bin_dir, port)
-    _ensure_role_and_db(bin_dir, port)
-    return local_database_url(), False
+    _ensure_cluster(PLAIN_PG, started, timescaledb)
+    return PLAIN_PG.url, False
 
 
-def _stop_pg() -> None:
+def _ensure_timescale_postgres(started: list[str]) -> tuple[str | None, str]:
+    """The TimescaleDB server of the suite's TimescaleDB leg: (its URL or None, what it is).
+
+    TIMESCALE_DATABASE_URL when set; else a local cluster of its own (data dir, port) on the
+    binaries of :func:`find_timescaledb`; None when this machine has no TimescaleDB, which
+    under CI=true is an error.
+    """
+    external = os.environ.get("TIMESCALE_DATABASE_URL", "").strip()
+    if external:
+        _check_database_url(external, "TIMESCALE_DATABASE_URL")
+        _say(f"using the external TimescaleDB at {_redact(external)}")
+        return external, "external"
+    timescaledb = find_timescaledb()
+    if timescaledb is None:
+        if os.environ.get("CI", "").strip().lower() in TRUTHY:
+            raise StackError(
+                "CI=true and no TimescaleDB for the suite's TimescaleDB leg: set TIMESCALEDB_SOURCE "
+                "to a timescaledb-<version>.tar.gz (.ci/run does when the shared vendor folder has "
+                "one), install TimescaleDB for the system's PostgreSQL, or set TIMESCALE_DATABASE_URL."
+            )
+        _say(
+            "no TimescaleDB on this machine: only the plain-PostgreSQL leg runs (set "
+            "TIMESCALEDB_SOURCE to a timescaledb-<version>.tar.gz to build it once)"
+        )
+        return None, "none"
+    _say(f"TimescaleDB: {timescaledb.origin} ({timescaledb.bin_dir})")
+    _ensure_cluster(TIMESCALE_PG, started, timescaledb)
+    return TIMESCALE_PG.url, timescaledb.origin
+
+
+def _stop_pg(cluster: Cluster) -> None:
     """`pg_ctl stop -m fast` the cluster if its pid file says it runs; drop the file."""
-    pid = running_pid("postgres")
+    pid = running_pid(cluster.name)
     if pid is not None:
         _run(
-            _pg_ctl(_pg_bin_dir(), "-m", "fast", "-w", "-t", "60", "stop"),
+            _pg_ctl(cluster, _pg_bin_dir(cluster), "-m", "fast", "-w", "-t", "60", "stop"),
             "pg_ctl stop",
-            f"See {_log_file('postgres')}; `kill -INT {pid}` stops it too.",
+            f"See {_log_file(cluster.name)}; `kill -INT {pid}` stops it too.",
         )
-        _say(f"stopped postgres (pid {pid})")
-    _pid_file("postgres").unlink(missing_ok=True)
+        _say(f"stopped {cluster.name} (pid {pid})")
+    _pid_file(cluster.name).unlink(missing_ok=True)
+
+
+def _psql_value(url: str, query: str) -> str | None:
+    """The single value `query` returns on the server at `url` ("" for no row), None when
+    psql is missing or fails."""
+    psql = shutil.which("psql")
+    if psql is None:
+        return None
+    try:
+        done = subprocess.run(
+            [psql, "-X", "-A", "-t", "-q", "-d", url, "-c", query],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=30,
+        )
+    except subprocess.TimeoutExpired:
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def database_layout(url: str) -> str | None:
+    """The layout `tokentide migrate` recorded in the database at `url` (plain, timescale),
+    None when it cannot be read."""
+    layout = _psql_value(url, "SELECT layout FROM schema_layout")
+    return layout if layout in ("plain", "timescale") else None
 
 
 # ---------------------------------------------------------------------------- services
@@ -868,8 +1050,8 @@ def _check_local_ports() -> None:
                     f"use a broker there, set KAFKA_BOOTSTRAP=127.0.0.1:{port}; else "
                     "stop it or set TOKENTIDE_KAFKA_PORT to a free port (and the next)."
                 )
-    if not os.environ.get("DATABASE_URL", "").strip() and not running_pid("postgres"):
-        port = pg_port()
+    if not os.environ.get("DATABASE_URL", "").strip() and not running_pid(PLAIN_PG.name):
+        port = PLAIN_PG.port
         if _port_open("127.0.0.1", port):
             raise StackError(
                 f"port {port} is taken by a process this stack did not start (a system "
@@ -878,36 +1060,67 @@ def _check_local_ports() -> None:
             )
 
 
-def start_infra() -> Infra:
+def _check_timescale_port() -> None:
+    """StackError if the TimescaleDB cluster's port is taken by a process we did not start."""
+    if running_pid(TIMESCALE_PG.name) is None and _port_open("127.0.0.1", TIMESCALE_PG.port):
+        raise StackError(
+            f"port {TIMESCALE_PG.port} (the TimescaleDB leg's PostgreSQL) is taken by a process this "
+            "stack did not start. Set TOKENTIDE_TIMESCALE_PG_PORT to a free port, or "
+            "TIMESCALE_DATABASE_URL to a server with TimescaleDB."
+        )
+
+
+def start_infra(*, timescale_leg: bool = False) -> Infra:
     """Make Kafka and PostgreSQL available and return where they are.
 
-    External ones (KAFKA_BOOTSTRAP, DATABASE_URL) are only checked; local ones are
-    started unless running from an earlier `up`. On failure whatever this call
-    started is stopped again and StackError is raised.
+    External ones (KAFKA_BOOTSTRAP, DATABASE_URL, TIMESCALE_DATABASE_URL) are only checked;
+    local ones are started unless running from an earlier `up`. Without `timescale_leg`
+    (`up`), the local PostgreSQL runs with TimescaleDB when :func:`find_timescaledb` finds it.
+    With it (`run --timescale`, the test suite), the local PostgreSQL is the system's plain
+    one and a second cluster with TimescaleDB is started for the TimescaleDB leg, if this
+    machine has TimescaleDB (required under CI=true). On failure whatever this call started
+    is stopped again and StackError is raised.
     """
     _check_local_ports()
+    if timescale_leg and not os.environ.get("TIMESCALE_DATABASE_URL", "").strip():
+        _check_timescale_port()
     started: list[str] = []
     try:
         kafka_bootstrap, kafka_external = _ensure_kafka(started)
-        database_url, database_external = _ensure_postgres(started)
+        timescaledb = None
+        local_pg = not os.environ.get("DATABASE_URL", "").strip()
+        if not timescale_leg and local_pg and running_pid(PLAIN_PG.name) is None:
+            timescaledb = find_timescaledb()
+            if timescaledb is None:
+                _say(
+                    "no TimescaleDB on this machine: PostgreSQL runs without it (the plain layout); "
+                    "set TIMESCALEDB_SOURCE to a timescaledb-<version>.tar.gz to build it once"
+                )
+            else:
+                _say(f"TimescaleDB: {timescaledb.origin} ({timescaledb.bin_dir})")
+        database_url, database_external = _ensure_postgres(started, timescaledb)
+        timescale_url = _ensure_timescale_postgres(started)[0] if timescale_leg else None
     except BaseException:
         stop_started(started)
         raise
-    return Infra(kafka_bootstrap, database_url, kafka_external, database_external, started)
+    infra = Infra(kafka_bootstrap, database_url, kafka_external, database_external, started)
+    infra.timescale_url = timescale_url
+    return infra
 
 
 def stop_started(names: Iterable[str]) -> None:
     """Stop those of the named components (see COMPONENTS) that run per .local/run.
 
     Services first (SIGTERM, 20 s, SIGKILL), then Kafka (SIGTERM, 30 s, SIGKILL),
-    then PostgreSQL (pg_ctl stop -m fast). Nothing else is touched.
+    then the PostgreSQL clusters (pg_ctl stop -m fast). Nothing else is touched.
     """
     wanted = set(names)
     _terminate([s.name for s in SERVICES if s.name in wanted], SERVICE_STOP_TIMEOUT_S)
     if "kafka" in wanted:
         _terminate(["kafka"], KAFKA_STOP_TIMEOUT_S)
-    if "postgres" in wanted:
-        _stop_pg()
+    for cluster in (PLAIN_PG, TIMESCALE_PG):
+        if cluster.name in wanted:
+            _stop_pg(cluster)
 
 
 def stop_all() -> None:
@@ -919,34 +1132,60 @@ def status_lines() -> list[str]:
     """One line per component: running (pid), external or stopped, and its address."""
     rows = [
         ("kafka", f"127.0.0.1:{kafka_port()}", os.environ.get("KAFKA_BOOTSTRAP", "")),
-        ("postgres", local_database_url(), _redact(os.environ.get("DATABASE_URL", ""))),
+        (PLAIN_PG.name, PLAIN_PG.url, _redact(os.environ.get("DATABASE_URL", ""))),
+        (TIMESCALE_PG.name, TIMESCALE_PG.url, _redact(os.environ.get("TIMESCALE_DATABASE_URL", ""))),
         *((s.name, s.url, "") for s in SERVICES),
     ]
     lines = []
     for name, local_address, external in rows:
         pid = running_pid(name)
         if pid is not None:
-            lines.append(f"{name:<10} running   pid {pid:<8} {local_address}")
+            lines.append(f"{name:<18} running   pid {pid:<8} {local_address}")
         elif external.strip():
-            lines.append(f"{name:<10} external  {'':<12} {external.strip()}")
+            lines.append(f"{name:<18} external  {'':<12} {external.strip()}")
         else:
-            lines.append(f"{name:<10} stopped   {'':<12} {local_address}")
+            lines.append(f"{name:<18} stopped   {'':<12} {local_address}")
     return lines
 
 
 def env_lines() -> list[str]:
-    """`export` lines for the Kafka and PostgreSQL in use (external ones if set)."""
+    """`export` lines for the Kafka and PostgreSQL in use (external ones if set), and for
+    the TimescaleDB leg's server when one is set or runs."""
     kafka = os.environ.get("KAFKA_BOOTSTRAP", "").strip() or f"127.0.0.1:{kafka_port()}"
-    database = os.environ.get("DATABASE_URL", "").strip() or local_database_url()
-    return [
+    database = os.environ.get("DATABASE_URL", "").strip() or PLAIN_PG.url
+    lines = [
         f"export KAFKA_BOOTSTRAP={shlex.quote(kafka)}",
         f"export DATABASE_URL={shlex.quote(database)}",
     ]
+    timescale = os.environ.get("TIMESCALE_DATABASE_URL", "").strip()
+    if not timescale and running_pid(TIMESCALE_PG.name) is not None:
+        timescale = TIMESCALE_PG.url
+    if timescale:
+        lines.append(f"export TIMESCALE_DATABASE_URL={shlex.quote(timescale)}")
+    return lines
+
+
+def layout_line(infra: Infra) -> str:
+    """Which storage layout the stack's database has, and why (after `tokentide migrate`)."""
+    layout = database_layout(infra.database_url)
+    if layout == "timescale":
+        return "timescale (TimescaleDB: hypertables, compression, retention policies)"
+    offered = _psql_value(
+        infra.database_url, "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"
+    )
+    if layout == "plain" and offered == "1":
+        return (
+            "plain (recorded when this database was first migrated, before TimescaleDB was "
+            "here; `make clean` then `make up` re-creates it on TimescaleDB)"
+        )
+    if layout == "plain":
+        return "plain PostgreSQL (no TimescaleDB on this server; TIMESCALEDB_SOURCE=<tarball> builds it)"
+    return "unknown (psql could not read schema_layout)"
 
 
 def summary_lines(infra: Infra, infra_only: bool) -> list[str]:
-    """What `up` prints last: the addresses, and in open mode its warning and how to
-    point Claude Code at the stack."""
+    """What `up` prints last: the addresses, the database layout, and in open mode its warning
+    and how to point Claude Code at the stack."""
     kafka = infra.kafka_bootstrap + ("  (external)" if infra.kafka_external else "")
     database = infra.database_url
     if infra.database_external:
@@ -961,6 +1200,12 @@ def summary_lines(infra: Infra, infra_only: bool) -> list[str]:
     lines += [
         f"  {'Kafka':<13} {kafka}",
         f"  {'PostgreSQL':<13} {database}",
+    ]
+    if infra.layout:
+        lines.append(f"  {'layout':<13} {infra.layout}")
+    if infra.timescale_url:
+        lines.append(f"  {'TimescaleDB':<13} {_redact(infra.timescale_url)}")
+    lines += [
         f"  {'logs':<13} {LOG_DIR}/",
         f"  {'stop with':<13} python3 scripts/stack.py down",
     ]
@@ -988,7 +1233,8 @@ def summary_lines(infra: Infra, infra_only: bool) -> list[str]:
 
 
 def cmd_up(infra_only: bool) -> None:
-    """Start the infra, then (unless infra_only) migrate and start the services.
+    """Start the infra, then (unless infra_only) migrate and start the services, and say
+    which storage layout the database has.
 
     On failure everything this call started is stopped again.
     """
@@ -1001,20 +1247,26 @@ def cmd_up(infra_only: bool) -> None:
         except BaseException:
             stop_started(infra.started)
             raise
+        infra.layout = layout_line(infra)
+        _say(f"database layout: {infra.layout}")
     print("\n".join(summary_lines(infra, infra_only)))
 
 
-def run_with_infra(command: Sequence[str]) -> int:
+def run_with_infra(command: Sequence[str], *, timescale_leg: bool = False) -> int:
     """Run ``command`` with Kafka and PostgreSQL available; return its exit code.
 
-    KAFKA_BOOTSTRAP and DATABASE_URL are set for it. Whatever this call started is
-    stopped afterwards; what was running already (an earlier `up`) is left running.
+    KAFKA_BOOTSTRAP and DATABASE_URL are set for it, and with `timescale_leg`
+    TIMESCALE_DATABASE_URL (when this machine has TimescaleDB; see :func:`start_infra`).
+    Whatever this call started is stopped afterwards; what was running already (an earlier
+    `up`) is left running.
     """
     if not command:
         raise StackError("run needs a command after --, e.g. `stack.py run -- pytest`")
-    infra = start_infra()
+    infra = start_infra(timescale_leg=timescale_leg)
     try:
         env = {**os.environ, "KAFKA_BOOTSTRAP": infra.kafka_bootstrap, "DATABASE_URL": infra.database_url}
+        if infra.timescale_url:
+            env["TIMESCALE_DATABASE_URL"] = infra.timescale_url
         return subprocess.call(list(command), env=env)
     finally:
         stop_started(infra.started)
@@ -1031,6 +1283,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser("status", help="one line per component")
     commands.add_parser("env", help="export lines for KAFKA_BOOTSTRAP, DATABASE_URL")
     run = commands.add_parser("run", help="run a command with the infra up, then stop what was started")
+    run.add_argument(
+        "--timescale",
+        action="store_true",
+        help="also a PostgreSQL with TimescaleDB (TIMESCALE_DATABASE_URL), when this machine has it",
+    )
     run.add_argument("cmd", nargs=argparse.REMAINDER, help="the command, after --")
     args = parser.parse_args(argv)
     actions: dict[str, Callable[[], None]] = {
@@ -1041,7 +1298,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     try:
         if args.command == "run":
-            return run_with_infra(args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd)
+            command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+            return run_with_infra(command, timescale_leg=args.timescale)
         actions[args.command]()
     except StackError as exc:
         print(f"stack.py {args.command}: error: {exc}", file=sys.stderr)
