@@ -1,6 +1,8 @@
--- Issue 15, TimescaleDB layout: rollups_hour stops being a continuous aggregate and becomes the
--- plain layout's table, recomputed by the sink in the transaction that writes the minutes
--- (tokentide_rollup_hours), so both layouts give the same numbers at every commit (decision 22).
+-- Issue 15, TimescaleDB layout: the same numbers and the same maintenance as the plain layout.
+--
+-- 1. rollups_hour stops being a continuous aggregate and becomes the plain layout's table,
+-- recomputed by the sink in the transaction that writes the minutes (tokentide_rollup_hours),
+-- so both layouts give the same numbers at every commit (decision 22).
 --
 -- Why: since decision 19 the sink adds rollup increments to minutes of any age, so late data
 -- lands in hours the aggregate had materialised. Real-time aggregation reads the raw minutes
@@ -17,6 +19,12 @@
 -- row-level security. Tenant roles still read it through tokentide_tenant.rollups_hour (0005),
 -- which depended on the aggregate: it is created again, and granted again to every bound role
 -- (tokentide_bind_tenant_role granted ALL TABLES IN SCHEMA tokentide_tenant when it ran).
+--
+-- 2. tokentide_maintain applies the retention at once, as the plain layout's drops partitions:
+-- the chunks of events and metric_points entirely older than as_of - retention are dropped when
+-- the sink's maintenance runs (drop_chunks), and the retention policy stays, so TimescaleDB's
+-- job drops them too when no sink runs. Both layouts then hold the same raw rows at the same
+-- moments, and the function does what its contract (and the plain one) says: as_of counts.
 
 DROP VIEW tokentide_tenant.rollups_hour;
 -- Its refresh policy (a TimescaleDB job) and materialisation hypertable go with it.
@@ -104,6 +112,37 @@ DECLARE
 BEGIN
     FOR bound IN SELECT role_name FROM tenant_roles LOOP
         EXECUTE format('GRANT SELECT ON tokentide_tenant.rollups_hour TO %I', bound);
+    END LOOP;
+END
+$$;
+
+-- ---------------------------------------------------------------- retention, at once
+
+CREATE OR REPLACE FUNCTION tokentide_maintain(retention interval, days_ahead integer, as_of timestamptz DEFAULT now())
+    RETURNS TABLE (action text, relation text)
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    parent text;
+    current_drop_after interval;
+BEGIN
+    FOREACH parent IN ARRAY ARRAY['events', 'metric_points'] LOOP
+        SELECT (j.config ->> 'drop_after')::interval INTO current_drop_after
+          FROM timescaledb_information.jobs j
+         WHERE j.proc_name = 'policy_retention' AND j.hypertable_name = parent;
+        IF current_drop_after IS DISTINCT FROM retention THEN
+            PERFORM remove_retention_policy(parent::regclass, if_exists => true);
+            IF retention IS NOT NULL THEN
+                PERFORM add_retention_policy(parent::regclass, drop_after => retention);
+            END IF;
+            action := 'retention'; relation := parent; RETURN NEXT;
+        END IF;
+        -- Chunks are whole UTC days (by_range 1 day), like the plain layout's partitions.
+        IF retention IS NOT NULL THEN
+            FOR relation IN SELECT drop_chunks(parent::regclass, older_than => as_of - retention) LOOP
+                action := 'dropped'; RETURN NEXT;
+            END LOOP;
+        END IF;
     END LOOP;
 END
 $$;
