@@ -131,7 +131,9 @@ BEGIN
           FROM timescaledb_information.jobs j
          WHERE j.proc_name = 'policy_retention' AND j.hypertable_name = parent;
         IF current_drop_after IS DISTINCT FROM retention THEN
-            PERFORM remove_retention_policy(parent::regclass, if_exists => true);
+            IF current_drop_after IS NOT NULL THEN
+                PERFORM remove_retention_policy(parent::regclass);
+            END IF;
             IF retention IS NOT NULL THEN
                 PERFORM add_retention_policy(parent::regclass, drop_after => retention);
             END IF;
