@@ -11,8 +11,9 @@ PYTEST_ARGS ?=
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
-install: ## system packages (Java, Maven, PostgreSQL, promtool, Chromium), the locked Python environment, helm + compose, the web UI's vendored chart library, the Claude Code CLI (for its hook test)
+install: ## system packages (Java, Maven, PostgreSQL, promtool, Chromium), the locked Python environment, helm + compose, the web UI's vendored chart library, the Claude Code CLI (for its hook test); TimescaleDB when TIMESCALEDB_SOURCE names its source tarball
 	bash scripts/install-system-deps.sh
+	@if [ -n "$$TIMESCALEDB_SOURCE" ]; then bash scripts/install-timescaledb.sh >/dev/null; fi
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet "uv==$(UV_VERSION)"
 	$(UV) sync --frozen
 	bash scripts/install-helm.sh
@@ -20,7 +21,7 @@ install: ## system packages (Java, Maven, PostgreSQL, promtool, Chromium), the l
 	bash scripts/vendor-web.sh
 	bash scripts/install-claude-code.sh
 
-up: install ## start Kafka, PostgreSQL and the four services; prints the URLs
+up: install ## start Kafka, PostgreSQL (with TimescaleDB when available) and the four services; prints the URLs and the layout
 	$(STACK) up
 
 down: ## stop exactly what `make up` started
@@ -34,8 +35,8 @@ lint: install ## ruff (lint + format) and mypy --strict
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
 
-test: lint ## the whole suite (unit, integration, end to end) on a real Kafka and PostgreSQL
-	$(STACK) run -- .venv/bin/pytest $(PYTEST_ARGS)
+test: lint ## the whole suite (unit, integration, end to end) on a real Kafka and PostgreSQL, then its database tests again on TimescaleDB
+	$(STACK) run --timescale -- python3 scripts/pytest_legs.py .venv/bin/pytest $(PYTEST_ARGS)
 
 bench: install ## end-to-end throughput and POST-to-API latency (not a test)
 	$(STACK) run -- .venv/bin/python bench/e2e.py
@@ -43,11 +44,11 @@ bench: install ## end-to-end throughput and POST-to-API latency (not a test)
 bench-streams: install ## one streams worker: events+points/s, raw-to-signal latency (not a test)
 	$(STACK) run -- .venv/bin/python bench/streams.py
 
-bench-sink: install ## one sink process: rows/s into PostgreSQL vs a bare psql COPY of the same rows (not a test)
-	$(STACK) run -- .venv/bin/python bench/sink.py
+bench-sink: install ## one sink process: rows/s into PostgreSQL vs a bare psql COPY of the same rows, both layouts (not a test)
+	$(STACK) run --timescale -- .venv/bin/python bench/sink.py
 
-bench-dashboard: install ## the API over 10,000 sessions and 30 days of rollups: p50/p99 per route (not a test)
-	$(STACK) run -- .venv/bin/python bench/dashboard.py
+bench-dashboard: install ## the API over 10,000 sessions and 30 days of rollups: p50/p99 per route, both layouts (not a test)
+	$(STACK) run --timescale -- .venv/bin/python bench/dashboard.py
 
 bench-ingest: install ## one ingest process under wrk: requests/s, records/s, p99 (not a test)
 	@command -v wrk >/dev/null || apt-get install -y -q wrk

@@ -3,6 +3,14 @@
 A missing service is a test failure, never a skip: the suite is meant to run through
 ``make test``, which starts both, or with ``KAFKA_BOOTSTRAP`` / ``DATABASE_URL`` pointing at
 existing ones.
+
+Two storage layouts (decision 14): ``make test`` runs the suite on plain PostgreSQL, then the
+tests marked ``db_layout`` again with ``DATABASE_URL`` on a server with TimescaleDB
+(scripts/pytest_legs.py); ``TOKENTIDE_DB_LAYOUT`` says which layout every database a test
+migrates gets (:func:`layout_of` reads what one got). Tests comparing the two layouts reach the
+TimescaleDB server as ``TIMESCALE_DATABASE_URL`` (:func:`timescale_admin_url`): missing, it is a
+failure under ``CI=true`` and a skip elsewhere, since a machine without TimescaleDB runs the
+plain layout only.
 """
 
 from __future__ import annotations
@@ -21,7 +29,11 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from psycopg import sql
 
-from tokentide.migrate import migrate
+from tokentide.migrate import Layout, database_layout, migrate
+
+#: The admin URL of a PostgreSQL server with TimescaleDB, for tests of both layouts at once.
+TIMESCALE_URL_ENV = "TIMESCALE_DATABASE_URL"
+_TRUTHY = frozenset({"1", "true", "yes", "on", "t", "y"})
 
 
 def require_env(name: str, what: str) -> str:
@@ -59,6 +71,42 @@ def admin_database_url() -> str:
     return url
 
 
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in _TRUTHY
+
+
+def timescale_admin_url() -> str:
+    """``TIMESCALE_DATABASE_URL``, checked: reachable, with the timescaledb extension available.
+
+    Unset: a failure under ``CI=true`` (CI runs both layouts), else a skip.
+    """
+    url = os.environ.get(TIMESCALE_URL_ENV, "").strip()
+    if not url:
+        why = (
+            f"{TIMESCALE_URL_ENV} is not set: a PostgreSQL server with TimescaleDB is needed. "
+            "`make test` starts one when TIMESCALEDB_SOURCE names a TimescaleDB source tarball "
+            "(.ci/run sets it) or TimescaleDB is installed."
+        )
+        if in_ci():
+            pytest.fail(why)
+        pytest.skip(why)
+    try:
+        with psycopg.connect(url, connect_timeout=3) as conn:
+            found = conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'")
+            available = found.fetchone() is not None
+    except psycopg.Error as exc:
+        pytest.fail(f"PostgreSQL at {TIMESCALE_URL_ENV} is not reachable ({exc})")
+    if not available:
+        pytest.fail(f"the server at {TIMESCALE_URL_ENV} has no timescaledb extension")
+    return url
+
+
+def layout_of(dsn: str) -> Layout:
+    """The storage layout the (migrated) database ``dsn`` was given."""
+    with psycopg.connect(dsn) as conn:
+        return database_layout(conn)
+
+
 #: Marks every name this test process makes unique (``x`` is not a hex digit, so no other
 #: run's names contain it): its Kafka topics are deleted at the end of the session.
 RUN_MARK = f"{uuid.uuid4().hex[:4]}x"
@@ -81,14 +129,15 @@ async def delete_run_topics(bootstrap: str) -> int:
         await admin.close()
 
 
-def create_database(admin_url: str, *, migrated: bool = True) -> str:
-    """Create a database of its own (migrated unless told otherwise); returns its DSN."""
+def create_database(admin_url: str, *, migrated: bool = True, layout: str | None = None) -> str:
+    """Create a database of its own (migrated unless told otherwise, in ``layout``, by default
+    ``TOKENTIDE_DB_LAYOUT``'s); returns its DSN."""
     name = unique("tokentide_test_")
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     dsn = psycopg.conninfo.make_conninfo(admin_url, dbname=name)
     if migrated:
-        migrate(dsn)
+        migrate(dsn, layout=layout)
     return dsn
 
 
