@@ -1,4 +1,6 @@
-"""Migrations against the real PostgreSQL: idempotent, safe from several replicas at once."""
+"""Migrations against the real PostgreSQL: idempotent, safe from several replicas at once, the
+layout chosen by what the server offers (run on both layouts: a server without TimescaleDB,
+then one with it)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import pytest
 from tests.support.services import create_database, drop_database
 from tokentide.migrate import LAYOUT_ENV, Layout, MigrationError, available, database_layout, migrate
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.db_layout]
 
 
 @pytest.fixture
@@ -39,21 +41,66 @@ def test_concurrent_migrations_serialise(empty_database: str) -> None:
     assert sorted(applied) == [v for v, _ in available()]  # each applied exactly once
 
 
+def offers_timescaledb(dsn: str) -> bool:
+    with psycopg.connect(dsn) as conn:
+        found = conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'")
+        return found.fetchone() is not None
+
+
+def relations(dsn: str, kind: str) -> list[str]:
+    """Names of the public relations of pg_class.relkind ``kind`` (p: partitioned tables)."""
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            "SELECT relname FROM pg_class WHERE relkind = %s AND relnamespace = 'public'::regnamespace"
+            " ORDER BY 1",
+            (kind,),
+        ).fetchall()
+    return [str(r[0]) for r in rows]
+
+
+def hypertables(dsn: str) -> list[str]:
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            "SELECT hypertable_name FROM timescaledb_information.hypertables ORDER BY 1"
+        ).fetchall()
+    return [str(r[0]) for r in rows]
+
+
 def test_the_layout_is_chosen_once_and_recorded(empty_database: str) -> None:
-    # No TimescaleDB on this server: auto means plain; asking for timescale is refused.
-    with pytest.raises(MigrationError, match="timescaledb extension is not available"):
-        migrate(empty_database, layout="timescale")
-    migrate(empty_database, layout="auto")
+    if not offers_timescaledb(empty_database):
+        # No TimescaleDB on this server: auto means plain; asking for timescale is refused.
+        with pytest.raises(MigrationError, match="timescaledb extension is not available"):
+            migrate(empty_database, layout="timescale")
+        migrate(empty_database, layout="auto")
+        with psycopg.connect(empty_database) as conn:
+            assert database_layout(conn) == Layout.PLAIN
+        assert relations(empty_database, "p") == ["events", "metric_points"]
+        recorded, other = "plain", "timescale"
+    else:
+        # TimescaleDB here: auto means timescale, raw tables and minutes become hypertables.
+        migrate(empty_database, layout="auto")
+        with psycopg.connect(empty_database) as conn:
+            assert database_layout(conn) == Layout.TIMESCALE
+        assert hypertables(empty_database) == ["events", "metric_points", "rollups_minute"]
+        assert relations(empty_database, "p") == []
+        recorded, other = "timescale", "plain"
+    # A recorded layout cannot be switched by a later run.
+    with pytest.raises(MigrationError, match=f"laid out as '{recorded}'"):
+        migrate(empty_database, layout=other)
+    assert migrate(empty_database, layout=recorded) == []
+
+
+def test_plain_can_be_forced_wherever_timescaledb_is(empty_database: str) -> None:
+    """TOKENTIDE_DB_LAYOUT=plain: native partitions even on a server with TimescaleDB (on a
+    server without it, the same as auto)."""
+    migrate(empty_database, layout="plain")
     with psycopg.connect(empty_database) as conn:
         assert database_layout(conn) == Layout.PLAIN
-        partitioned = conn.execute(
-            "SELECT relname FROM pg_class WHERE relkind = 'p' AND relnamespace = 'public'::regnamespace"
-        ).fetchall()
-    assert sorted(r[0] for r in partitioned) == ["events", "metric_points"]
-    # A recorded layout cannot be switched by a later run.
-    with pytest.raises(MigrationError, match="laid out as 'plain'"):
-        migrate(empty_database, layout="timescale")
-    assert migrate(empty_database, layout="plain") == []
+        extension = conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'").fetchone()
+    assert extension is None
+    assert relations(empty_database, "p") == ["events", "metric_points"]
+    # rollups_hour is a table in both layouts (migration 0014).
+    assert "rollups_hour" in relations(empty_database, "r")
 
 
 def test_an_unknown_layout_request_is_refused(monkeypatch: pytest.MonkeyPatch, empty_database: str) -> None:

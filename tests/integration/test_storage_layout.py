@@ -1,12 +1,13 @@
-"""The plain PostgreSQL layout on the real server, through the sink's writer (no Kafka here):
-daily partitions made on demand and ahead, retention that drops old raw partitions and keeps
-rollups, the series catalog, hourly rollups equal to the sum of their minutes, poison rows
-refused one by one, and migration 0004 over rows written by the earlier schema."""
+"""The storage layouts on the real server, through the sink's writer (no Kafka here): daily
+partitions (plain) or chunks (TimescaleDB) made for the days written, and partitions ahead
+(plain), retention that drops old raw days and keeps rollups, the series catalog, hourly
+rollups equal to the sum of their minutes, poison rows refused one by one, and migration 0004
+over rows written by the earlier schema. Runs on both layouts (``db_layout``)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import psycopg
@@ -14,11 +15,11 @@ import pytest
 
 from sinks.base import Batch
 from sinks.postgres.writer import PostgresWriter
-from tests.support.services import create_database, drop_database
-from tokentide.migrate import available, migrate
+from tests.support.services import create_database, drop_database, layout_of
+from tokentide.migrate import Layout, available, migrate
 from tokentide.records import Event, Point, Rollup, SessionState, Tokens
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.db_layout]
 
 NOW = datetime.now(UTC)
 
@@ -75,18 +76,27 @@ def rows(dsn: str, query: str) -> list[tuple[object, ...]]:
         return conn.execute(query).fetchall()  # type: ignore[arg-type]  # fixed test queries
 
 
-def partitions(dsn: str, parent: str) -> list[str]:
+def days(dsn: str, parent: str) -> set[date]:
+    """The UTC days ``parent`` has storage for: its daily partitions (plain), the days its
+    chunks start on (TimescaleDB: one-day chunks, aligned to UTC midnight)."""
     with psycopg.connect(dsn) as conn:
-        found = conn.execute(
+        if layout_of(dsn) is Layout.TIMESCALE:
+            found = conn.execute(
+                "SELECT (range_start AT TIME ZONE 'UTC')::date FROM timescaledb_information.chunks"
+                " WHERE hypertable_name = %s",
+                (parent,),
+            ).fetchall()
+            return {r[0] for r in found}
+        names = conn.execute(
             "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
-            " WHERE i.inhparent = %s::regclass ORDER BY 1",
+            " WHERE i.inhparent = %s::regclass",
             (parent,),
         ).fetchall()
-    return [str(r[0]) for r in found]
+    return {datetime.strptime(str(r[0]).rsplit("_p", 1)[1], "%Y%m%d").date() for r in names}
 
 
-def day_name(parent: str, at: datetime) -> str:
-    return f"{parent}_p{at.astimezone(UTC):%Y%m%d}"
+def day(at: datetime) -> date:
+    return at.astimezone(UTC).date()
 
 
 async def test_partitions_are_made_on_demand_for_the_days_written(database: str) -> None:
@@ -99,8 +109,8 @@ async def test_partitions_are_made_on_demand_for_the_days_written(database: str)
     finally:
         await writer.close()
     assert result.rejected == []
-    assert day_name("events", old) in partitions(database, "events")
-    assert day_name("metric_points", old) in partitions(database, "metric_points")
+    assert day(old) in days(database, "events")
+    assert day(old) in days(database, "metric_points")
     assert rows(database, "SELECT event_id FROM events ORDER BY ts") == [("e-old",), ("e-now",)]
 
 
@@ -117,7 +127,7 @@ async def test_retention_drops_old_raw_partitions_and_keeps_rollups(database: st
         )
     finally:
         await writer.close()
-    assert day_name("events", old) in partitions(database, "events")
+    assert day(old) in days(database, "events")
 
     short = PostgresWriter(database, retention=timedelta(days=2), days_ahead=3)
     try:
@@ -127,11 +137,14 @@ async def test_retention_drops_old_raw_partitions_and_keeps_rollups(database: st
     finally:
         await short.close()
 
-    dropped = {relation for action, relation in done if action == "dropped"}
-    assert day_name("events", old) in dropped
-    assert day_name("metric_points", old) in dropped
-    assert day_name("events", old) not in partitions(database, "events")
-    assert day_name("events", NOW + timedelta(days=3)) in partitions(database, "events")
+    # Dropped at once in both layouts (TimescaleDB: drop_chunks, its retention policy set too).
+    assert len([action for action, _ in done if action == "dropped"]) >= 2
+    assert day(old) not in days(database, "events")
+    assert day(old) not in days(database, "metric_points")
+    if layout_of(database) is Layout.PLAIN:
+        assert day(NOW + timedelta(days=3)) in days(database, "events")  # made ahead
+    else:
+        assert ("retention", "events") in done  # the policy for TimescaleDB's own job
     assert rows(database, "SELECT event_id FROM events ORDER BY event_id") == [("e-new",), ("e-now",)]
     assert rows(database, "SELECT count(*) FROM metric_points") == [(1,)]
     assert later.expired == {"events": 1, "metric_points": 0}
@@ -195,7 +208,7 @@ async def test_points_go_to_narrow_rows_and_one_catalog_row_per_series(database:
 
 async def test_poison_rows_are_refused_alone_and_the_rest_is_written(database: str) -> None:
     too_big = event("e-huge", NOW, input_tokens=2**63)  # past bigint
-    future = event("e-future", NOW + timedelta(days=30))  # no partition that far ahead
+    future = event("e-future", NOW + timedelta(days=30))  # plain: no partition that far ahead
     state = SessionState(
         tenant="default",
         session_id="s-1",
@@ -214,13 +227,18 @@ async def test_poison_rows_are_refused_alone_and_the_rest_is_written(database: s
     finally:
         await writer.close()
     refused = {(r.table, getattr(r.record, "event_id", None), r.sqlstate) for r in result.rejected}
-    assert refused == {
+    wanted = {
         ("events", "e-huge", "22003"),  # numeric_value_out_of_range
-        ("events", "e-future", "23514"),  # no partition of relation "events" found for row
         ("sessions", None, "22003"),
     }
-    assert result.written["events"] == 5
-    assert rows(database, "SELECT count(*) FROM events") == [(5,)]
+    # A hypertable makes a chunk for any time; only the plain layout has no partition that far
+    # ahead. (Ingest and the stream stage refuse times over a day ahead: neither layout gets one.)
+    plain = layout_of(database) is Layout.PLAIN
+    if plain:
+        wanted.add(("events", "e-future", "23514"))  # no partition of relation "events" found for row
+    assert refused == wanted
+    assert result.written["events"] == (5 if plain else 6)
+    assert rows(database, "SELECT count(*) FROM events") == [(5 if plain else 6,)]
     assert rows(database, "SELECT count(*) FROM sessions") == [(0,)]
     assert rows(database, "SELECT sum(input_tokens) FROM rollups_hour") == [(4,)]
 
@@ -264,7 +282,7 @@ def test_migration_0004_keeps_the_rows_of_the_earlier_schema(database_at_0003: s
         ("e-0", t1, 7),
         ("e-1", t2, 7),
     ]
-    assert {day_name("events", t1), day_name("events", t2)} <= set(partitions(dsn, "events"))
+    assert {day(t1), day(t2)} <= days(dsn, "events")
     assert rows(dsn, "SELECT series_id, session_id, attributes FROM metric_series") == [
         ("a", "s-1", {"type": "input"})
     ]
