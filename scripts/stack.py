@@ -164,8 +164,10 @@ class Infra:
     kafka_external: bool
     database_external: bool
     started: list[str] = field(default_factory=list)
-    #: The TimescaleDB leg's server (`run --timescale`), None without one.
+    #: The TimescaleDB leg's server (`run --timescale`), None without one, and the local
+    #: binaries with TimescaleDB (tests start private clusters from them), None without.
     timescale_url: str | None = None
+    timescale_bin: str | None = None
     #: What `up` says of the database's layout, once migrated.
     layout: str = ""
 
@@ -832,8 +834,9 @@ def _ensure_postgres(started: list[str], timescaledb: TimescaleDB | None) -> tup
     return PLAIN_PG.url, False
 
 
-def _ensure_timescale_postgres(started: list[str]) -> tuple[str | None, str]:
-    """The TimescaleDB server of the suite's TimescaleDB leg: (its URL or None, what it is).
+def _ensure_timescale_postgres(started: list[str]) -> tuple[str | None, TimescaleDB | None]:
+    """The TimescaleDB server of the suite's TimescaleDB leg: (its URL or None, the local
+    binaries with TimescaleDB when this machine has them).
 
     TIMESCALE_DATABASE_URL when set; else a local cluster of its own (data dir, port) on the
     binaries of :func:`find_timescaledb`; None when this machine has no TimescaleDB, which
@@ -843,7 +846,7 @@ def _ensure_timescale_postgres(started: list[str]) -> tuple[str | None, str]:
     if external:
         _check_database_url(external, "TIMESCALE_DATABASE_URL")
         _say(f"using the external TimescaleDB at {_redact(external)}")
-        return external, "external"
+        return external, None
     timescaledb = find_timescaledb()
     if timescaledb is None:
         if os.environ.get("CI", "").strip().lower() in TRUTHY:
@@ -856,10 +859,10 @@ def _ensure_timescale_postgres(started: list[str]) -> tuple[str | None, str]:
             "no TimescaleDB on this machine: only the plain-PostgreSQL leg runs (set "
             "TIMESCALEDB_SOURCE to a timescaledb-<version>.tar.gz to build it once)"
         )
-        return None, "none"
+        return None, None
     _say(f"TimescaleDB: {timescaledb.origin} ({timescaledb.bin_dir})")
     _ensure_cluster(TIMESCALE_PG, started, timescaledb)
-    return TIMESCALE_PG.url, timescaledb.origin
+    return TIMESCALE_PG.url, timescaledb
 
 
 def _stop_pg(cluster: Cluster) -> None:
@@ -1099,12 +1102,15 @@ def start_infra(*, timescale_leg: bool = False) -> Infra:
             else:
                 _say(f"TimescaleDB: {timescaledb.origin} ({timescaledb.bin_dir})")
         database_url, database_external = _ensure_postgres(started, timescaledb)
-        timescale_url = _ensure_timescale_postgres(started)[0] if timescale_leg else None
+        timescale_url, leg_binaries = None, None
+        if timescale_leg:
+            timescale_url, leg_binaries = _ensure_timescale_postgres(started)
     except BaseException:
         stop_started(started)
         raise
     infra = Infra(kafka_bootstrap, database_url, kafka_external, database_external, started)
     infra.timescale_url = timescale_url
+    infra.timescale_bin = str(leg_binaries.bin_dir) if leg_binaries else None
     return infra
 
 
@@ -1256,7 +1262,8 @@ def run_with_infra(command: Sequence[str], *, timescale_leg: bool = False) -> in
     """Run ``command`` with Kafka and PostgreSQL available; return its exit code.
 
     KAFKA_BOOTSTRAP and DATABASE_URL are set for it, and with `timescale_leg`
-    TIMESCALE_DATABASE_URL (when this machine has TimescaleDB; see :func:`start_infra`).
+    TIMESCALE_DATABASE_URL (when this machine has TimescaleDB; see :func:`start_infra`) and
+    TIMESCALEDB_PG_BIN (the bin directory of those binaries, when local).
     Whatever this call started is stopped afterwards; what was running already (an earlier
     `up`) is left running.
     """
@@ -1267,6 +1274,8 @@ def run_with_infra(command: Sequence[str], *, timescale_leg: bool = False) -> in
         env = {**os.environ, "KAFKA_BOOTSTRAP": infra.kafka_bootstrap, "DATABASE_URL": infra.database_url}
         if infra.timescale_url:
             env["TIMESCALE_DATABASE_URL"] = infra.timescale_url
+        if infra.timescale_bin:
+            env["TIMESCALEDB_PG_BIN"] = infra.timescale_bin
         return subprocess.call(list(command), env=env)
     finally:
         stop_started(infra.started)

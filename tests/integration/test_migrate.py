@@ -13,7 +13,7 @@ import pytest
 from tests.support.services import create_database, drop_database
 from tokentide.migrate import LAYOUT_ENV, Layout, MigrationError, available, database_layout, migrate
 
-pytestmark = [pytest.mark.integration, pytest.mark.db_layout]
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 partitions (plain) or chunks (TimescaleDB) made for the days written, and partitions ahead
 (plain), retention that drops old raw days and keeps rollups, the series catalog, hourly
 rollups equal to the sum of their minutes, poison rows refused one by one, and migration 0004
-over rows written by the earlier schema. Runs on both layouts (``db_layout``)."""
+over rows written by the earlier schema. Runs on both layouts (tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from tests.support.services import create_database, drop_database, layout_of
 from tokentide.migrate import Layout, available, migrate
 from tokentide.records import Event, Point, Rollup, SessionState, Tokens
 
-pytestmark = [pytest.mark.integration, pytest.mark.db_layout]
+pytestmark = pytest.mark.integration
 
 NOW = datetime.now(UTC)
 

@@ -2,7 +2,7 @@
 
 Two tenants' rows go into every tenant table (through the pipeline's own role, which owns the
 tables); then a login role bound to each tenant reads every table and must see exactly its own
-rows, and must not be able to write or read key hashes. Runs on both layouts (``db_layout``):
+rows, and must not be able to write or read key hashes. Runs on both layouts (tests/conftest.py):
 in the TimescaleDB one, tenant roles read the hypertables through views (decision 14).
 """
 
@@ -18,7 +18,7 @@ from psycopg import sql
 from tests.support.services import layout_of, unique
 from tokentide.migrate import Layout
 
-pytestmark = [pytest.mark.integration, pytest.mark.db_layout]
+pytestmark = pytest.mark.integration
 
 #: Every relation a tenant role may read, with the rows each tenant gets below.
 TENANT_TABLES = (

@@ -2,15 +2,20 @@
 start (fault tests). The shared PostgreSQL of the local stack is never stopped.
 
 Uses the same server binaries as scripts/stack.py (Debian's /usr/lib/postgresql/<major>/bin,
-else pg_ctl on PATH); as root, runs them as the ``postgres`` OS user (initdb refuses root).
+else pg_ctl on PATH); as root, runs them as the ``postgres`` OS user (initdb refuses root). In
+the suite's TimescaleDB leg (``TOKENTIDE_DB_LAYOUT=timescale``) they are the binaries with
+TimescaleDB that ``stack.py run --timescale`` names in ``TIMESCALEDB_PG_BIN``, started with the
+stack's TimescaleDB settings, so a database migrated there gets the TimescaleDB layout too.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import pwd
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -18,9 +23,36 @@ import psycopg
 import pytest
 
 PG_OS_USER = "postgres"
+_STACK_PATH = Path(__file__).resolve().parents[2] / "scripts" / "stack.py"
+
+
+def _timescale_settings() -> tuple[str, ...]:
+    """scripts/stack.py's server settings of a cluster with TimescaleDB (one definition)."""
+    spec = importlib.util.spec_from_file_location("tokentide_stack", _STACK_PATH)
+    if spec is None or spec.loader is None:
+        raise RuntimeError(f"cannot load {_STACK_PATH}")
+    module = sys.modules.get(spec.name)
+    if module is None:
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses in the script look themselves up here
+        spec.loader.exec_module(module)
+    return tuple(module.TIMESCALEDB_SETTINGS)
+
+
+def timescale_leg() -> bool:
+    return os.environ.get("TOKENTIDE_DB_LAYOUT", "").strip().lower() == "timescale"
 
 
 def _bin_dir() -> Path:
+    if timescale_leg():
+        found = os.environ.get("TIMESCALEDB_PG_BIN", "").strip()
+        if not found or not (Path(found) / "pg_ctl").exists():
+            pytest.fail(
+                "TOKENTIDE_DB_LAYOUT=timescale: a private cluster needs PostgreSQL binaries with "
+                "TimescaleDB in TIMESCALEDB_PG_BIN (`stack.py run --timescale` sets it when it "
+                "starts the TimescaleDB server itself)"
+            )
+        return Path(found)
     installed = sorted(
         (p for p in Path("/usr/lib/postgresql").glob("*/bin") if (p / "pg_ctl").exists()),
         key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
@@ -62,6 +94,8 @@ class PrivatePostgres:
 
     def start(self) -> None:
         options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        if timescale_leg():
+            options += "".join(f" -c {setting}" for setting in _timescale_settings())
         self._run(
             "pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60", "-o", options, "start"
         )
