@@ -45,10 +45,10 @@ bench-streams: install ## one streams worker: events+points/s, raw-to-signal lat
 	$(STACK) run -- .venv/bin/python bench/streams.py
 
 bench-sink: install ## one sink process: rows/s into PostgreSQL vs a bare psql COPY of the same rows, both layouts (not a test)
-	$(STACK) run --timescale -- .venv/bin/python bench/sink.py
+	$(STACK) run --timescale -- python3 scripts/each_layout.py .venv/bin/python bench/sink.py
 
 bench-dashboard: install ## the API over 10,000 sessions and 30 days of rollups: p50/p99 per route, both layouts (not a test)
-	$(STACK) run --timescale -- .venv/bin/python bench/dashboard.py
+	$(STACK) run --timescale -- python3 scripts/each_layout.py .venv/bin/python bench/dashboard.py
 
 bench-ingest: install ## one ingest process under wrk: requests/s, records/s, p99 (not a test)
 	@command -v wrk >/dev/null || apt-get install -y -q wrk

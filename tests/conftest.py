@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import containers
+from tests.support.layouts import touches_layout
 from tests.support.services import RUN_MARK, delete_run_topics
 
 
@@ -35,39 +36,14 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.config.get_terminal_writer().line(f"deleted {deleted} Kafka topics of run {RUN_MARK}")
 
 
-#: What touches the database layout (decision 14): storage, sink, dashboard, Grafana, the usage
-#: exporter, and every end-to-end test (the pipeline always ends in the database). `make test`
-#: runs these again on TimescaleDB (scripts/pytest_legs.py selects them by the ``db_layout``
-#: marker added here). Left out: ingest, the stream stage, the notifier and the deploy checks,
-#: which read or write no layout-dependent relation; and test_layouts_agree.py, which holds a
-#: database of each layout itself.
-DB_LAYOUT = (
-    "e2e/",
-    "integration/test_grafana_dashboards.py",
-    "integration/test_live_stream_behind.py",
-    "integration/test_migrate.py",
-    "integration/test_query_plans.py",
-    "integration/test_sink_database_outage.py",
-    "integration/test_sink_exactly_once.py",
-    "integration/test_sink_faults.py",
-    "integration/test_sink_postgres.py",
-    "integration/test_storage_layout.py",
-    "integration/test_stream_positions.py",
-    "integration/test_tenancy.py",
-    "integration/test_tenant_isolation.py",
-    "integration/test_timeline.py",
-    "integration/test_usage_exporter.py",
-)
 TESTS = Path(__file__).resolve().parent
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark the tests of :data:`DB_LAYOUT` ``db_layout``."""
+    """Mark ``db_layout`` what touches the database layout (tests/support/layouts.py): `make test`
+    runs it again on TimescaleDB."""
     for item in items:
-        relative = item.path.resolve().relative_to(TESTS).as_posix()
-        if any(
-            relative == entry or (entry.endswith("/") and relative.startswith(entry)) for entry in DB_LAYOUT
-        ):
+        if touches_layout(item.path.resolve().relative_to(TESTS).as_posix()):
             item.add_marker(pytest.mark.db_layout)
 
 

@@ -1,0 +1,38 @@
+"""Which tests touch the database layout (decision 14), so that `make test` runs them again on
+TimescaleDB: tests/conftest.py marks them ``db_layout``, and scripts/pytest_legs.py selects that
+marker for the TimescaleDB leg.
+
+What touches it: storage, sink, dashboard, Grafana, the usage exporter, and every end-to-end test
+(the pipeline always ends in the database). Left out: ingest, the stream stage, the notifier and
+the deploy checks, which read or write no layout-dependent relation; and
+test_layouts_agree.py, which holds a database of each layout itself (it runs in the plain leg,
+with TIMESCALE_DATABASE_URL).
+"""
+
+from __future__ import annotations
+
+#: Paths relative to tests/: a file, or a folder (ending in ``/``) and everything in it.
+DB_LAYOUT = (
+    "e2e/",
+    "integration/test_grafana_dashboards.py",
+    "integration/test_live_stream_behind.py",
+    "integration/test_migrate.py",
+    "integration/test_query_plans.py",
+    "integration/test_sink_database_outage.py",
+    "integration/test_sink_exactly_once.py",
+    "integration/test_sink_faults.py",
+    "integration/test_sink_postgres.py",
+    "integration/test_storage_layout.py",
+    "integration/test_stream_positions.py",
+    "integration/test_tenancy.py",
+    "integration/test_tenant_isolation.py",
+    "integration/test_timeline.py",
+    "integration/test_usage_exporter.py",
+)
+
+
+def touches_layout(relative: str) -> bool:
+    """Whether the test file at ``relative`` (to tests/, with ``/``) is one of :data:`DB_LAYOUT`."""
+    return any(
+        relative == entry or (entry.endswith("/") and relative.startswith(entry)) for entry in DB_LAYOUT
+    )
