@@ -57,7 +57,9 @@ def pytest_configure(config: pytest.Config) -> None:
     services = containers.start()
     _containers.append(services.stop)
     os.environ["KAFKA_BOOTSTRAP"] = services.kafka_bootstrap
+    # One TimescaleDB server for both layouts: TOKENTIDE_DB_LAYOUT decides each database's.
     os.environ["DATABASE_URL"] = services.database_url
+    os.environ["TIMESCALE_DATABASE_URL"] = services.database_url
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

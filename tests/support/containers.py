@@ -1,7 +1,9 @@
 """Kafka and TimescaleDB in containers, where a Docker engine exists (a laptop, a CI runner
 elsewhere): the same integration and end-to-end tests then run against the real
-``timescale/timescaledb`` image (the TimescaleDB layout of the migrations) instead of the local
-plain PostgreSQL that ``make test`` starts.
+``timescale/timescaledb`` image instead of the local servers that ``make test`` starts. The one
+container serves both legs of ``make test`` (scripts/pytest_legs.py) as DATABASE_URL and
+TIMESCALE_DATABASE_URL: each database's layout is the leg's ``TOKENTIDE_DB_LAYOUT`` (plain is
+forced in the plain leg, so its tables are native partitions even on TimescaleDB's server).
 
 Selected automatically at the start of the test session (``tests/conftest.py``) when the Docker
 engine answers; ``TOKENTIDE_TESTCONTAINERS=0`` turns it off, ``=1`` makes a missing engine an
