@@ -4,9 +4,9 @@ marker for the TimescaleDB leg.
 
 What touches it: storage, sink, dashboard, Grafana, the usage exporter, and every end-to-end test
 (the pipeline always ends in the database). Left out: ingest, the stream stage, the notifier and
-the deploy checks, which read or write no layout-dependent relation; and
-test_layouts_agree.py, which holds a database of each layout itself (it runs in the plain leg,
-with TIMESCALE_DATABASE_URL).
+the deploy checks, which read or write no layout-dependent relation; and test_layouts_agree.py
+and test_migration_0014.py, which make the databases of the layouts they need themselves (they
+run in the plain leg, reaching TimescaleDB as TIMESCALE_DATABASE_URL).
 """
 
 from __future__ import annotations

@@ -26,6 +26,12 @@
 -- job drops them too when no sink runs. Both layouts then hold the same raw rows at the same
 -- moments, and the function does what its contract (and the plain one) says: as_of counts.
 
+-- Sinks keep running during the migration: their minutes must be either in the fill below or
+-- recomputed by the new tokentide_rollup_hours. SHARE waits for the transactions writing minutes
+-- to end and holds new ones back until this one commits; each then recomputes its hours with
+-- the new function (a statement sees the functions committed before it starts).
+LOCK TABLE rollups_minute IN SHARE MODE;
+
 DROP VIEW tokentide_tenant.rollups_hour;
 -- Its refresh policy (a TimescaleDB job) and materialisation hypertable go with it.
 DROP MATERIALIZED VIEW rollups_hour;
