@@ -1172,13 +1172,16 @@ def env_lines() -> list[str]:
 
 
 def layout_line(infra: Infra) -> str:
-    """Which storage layout the stack's database has, and why (after `tokentide migrate`)."""
+    """Which storage layout the stack's database has, and why (or, before `tokentide migrate`,
+    which it will get)."""
     layout = database_layout(infra.database_url)
+    offered = _psql_value(
+        infra.database_url, "SELECT count(*) FROM pg_available_extensions WHERE name = 'timescaledb'"
+    )
+    if offered is None:
+        return "unknown (psql cannot reach the database)"
     if layout == "timescale":
         return "timescale (TimescaleDB: hypertables, compression, retention policies)"
-    offered = _psql_value(
-        infra.database_url, "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"
-    )
     if layout == "plain" and offered == "1":
         return (
             "plain (recorded when this database was first migrated, before TimescaleDB was "
@@ -1186,7 +1189,8 @@ def layout_line(infra: Infra) -> str:
         )
     if layout == "plain":
         return "plain PostgreSQL (no TimescaleDB on this server; TIMESCALEDB_SOURCE=<tarball> builds it)"
-    return "unknown (psql could not read schema_layout)"
+    chosen = "timescale" if offered == "1" else "plain"
+    return f"none yet: `tokentide migrate` will lay the database out as {chosen}"
 
 
 def summary_lines(infra: Infra, infra_only: bool) -> list[str]:
@@ -1253,8 +1257,8 @@ def cmd_up(infra_only: bool) -> None:
         except BaseException:
             stop_started(infra.started)
             raise
-        infra.layout = layout_line(infra)
-        _say(f"database layout: {infra.layout}")
+    infra.layout = layout_line(infra)
+    _say(f"database layout: {infra.layout}")
     print("\n".join(summary_lines(infra, infra_only)))
 
 
