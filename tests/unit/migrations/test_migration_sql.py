@@ -161,7 +161,7 @@ def test_the_timescale_layout_uses_hypertables_compression_and_retention() -> No
 
 def test_rollups_hour_ends_as_the_same_table_in_both_layouts() -> None:
     """0004 made it a continuous aggregate in the TimescaleDB layout; 0014 replaced that with the
-    plain layout's table and function (decision 22): the last statement creating it is a
+    plain layout's table and function (issue 15): the last statement creating it is a
     CREATE TABLE in both, and both define tokentide_rollup_hours with the same body."""
 
     def last(layout: Layout) -> tuple[type, str]:
