@@ -1,7 +1,8 @@
-"""Migration 0014 on a TimescaleDB database in use (issue 15): the continuous aggregate
-rollups_hour, materialised and then left stale by late data, becomes the plain layout's table
-holding the sum of every hour's minutes; a tenant role bound before it still reads it; the
-aggregate's refresh job is gone; the sink's writes recompute their hours from then on.
+"""Migrations 0014 on a TimescaleDB database in use (issue 15): the continuous aggregate
+rollups_hour, with the refresh policy 0004 used to create, materialised and then left stale by
+late data, becomes the plain layout's table holding the sum of every hour's minutes; a tenant
+role bound before it still reads it; the refresh job is gone; the sink's writes recompute their
+hours from then on. New databases never get the policy.
 
 Needs TIMESCALE_DATABASE_URL (a failure under CI=true, a skip elsewhere); runs once, in the plain
 leg, like test_layouts_agree.py.
@@ -57,6 +58,14 @@ async def write(dsn: str, *rollups: Rollup) -> None:
     assert not result.rejected
 
 
+def refresh_jobs(conn: psycopg.Connection[tuple[object, ...]]) -> int:
+    found = conn.execute(
+        "SELECT count(*) FROM timescaledb_information.jobs"
+        " WHERE proc_name = 'policy_refresh_continuous_aggregate'"
+    ).fetchone()
+    return int(str(found[0])) if found else 0
+
+
 def rows(dsn: str, query: str) -> list[tuple[object, ...]]:
     with psycopg.connect(dsn) as conn:
         return conn.execute(query.encode()).fetchall()
@@ -69,6 +78,13 @@ def at_0011() -> Iterator[tuple[str, str]]:
     admin = timescale_admin_url()
     dsn = create_database(admin, migrated=False)
     migrate(dsn, layout="timescale", until="0011_stream_positions")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert refresh_jobs(conn) == 0  # no longer created by 0004
+        # What 0004 created before issue 15, as databases migrated then have it.
+        conn.execute(
+            "SELECT add_continuous_aggregate_policy('rollups_hour', start_offset => INTERVAL '30 days',"
+            " end_offset => INTERVAL '1 minute', schedule_interval => INTERVAL '5 minutes')"
+        )
     role = unique("tt_0014_")
     try:
         yield dsn, role
@@ -91,19 +107,16 @@ async def test_0014_turns_the_stale_aggregate_into_the_table_of_every_hours_sum(
     await write(dsn, rollup("s-1", 30, 100))
     assert rows(dsn, HOURS) != rows(dsn, BY_MINUTES)
 
-    assert migrate(dsn, layout="timescale") == ["0014_timescale_layout"]
+    assert migrate(dsn, layout="timescale") == ["0014_no_refresh_job", "0014_timescale_layout"]
     assert rows(dsn, HOURS) == rows(dsn, BY_MINUTES)
     assert [r[2] for r in rows(dsn, HOURS)] == [110, 20, 7]
     with psycopg.connect(dsn) as conn:
         kind = conn.execute(
             "SELECT relkind FROM pg_class WHERE oid = 'public.rollups_hour'::regclass"
         ).fetchone()
-        jobs = conn.execute(
-            "SELECT count(*) FROM timescaledb_information.jobs"
-            " WHERE proc_name = 'policy_refresh_continuous_aggregate'"
-        ).fetchone()
+        jobs = refresh_jobs(conn)
     assert kind == ("r",)
-    assert jobs == (0,)
+    assert jobs == 0
     # The role bound before 0014 reads the new table through its tenant view.
     tenant_dsn = psycopg.conninfo.make_conninfo(dsn, user=role, password="pw")  # noqa: S106 (test role)
     assert len(rows(tenant_dsn, "SELECT * FROM rollups_hour")) == 3

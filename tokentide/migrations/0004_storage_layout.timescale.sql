@@ -164,13 +164,11 @@ SELECT tenant_id, session_id, model,
  GROUP BY tenant_id, session_id, model, time_bucket(INTERVAL '1 hour', minute)
 WITH NO DATA;
 CREATE INDEX rollups_hour_by_time ON rollups_hour (tenant_id, hour);
-SELECT add_continuous_aggregate_policy(
-    'rollups_hour',
-    start_offset => INTERVAL '30 days',
-    end_offset => INTERVAL '1 minute',
-    schedule_interval => INTERVAL '5 minutes',
-    if_not_exists => true
-);
+-- Issue 15: this file created a refresh policy here (start_offset 30 days, end_offset 1 minute,
+-- every 5 minutes). It is no longer created for new databases: 0014 replaces the aggregate
+-- with a table, and the policy's first run started at once, between this migration and 0014,
+-- where the drop of the aggregate under a running refresh crashed TimescaleDB 2.28.3 (signal
+-- 11). Databases migrated earlier keep theirs until 0014_no_refresh_job removes it.
 
 -- The continuous aggregate keeps rollups_hour current: nothing for the sink to do.
 CREATE FUNCTION tokentide_rollup_hours() RETURNS bigint

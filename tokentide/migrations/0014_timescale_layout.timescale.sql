@@ -26,6 +26,27 @@
 -- job drops them too when no sink runs. Both layouts then hold the same raw rows at the same
 -- moments, and the function does what its contract (and the plain one) says: as_of counts.
 
+-- A refresh cancelled by 0014_no_refresh_job may still be ending: wait for its worker to exit
+-- (at most 60 s; its locks would make the DROP below wait anyway, but it must not start anew
+-- against a dropped aggregate).
+DO $$
+DECLARE
+    deadline timestamptz := clock_timestamp() + INTERVAL '60 seconds';
+BEGIN
+    LOOP
+        PERFORM pg_stat_clear_snapshot();
+        EXIT WHEN NOT EXISTS (
+            SELECT FROM pg_stat_activity
+             WHERE datname = current_database()
+               AND application_name LIKE 'Refresh Continuous Aggregate Policy%');
+        IF clock_timestamp() > deadline THEN
+            RAISE EXCEPTION 'a refresh of rollups_hour is still running after 60 s: run migrate again';
+        END IF;
+        PERFORM pg_sleep(0.1);
+    END LOOP;
+END
+$$;
+
 -- Sinks keep running during the migration: their minutes must be either in the fill below or
 -- recomputed by the new tokentide_rollup_hours. SHARE waits for the transactions writing minutes
 -- to end and holds new ones back until this one commits; each then recomputes its hours with
@@ -33,7 +54,7 @@
 LOCK TABLE rollups_minute IN SHARE MODE;
 
 DROP VIEW tokentide_tenant.rollups_hour;
--- Its refresh policy (a TimescaleDB job) and materialisation hypertable go with it.
+-- Its materialisation hypertable goes with it (its refresh job went in 0014_no_refresh_job).
 DROP MATERIALIZED VIEW rollups_hour;
 
 CREATE TABLE rollups_hour (
