@@ -129,7 +129,8 @@ class StreamsSettings(KafkaSettings):
     streams_port: int = Field(default=6066, ge=1, le=65535)
     #: Unnumbered events (no ``event.sequence``) remembered per session to drop re-sent exports.
     dedup_window: int = Field(default=128, ge=16, le=100_000)
-    #: Sessions whose decoded state a worker keeps in memory (0: decode every message).
+    #: Sessions whose decoded state a worker keeps in memory, shared by its partitions (0:
+    #: decode every message from the local store).
     state_cache_sessions: int = Field(default=10_000, ge=0)
     #: Raw messages read at once: each input partition's share is applied, then committed in
     #: one Kafka transaction (state, outputs and input offsets together).
