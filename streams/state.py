@@ -17,8 +17,9 @@ The rules written in code (ARCHITECTURE.md, "One source of truth per quantity"):
   long-context variant was seen, else 200k. Predictions, compactions: :mod:`streams.context`;
   signals: :mod:`streams.signals`; per-minute rollup increments: :mod:`streams.rollups`
   (their sum always equals the totals). Windows come
-  from the model table (``streams/prices.json``: Gemini 1M, GPT-5 400k, Claude 200k), 1M
-  once a session showed Claude's ``[1m]`` variant, 200k for models the table does not know.
+  from the model table (:mod:`streams.pricing`: LiteLLM's ``max_input_tokens``, e.g. Gemini
+  1M, GPT-5 272k, Claude 5.x 1M, with Claude 4.x at 200k by ``streams/prices.local.json``),
+  1M once a session showed Claude's ``[1m]`` variant, 200k for models the table does not know.
 """
 
 from __future__ import annotations

@@ -41,7 +41,10 @@ class Tokens(Record):
     """Token counts in Anthropic's definitions (ARCHITECTURE.md, "Token types").
 
     ``input`` excludes cache reads and writes; ``output`` includes reasoning; ``reasoning``
-    is a breakdown of ``output``, never added to it.
+    is a breakdown of ``output``, never added to it. ``cache_creation_1h`` is likewise the
+    part of ``cache_creation`` written with a one-hour lifetime (billed at its own rate), where
+    the agent says; the rest of ``cache_creation`` is five-minute (default) writes. Rollups do
+    not break cache writes down by lifetime (their ``cache_creation_1h`` stays 0).
     """
 
     input: int = 0
@@ -49,6 +52,7 @@ class Tokens(Record):
     cache_read: int = 0
     cache_creation: int = 0
     reasoning: int = 0
+    cache_creation_1h: int = 0
 
     def add(self, other: Tokens) -> None:
         self.input += other.input
@@ -56,6 +60,7 @@ class Tokens(Record):
         self.cache_read += other.cache_read
         self.cache_creation += other.cache_creation
         self.reasoning += other.reasoning
+        self.cache_creation_1h += other.cache_creation_1h
 
     @property
     def context(self) -> int:
