@@ -106,6 +106,7 @@ def test_gemini_stub_session_totals(pipeline: Any, capture: Any) -> None:
     # 1500 x 300 + 52 x 2500 = 580_000; gemini/gemini-3.8-flash 7.5e-07, 3.75e-06
     # ($0.75/$3.75): 1500 x 750 + 52 x 3750 = 1_320_000.
     assert state.cost_nanos == 580_000 + 1_320_000
+    assert (state.cost_source, state.unpriced_requests) == ("price_table", 0)
     # 14 records: config, ripgrep_fallback, startup_stats, user_prompt, 2 api_request,
     # 4 gen_ai...operation.details, 2 api_response, model_routing, plan.approval_mode_duration.
     assert (state.events, state.prompts, state.api_errors) == (14, 1, 0)
@@ -121,7 +122,7 @@ def test_gemini_offline_session_counts_errors_and_no_usage(pipeline: Any, captur
     # each one gemini_cli.api_error with an empty status_code; no api_response at all.
     assert (state.api_errors, state.api_requests) == (9, 0)
     assert state.tokens == Tokens()
-    assert state.cost_nanos == 0
+    assert (state.cost_nanos, state.cost_source) == (0, None)  # no request: nothing to price
     # config, ripgrep_fallback, startup_stats, user_prompt, 9 api_request, 18 operation.details,
     # 9 api_error, 4 network_retry_attempt, model_routing.
     assert (state.events, state.prompts) == (45, 1)
@@ -218,6 +219,7 @@ def test_codex_stub_session_totals(pipeline: Any, capture: Any) -> None:
     # gpt-6.1-sol input 2e-06, cache read 1e-07, output 1e-05 ($2/$0.10/$10):
     # 476 x 2000 + 1024 x 100 + 42 x 10_000.
     assert state.cost_nanos == 952_000 + 102_400 + 420_000
+    assert (state.cost_source, state.unpriced_requests) == ("price_table", 0)
     # Records with conversation.id: 12 (0001) + 1 (0002) + 1 (0003) + 13 (0007, log_only scope).
     assert (state.events, state.prompts, state.api_errors) == (27, 1, 0)
     assert state.models == ["gpt-6.1-sol"]
@@ -509,6 +511,7 @@ def test_unknown_model_has_no_cost(pipeline: Any) -> None:
     assert event.kind is EventKind.USAGE
     assert (event.cost_nanos, event.cost_source) == (None, None)
     assert out.state.cost_nanos == 0
+    assert (out.state.cost_source, out.state.unpriced_requests) == ("unknown", 1)
     assert out.state.tokens.input == 50_000
 
 
