@@ -148,9 +148,11 @@ def resume_text(checkpoint: dict[str, Any]) -> str:
     ]
     if session:
         context = session.get("context") or {}
+        cost = session.get("cost_usd", 0)
         lines.append(
             f"- so far: {session.get('api_requests', 0)} model requests, "
-            f"${session.get('cost_usd', 0):.4f}, models {', '.join(session.get('models') or []) or '-'}; "
+            f"{'cost unknown' if cost is None else f'${cost:.4f}'}, "
+            f"models {', '.join(session.get('models') or []) or '-'}; "
             f"context was {round(100 * (context.get('ratio') or 0))}% of {context.get('limit', 0):,} tokens"
         )
     lines.extend(

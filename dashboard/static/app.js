@@ -26,7 +26,7 @@ const el = (tag, attrs = {}, ...children) => {
   return node;
 };
 
-const usd = (x) => `$${x < 1 ? x.toFixed(4) : x.toFixed(2)}`;
+const usd = (x) => (x == null ? "unknown" : `$${x < 1 ? x.toFixed(4) : x.toFixed(2)}`);
 const kilo = (n) => (n >= 1e6 ? `${(n / 1e6).toFixed(n % 1e6 ? 1 : 0)}M` : n >= 1e3 ? `${Math.round(n / 1e3)}k` : `${n}`);
 const ago = (iso) => {
   const s = Math.max(0, (Date.now() - Date.parse(iso)) / 1000);

@@ -47,6 +47,9 @@ def _row(**changes: Any) -> dict[str, Any]:
         "commits": 1,
         "pull_requests": 0,
         "active_time_s": 31.5,
+        "cost_source": "agent",
+        "unpriced_requests": 0,
+        "cache_creation_1h_tokens": 300,
     }
     return {**row, **changes}
 
@@ -66,9 +69,11 @@ def test_session_out_maps_every_column() -> None:
         "cache_read": 13_500,
         "cache_creation": 900,
         "reasoning": 7,
+        "cache_creation_1h": 300,
     }
     assert out.cost_usd == 0.024585
     assert isinstance(out.cost_usd, float)
+    assert (out.cost_source, out.unpriced_requests) == ("agent", 0)
     assert (out.api_requests, out.api_errors, out.events) == (3, 1, 9)
     assert out.models == ["claude-haiku-4-5-20251001", "claude-opus-4-8"]
     assert out.context.model_dump() == {
@@ -85,6 +90,28 @@ def test_session_out_maps_every_column() -> None:
     assert (out.tool_calls, out.tool_failures, out.lines_added, out.commits) == (4, 1, 12, 1)
     assert out.status == "active"
     assert out.last_seen_at == datetime(2026, 11, 24, 1, 51, 11, 123_000, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("source", "unpriced", "stored", "cost"),
+    [
+        ("unknown", 3, Decimal(0), None),  # no request priced: not known, not $0
+        ("mixed", 1, Decimal("0.001474400"), 0.0014744),  # a lower bound, said by unpriced
+        ("price_table", 0, Decimal(0), 0.0),
+        (None, 0, Decimal("0.5"), 0.5),  # written before migration 0015
+    ],
+)
+def test_an_unknown_cost_is_null(
+    source: str | None, unpriced: int, stored: Decimal, cost: float | None
+) -> None:
+    out = session_out(_row(cost_source=source, unpriced_requests=unpriced, cost_usd=stored), NOW)
+    assert (out.cost_usd, out.cost_source, out.unpriced_requests) == (cost, source, unpriced)
+    document = out.model_dump(mode="json")
+    assert (document["cost_usd"], document["cost_source"], document["unpriced_requests"]) == (
+        cost,
+        source,
+        unpriced,
+    )
 
 
 @pytest.mark.parametrize(

@@ -105,6 +105,18 @@ def test_the_resume_text_carries_the_summary_and_todos() -> None:
     assert "- todo [in_progress]: port the tests" in text
 
 
+def test_the_resume_text_says_an_unknown_cost() -> None:
+    checkpoint = {
+        "checkpoint_id": "abc",
+        "created_at": "2026-11-24T06:00:00Z",
+        "trigger": "api",
+        "summary": {
+            "session": {"api_requests": 2, "cost_usd": None, "cost_source": "unknown", "models": ["m"]}
+        },
+    }
+    assert "2 model requests, cost unknown, models m;" in hook.resume_text(checkpoint)
+
+
 def test_the_latest_todo_list_is_read_from_the_transcript() -> None:
     def todo_write(todos: list[dict[str, str]]) -> bytes:
         entry = {
