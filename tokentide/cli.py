@@ -111,9 +111,59 @@ def run_admin(args: argparse.Namespace) -> int:
     return admin.run(args, DatabaseSettings().database_url.get_secret_value())
 
 
+#: Models seen in the data: per model, the sessions that used it, its usage requests and
+#: those of them whose cost is unknown (the pipeline's role reads every tenant).
+SEEN_MODELS = """
+    SELECT model, sum(sessions)::bigint, sum(requests)::bigint, sum(unpriced)::bigint FROM (
+        SELECT m AS model, count(*) AS sessions, 0 AS requests, 0 AS unpriced
+          FROM sessions, unnest(models) AS m GROUP BY m
+        UNION ALL
+        SELECT model, 0, count(*) FILTER (WHERE kind = 'usage'),
+               count(*) FILTER (WHERE kind = 'usage' AND cost_usd IS NULL)
+          FROM events WHERE model IS NOT NULL GROUP BY model
+    ) AS seen GROUP BY model ORDER BY model
+"""
+
+
+def run_prices(args: argparse.Namespace) -> int:
+    """``tokentide prices check``: the models seen in the database (``sessions.models``,
+    ``events.model``) that the price table cannot price; exit 1 when there are any, 2 when
+    the database cannot be read."""
+    import psycopg
+
+    from streams.pricing import default_table
+    from tokentide.settings import DatabaseSettings
+
+    dsn = DatabaseSettings().database_url.get_secret_value()
+    table = default_table()
+    print(f"price table {table.full_version}")
+    try:
+        with psycopg.connect(dsn, connect_timeout=10) as conn:
+            seen = conn.execute(SEEN_MODELS).fetchall()
+    except psycopg.Error as exc:
+        print(f"tokentide prices check: cannot read the database: {exc}", file=sys.stderr)
+        return 2
+    missing = [
+        (str(model), sessions, requests, unpriced)
+        for model, sessions, requests, unpriced in seen
+        if model and str(model) not in table
+    ]
+    if not missing:
+        print(f"every model seen in the data ({len(seen)}) has a price")
+        return 0
+    print(f"{len(missing)} of the {len(seen)} models seen in the data have no price:")
+    width = max(len(m) for m, *_ in missing)
+    for model, sessions, requests, unpriced in missing:
+        print(f"  {model:<{width}}  {sessions} sessions, {requests} requests, {unpriced} of unknown cost")
+    print("add them to streams/prices.local.json (with a reason) or move the LiteLLM pin")
+    return 1
+
+
 ADMIN_HELP = (
     "manage tenants, API keys and webhooks (DATABASE_URL) or the Kafka topics (KAFKA_BOOTSTRAP), then exit"
 )
+
+PRICES_HELP = "the price table (streams/prices.json and prices.local.json) against the data, then exit"
 
 COMMANDS: dict[str, tuple[Callable[[], None], str]] = {
     "ingest": (run_ingest, "OTLP/HTTP (port 4318) and OTLP/gRPC (port 4317) receiver publishing to Kafka"),
@@ -149,6 +199,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, (_, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, description=help_text)
     admin.add_commands(sub.add_parser("admin", help=ADMIN_HELP, description=ADMIN_HELP))
+    prices = sub.add_parser("prices", help=PRICES_HELP, description=PRICES_HELP)
+    prices_sub = prices.add_subparsers(dest="prices_command", required=True, metavar="ACTION")
+    prices_sub.add_parser(
+        "check",
+        help="list the models seen in the database (DATABASE_URL) that have no price; exit 1 if any",
+    )
     sub.add_parser(
         "hook",
         help="Claude Code hook: checkpoints before compaction, context notices (tokentide hook --help)",
@@ -158,6 +214,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "admin":
             return run_admin(args)
+        if args.command == "prices":
+            return run_prices(args)
         COMMANDS[args.command][0]()
     except ValidationError as exc:
         problems = "; ".join(
