@@ -61,6 +61,10 @@ def matches(body: dict[str, Any], expected: ExpectedSession) -> bool:
         and body["api_errors"] == expected.api_errors
         # The agent's double, to the nano-dollar the pipeline keeps (exact decimal sum).
         and cost == expected.cost_usd.quantize(Decimal("1e-9"))
+        # Every api_request of the captures carries cost_usd: the agent's figures, none unknown.
+        and body["cost_source"] == ("agent" if expected.api_requests else None)
+        and body["unpriced_requests"] == 0
+        and tokens["cache_creation_1h"] == 0  # Claude Code 2.1.197 sends no split by lifetime
     )
 
 
