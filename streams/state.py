@@ -116,8 +116,9 @@ class StoredSession(Record):
     series: SeriesTracker = Field(default_factory=SeriesTracker)
     tracking_since_ns: int = 0
     metric_totals: dict[str, float] = Field(default_factory=dict)
-    #: Token metric deltas per model and token type, to price a metrics-only session by the
-    #: price table when the agent sends no cost metric (Gemini CLI, Codex CLI).
+    #: Token metric deltas per model ("" for points without one) and token type, to price a
+    #: metrics-only session by the price table when the agent sends no cost metric (Gemini
+    #: CLI, Codex CLI).
     metric_model_tokens: dict[str, dict[str, float]] = Field(default_factory=dict)
     #: The session showed a long-context model variant (``[1m]``): its window is 1M.
     long_context: bool = False
@@ -205,8 +206,9 @@ def apply(
         if point.measure is not None:
             stored.metric_totals[point.measure] = stored.metric_totals.get(point.measure, 0.0) + delta
             token_type = TOKEN_TYPES.get(point.measure)
-            if token_type is not None and point.model:
-                by_type = stored.metric_model_tokens.setdefault(point.model, {})
+            if token_type is not None:
+                # Under "" when the point names no model: counted, and unpriceable.
+                by_type = stored.metric_model_tokens.setdefault(point.model or "", {})
                 by_type[token_type] = by_type.get(token_type, 0.0) + delta
             _metric_rollup(metric_buckets, point.measure, point.time_ns, point.model, delta)
     _totals(stored)

@@ -165,7 +165,7 @@ def test_source_whatever_the_order(
         assert rolled == cost  # the rollup increments sum to the known cost
 
 
-def _token_point(model: str, kind: str, value: float, n: int) -> Point:
+def _token_point(model: str | None, kind: str, value: float, n: int) -> Point:
     measure = {"input": Measure.TOKENS_INPUT, "output": Measure.TOKENS_OUTPUT}[kind]
     return Point(
         tenant="t",
@@ -190,9 +190,11 @@ def _token_point(model: str, kind: str, value: float, n: int) -> Point:
         (["gemini-3.8-flash"], "price_table", 1_125_000 + 195_000),
         (["gemini-99-ultra"], "unknown", 0),
         (["gemini-3.8-flash", "gemini-99-ultra"], "mixed", 1_125_000 + 195_000),
+        ([None], "unknown", 0),  # points that name no model cannot be priced
+        (["gemini-3.8-flash", None], "mixed", 1_125_000 + 195_000),
     ],
 )
-def test_a_metrics_only_session_says_the_same(models: list[str], source: str, cost: int) -> None:
+def test_a_metrics_only_session_says_the_same(models: list[str | None], source: str, cost: int) -> None:
     points = [
         p
         for i, model in enumerate(models)
