@@ -130,7 +130,7 @@ def _resolve(raw: dict[str, Decimal | None]) -> dict[str, Decimal]:
     }
 
 
-def convert_entry(key: str, entry: dict[str, Any]) -> dict[str, Any]:
+def convert_entry(key: str, entry: dict[str, Any], version: str = LITELLM_VERSION) -> dict[str, Any]:
     """One LiteLLM entry as a price table entry; raises ValueError (the reason) when it cannot
     be priced exactly."""
     raw: dict[str, Decimal | None] = {
@@ -166,7 +166,7 @@ def convert_entry(key: str, entry: dict[str, Any]) -> dict[str, Any]:
     window = entry.get("max_input_tokens")
     if isinstance(window, int) and not isinstance(window, bool) and window > 0:
         out["context_window"] = window
-    out["source"] = f"litellm {LITELLM_VERSION}: {key}"
+    out["source"] = f"litellm {version}: {key}"
     return out
 
 
@@ -183,7 +183,7 @@ def convert(litellm: dict[str, Any], *, generated_on: str, version: str = LITELL
         if name is None:
             continue
         try:
-            converted = convert_entry(key, entry)
+            converted = convert_entry(key, entry, version)
         except ValueError as exc:
             left_out[key] = str(exc)
             continue
