@@ -21,11 +21,12 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from psycopg import sql as psql
 
 from dashboard.app import create_app
 from dashboard.checkpoints import PROOF_HEADER
 from dashboard.web_sessions import COOKIE, session_digest
-from tests.support.services import create_database, drop_database
+from tests.support.services import create_database, drop_database, unique
 from tokentide.admin import ApiKey, create_key, create_tenant, revoke_key, set_tenant_disabled
 from tokentide.hook import session_proof
 from tokentide.settings import DashboardSettings
@@ -465,3 +466,54 @@ async def test_an_oversized_body_is_refused_before_it_is_read(
     assert response.status_code == 413
     login_body = await client.post("/api/v1/login", content=b"{" + b" " * 70_000 + b"}")
     assert login_body.status_code == 413
+
+
+# --- the tables, seen by a tenant role ------------------------------------------------------
+
+
+def test_tenant_roles_cannot_read_sessions_or_bindings_and_rls_backs_a_mistaken_grant(world: World) -> None:
+    """Like api_keys: no grant to tenant roles; and a grant made by mistake shows the role its
+    own tenant's rows only (migration 0012's policies, as 0005's)."""
+    role, password = unique("tt_acme_web_"), unique("pw")
+    with psycopg.connect(world.dsn, autocommit=True) as conn:
+        for tenant in TENANTS:
+            conn.execute(
+                "INSERT INTO web_sessions (session_sha256, tenant_id, key_id, expires_at)"
+                " VALUES (%s, %s, %s, now() + interval '1 hour')",
+                (os.urandom(32), tenant, world.read[tenant].key_id),
+            )
+            conn.execute(
+                "INSERT INTO agent_session_bindings (tenant_id, session_id, proof_sha256)"
+                " VALUES (%s, %s, %s)",
+                (tenant, f"rls-{tenant}", os.urandom(32)),
+            )
+        conn.execute(
+            psql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(psql.Identifier(role), psql.Literal(password))
+        )
+        conn.execute("SELECT tokentide_bind_tenant_role(%s, 'acme')", (role,))
+    dsn = psycopg.conninfo.make_conninfo(world.dsn, user=role, password=password)
+    tables = ("web_sessions", "agent_session_bindings")
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            for table in tables:
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    conn.execute(psql.SQL("SELECT * FROM {}").format(psql.Identifier(table)))
+        with psycopg.connect(world.dsn, autocommit=True) as conn:
+            for table in tables:
+                conn.execute(
+                    psql.SQL("GRANT SELECT ON {} TO {}").format(psql.Identifier(table), psql.Identifier(role))
+                )
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            for table in tables:
+                query = psql.SQL("SELECT DISTINCT tenant_id FROM {}").format(psql.Identifier(table))
+                assert conn.execute(query).fetchall() == [("acme",)], table
+    finally:
+        with psycopg.connect(world.dsn, autocommit=True) as conn:
+            for table in tables:
+                conn.execute(
+                    psql.SQL("REVOKE SELECT ON {} FROM {}").format(
+                        psql.Identifier(table), psql.Identifier(role)
+                    )
+                )
+            conn.execute("SELECT tokentide_unbind_tenant_role(%s)", (role,))
+            conn.execute(psql.SQL("DROP ROLE {}").format(psql.Identifier(role)))
