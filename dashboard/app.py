@@ -16,7 +16,7 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from pydantic import BaseModel, Field, SecretStr
 
 from dashboard import filters, live, queries
@@ -201,6 +201,11 @@ def _add_auth(app: FastAPI, authenticator: Authenticator, settings: DashboardSet
                 )
             except Forbidden as exc:
                 return JSONResponse({"detail": str(exc)}, status_code=403)
+            except (psycopg.OperationalError, PoolTimeout) as exc:
+                log.warning("database unavailable for authentication: %s", exc)
+                return JSONResponse(
+                    {"detail": "database unavailable"}, status_code=503, headers={"Retry-After": "5"}
+                )
         return await call_next(request)
 
     @app.post(
