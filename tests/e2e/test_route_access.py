@@ -17,6 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import os
+import shutil
+import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +29,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from fastapi import FastAPI
 from starlette.routing import BaseRoute, Mount, Route
 
@@ -37,7 +42,14 @@ from dashboard.checkpoints import PROOF_HEADER
 from dashboard.web_sessions import COOKIE
 from tests.support.captures import claude_logs_with_context
 from tests.support.closed_pipeline import ADMIN_TOKEN, METRICS_TOKEN, REDACTION_KEY, ClosedPipeline
-from tests.support.services import admin_database_url, create_database, drop_database, kafka_bootstrap
+from tests.support.services import (
+    admin_database_url,
+    create_database,
+    drop_database,
+    free_port,
+    kafka_bootstrap,
+    missing_tool,
+)
 from tokentide.hook import session_proof
 from tokentide.settings import (
     DashboardSettings,
@@ -48,6 +60,8 @@ from tokentide.settings import (
 )
 
 pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
 
 SESSION = "acme-session"
 OTHER_SESSION = "globex-session"
@@ -356,3 +370,86 @@ def test_the_closed_stack_logs_no_unhandled_error(stack: ClosedPipeline) -> None
     for service in stack.services:
         text = Path(stack.log_path(service)).read_text(errors="replace")
         assert "Traceback" not in text, f"{service}:\n{text[-3000:]}"
+
+
+def prometheus_binary() -> str:
+    path = shutil.which("prometheus")
+    if path:
+        return path
+    return missing_tool(
+        "prometheus is missing: install Debian's `prometheus` package (install-system-deps.sh)"
+    )
+
+
+def compose_scrape_config(stack: ClosedPipeline) -> dict[str, Any]:
+    """docker-compose.yml's Prometheus configuration as Compose would resolve it, aimed at this
+    stack's dashboard, plus a job that scrapes /metrics/usage without the token."""
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    content = compose["configs"]["prometheus-config"]["content"].replace(
+        "${TOKENTIDE_METRICS_TOKEN}", METRICS_TOKEN
+    )
+    config = yaml.safe_load(content)
+    dashboard = f"127.0.0.1:{stack.ports['dashboard']}"
+    jobs = [
+        j for j in config["scrape_configs"] if j["job_name"] in ("tokentide-usage", "tokentide-dashboard")
+    ]
+    assert len(jobs) == 2
+    for job in jobs:
+        job["static_configs"] = [{"targets": [dashboard]}]
+        job["scrape_interval"] = "1s"
+    (usage,) = (j for j in jobs if j["job_name"] == "tokentide-usage")
+    tokenless = {k: v for k, v in usage.items() if k != "authorization"} | {"job_name": "usage-without-token"}
+    return {"global": {"scrape_interval": "1s"}, "scrape_configs": [*jobs, tokenless]}
+
+
+@pytest.fixture
+def prometheus(stack: ClosedPipeline, tmp_path: Path) -> Iterator[str]:
+    """A real Prometheus with :func:`compose_scrape_config`; yields its API's URL."""
+    config = tmp_path / "prometheus.yml"
+    config.write_text(yaml.safe_dump(compose_scrape_config(stack)))
+    port = free_port()
+    with (tmp_path / "prometheus.log").open("wb") as log:
+        process = subprocess.Popen(
+            [
+                prometheus_binary(),
+                f"--config.file={config}",
+                f"--storage.tsdb.path={tmp_path / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        yield f"http://127.0.0.1:{port}/api/v1"
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(30)
+
+
+async def test_prometheus_scrapes_usage_with_composes_token_and_fails_without(
+    credentials: Credentials, prometheus: str
+) -> None:
+    """A real Prometheus with docker-compose's scrape jobs: the usage job's token reads every
+    tenant's series; the same job without it is refused (401, the target is down)."""
+    health: dict[str, tuple[str, str]] = {}
+    async with httpx.AsyncClient(timeout=10) as client:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                targets = (await client.get(prometheus + "/targets")).json()["data"]["activeTargets"]
+                health = {t["labels"]["job"]: (t["health"], t["lastError"]) for t in targets}
+            except (httpx.HTTPError, KeyError, ValueError):
+                health = {}
+            if len(health) == 3 and "unknown" not in {h for h, _ in health.values()}:
+                break
+            await asyncio.sleep(0.5)
+        assert health.get("tokentide-usage", ("?", ""))[0] == "up", health
+        assert health.get("tokentide-dashboard", ("?", ""))[0] == "up", health
+        down, error = health.get("usage-without-token", ("?", ""))
+        assert (down, "401" in error) == ("down", True), health
+        query = await client.get(
+            prometheus + "/query", params={"query": 'tokentide_sessions_active{job="tokentide-usage"}'}
+        )
+        tenants = {r["metric"]["tenant"] for r in query.json()["data"]["result"]}
+        assert {"acme", "globex"} <= tenants, query.text
