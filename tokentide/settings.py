@@ -235,10 +235,39 @@ class DashboardSettings(DatabaseSettings):
     usage_cache_s: float = Field(default=5, ge=0)
     usage_query_timeout_s: float = Field(default=8, gt=0, le=300)
 
-    #: A token that reads every tenant (``?tenant=`` names which); unset: none does.
+    #: A token that reads every tenant through the API (``?tenant=`` names which), sent as
+    #: ``Authorization: Bearer``; it cannot sign in to the web UI. Unset: none does.
     dashboard_admin_token: SecretStr | None = None
+    #: Prometheus' credential for ``/metrics/usage`` (every tenant's usage metrics, nothing
+    #: else: not the API). Unset: only read keys (their own tenant) and the admin token scrape.
+    metrics_token: SecretStr | None = None
     #: Largest transcript snapshot a checkpoint keeps, gzip-compressed (its tail beyond).
     checkpoint_transcript_max_bytes: int = Field(default=1024 * 1024, ge=0)
+    #: Largest body of a checkpoint POST (the hook's transcript tail, base64); 413 above it.
+    checkpoint_max_body_bytes: int = Field(default=8 * MiB, ge=64 * 1024)
+    #: A web UI session ends after this long without a request, and this long after sign-in
+    #: whatever its use (``POST /api/v1/login``; signing out, or revoking the read key, ends
+    #: it at once).
+    web_session_idle_s: float = Field(default=12 * 3600, gt=0)
+    web_session_max_s: float = Field(default=7 * 24 * 3600, gt=0)
+    #: Behind a TLS-terminating proxy: believe its ``X-Forwarded-Proto`` when deciding whether
+    #: the session cookie gets ``Secure``. Only when every request comes through that proxy.
+    trust_forwarded_proto: bool = False
+
+    @model_validator(mode="after")
+    def _distinct_tokens(self) -> DashboardSettings:
+        if self.web_session_idle_s > self.web_session_max_s:
+            raise ValueError("TOKENTIDE_WEB_SESSION_IDLE_S must not exceed TOKENTIDE_WEB_SESSION_MAX_S")
+        scrape = self.metrics_token.get_secret_value() if self.metrics_token else None
+        if scrape is not None and len(scrape) < 16:
+            raise ValueError("TOKENTIDE_METRICS_TOKEN is too short: use 16+ random characters")
+        admin = self.dashboard_admin_token.get_secret_value() if self.dashboard_admin_token else None
+        if scrape is not None and scrape == admin:
+            raise ValueError(
+                "TOKENTIDE_METRICS_TOKEN must differ from TOKENTIDE_DASHBOARD_ADMIN_TOKEN: Prometheus "
+                "holds it, and it must not read the API"
+            )
+        return self
 
 
 class MigrateSettings(DatabaseSettings):
