@@ -134,6 +134,7 @@ def expected_resume_text(checkpoint: dict[str, Any], session: dict[str, Any]) ->
             ' "session_so_far": {',
             f'  "context_ratio": {json.dumps(session["context"]["ratio"])},',
             f'  "context_window_tokens": {session["context"]["limit"]},',
+            f'  "cost_source": {json.dumps(session["cost_source"])},',
             f'  "cost_usd": {json.dumps(session["cost_usd"])},',
             f'  "model_requests": {session["api_requests"]},',
             '  "models": [',
