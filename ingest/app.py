@@ -1,8 +1,9 @@
 """The OTLP/HTTP receiver (and the process that also serves OTLP/gRPC).
 
-Per request: authenticate -> admit (tenant rate, in-flight memory) -> read the body within
-the size limit -> decompress -> decode -> :class:`ingest.service.Ingestor` -> answer exactly as
-the OTLP spec says, in the request's encoding.
+Per request: refuse a signal not accepted (traces, by default: 404) -> authenticate -> admit
+(tenant rate, in-flight memory) -> read the body within the size limit -> decompress -> decode
+-> :class:`ingest.service.Ingestor` -> answer exactly as the OTLP spec says, in the request's
+encoding.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from ingest.errors import (
 )
 from ingest.limits import InflightBudget
 from ingest.runtime import Runtime
-from ingest.service import export_response
+from ingest.service import export_response, require_accepted
 from tokentide.settings import OPEN_MODE_TENANT, IngestSettings
 from tokentide.topics import Signal
 
@@ -80,6 +81,7 @@ async def handle_export(runtime: Runtime, signal: Signal, request: Request) -> R
     media = PROTOBUF if content_type.lower().startswith(PROTOBUF) else JSON
     held = _Held(runtime.budget)
     try:
+        require_accepted(signal, settings.signals)
         tenant = await runtime.authenticator.authenticate(
             request.headers.get("authorization"), request.headers.get(TENANT_HEADER)
         )

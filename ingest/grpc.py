@@ -1,5 +1,9 @@
 """The OTLP/gRPC receiver: ``Export`` of the logs, metrics and trace collector services.
 
+The trace service is served only to refuse: unless ``TOKENTIDE_ACCEPT_TRACES`` is on, its
+``Export`` ends ``UNIMPLEMENTED`` with a message naming the fix (what grpc would answer for an
+unregistered service, but saying why), before any authentication.
+
 Per call, exactly as OTLP/HTTP (:func:`ingest.app.handle_export`): authenticate -> admit
 (tenant rate, size limit, in-flight memory) -> decode -> :class:`ingest.service.Ingestor` ->
 ``Export*ServiceResponse`` (``partial_success`` when records were refused). Every
@@ -36,7 +40,7 @@ from ingest.auth import TENANT_HEADER
 from ingest.decode import decode
 from ingest.errors import PROTOBUF, IngestError, PayloadTooLarge
 from ingest.runtime import Runtime
-from ingest.service import export_response
+from ingest.service import export_response, require_accepted
 from tokentide.topics import Signal
 
 log = logging.getLogger(__name__)
@@ -126,6 +130,7 @@ class OtlpReceiver:
     async def _export(self, signal: Signal, body: bytes, context: ServicerContext) -> Message:
         runtime = self._runtime
         settings, metrics = runtime.settings, runtime.metrics
+        require_accepted(signal, settings.signals)
         tenant = await runtime.authenticator.authenticate(
             metadata_value(context, "authorization"), metadata_value(context, TENANT_HEADER)
         )

@@ -22,6 +22,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
+from ingest.errors import SignalNotAccepted
 from ingest.metrics import IngestMetrics
 from ingest.partition import split_by_session
 from ingest.producer import RawMessage, RawPublisher
@@ -37,6 +38,21 @@ from tokentide.topics import (
     Topics,
     session_key,
 )
+
+
+def require_accepted(signal: Signal, accepted: frozenset[Signal]) -> None:
+    """Raise :class:`SignalNotAccepted` (404 / UNIMPLEMENTED) unless ``signal`` is accepted.
+
+    Checked before anything else (credentials included), as the Collector's mux answers a
+    path it does not serve: the answer does not depend on who asks.
+    """
+    if signal not in accepted:
+        raise SignalNotAccepted(
+            f"OTLP {signal.value} are not accepted here: tokentide consumes logs and metrics only. "
+            f"Turn the agent's {signal.value} export off (OTEL_{signal.value.upper()}_EXPORTER=none); "
+            f"an operator whose own consumer reads otlp.raw.{signal.value} sets "
+            f"TOKENTIDE_ACCEPT_{signal.value.upper()}=1"
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator, model_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tokentide.tenancy import Redaction, SignalThresholds
-from tokentide.topics import Topics
+from tokentide.topics import Signal, Topics
 
 #: The DSN of the local development stack (``make up``). Refused outside open mode.
 DEV_DATABASE_URL = "postgresql://tokentide:tokentide@127.0.0.1:5432/tokentide"
@@ -99,6 +99,15 @@ class IngestSettings(KafkaSettings, DatabaseSettings):
     shutdown_grace_s: float = Field(default=15.0, ge=0)
     #: How often every replica reloads API keys (a revoked key is refused within this).
     key_refresh_s: float = Field(default=5.0, gt=0, le=10)
+    #: Publish OTLP traces to ``otlp.raw.traces``. Off by default: tokentide itself consumes no
+    #: spans, so ``/v1/traces`` answers 404 (gRPC: UNIMPLEMENTED) rather than accepting spans
+    #: that nothing reads. Turn on only when a consumer of your own reads that topic.
+    accept_traces: bool = False
+
+    @property
+    def signals(self) -> frozenset[Signal]:
+        """The signals this ingest accepts (publishes); the others are refused."""
+        return frozenset(s for s in Signal if s is not Signal.TRACES or self.accept_traces)
 
     @model_validator(mode="after")
     def _no_dev_redaction_key(self) -> IngestSettings:
