@@ -86,11 +86,11 @@ async def handle_export(runtime: Runtime, signal: Signal, request: Request) -> R
             request.headers.get("authorization"), request.headers.get(TENANT_HEADER)
         )
         media = media_type(content_type)
-        runtime.limiter.admit_request(tenant)
+        await runtime.limiter.admit_request(tenant)
         limit = min(settings.max_body_bytes, tenant.max_body_bytes or settings.max_body_bytes)
         raw = await _read_body(request, limit, held)
         metrics.bytes.labels(signal.value).inc(len(raw))
-        runtime.limiter.admit_bytes(tenant, len(raw))
+        await runtime.limiter.admit_bytes(tenant, len(raw))
         body = decompress(raw, request.headers.get("content-encoding"), limit)
         if body is not raw:
             held.add(len(body))

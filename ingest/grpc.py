@@ -134,7 +134,7 @@ class OtlpReceiver:
         tenant = await runtime.authenticator.authenticate(
             metadata_value(context, "authorization"), metadata_value(context, TENANT_HEADER)
         )
-        runtime.limiter.admit_request(tenant)
+        await runtime.limiter.admit_request(tenant)
         # grpc refused anything above settings.max_body_bytes; a tenant may have less.
         limit = min(settings.max_body_bytes, tenant.max_body_bytes or settings.max_body_bytes)
         size = len(body)
@@ -143,7 +143,7 @@ class OtlpReceiver:
         runtime.budget.acquire(size)
         try:
             metrics.bytes.labels(signal.value).inc(size)
-            runtime.limiter.admit_bytes(tenant, size)
+            await runtime.limiter.admit_bytes(tenant, size)
             request = decode(signal, body, PROTOBUF)
             outcome = await runtime.ingestor.export(signal, tenant, request, body)
         finally:

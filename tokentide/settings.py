@@ -83,9 +83,15 @@ class IngestSettings(KafkaSettings, DatabaseSettings):
     max_body_bytes: int = Field(default=16 * MiB, ge=1024)
     #: Bytes all requests in progress may hold together; past it, 503 + Retry-After.
     max_inflight_bytes: int = Field(default=256 * MiB, ge=MiB)
-    #: Default per-tenant rates (a tenant's own setting wins); unset = unlimited.
+    #: Default per-tenant rates (a tenant's own setting wins); unset = unlimited. Outside open
+    #: mode they hold for all replicas together (one bucket per tenant, leased through the
+    #: database: ingest/leases.py); in open mode, per process.
     requests_per_s: float | None = Field(default=None, gt=0)
     bytes_per_s: float | None = Field(default=None, gt=0)
+    #: How often a replica exchanges its rate-limit leases with the shared buckets (one
+    #: database call for all its tenants); requests never wait for it but in the two cases
+    #: ingest/leases.py names.
+    limit_exchange_s: float = Field(default=0.25, ge=0.02, le=5)
     #: How long a request may wait for Kafka's acknowledgement before answering 503.
     kafka_ack_timeout_s: float = Field(default=10.0, gt=0)
     #: ``Retry-After`` seconds sent with 503 when Kafka cannot take the write.
