@@ -23,11 +23,12 @@ request after ``idle_s`` of silence), or the lease ran out while the bucket had 
 at the last exchange (demand grew faster than the lease). A lease that ran out while the bucket
 was short means the tenant is at its rate everywhere: 429 at once.
 
-Database unreachable (or an exchange slower than ``wait_s``): leases already granted are
-spent, and past them each replica limits on its own at ``rate / replicas`` (the replicas the
-last exchange saw, 1 if none ever succeeded), so ingest keeps taking data (Kafka, not
-PostgreSQL, is its dependency) and the overall rate stays about the configured one. The
-exchange is retried every interval; the first success ends it.
+Database unreachable (an exchange failed): leases already granted are spent, and past them
+each replica limits on its own at ``rate / replicas`` (the replicas the last exchange saw, 1 if
+none ever succeeded), so ingest keeps taking data (Kafka, not PostgreSQL, is its dependency) and
+the overall rate stays about the configured one. The exchange is retried every interval; the
+first success ends it. A request whose exchange is merely slow (over ``wait_s``) is refused
+with 429, retried by the exporter: never admitted on a guess while the database still answers.
 
 Pure apart from asyncio and the injectable clock: the database sits behind :class:`LeaseStore`.
 """
@@ -53,6 +54,8 @@ REQUESTS = "requests"
 BYTES = "bytes"
 #: Below this, a grant short of what was asked counts as the full amount (float noise).
 _EPSILON = 1e-9
+#: Longest an exchange may take before it counts as failed (the database is then unreachable).
+_EXCHANGE_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,9 +214,10 @@ class SharedLimiter:
             if lease.allowance >= needed:
                 lease.allowance -= amount
                 return
-        if self._degraded or not lease.synced:
+        if self._degraded:
             self._take_locally(key, rate, lease.burst, amount)
             return
+        # Over the rate, or a database slower than wait_s (refused rather than guessed: retried).
         raise TooManyRequests(
             f"tenant {tenant!r} is over its rate of {rate:g} {kind}/s",
             retry_after=max(1, math.ceil(min(needed / rate, 3600.0))),
@@ -301,7 +305,7 @@ class SharedLimiter:
             requests = [request for _, request in planned.values()]
             started = time.perf_counter()
             try:
-                async with asyncio.timeout(max(self._wait_s, self._interval_s)):
+                async with asyncio.timeout(_EXCHANGE_TIMEOUT_S):  # the store bounds itself; a backstop
                     result = await self._store.exchange(self.replica, requests)
             except Exception as exc:  # noqa: BLE001 (any: limits go on without the database; logged)
                 self._metrics.exchanged(time.perf_counter() - started, ok=False)
