@@ -95,7 +95,9 @@ async def handle_export(runtime: Runtime, signal: Signal, request: Request) -> R
         if body is not raw:
             held.add(len(body))
         message = decode(signal, body, media)
-        outcome = await runtime.ingestor.export(signal, tenant, message, body if media == PROTOBUF else None)
+        outcome = await runtime.ingestor.export(
+            signal, tenant, message, body if media == PROTOBUF else None, max_bytes=limit
+        )
     except IngestError as error:
         metrics.rejects.labels(error.reason).inc()
         metrics.requests.labels(signal.value, str(error.status)).inc()

@@ -145,7 +145,7 @@ class OtlpReceiver:
             metrics.bytes.labels(signal.value).inc(size)
             await runtime.limiter.admit_bytes(tenant, size)
             request = decode(signal, body, PROTOBUF)
-            outcome = await runtime.ingestor.export(signal, tenant, request, body)
+            outcome = await runtime.ingestor.export(signal, tenant, request, body, max_bytes=limit)
         finally:
             runtime.budget.release(size)
         return export_response(signal, outcome)

@@ -95,9 +95,18 @@ class Ingestor:
         self._metrics = metrics
 
     async def export(
-        self, signal: Signal, tenant: Tenant, request: Message, wire: bytes | None = None
+        self,
+        signal: Signal,
+        tenant: Tenant,
+        request: Message,
+        wire: bytes | None = None,
+        *,
+        max_bytes: int | None = None,
     ) -> ExportOutcome:
         """Publish ``request`` for ``tenant``; ``wire`` is its protobuf encoding if at hand.
+
+        ``max_bytes`` (the request's size limit) also bounds what a request split by session
+        may publish in total: past it, ``PayloadTooLarge`` (413) and nothing is published.
 
         Raises ``Unavailable`` when Kafka does not acknowledge; then nothing of this request
         may be assumed written (a part may have been: the client's retry is deduplicated
@@ -106,7 +115,7 @@ class Ingestor:
         received_ns = time.time_ns()
         refused = drop_invalid(signal, request, received_ns)
         redacted = self._redactor.apply(signal, request, tenant.redaction)
-        parts = split_by_session(signal, tenant.name, request)
+        parts = split_by_session(signal, tenant.name, request, max_bytes)
         reuse_wire = wire is not None and not refused.count and not redacted and len(parts) == 1
         received = str(received_ns).encode()
         tenant_bytes = tenant.name.encode()
