@@ -148,7 +148,11 @@ def create_app(
             await runtime.stop()
             log.info("ingest stopped")
 
-    app = FastAPI(title="tokentide ingest", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="tokentide ingest", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+    )
+    # An unknown path is 404 (OTLP, and the Collector), not a redirect: /v1/logs/ included.
+    app.router.redirect_slashes = False
 
     # Plain Starlette routes: the OTLP endpoints need none of FastAPI's per-request
     # machinery (dependencies, validation), which cost ~10% of ingest's CPU.

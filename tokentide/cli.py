@@ -51,8 +51,9 @@ def _bounded_http(max_header_bytes: int, header_timeout_s: float) -> type[asynci
 
     class BoundedHttpToolsProtocol(HttpToolsProtocol):
         _in_headers = True
-        _began = False
-        _ended = False
+        _requested = False  # a request began and its header section is not complete
+        _began = False  # ... in the current read
+        _ended = False  # a request ended in the current read
         _header_bytes = 0  # read while the section is incomplete
         _parsed = 0  # of the section, as parsed
         _refused = False
@@ -77,7 +78,8 @@ def _bounded_http(max_header_bytes: int, header_timeout_s: float) -> type[asynci
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
-            self._in_headers, self._began, self._header_bytes, self._parsed = True, True, 0, 0
+            self._in_headers, self._requested, self._began = True, True, True
+            self._header_bytes = self._parsed = 0
             self._arm()
 
         def on_url(self, url: bytes) -> None:
@@ -89,7 +91,7 @@ def _bounded_http(max_header_bytes: int, header_timeout_s: float) -> type[asynci
             super().on_header(name, value)
 
         def on_headers_complete(self) -> None:
-            self._in_headers = False
+            self._in_headers = self._requested = False
             self._disarm()
             if self._parsed > max_header_bytes:  # a whole section in one read
                 self._refuse(431, f"request header section over {max_header_bytes} bytes")
@@ -117,7 +119,7 @@ def _bounded_http(max_header_bytes: int, header_timeout_s: float) -> type[asynci
         def _timed_out(self) -> None:
             self._header_timer = None
             if self._in_headers and not self.transport.is_closing():
-                if self._began:
+                if self._requested:
                     self._refuse(408, f"request headers not received within {header_timeout_s:g} s")
                 else:
                     self.transport.close()  # connected and silent: nothing to answer
