@@ -31,9 +31,10 @@ def _logging(level: str) -> None:
 #: Largest header section (request line and headers) a service reads; 431 beyond. Agents send
 #: a few hundred bytes; httptools itself buffers a header of any size (10 MB was accepted).
 MAX_HEADER_BYTES = 64 * 1024
-#: A client must have sent its whole header section this long after connecting (or after its
-#: previous answer, on a kept-alive connection); else the connection is closed (408). Bodies
-#: are the services' own business (ingest bounds them by size and in-flight memory).
+#: A client must have sent its whole header section this long after connecting, or after the
+#: first byte of its next request on a kept-alive connection (idle ones are closed after
+#: uvicorn's ``timeout_keep_alive``, 5 s); else the connection is closed (408). Bodies are the
+#: services' own business (ingest bounds them by size and in-flight memory).
 HEADER_TIMEOUT_S = 10.0
 
 
