@@ -10,8 +10,12 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from tokentide import __version__
+
+if TYPE_CHECKING:  # the hook path imports nothing heavy (asyncio included)
+    import asyncio
 
 log = logging.getLogger("tokentide")
 
@@ -24,7 +28,126 @@ def _logging(level: str) -> None:
     )
 
 
+#: Largest header section (request line and headers) a service reads; 431 beyond. Agents send
+#: a few hundred bytes; httptools itself buffers a header of any size (10 MB was accepted).
+MAX_HEADER_BYTES = 64 * 1024
+#: A client must have sent its whole header section this long after connecting, or after the
+#: first byte of its next request on a kept-alive connection (idle ones are closed after
+#: uvicorn's ``timeout_keep_alive``, 5 s); else the connection is closed (408). Bodies are the
+#: services' own business (ingest bounds them by size and in-flight memory).
+HEADER_TIMEOUT_S = 10.0
+
+
+def _bounded_http(max_header_bytes: int, header_timeout_s: float) -> type[asyncio.Protocol]:
+    """uvicorn's httptools protocol with a bound on header bytes and on the time to send them.
+
+    uvicorn has neither for httptools (``h11_max_incomplete_event_size`` is h11's only), and
+    ``timeout_keep_alive`` starts only after a response, so a client trickling a header byte at a
+    time (slowloris) or sending an endless header holds a connection and its memory for ever.
+    Counting is per read, from the read in which the request began, except when a previous
+    request also ended in that read (pipelining: the read holds that request's body too): then
+    from the next read, so at most one read (256 KiB) more than the bound is ever held.
+    """
+    from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+    class BoundedHttpToolsProtocol(HttpToolsProtocol):
+        _in_headers = True
+        _requested = False  # a request began and its header section is not complete
+        _began = False  # ... in the current read
+        _ended = False  # a request ended in the current read
+        _header_bytes = 0  # read while the section is incomplete
+        _parsed = 0  # of the section, as parsed
+        _refused = False
+        _header_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def data_received(self, data: bytes) -> None:
+            self._began = self._ended = False
+            super().data_received(data)
+            pipelined = self._began and self._ended
+            if self._in_headers and not pipelined and not self.transport.is_closing():
+                self._header_bytes += len(data)
+                if self._header_bytes > max_header_bytes:
+                    self._refuse(431, f"request header section over {max_header_bytes} bytes")
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._in_headers, self._requested, self._began = True, True, True
+            self._header_bytes = self._parsed = 0
+            self._arm()
+
+        def on_url(self, url: bytes) -> None:
+            self._parsed += len(url)
+            super().on_url(url)
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self._parsed += len(name) + len(value) + 4
+            super().on_header(name, value)
+
+        def on_headers_complete(self) -> None:
+            self._in_headers = self._requested = False
+            self._disarm()
+            if self._parsed > max_header_bytes:  # a whole section in one read
+                self._refuse(431, f"request header section over {max_header_bytes} bytes")
+                return
+            super().on_headers_complete()
+
+        def on_body(self, body: bytes) -> None:
+            if not self._refused:
+                super().on_body(body)
+
+        def on_message_complete(self) -> None:
+            self._ended = True
+            if not self._refused:
+                super().on_message_complete()
+
+        def _arm(self) -> None:
+            if self._header_timer is None:
+                self._header_timer = self.loop.call_later(header_timeout_s, self._timed_out)
+
+        def _disarm(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _timed_out(self) -> None:
+            self._header_timer = None
+            if self._in_headers and not self.transport.is_closing():
+                if self._requested:
+                    self._refuse(408, f"request headers not received within {header_timeout_s:g} s")
+                else:
+                    self.transport.close()  # connected and silent: nothing to answer
+
+        def _refuse(self, status: int, message: str) -> None:
+            self._refused = True
+            body = message.encode()
+            self.transport.write(
+                STATUS_LINE[status]
+                + b"content-type: text/plain; charset=utf-8\r\nconnection: close\r\n"
+                + b"content-length: "
+                + str(len(body)).encode()
+                + b"\r\n\r\n"
+                + body
+            )
+            self.transport.close()
+
+    return BoundedHttpToolsProtocol
+
+
 def _serve(app: object, host: str, port: int, level: str, grace_s: float = 15) -> None:
+    """Run ``app`` with uvicorn (uvloop, httptools), headers bounded (:func:`_bounded_http`).
+
+    No ``limit_concurrency``: past it uvicorn answers 503 to everyone, so a flood of idle
+    connections would refuse the real clients too; the header timeout closes those instead,
+    and each service bounds its own work (ingest: in-flight bytes, tenant rates).
+    """
     import uvicorn
 
     uvicorn.run(
@@ -36,7 +159,7 @@ def _serve(app: object, host: str, port: int, level: str, grace_s: float = 15) -
         timeout_graceful_shutdown=round(grace_s),
         lifespan="on",
         loop="uvloop",
-        http="httptools",
+        http=_bounded_http(MAX_HEADER_BYTES, HEADER_TIMEOUT_S),
     )
 
 

@@ -15,7 +15,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator, model_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tokentide.tenancy import Redaction, SignalThresholds
-from tokentide.topics import Topics
+from tokentide.topics import Signal, Topics
 
 #: The DSN of the local development stack (``make up``). Refused outside open mode.
 DEV_DATABASE_URL = "postgresql://tokentide:tokentide@127.0.0.1:5432/tokentide"
@@ -83,9 +83,15 @@ class IngestSettings(KafkaSettings, DatabaseSettings):
     max_body_bytes: int = Field(default=16 * MiB, ge=1024)
     #: Bytes all requests in progress may hold together; past it, 503 + Retry-After.
     max_inflight_bytes: int = Field(default=256 * MiB, ge=MiB)
-    #: Default per-tenant rates (a tenant's own setting wins); unset = unlimited.
+    #: Default per-tenant rates (a tenant's own setting wins); unset = unlimited. Outside open
+    #: mode they hold for all replicas together (one bucket per tenant, leased through the
+    #: database: ingest/leases.py); in open mode, per process.
     requests_per_s: float | None = Field(default=None, gt=0)
     bytes_per_s: float | None = Field(default=None, gt=0)
+    #: How often a replica exchanges its rate-limit leases with the shared buckets (one
+    #: database call for all its tenants); requests never wait for it but in the two cases
+    #: ingest/leases.py names.
+    limit_exchange_s: float = Field(default=0.25, ge=0.02, le=5)
     #: How long a request may wait for Kafka's acknowledgement before answering 503.
     kafka_ack_timeout_s: float = Field(default=10.0, gt=0)
     #: ``Retry-After`` seconds sent with 503 when Kafka cannot take the write.
@@ -99,6 +105,15 @@ class IngestSettings(KafkaSettings, DatabaseSettings):
     shutdown_grace_s: float = Field(default=15.0, ge=0)
     #: How often every replica reloads API keys (a revoked key is refused within this).
     key_refresh_s: float = Field(default=5.0, gt=0, le=10)
+    #: Publish OTLP traces to ``otlp.raw.traces``. Off by default: tokentide itself consumes no
+    #: spans, so ``/v1/traces`` answers 404 (gRPC: UNIMPLEMENTED) rather than accepting spans
+    #: that nothing reads. Turn on only when a consumer of your own reads that topic.
+    accept_traces: bool = False
+
+    @property
+    def signals(self) -> frozenset[Signal]:
+        """The signals this ingest accepts (publishes); the others are refused."""
+        return frozenset(s for s in Signal if s is not Signal.TRACES or self.accept_traces)
 
     @model_validator(mode="after")
     def _no_dev_redaction_key(self) -> IngestSettings:
