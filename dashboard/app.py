@@ -33,7 +33,7 @@ from dashboard.auth import (
 )
 from dashboard.checkpoints import add_checkpoint_routes
 from dashboard.filters import Bucket, GroupBy, SessionQuery, UsageOut, usage_group
-from dashboard.limits import DEFAULT_MAX_BODY_BYTES, BodyLimit
+from dashboard.limits import DEFAULT_MAX_BODY_BYTES, BodyLimit, NoNulBytes
 from dashboard.queries import SessionOut, SessionPage, session_out, signal_out
 from dashboard.timeline import add_timeline_route
 from dashboard.usage_exporter import add_usage_metrics
@@ -97,6 +97,7 @@ def create_app(settings: DashboardSettings, registry: CollectorRegistry | None =
         sessions=WebSessions(pool, idle_s=settings.web_session_idle_s, max_s=settings.web_session_max_s),
     )
 
+    app.add_middleware(NoNulBytes)  # inside the authentication below: callers are known first
     _add_auth(app, authenticator, settings)
 
     _add_session_routes(app, pool, settings, tenant)

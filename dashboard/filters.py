@@ -37,7 +37,7 @@ class SessionQuery(SessionFilter):
     model_config = ConfigDict(extra="forbid")
 
     limit: int = Field(default=100, ge=1, le=1000)
-    offset: int = Field(default=0, ge=0)
+    offset: int = Field(default=0, ge=0, le=10**9)
     active: bool | None = Field(default=None, description="only active (true) or inactive (false)")
     status: str | None = Field(default=None, pattern="^(active|idle|ended)$")
     agent: str | None = Field(default=None, max_length=200)

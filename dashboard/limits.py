@@ -72,3 +72,38 @@ async def _refuse(send: Send, limit: int) -> None:
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": 413, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+class NoNulBytes:
+    """ASGI middleware: 400 for an API request whose path or query string holds a NUL byte
+    (``%00``): the API's parameters reach PostgreSQL, which refuses NUL in text (a 500 deeper
+    down); no id, filter or name of tokentide's contains one. Pages and probes ignore what
+    they do not read, so they are left alone."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["path"].startswith(("/api/", "/metrics/usage"))
+            and (
+                "\x00" in scope["path"]
+                or b"%00" in scope.get("query_string", b"").lower()
+                or b"\x00" in scope.get("query_string", b"")
+            )
+        ):
+            body = json.dumps({"detail": "NUL bytes are not accepted in the path or the query"}).encode()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 400,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.app(scope, receive, send)

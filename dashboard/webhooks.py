@@ -82,7 +82,7 @@ def add_webhook_routes(
     @app.get("/api/v1/webhooks/deliveries")
     async def list_deliveries(
         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
         webhook: Annotated[str | None, Query(description="only this webhook's deliveries")] = None,
         status: Annotated[DeliveryStatus | None, Query(description="only deliveries in this status")] = None,
         session: Annotated[str | None, Query(description="only this session's signals")] = None,
