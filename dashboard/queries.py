@@ -8,6 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from dashboard.timestamps import Timestamp
+
 SESSION_COLUMNS = """
            session_id, agent, service_name, user_id, started_at, last_seen_at,
            input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens,
@@ -54,7 +56,7 @@ class ContextOut(BaseModel):
 
 class SignalOut(BaseModel):
     kind: str
-    at: datetime
+    at: Timestamp
     ratio: float
     tokens: int
     limit: int
@@ -94,8 +96,8 @@ class SessionOut(BaseModel):
     active_time_s: float
     models: list[str]
     context: ContextOut
-    started_at: datetime
-    last_seen_at: datetime
+    started_at: Timestamp
+    last_seen_at: Timestamp
     signals: list[SignalOut] | None = None
 
 

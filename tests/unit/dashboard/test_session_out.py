@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
 from dashboard.queries import SessionOut, session_out
+from dashboard.timestamps import rfc3339_ms
 
 
 def _row(**changes: Any) -> dict[str, Any]:
@@ -131,7 +132,24 @@ def test_session_out_serialises_to_json() -> None:
     assert document["cost_usd"] == 0.024585
     assert document["service_name"] is None
     assert document["context"]["model"] is None
-    assert document["started_at"] == "2026-11-24T01:51:10Z"
+    assert document["started_at"] == "2026-11-24T01:51:10.000Z"  # always milliseconds and Z
+
+
+@pytest.mark.parametrize(
+    ("at", "text"),
+    [
+        (datetime(2026, 11, 24, 1, 51, 50, tzinfo=UTC), "2026-11-24T01:51:50.000Z"),
+        (datetime(2026, 11, 24, 1, 51, 50, 789_000, tzinfo=UTC), "2026-11-24T01:51:50.789Z"),
+        (datetime(2026, 11, 24, 1, 51, 50, 789_999, tzinfo=UTC), "2026-11-24T01:51:50.789Z"),
+        (
+            datetime(2026, 11, 24, 2, 51, 50, 5_000, tzinfo=timezone(timedelta(hours=1))),
+            "2026-11-24T01:51:50.005Z",
+        ),
+        (datetime(2026, 11, 24, 1, 51, 50), "2026-11-24T01:51:50.000Z"),  # naive: UTC
+    ],
+)
+def test_api_timestamps_are_rfc3339_with_milliseconds_and_z(at: datetime, text: str) -> None:
+    assert rfc3339_ms(at) == text
 
 
 @pytest.mark.parametrize(
