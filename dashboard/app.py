@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,16 +16,28 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool
-from pydantic import BaseModel, Field
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from pydantic import BaseModel, Field, SecretStr
 
 from dashboard import filters, live, queries
-from dashboard.auth import COOKIE, Authenticator, Forbidden, Unauthorized, current_tenant, set_current_tenant
+from dashboard.auth import (
+    Access,
+    Authenticator,
+    Caller,
+    Forbidden,
+    Unauthorized,
+    access_of,
+    current_caller,
+    current_tenant,
+    set_current_caller,
+)
 from dashboard.checkpoints import add_checkpoint_routes
 from dashboard.filters import Bucket, GroupBy, SessionQuery, UsageOut, usage_group
+from dashboard.limits import DEFAULT_MAX_BODY_BYTES, BodyLimit, NoNulBytes
 from dashboard.queries import SessionOut, SessionPage, session_out, signal_out
 from dashboard.timeline import add_timeline_route
 from dashboard.usage_exporter import add_usage_metrics
+from dashboard.web_sessions import COOKIE, WebSessions, cookie_secure
 from dashboard.webhooks import add_webhook_routes
 from tokentide.settings import OPEN_MODE_TENANT, DashboardSettings
 
@@ -61,7 +74,7 @@ def create_app(settings: DashboardSettings, registry: CollectorRegistry | None =
             await pool.close()
 
     app = FastAPI(title="tokentide dashboard", version="0.1.0", lifespan=lifespan)
-    add_usage_metrics(app, pool, settings)
+    add_usage_metrics(app, pool, settings, tenant_of=lambda: current_caller().tenant)
 
     @app.middleware("http")
     async def count_requests(request: Request, call_next: Any) -> Any:
@@ -79,13 +92,43 @@ def create_app(settings: DashboardSettings, registry: CollectorRegistry | None =
     authenticator = Authenticator(
         pool,
         open_mode=settings.open_mode,
-        admin_token=(
-            settings.dashboard_admin_token.get_secret_value() if settings.dashboard_admin_token else None
-        ),
+        admin_token=_secret(settings.dashboard_admin_token),
+        metrics_token=_secret(settings.metrics_token),
+        sessions=WebSessions(pool, idle_s=settings.web_session_idle_s, max_s=settings.web_session_max_s),
     )
 
+    app.add_middleware(NoNulBytes)  # inside the authentication below: callers are known first
     _add_auth(app, authenticator, settings)
 
+    _add_session_routes(app, pool, settings, tenant)
+    _add_usage_and_stream(app, pool, settings, tenant, authenticator)
+    add_timeline_route(app, pool, tenant)
+    add_checkpoint_routes(
+        app, pool, tenant, settings.checkpoint_transcript_max_bytes, open_mode=settings.open_mode
+    )
+    add_webhook_routes(app, pool, tenant)
+    _add_web_ui(app)
+
+    _add_health(app, pool, registry)
+
+    def body_limit(path: str) -> int:
+        hook_checkpoints = path.startswith("/api/v1/hook/") and path.endswith("/checkpoints")
+        return settings.checkpoint_max_body_bytes if hook_checkpoints else DEFAULT_MAX_BODY_BYTES
+
+    app.add_middleware(BodyLimit, limit_for=body_limit)  # outermost: before anything reads a body
+    return app
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None
+
+
+def _add_session_routes(
+    app: FastAPI,
+    pool: AsyncConnectionPool[psycopg.AsyncConnection[dict[str, Any]]],
+    settings: DashboardSettings,
+    tenant: Callable[[], str],
+) -> None:
     @app.get("/api/v1/sessions")
     async def list_sessions(query: Annotated[SessionQuery, Query()]) -> SessionPage:
         """Sessions of the caller's tenant, most recently active first; every filter narrows."""
@@ -112,16 +155,6 @@ def create_app(settings: DashboardSettings, registry: CollectorRegistry | None =
         session = session_out(row, datetime.now(UTC))
         session.signals = [signal_out(s) for s in signals]
         return session
-
-    _add_usage_and_stream(app, pool, settings, tenant)
-    add_timeline_route(app, pool, tenant)
-    add_checkpoint_routes(app, pool, tenant, settings.checkpoint_transcript_max_bytes)
-    add_webhook_routes(app, pool, tenant)
-    _add_web_ui(app)
-
-    _add_health(app, pool, registry)
-
-    return app
 
 
 def _add_health(
@@ -151,16 +184,16 @@ def _add_health(
 def _add_auth(app: FastAPI, authenticator: Authenticator, settings: DashboardSettings) -> None:
     @app.middleware("http")
     async def authenticate(request: Request, call_next: Any) -> Any:
-        """Every /api/ route but login answers for the caller's tenant only (dashboard.auth)."""
-        path = request.url.path
-        if path.startswith("/api/") and path != "/api/v1/login":
+        """Every route but the public ones answers for its authenticated caller only (dashboard.auth)."""
+        access = access_of(request.url.path)
+        if access is not Access.PUBLIC:
             try:
-                set_current_tenant(
-                    await authenticator.tenant(
+                set_current_caller(
+                    await authenticator.authenticate(
+                        access,
                         request.headers.get("authorization"),
                         request.cookies.get(COOKIE),
                         request.query_params.get("tenant"),
-                        allow_ingest=path.startswith("/api/v1/hook/"),
                     )
                 )
             except Unauthorized as exc:
@@ -169,25 +202,74 @@ def _add_auth(app: FastAPI, authenticator: Authenticator, settings: DashboardSet
                 )
             except Forbidden as exc:
                 return JSONResponse({"detail": str(exc)}, status_code=403)
+            except (psycopg.OperationalError, PoolTimeout) as exc:
+                log.warning("database unavailable for authentication: %s", exc)
+                return JSONResponse(
+                    {"detail": "database unavailable"}, status_code=503, headers={"Retry-After": "5"}
+                )
         return await call_next(request)
 
-    @app.post("/api/v1/login", include_in_schema=False)
-    async def login(body: LoginIn) -> JSONResponse:
-        """The web UI's login: checks a read key and keeps it in an HttpOnly cookie."""
+    @app.post(
+        "/api/v1/login",
+        responses={
+            401: {"description": "not a valid read key (the admin token and ingest keys never sign in)"}
+        },
+    )
+    async def login(body: LoginIn, request: Request) -> JSONResponse:
+        """The web UI's sign-in: a tenant's read key for a server-side session, kept by the browser
+        in an HttpOnly, SameSite=Strict cookie (``Secure`` over HTTPS)."""
+        if settings.open_mode:
+            return JSONResponse({"tenant": OPEN_MODE_TENANT, "via": "open"})
+        if authenticator.is_admin_token(body.key):
+            return _refused(
+                "the admin token does not sign in: send it as 'Authorization: Bearer' from a tool; "
+                "sign in with a tenant's read key (tokentide admin key create --tenant <team> --scope read)"
+            )
         try:
-            who = await authenticator.tenant(f"Bearer {body.key}", None, None)
-        except (Unauthorized, Forbidden) as exc:
-            return JSONResponse({"detail": str(exc)}, status_code=401)
-        response = JSONResponse({"tenant": who})
-        if not settings.open_mode:
-            response.set_cookie(COOKIE, body.key, httponly=True, samesite="strict", max_age=12 * 3600)
+            tenant, key_id = await authenticator.key(body.key, "read")
+        except Unauthorized as exc:
+            return _refused(str(exc))
+        sessions = authenticator.sessions
+        if sessions is None:  # create_app always gives the authenticator its sessions
+            raise RuntimeError("web sessions are not configured")
+        session_id, expires_at = await sessions.create(tenant, key_id)
+        response = JSONResponse(
+            {"tenant": tenant, "via": "web_session", "expires_at": expires_at.isoformat()}
+        )
+        response.set_cookie(
+            COOKIE,
+            session_id,
+            max_age=int(settings.web_session_max_s),
+            path="/",
+            httponly=True,
+            samesite="strict",
+            secure=cookie_secure(
+                request.url.scheme,
+                request.headers.get("x-forwarded-proto"),
+                trust_forwarded_proto=settings.trust_forwarded_proto,
+            ),
+        )
         return response
 
-    @app.post("/api/v1/logout", include_in_schema=False)
-    async def logout() -> JSONResponse:
-        response = JSONResponse({"status": "logged out"})
-        response.delete_cookie(COOKIE)
+    @app.post("/api/v1/logout")
+    async def logout(request: Request) -> JSONResponse:
+        """Ends the web session of the cookie sent (on every replica at once) and clears the cookie."""
+        session_id = request.cookies.get(COOKIE)
+        if session_id and authenticator.sessions is not None and not settings.open_mode:
+            await authenticator.sessions.revoke(session_id)
+        response = JSONResponse({"status": "signed out"})
+        response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
         return response
+
+    @app.get("/api/v1/me")
+    async def me() -> MeOut:
+        """Who the caller is: the tenant read and how the caller signed in."""
+        caller = current_caller()
+        return MeOut(tenant=caller.tenant or OPEN_MODE_TENANT, via=caller.via)
+
+
+def _refused(detail: str) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
 
 
 def _add_usage_and_stream(
@@ -195,6 +277,7 @@ def _add_usage_and_stream(
     pool: AsyncConnectionPool[psycopg.AsyncConnection[dict[str, Any]]],
     settings: DashboardSettings,
     tenant: Callable[[], str],
+    authenticator: Authenticator,
 ) -> None:
     @app.get("/api/v1/usage")
     async def get_usage(
@@ -245,7 +328,7 @@ def _add_usage_and_stream(
             pool,
             tenant(),
             begin,
-            disconnected=request.is_disconnected,
+            disconnected=_gone(request, authenticator, current_caller()),
             poll_s=settings.stream_poll_s,
         )
         return StreamingResponse(
@@ -253,6 +336,30 @@ def _add_usage_and_stream(
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
+
+
+#: How often a live event stream checks that its caller's credentials still hold.
+RECHECK_S = 10.0
+
+
+def _gone(request: Request, authenticator: Authenticator, caller: Caller) -> Callable[[], Awaitable[bool]]:
+    """The stream's end condition: the client went away, or (checked every RECHECK_S) signed
+    out, its session expired or its key was revoked."""
+    checked = time.monotonic()
+
+    async def gone() -> bool:
+        nonlocal checked
+        if await request.is_disconnected():
+            return True
+        if time.monotonic() - checked < RECHECK_S:
+            return False
+        checked = time.monotonic()
+        if await authenticator.still_valid(caller):
+            return False
+        log.info("event stream ended: the caller's credentials no longer hold (%s)", caller.via)
+        return True
+
+    return gone
 
 
 def _aware(at: datetime) -> datetime:
@@ -291,3 +398,9 @@ def _add_web_ui(app: FastAPI) -> None:
 
 class LoginIn(BaseModel):
     key: str = Field(min_length=1, max_length=200)
+
+
+class MeOut(BaseModel):
+    tenant: str
+    #: ``open``, ``read_key``, ``web_session`` or ``admin_token``.
+    via: str

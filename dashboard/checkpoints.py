@@ -3,11 +3,24 @@ context window is compacted, and what ``tokentide hook`` asks before each prompt
 
 Routes, tenant-scoped like the rest of the API:
 
-- ``POST /api/v1/sessions/{id}/checkpoints``, ``GET .../checkpoints``, ``GET .../checkpoints/latest``
-  (read keys);
+- ``GET /api/v1/sessions/{id}/checkpoints`` and ``GET .../checkpoints/latest``: read access
+  (a read key, a web session, the admin token). People and tools read checkpoints; they do not
+  write them.
 - ``GET /api/v1/hook/sessions/{id}`` (the context position and the open signal, for the
-  ``UserPromptSubmit`` hook) and ``POST``/``GET`` under ``/api/v1/hook/sessions/{id}/checkpoints``:
-  the same, for the agent's own ``ingest`` key (``dashboard.auth`` lets it in there only).
+  ``UserPromptSubmit`` hook), ``POST /api/v1/hook/sessions/{id}/checkpoints`` (``PreCompact``)
+  and ``GET /api/v1/hook/sessions/{id}/checkpoints/latest`` (``SessionStart``): the agent's own
+  ``ingest`` key, and outside open mode the session's proof, ``X-Tokentide-Session-Proof``:
+  HMAC-SHA256 under a secret of the developer's machine of the session id
+  (``tokentide.hook.session_proof``). The first hook call of a session binds it to that proof
+  (``agent_session_bindings``, migration 0012); any other proof is 403 from then on, so the
+  tenant's fleet-wide ingest key alone can neither write into nor read from a session that
+  another developer's agent is running.
+
+What is written is bound to what the caller can prove: a checkpoint is taken only for a session
+its tenant has sent telemetry for (a row in ``sessions``; 404 otherwise), and every field is
+capped (422 naming the field; a body over ``TOKENTIDE_CHECKPOINT_MAX_BODY_BYTES`` is 413 before
+it is read, ``dashboard.limits``; a transcript over :data:`TRANSCRIPT_MAX_RAW_BYTES`
+uncompressed is 413).
 
 The summary is built here from what the pipeline knows (totals, context, models, the last
 prompts' event ids) plus what the hook sends (the todo list when known). A transcript snapshot
@@ -21,24 +34,39 @@ from __future__ import annotations
 import base64
 import binascii
 import gzip
+import hashlib
+import hmac
 import json
+import re
 import uuid
+import zlib
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, LiteralString
+from typing import Annotated, Any, LiteralString
 
 import psycopg
-from fastapi import FastAPI, HTTPException, Query
+from fastapi import FastAPI, Header, HTTPException, Path, Query
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from dashboard.queries import GET_SESSION, session_out
+from dashboard.timestamps import Timestamp
 
 Pool = AsyncConnectionPool[psycopg.AsyncConnection[dict[str, Any]]]
 
 #: Signals that stand until the session compacts (the hook tells the developer about them).
 LEVEL_KINDS = ("context_warning", "checkpoint_requested", "context_critical")
+#: The header carrying the session's proof on the hook routes.
+PROOF_HEADER = "X-Tokentide-Session-Proof"
+_PROOF = re.compile(r"[0-9a-f]{64}")
+#: Caps of what an agent may store (``tokentide.hook`` cuts what it sends to the same sizes).
+MAX_TODOS = 100
+TODO_TEXT_MAX = 1000
+NOTE_MAX = 2000
+SESSION_ID_MAX = 256
+#: Largest transcript snapshot accepted, uncompressed (the hook sends at most a 4 MiB tail).
+TRANSCRIPT_MAX_RAW_BYTES = 16 * 1024 * 1024
 
 _LAST_PROMPTS: LiteralString = """
     SELECT event_id FROM events
@@ -68,15 +96,33 @@ _OPEN_SIGNAL: LiteralString = """
               AND c.kind = 'compaction_observed' AND c.ts >= s.ts)
      ORDER BY s.ts DESC LIMIT 1
 """
+_BOUND: LiteralString = """
+    SELECT proof_sha256 FROM agent_session_bindings WHERE tenant_id = %s AND session_id = %s
+"""
+_BIND: LiteralString = """
+    INSERT INTO agent_session_bindings (tenant_id, session_id, proof_sha256) VALUES (%s, %s, %s)
+    ON CONFLICT (tenant_id, session_id) DO NOTHING RETURNING proof_sha256
+"""
+
+
+class Todo(BaseModel):
+    """One item of the agent's todo list (Claude Code's TodoWrite input; other keys dropped)."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    content: str = Field(default="", max_length=TODO_TEXT_MAX)
+    status: str = Field(default="pending", pattern=r"^[a-z_]{1,20}$")
+    active_form: str | None = Field(default=None, alias="activeForm", max_length=TODO_TEXT_MAX)
 
 
 class CheckpointIn(BaseModel):
     trigger: str = Field(default="api", pattern=r"^[a-z_]{1,40}$")
     #: The agent's todo list when the hook knows it.
-    todos: list[dict[str, Any]] | None = Field(default=None, max_length=200)
-    note: str | None = Field(default=None, max_length=2000)
-    #: The transcript's tail, gzip-compressed then base64-encoded.
-    transcript_gzip_b64: str | None = Field(default=None, max_length=16 * 1024 * 1024)
+    todos: list[Todo] | None = Field(default=None, max_length=MAX_TODOS)
+    note: str | None = Field(default=None, max_length=NOTE_MAX)
+    #: The transcript's tail, gzip-compressed then base64-encoded (the body's own cap,
+    #: ``TOKENTIDE_CHECKPOINT_MAX_BODY_BYTES``, bounds it first).
+    transcript_gzip_b64: str | None = Field(default=None, max_length=64 * 1024 * 1024)
     #: The hook cut the transcript to its tail.
     transcript_truncated: bool = False
 
@@ -84,7 +130,7 @@ class CheckpointIn(BaseModel):
 class CheckpointOut(BaseModel):
     checkpoint_id: str
     session_id: str
-    created_at: datetime
+    created_at: Timestamp
     trigger: str
     summary: dict[str, Any]
     #: Uncompressed size of the stored transcript snapshot; null when none was kept.
@@ -104,34 +150,52 @@ class HookState(BaseModel):
     predicted_requests_left: float | None = None
     predicted_minutes_left: float | None = None
     open_signal: str | None = None
-    latest_checkpoint_at: datetime | None = None
+    latest_checkpoint_at: Timestamp | None = None
 
 
 def summary_of(session: dict[str, Any] | None, last_prompts: list[str], body: CheckpointIn) -> dict[str, Any]:
-    """The checkpoint's summary: the session as the API shows it (if the pipeline knows it
-    yet), the last prompts' event ids, and what the hook sent."""
+    """The checkpoint's summary: the session as the API shows it, the last prompts' event ids,
+    and what the hook sent."""
     summary: dict[str, Any] = {"last_prompt_event_ids": last_prompts}
     if session is not None:
         summary["session"] = session
     if body.todos is not None:
-        summary["todos"] = body.todos
+        summary["todos"] = [t.model_dump(by_alias=True, exclude_none=True) for t in body.todos]
     if body.note:
         summary["note"] = body.note
     return summary
 
 
+def gunzip(compressed: bytes, limit: int) -> bytes:
+    """One gzip member, at most ``limit`` bytes once decompressed (413 beyond: a gzip bomb is
+    stopped after ``limit`` bytes of work); 422 when it is not one whole gzip member."""
+    inflater = zlib.decompressobj(wbits=31)
+    try:
+        raw = inflater.decompress(compressed, limit + 1)
+    except zlib.error as exc:
+        raise HTTPException(status_code=422, detail=f"transcript_gzip_b64 is not gzip: {exc}") from exc
+    if len(raw) > limit:
+        raise HTTPException(
+            status_code=413, detail=f"the transcript is over {limit} bytes uncompressed: send its tail"
+        )
+    if not inflater.eof or inflater.unused_data:
+        raise HTTPException(status_code=422, detail="transcript_gzip_b64 is not one complete gzip stream")
+    return raw
+
+
 def transcript(
-    body: CheckpointIn, privacy: str | None, max_bytes: int
+    body: CheckpointIn, privacy: str | None, max_bytes: int, raw_limit: int = TRANSCRIPT_MAX_RAW_BYTES
 ) -> tuple[bytes | None, int | None, bool]:
     """(gzip bytes to store, uncompressed size, truncated) of the snapshot, or Nones when the
-    tenant's privacy mode keeps it out; 422 when it is not gzip+base64."""
+    tenant's privacy mode keeps it out; 422 when it is not gzip+base64, 413 when it is over
+    ``raw_limit`` bytes uncompressed."""
     if body.transcript_gzip_b64 is None or (privacy or "hash") != "off":
         return None, None, False
     try:
         compressed = base64.b64decode(body.transcript_gzip_b64, validate=True)
-        raw = gzip.decompress(compressed)
-    except (binascii.Error, OSError, EOFError) as exc:
-        raise HTTPException(status_code=422, detail=f"transcript_gzip_b64 is not gzip+base64: {exc}") from exc
+    except binascii.Error as exc:
+        raise HTTPException(status_code=422, detail=f"transcript_gzip_b64 is not base64: {exc}") from exc
+    raw = gunzip(compressed, raw_limit)
     truncated = body.transcript_truncated
     if len(compressed) > max_bytes:  # keep the tail: the latest turns matter most
         raw = raw[-max_bytes * 4 :]
@@ -144,13 +208,96 @@ def checkpoint_out(session_id: str, row: dict[str, Any]) -> CheckpointOut:
     return CheckpointOut(session_id=session_id, **row)
 
 
-def add_checkpoint_routes(
-    app: FastAPI, pool: Pool, tenant: Callable[[], str], transcript_max_bytes: int
+def proof_digest(proof: str | None) -> bytes:
+    """What is stored of a session proof (its SHA-256); 401 when it is missing or malformed."""
+    if proof is None:
+        raise HTTPException(
+            status_code=401,
+            detail=f"missing {PROOF_HEADER}: the hook routes need the session's proof "
+            "(tokentide hook sends it)",
+        )
+    if _PROOF.fullmatch(proof) is None:
+        raise HTTPException(status_code=401, detail=f"malformed {PROOF_HEADER}: expected 64 hex digits")
+    return hashlib.sha256(bytes.fromhex(proof)).digest()
+
+
+async def prove(
+    conn: psycopg.AsyncConnection[dict[str, Any]], tenant: str, session_id: str, proof: str | None
 ) -> None:
-    async def create(session_id: str, body: CheckpointIn) -> CheckpointOut:
+    """Bind ``session_id`` to ``proof`` on its first hook call; later calls must bring the same
+    proof (403 otherwise: another agent's session)."""
+    digest = proof_digest(proof)
+    row = await (await conn.execute(_BOUND, (tenant, session_id))).fetchone()
+    if row is None:
+        row = await (await conn.execute(_BIND, (tenant, session_id, digest))).fetchone()
+    if row is None:  # bound by a concurrent first call meanwhile
+        row = await (await conn.execute(_BOUND, (tenant, session_id))).fetchone()
+    if row is None or not hmac.compare_digest(bytes(row["proof_sha256"]), digest):
+        raise HTTPException(
+            status_code=403,
+            detail=f"session {session_id!r} belongs to another agent (its hook proves another secret)",
+        )
+
+
+SessionId = Annotated[str, Path(min_length=1, max_length=SESSION_ID_MAX)]
+Proof = Annotated[str | None, Header(alias=PROOF_HEADER, description="HMAC-SHA256(secret, session id), hex")]
+
+
+def add_checkpoint_routes(
+    app: FastAPI, pool: Pool, tenant: Callable[[], str], transcript_max_bytes: int, *, open_mode: bool = False
+) -> None:
+    """The read routes and the hook routes above; ``open_mode`` checks no session proof (open
+    mode authenticates nobody)."""
+
+    async def check(
+        conn: psycopg.AsyncConnection[dict[str, Any]], session_id: str, proof: str | None
+    ) -> None:
+        if not open_mode:
+            await prove(conn, tenant(), session_id, proof)
+
+    async def listing(session_id: str, limit: int) -> list[CheckpointOut]:
         async with pool.connection() as conn:
+            rows = await (await conn.execute(_SELECT, (tenant(), session_id, limit))).fetchall()
+        return [checkpoint_out(session_id, r) for r in rows]
+
+    def newest(session_id: str, found: list[CheckpointOut]) -> CheckpointOut:
+        if not found:
+            raise HTTPException(status_code=404, detail=f"no checkpoint of session {session_id!r}")
+        return found[0]
+
+    @app.get("/api/v1/sessions/{session_id}/checkpoints", summary="A session's checkpoints, newest first")
+    async def list_checkpoints(
+        session_id: str, limit: int = Query(default=20, ge=1, le=200)
+    ) -> list[CheckpointOut]:
+        return await listing(session_id, limit)
+
+    @app.get("/api/v1/sessions/{session_id}/checkpoints/latest", summary="The latest checkpoint")
+    async def latest(session_id: str) -> CheckpointOut:
+        return newest(session_id, await listing(session_id, 1))
+
+    @app.post(
+        "/api/v1/hook/sessions/{session_id}/checkpoints",
+        status_code=201,
+        summary="Save a checkpoint (the agent's PreCompact hook)",
+        responses={
+            401: {"description": "no ingest key, or no session proof"},
+            403: {"description": "the session is bound to another agent's proof"},
+            404: {"description": "the tenant has no telemetry of this session"},
+            413: {"description": "the body or the transcript is too large"},
+            422: {"description": "a field is over its cap or malformed"},
+        },
+    )
+    async def create(session_id: SessionId, body: CheckpointIn, proof: Proof = None) -> CheckpointOut:
+        async with pool.connection() as conn:
+            await check(conn, session_id, proof)
             row = await (await conn.execute(GET_SESSION, (tenant(), session_id))).fetchone()
-            session = session_out(row, datetime.now().astimezone()).model_dump(mode="json") if row else None
+            if row is None:
+                raise HTTPException(
+                    status_code=404,
+                    detail=f"no telemetry of session {session_id!r} yet: a checkpoint is taken only "
+                    "for a session its tenant has sent telemetry for",
+                )
+            session = session_out(row, datetime.now().astimezone()).model_dump(mode="json")
             prompts = [
                 r["event_id"]
                 for r in await (await conn.execute(_LAST_PROMPTS, (tenant(), session_id))).fetchall()
@@ -178,38 +325,27 @@ def add_checkpoint_routes(
             raise RuntimeError("checkpoint not saved")
         return checkpoint_out(session_id, saved)
 
-    async def listing(session_id: str, limit: int) -> list[CheckpointOut]:
+    @app.get(
+        "/api/v1/hook/sessions/{session_id}/checkpoints/latest",
+        summary="The latest checkpoint (SessionStart)",
+    )
+    async def hook_latest(session_id: SessionId, proof: Proof = None) -> CheckpointOut:
         async with pool.connection() as conn:
-            rows = await (await conn.execute(_SELECT, (tenant(), session_id, limit))).fetchall()
-        return [checkpoint_out(session_id, r) for r in rows]
-
-    async def latest(session_id: str) -> CheckpointOut:
-        found = await listing(session_id, 1)
-        if not found:
-            raise HTTPException(status_code=404, detail=f"no checkpoint of session {session_id!r}")
-        return found[0]
-
-    for prefix in ("/api/v1/sessions", "/api/v1/hook/sessions"):
-        app.post(f"{prefix}/{{session_id}}/checkpoints", status_code=201, summary="Save a checkpoint")(create)
-
-        @app.get(f"{prefix}/{{session_id}}/checkpoints", summary="A session's checkpoints, newest first")
-        async def list_checkpoints(
-            session_id: str, limit: int = Query(default=20, ge=1, le=200)
-        ) -> list[CheckpointOut]:
-            return await listing(session_id, limit)
-
-        app.get(f"{prefix}/{{session_id}}/checkpoints/latest", summary="The latest checkpoint")(latest)
+            await check(conn, session_id, proof)
+        return newest(session_id, await listing(session_id, 1))
 
     @app.get("/api/v1/hook/sessions/{session_id}")
-    async def hook_state(session_id: str) -> HookState:
-        """Where the session's context stands, for ``tokentide hook`` (UserPromptSubmit)."""
+    async def hook_state(session_id: SessionId, proof: Proof = None) -> HookState:
+        """Where the session's context stands, for ``tokentide hook`` (UserPromptSubmit). The
+        first hook call of a session: binds it to the caller's proof."""
         async with pool.connection() as conn:
+            await check(conn, session_id, proof)
             row = await (await conn.execute(GET_SESSION, (tenant(), session_id))).fetchone()
             if row is None:
                 return HookState(session_id=session_id, known=False)
             params = {"tenant": tenant(), "session": session_id, "kinds": list(LEVEL_KINDS)}
             signal = await (await conn.execute(_OPEN_SIGNAL, params)).fetchone()
-            newest = await (await conn.execute(_SELECT, (tenant(), session_id, 1))).fetchone()
+            newest_row = await (await conn.execute(_SELECT, (tenant(), session_id, 1))).fetchone()
         context = session_out(row, datetime.now().astimezone()).context
         return HookState(
             session_id=session_id,
@@ -220,7 +356,7 @@ def add_checkpoint_routes(
             predicted_requests_left=context.predicted_requests_left,
             predicted_minutes_left=context.predicted_minutes_left,
             open_signal=signal["kind"] if signal else None,
-            latest_checkpoint_at=newest["created_at"] if newest else None,
+            latest_checkpoint_at=newest_row["created_at"] if newest_row else None,
         )
 
 

@@ -15,6 +15,7 @@ from typing import Any, LiteralString
 from pydantic import BaseModel, ConfigDict, Field
 
 from dashboard.queries import ENDED_AFTER, IDLE_AFTER, SELECT_SESSION
+from dashboard.timestamps import Timestamp
 
 
 class SessionFilter(BaseModel):
@@ -37,7 +38,7 @@ class SessionQuery(SessionFilter):
     model_config = ConfigDict(extra="forbid")
 
     limit: int = Field(default=100, ge=1, le=1000)
-    offset: int = Field(default=0, ge=0)
+    offset: int = Field(default=0, ge=0, le=10**9)
     active: bool | None = Field(default=None, description="only active (true) or inactive (false)")
     status: str | None = Field(default=None, pattern="^(active|idle|ended)$")
     agent: str | None = Field(default=None, max_length=200)
@@ -211,7 +212,7 @@ class UsageGroup(BaseModel):
     #: The group's team, user, model, agent or day (YYYY-MM-DD, UTC); null when unknown.
     key: str | None
     #: With ``bucket``: the UTC hour or day this row sums (a series per key).
-    start: datetime | None = None
+    start: Timestamp | None = None
     tokens: UsageTokens
     cost_usd: float
     requests: int
@@ -222,8 +223,8 @@ class UsageGroup(BaseModel):
 class UsageOut(BaseModel):
     group_by: GroupBy
     bucket: Bucket | None = None
-    start: datetime
-    end: datetime
+    start: Timestamp
+    end: Timestamp
     groups: list[UsageGroup]
 
 

@@ -8,6 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from dashboard.timestamps import Timestamp
+
 SESSION_COLUMNS = """
            session_id, agent, service_name, user_id, started_at, last_seen_at,
            input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens,
@@ -15,7 +17,8 @@ SESSION_COLUMNS = """
            retries_exhausted, prompts, tool_calls, tool_failures, events, models, attributes,
            lines_added, lines_removed, commits, pull_requests, active_time_s,
            context_tokens, context_window, context_model, context_growth,
-           context_requests_left, context_minutes_left, compactions
+           context_requests_left, context_minutes_left, compactions,
+           cost_source, unpriced_requests, cache_creation_1h_tokens
 """
 SELECT_SESSION = "SELECT" + SESSION_COLUMNS + "FROM sessions\n"
 GET_SESSION = SELECT_SESSION + "WHERE tenant_id = %s AND session_id = %s"
@@ -35,6 +38,9 @@ class TokensOut(BaseModel):
     cache_read: int
     cache_creation: int
     reasoning: int
+    #: The part of ``cache_creation`` written with a one-hour lifetime (like ``reasoning`` is
+    #: part of ``output``).
+    cache_creation_1h: int
 
 
 class ContextOut(BaseModel):
@@ -50,7 +56,7 @@ class ContextOut(BaseModel):
 
 class SignalOut(BaseModel):
     kind: str
-    at: datetime
+    at: Timestamp
     ratio: float
     tokens: int
     limit: int
@@ -67,7 +73,14 @@ class SessionOut(BaseModel):
     attributes: dict[str, str]
     status: str
     tokens: TokensOut
-    cost_usd: float
+    #: The sum of the known costs; null when no request's cost is known (``cost_source``
+    #: ``unknown``), never a made-up zero.
+    cost_usd: float | None
+    #: ``agent``, ``price_table``, ``mixed``, ``unknown``; null before the first request (and
+    #: for sessions last written before migration 0015).
+    cost_source: str | None
+    #: Requests whose cost is unknown: when > 0, ``cost_usd`` is a lower bound.
+    unpriced_requests: int
     totals_source: str
     api_requests: int
     api_errors: int
@@ -83,8 +96,8 @@ class SessionOut(BaseModel):
     active_time_s: float
     models: list[str]
     context: ContextOut
-    started_at: datetime
-    last_seen_at: datetime
+    started_at: Timestamp
+    last_seen_at: Timestamp
     signals: list[SignalOut] | None = None
 
 
@@ -130,8 +143,11 @@ def session_out(row: dict[str, Any], now: datetime) -> SessionOut:
             cache_read=row["cache_read_tokens"],
             cache_creation=row["cache_creation_tokens"],
             reasoning=row["reasoning_tokens"],
+            cache_creation_1h=row["cache_creation_1h_tokens"],
         ),
-        cost_usd=float(cost),
+        cost_usd=None if row["cost_source"] == "unknown" else float(cost),
+        cost_source=row["cost_source"],
+        unpriced_requests=row["unpriced_requests"],
         totals_source=row["totals_source"],
         api_requests=row["api_requests"],
         api_errors=row["api_errors"],

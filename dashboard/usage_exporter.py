@@ -7,6 +7,12 @@ prometheus_client custom collector over that snapshot. The queries run in the ro
 ``collect()``: prometheus_client calls ``collect()`` synchronously, and the dashboard's pool is
 asynchronous.
 
+Who sees what (``dashboard.auth``, ``Access.METRICS``): Prometheus scrapes with the scrape
+token (``TOKENTIDE_METRICS_TOKEN``, ``Authorization: Bearer``) and sees every tenant; a tenant's
+read key or web session sees that tenant's series only; the admin token sees every tenant;
+``?tenant=`` narrows to one. Without credentials the route is 401 (open mode: tenant
+``default``'s, unauthenticated).
+
 What is exposed (the families are listed in :data:`FAMILIES`):
 
 - ``tokentide_usage_tokens_total{tenant,team,model,type}``, ``tokentide_usage_cost_usd_total``
@@ -49,7 +55,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -149,6 +155,20 @@ class Snapshot:
     #: (tenant, kind) -> active sessions with that signal standing.
     signals_open: dict[tuple[str, str], int] = field(default_factory=dict)
     query_seconds: float = 0.0
+
+    def of_tenant(self, tenant: str | None) -> Snapshot:
+        """What one tenant may see of this snapshot (``None``: everything)."""
+        if tenant is None:
+            return self
+        return Snapshot(
+            tenants=tuple(t for t in self.tenants if t == tenant),
+            usage=tuple(u for u in self.usage if u.tenant == tenant),
+            top_sessions=tuple(s for s in self.top_sessions if s.tenant == tenant),
+            activity=tuple(a for a in self.activity if a.tenant == tenant),
+            signals_total={k: v for k, v in self.signals_total.items() if k[0] == tenant},
+            signals_open={k: v for k, v in self.signals_open.items() if k[0] == tenant},
+            query_seconds=self.query_seconds,
+        )
 
 
 #: Every family :func:`families` yields (names as exposed, ``_total`` included).
@@ -280,10 +300,23 @@ class UsageCollector(Collector):
         self.monotonic = Monotonic()
 
     def collect(self) -> Iterable[Metric]:
+        return self.collect_for(None)
+
+    def collect_for(self, tenant: str | None) -> list[Metric]:
+        """The families of one tenant (``None``: every tenant)."""
         snapshot = self.snapshot
         if snapshot is None:
             return []
-        return list(families(snapshot, self.monotonic))
+        return list(families(snapshot.of_tenant(tenant), self.monotonic))
+
+
+class _OneTenant(Collector):
+    def __init__(self, collector: UsageCollector, tenant: str) -> None:
+        self._collector = collector
+        self._tenant = tenant
+
+    def collect(self) -> Iterable[Metric]:
+        return self._collector.collect_for(self._tenant)
 
 
 # --------------------------------------------------------------------------- queries
@@ -436,7 +469,8 @@ class UsageExporter:
                 self.collector.snapshot = await fetch_snapshot(conn, self.settings)
             self._fetched_at = time.monotonic()
 
-    async def render(self) -> Response:
+    async def render(self, tenant: str | None = None) -> Response:
+        """The exposition of ``tenant``'s series (``None``: every tenant's)."""
         try:
             await self.refresh()
         except (psycopg.Error, PoolTimeout) as exc:
@@ -447,19 +481,29 @@ class UsageExporter:
                 media_type="text/plain",
                 headers={"Retry-After": "5"},
             )
-        return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+        if tenant is None:
+            return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_OneTenant(self.collector, tenant))
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
-def add_usage_metrics(app: FastAPI, pool: AsyncConnectionPool[Any], settings: object) -> UsageExporter:
+def add_usage_metrics(
+    app: FastAPI,
+    pool: AsyncConnectionPool[Any],
+    settings: object,
+    tenant_of: Callable[[], str | None] = lambda: None,
+) -> UsageExporter:
     """Serve ``GET /metrics/usage`` from ``pool`` (opened and closed by the app's lifespan).
 
     ``settings``: :class:`UsageMetricsSettings`, or any object with some of its fields (the
-    dashboard's settings).
+    dashboard's settings). ``tenant_of``: the tenant whose series the request may see (the
+    dashboard's authenticated caller's; ``None``: every tenant's, for the admin and scrape tokens).
     """
     exporter = UsageExporter(pool, UsageMetricsSettings.of(settings))
 
     async def usage_metrics() -> Response:
-        return await exporter.render()
+        return await exporter.render(tenant_of())
 
     app.add_api_route(USAGE_METRICS_PATH, usage_metrics, methods=["GET"], include_in_schema=False)
     return exporter

@@ -1,8 +1,9 @@
 """The OTLP/HTTP receiver (and the process that also serves OTLP/gRPC).
 
-Per request: authenticate -> admit (tenant rate, in-flight memory) -> read the body within
-the size limit -> decompress -> decode -> :class:`ingest.service.Ingestor` -> answer exactly as
-the OTLP spec says, in the request's encoding.
+Per request: refuse a signal not accepted (traces, by default: 404) -> authenticate -> admit
+(tenant rate, in-flight memory) -> read the body within the size limit -> decompress -> decode
+-> :class:`ingest.service.Ingestor` -> answer exactly as the OTLP spec says, in the request's
+encoding.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from ingest.errors import (
 )
 from ingest.limits import InflightBudget
 from ingest.runtime import Runtime
-from ingest.service import export_response
+from ingest.service import export_response, require_accepted
 from tokentide.settings import OPEN_MODE_TENANT, IngestSettings
 from tokentide.topics import Signal
 
@@ -80,20 +81,23 @@ async def handle_export(runtime: Runtime, signal: Signal, request: Request) -> R
     media = PROTOBUF if content_type.lower().startswith(PROTOBUF) else JSON
     held = _Held(runtime.budget)
     try:
+        require_accepted(signal, settings.signals)
         tenant = await runtime.authenticator.authenticate(
             request.headers.get("authorization"), request.headers.get(TENANT_HEADER)
         )
         media = media_type(content_type)
-        runtime.limiter.admit_request(tenant)
+        await runtime.limiter.admit_request(tenant)
         limit = min(settings.max_body_bytes, tenant.max_body_bytes or settings.max_body_bytes)
         raw = await _read_body(request, limit, held)
         metrics.bytes.labels(signal.value).inc(len(raw))
-        runtime.limiter.admit_bytes(tenant, len(raw))
+        await runtime.limiter.admit_bytes(tenant, len(raw))
         body = decompress(raw, request.headers.get("content-encoding"), limit)
         if body is not raw:
             held.add(len(body))
         message = decode(signal, body, media)
-        outcome = await runtime.ingestor.export(signal, tenant, message, body if media == PROTOBUF else None)
+        outcome = await runtime.ingestor.export(
+            signal, tenant, message, body if media == PROTOBUF else None, max_bytes=limit
+        )
     except IngestError as error:
         metrics.rejects.labels(error.reason).inc()
         metrics.requests.labels(signal.value, str(error.status)).inc()
@@ -144,7 +148,11 @@ def create_app(
             await runtime.stop()
             log.info("ingest stopped")
 
-    app = FastAPI(title="tokentide ingest", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="tokentide ingest", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+    )
+    # An unknown path is 404 (OTLP, and the Collector), not a redirect: /v1/logs/ included.
+    app.router.redirect_slashes = False
 
     # Plain Starlette routes: the OTLP endpoints need none of FastAPI's per-request
     # machinery (dependencies, validation), which cost ~10% of ingest's CPU.

@@ -53,6 +53,19 @@ class UnsupportedMediaType(IngestError):
     reason = "unsupported_media_type"
 
 
+class SignalNotAccepted(IngestError):
+    """A signal this deployment does not take (traces, unless ``TOKENTIDE_ACCEPT_TRACES``).
+
+    Answered as the Collector answers a signal without a pipeline: HTTP 404 (the path is not
+    served), gRPC ``UNIMPLEMENTED`` (the service is not served). Neither is retried, so the
+    exporter drops the batch and tries again with the next one only.
+    """
+
+    status = 404
+    grpc_code = code_pb2.UNIMPLEMENTED
+    reason = "signal_not_accepted"
+
+
 class Unauthorized(IngestError):
     """No valid API key: missing, unknown or revoked. Not retried."""
 

@@ -1,5 +1,9 @@
 """The OTLP/gRPC receiver: ``Export`` of the logs, metrics and trace collector services.
 
+The trace service is served only to refuse: unless ``TOKENTIDE_ACCEPT_TRACES`` is on, its
+``Export`` ends ``UNIMPLEMENTED`` with a message naming the fix (what grpc would answer for an
+unregistered service, but saying why), before any authentication.
+
 Per call, exactly as OTLP/HTTP (:func:`ingest.app.handle_export`): authenticate -> admit
 (tenant rate, size limit, in-flight memory) -> decode -> :class:`ingest.service.Ingestor` ->
 ``Export*ServiceResponse`` (``partial_success`` when records were refused). Every
@@ -36,7 +40,7 @@ from ingest.auth import TENANT_HEADER
 from ingest.decode import decode
 from ingest.errors import PROTOBUF, IngestError, PayloadTooLarge
 from ingest.runtime import Runtime
-from ingest.service import export_response
+from ingest.service import export_response, require_accepted
 from tokentide.topics import Signal
 
 log = logging.getLogger(__name__)
@@ -126,10 +130,11 @@ class OtlpReceiver:
     async def _export(self, signal: Signal, body: bytes, context: ServicerContext) -> Message:
         runtime = self._runtime
         settings, metrics = runtime.settings, runtime.metrics
+        require_accepted(signal, settings.signals)
         tenant = await runtime.authenticator.authenticate(
             metadata_value(context, "authorization"), metadata_value(context, TENANT_HEADER)
         )
-        runtime.limiter.admit_request(tenant)
+        await runtime.limiter.admit_request(tenant)
         # grpc refused anything above settings.max_body_bytes; a tenant may have less.
         limit = min(settings.max_body_bytes, tenant.max_body_bytes or settings.max_body_bytes)
         size = len(body)
@@ -138,9 +143,9 @@ class OtlpReceiver:
         runtime.budget.acquire(size)
         try:
             metrics.bytes.labels(signal.value).inc(size)
-            runtime.limiter.admit_bytes(tenant, size)
+            await runtime.limiter.admit_bytes(tenant, size)
             request = decode(signal, body, PROTOBUF)
-            outcome = await runtime.ingestor.export(signal, tenant, request, body)
+            outcome = await runtime.ingestor.export(signal, tenant, request, body, max_bytes=limit)
         finally:
             runtime.budget.release(size)
         return export_response(signal, outcome)

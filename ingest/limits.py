@@ -3,6 +3,10 @@
 Pure apart from reading the clock (injectable). Exceeding a tenant's rate is 429 with the
 time until enough tokens are back; exceeding the in-flight budget is 503: the process is
 protecting its memory, and another replica (or this one, a moment later) can take the data.
+
+Two :class:`Limiter` implementations: :class:`LocalLimiter` (buckets of this process only: open
+mode, one process) and :class:`ingest.leases.SharedLimiter` (one bucket per tenant for every
+replica, leased through PostgreSQL: closed mode).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from ingest.errors import TooManyRequests, Unavailable
 from tokentide.tenancy import Tenant
@@ -88,6 +93,38 @@ class TenantLimiter:
                 f"tenant {tenant!r} is over its rate of {rate:g} {unit}/s",
                 retry_after=max(1, math.ceil(min(wait, 3600.0))),
             )
+
+
+class Limiter(Protocol):
+    """Per-tenant requests/s and bytes/s; each ``admit_*`` raises ``TooManyRequests`` (429)."""
+
+    async def admit_request(self, tenant: Tenant) -> None: ...
+
+    async def admit_bytes(self, tenant: Tenant, size: int) -> None: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None:
+        """Safe to call twice."""
+
+
+class LocalLimiter:
+    """:class:`TenantLimiter` behind the :class:`Limiter` interface: this process's own buckets."""
+
+    def __init__(self, limiter: TenantLimiter) -> None:
+        self._limiter = limiter
+
+    async def admit_request(self, tenant: Tenant) -> None:
+        self._limiter.admit_request(tenant)
+
+    async def admit_bytes(self, tenant: Tenant, size: int) -> None:
+        self._limiter.admit_bytes(tenant, size)
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
 
 
 class InflightBudget:

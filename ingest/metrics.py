@@ -58,8 +58,55 @@ class IngestMetrics:
             "Decoded request bytes currently held.",
             registry=registry,
         )
+        self.limit_exchanges = Counter(
+            "tokentide_ingest_limit_exchanges",
+            "Exchanges of rate-limit leases with the shared buckets (PostgreSQL), by result.",
+            ["result"],
+            registry=registry,
+        )
+        self.limit_exchange_seconds = Histogram(
+            "tokentide_ingest_limit_exchange_seconds",
+            "Duration of one exchange of rate-limit leases (one database call).",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=registry,
+        )
+        self.limit_waits = Counter(
+            "tokentide_ingest_limit_waits",
+            "Requests that waited for an exchange of rate-limit leases (no lease yet, or the "
+            "lease ran out while the shared bucket had tokens).",
+            registry=registry,
+        )
+        self.limit_degraded = Gauge(
+            "tokentide_ingest_limit_degraded",
+            "1 while the shared buckets cannot be reached and this replica limits at rate / replicas.",
+            registry=registry,
+        )
+        self.limit_replicas = Gauge(
+            "tokentide_ingest_limit_replicas",
+            "Ingest replicas that exchanged leases in the last 10 s, as the last exchange saw.",
+            registry=registry,
+        )
+        self.limit_leases = Gauge(
+            "tokentide_ingest_limit_leases",
+            "Rate-limit leases (tenant, kind) this replica holds.",
+            registry=registry,
+        )
         self.kafka_ready = Gauge(
             "tokentide_ingest_kafka_ready",
             "1 when the Kafka producer is connected.",
             registry=registry,
         )
+
+    # --- ingest.leases.LeaseMetrics -----------------------------------------------------------
+
+    def exchanged(self, seconds: float, ok: bool) -> None:
+        self.limit_exchanges.labels("ok" if ok else "failed").inc()
+        self.limit_exchange_seconds.observe(seconds)
+
+    def waited(self) -> None:
+        self.limit_waits.inc()
+
+    def state(self, degraded: bool, replicas: int, leases: int) -> None:
+        self.limit_degraded.set(1 if degraded else 0)
+        self.limit_replicas.set(replicas)
+        self.limit_leases.set(leases)

@@ -23,6 +23,7 @@ from typing import Any
 from google.protobuf.message import Message
 from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric
 
+from ingest.errors import PayloadTooLarge
 from tokentide import identity
 from tokentide.topics import Signal
 
@@ -68,18 +69,34 @@ class _Sessions:
         return self._bare
 
 
-def split_by_session(signal: Signal, tenant: str, request: Message) -> list[Part]:
+def split_by_session(
+    signal: Signal, tenant: str, request: Message, max_bytes: int | None = None
+) -> list[Part]:
     """Split ``request`` of ``tenant`` into one part per session, in order of first appearance.
 
     A one-session request is returned whole (``part.request is request``); a request without
     any record (log record, span, data point) gives no part.
+
+    Splitting copies each resource and scope once per session under it: a small request with
+    one large resource and many sessions would become many times its size. With ``max_bytes``,
+    a split whose parts would hold more than that in total is refused (``PayloadTooLarge``,
+    413) before anything is copied.
     """
-    order = list(_record_sessions(signal, tenant, request))
+    located = list(_record_sessions(signal, tenant, request))
+    order = [session_id for _, _, session_id in located]
     counts: dict[str, int] = {}
     for session_id in order:
         counts[session_id] = counts.get(session_id, 0) + 1
     if len(counts) <= 1:
         return [Part(session_id, request, count) for session_id, count in counts.items()]
+    if max_bytes is not None:
+        size = _split_size(signal, request, located)
+        if size > max_bytes:
+            raise PayloadTooLarge(
+                f"the request holds {len(counts)} sessions; split into one message per session it "
+                f"would be {size} bytes, over the limit of {max_bytes} (send each session's records "
+                "with its own resource, or fewer sessions per request)"
+            )
     # Split, walking the records in the same order as above: each takes the next session.
     next_session = iter(order).__next__
     parts: dict[str, Message] = {}
@@ -105,20 +122,63 @@ def split_by_session(signal: Signal, tenant: str, request: Message) -> list[Part
     return [Part(sid, parts[sid], count) for sid, count in counts.items()]
 
 
-def _record_sessions(signal: Signal, tenant: str, request: Message) -> Iterator[str]:
-    """The session of every record (metrics: every data point), in order."""
+def _record_sessions(signal: Signal, tenant: str, request: Message) -> Iterator[tuple[int, int, str]]:
+    """(resource index, scope index, session) of every record (metrics: every data point), in order."""
     resources_field, scopes_field, records_field = _LAYOUT[signal]
-    for resource_item in getattr(request, resources_field):
+    for r, resource_item in enumerate(getattr(request, resources_field)):
         sessions = _Sessions(tenant, resource_item.resource)
-        for scope_item in getattr(resource_item, scopes_field):
+        for s, scope_item in enumerate(getattr(resource_item, scopes_field)):
             for record in getattr(scope_item, records_field):
                 if signal is Signal.METRICS:
                     kind = record.WhichOneof("data")
                     if kind in _POINT_KINDS:
                         for point in getattr(record, kind).data_points:
-                            yield sessions.of(point.attributes)
+                            yield r, s, sessions.of(point.attributes)
                 else:
-                    yield sessions.of(record.attributes)
+                    yield r, s, sessions.of(record.attributes)
+
+
+def _split_size(signal: Signal, request: Message, located: list[tuple[int, int, str]]) -> int:
+    """Bytes the parts of a split would hold: the request, plus one more copy of each resource
+    and scope per extra session under it (metrics: of each metric's own fields too, bounded by
+    its scope's). An upper estimate, computed without copying anything."""
+    resources_field, scopes_field, _ = _LAYOUT[signal]
+    per_resource: dict[int, set[str]] = {}
+    per_scope: dict[tuple[int, int], set[str]] = {}
+    for r, s, session_id in located:
+        per_resource.setdefault(r, set()).add(session_id)
+        per_scope.setdefault((r, s), set()).add(session_id)
+    resources = getattr(request, resources_field)
+    size: int = request.ByteSize()
+    for r, sessions in per_resource.items():
+        extra = len(sessions) - 1
+        if extra:
+            size += extra * (resources[r].resource.ByteSize() + len(resources[r].schema_url) + 8)
+    for (r, s), sessions in per_scope.items():
+        extra = len(sessions) - 1
+        if extra:
+            scope = getattr(resources[r], scopes_field)[s]
+            header = scope.scope.ByteSize() + len(scope.schema_url) + 8
+            if signal is Signal.METRICS:
+                header += sum(_metric_header_size(m) for m in scope.metrics)
+            size += extra * header
+    return size
+
+
+def _metric_header_size(metric: Metric) -> int:
+    """A metric's bytes other than its data points (copied with every session's part)."""
+    kind = metric.WhichOneof("data")
+    points = getattr(metric, kind).data_points if kind in _POINT_KINDS else ()
+    points_size = 0
+    for point in points:
+        size: int = point.ByteSize()
+        points_size += 1 + _varint_size(size) + size  # tag, length, point
+    total: int = metric.ByteSize()
+    return total - points_size
+
+
+def _varint_size(value: int) -> int:
+    return max(1, (value.bit_length() + 6) // 7)
 
 
 def _split_metric(metric: Metric, next_session: Callable[[], str]) -> list[tuple[str, Metric]]:
@@ -129,14 +189,17 @@ def _split_metric(metric: Metric, next_session: Callable[[], str]) -> list[tuple
     kind = metric.WhichOneof("data")
     if kind not in _POINT_KINDS:
         return []
+    # The metric without its points, copied once per session (copying the whole metric per
+    # session and clearing its points would cost sessions x points).
+    template = Metric()
+    template.CopyFrom(metric)
+    getattr(template, kind).ClearField("data_points")
     by_session: dict[str, Metric] = {}
     for point in getattr(metric, kind).data_points:
         sid = next_session()
         out = by_session.get(sid)
         if out is None:
-            out = Metric()
-            out.CopyFrom(metric)
-            getattr(out, kind).ClearField("data_points")
-            by_session[sid] = out
+            out = by_session[sid] = Metric()
+            out.CopyFrom(template)
         getattr(out, kind).data_points.add().CopyFrom(point)
     return list(by_session.items())

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import secrets
+import socket
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
 
 from ingest.auth import Authenticator, KeyStore, OpenModeAuthenticator
-from ingest.limits import InflightBudget, TenantLimiter
+from ingest.lease_store import PostgresLeaseStore
+from ingest.leases import SharedLimiter
+from ingest.limits import InflightBudget, Limiter, LocalLimiter, TenantLimiter
 from ingest.metrics import IngestMetrics
 from ingest.producer import RawPublisher
 from ingest.redact import Redactor
@@ -21,7 +26,7 @@ class Runtime:
     metrics: IngestMetrics
     publisher: RawPublisher
     authenticator: Authenticator
-    limiter: TenantLimiter
+    limiter: Limiter
     budget: InflightBudget
     ingestor: Ingestor
 
@@ -44,7 +49,7 @@ class Runtime:
             metrics=metrics,
             publisher=publisher,
             authenticator=authenticator,
-            limiter=TenantLimiter(settings.requests_per_s, settings.bytes_per_s),
+            limiter=_limiter(settings, metrics),
             budget=budget,
             ingestor=Ingestor(settings.topics, publisher, redactor, metrics),
         )
@@ -55,11 +60,13 @@ class Runtime:
 
     async def start(self) -> None:
         await self.authenticator.start()
+        await self.limiter.start()
         await self.publisher.start()
 
     async def stop(self) -> None:
         """Flush what Kafka still holds and release everything; safe to call twice."""
         await self.publisher.stop()
+        await self.limiter.stop()
         await self.authenticator.stop()
 
 
@@ -70,4 +77,18 @@ def _authenticator(settings: IngestSettings) -> Authenticator:
         settings.database_url.get_secret_value(),
         refresh_s=settings.key_refresh_s,
         default_redaction=settings.redaction,
+    )
+
+
+def _limiter(settings: IngestSettings, metrics: IngestMetrics) -> Limiter:
+    """Open mode: this process's buckets. Otherwise one bucket per tenant for every replica."""
+    if settings.open_mode:
+        return LocalLimiter(TenantLimiter(settings.requests_per_s, settings.bytes_per_s))
+    return SharedLimiter(
+        PostgresLeaseStore(settings.database_url.get_secret_value()),
+        replica=f"{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(3)}",
+        requests_per_s=settings.requests_per_s,
+        bytes_per_s=settings.bytes_per_s,
+        interval_s=settings.limit_exchange_s,
+        metrics=metrics,
     )

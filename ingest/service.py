@@ -22,6 +22,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
+from ingest.errors import SignalNotAccepted
 from ingest.metrics import IngestMetrics
 from ingest.partition import split_by_session
 from ingest.producer import RawMessage, RawPublisher
@@ -37,6 +38,21 @@ from tokentide.topics import (
     Topics,
     session_key,
 )
+
+
+def require_accepted(signal: Signal, accepted: frozenset[Signal]) -> None:
+    """Raise :class:`SignalNotAccepted` (404 / UNIMPLEMENTED) unless ``signal`` is accepted.
+
+    Checked before anything else (credentials included), as the Collector's mux answers a
+    path it does not serve: the answer does not depend on who asks.
+    """
+    if signal not in accepted:
+        raise SignalNotAccepted(
+            f"OTLP {signal.value} are not accepted here: tokentide consumes logs and metrics only. "
+            f"Turn the agent's {signal.value} export off (OTEL_{signal.value.upper()}_EXPORTER=none); "
+            f"an operator whose own consumer reads otlp.raw.{signal.value} sets "
+            f"TOKENTIDE_ACCEPT_{signal.value.upper()}=1"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,9 +95,18 @@ class Ingestor:
         self._metrics = metrics
 
     async def export(
-        self, signal: Signal, tenant: Tenant, request: Message, wire: bytes | None = None
+        self,
+        signal: Signal,
+        tenant: Tenant,
+        request: Message,
+        wire: bytes | None = None,
+        *,
+        max_bytes: int | None = None,
     ) -> ExportOutcome:
         """Publish ``request`` for ``tenant``; ``wire`` is its protobuf encoding if at hand.
+
+        ``max_bytes`` (the request's size limit) also bounds what a request split by session
+        may publish in total: past it, ``PayloadTooLarge`` (413) and nothing is published.
 
         Raises ``Unavailable`` when Kafka does not acknowledge; then nothing of this request
         may be assumed written (a part may have been: the client's retry is deduplicated
@@ -90,7 +115,7 @@ class Ingestor:
         received_ns = time.time_ns()
         refused = drop_invalid(signal, request, received_ns)
         redacted = self._redactor.apply(signal, request, tenant.redaction)
-        parts = split_by_session(signal, tenant.name, request)
+        parts = split_by_session(signal, tenant.name, request, max_bytes)
         reuse_wire = wire is not None and not refused.count and not redacted and len(parts) == 1
         received = str(received_ns).encode()
         tenant_bytes = tenant.name.encode()

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Run tokentide's local stack: Kafka, PostgreSQL and the four tokentide services.
+"""Run tokentide's local stack: Kafka, PostgreSQL and the five tokentide services
+(ingest, streams, sink, dashboard, notify).
 
     python3 scripts/stack.py up [--infra]  start what is not running yet
                                            (--infra: only Kafka and PostgreSQL)
@@ -24,7 +25,8 @@ PostgreSQL of DATABASE_URL plain (the system's binaries, no extension) and start
 cluster with TimescaleDB for the suite's TimescaleDB leg (TIMESCALE_DATABASE_URL); without
 TimescaleDB that leg cannot run, which is an error under CI=true.
 
-All runtime state lives under <repo>/.local/:
+All runtime state lives under <repo>/.local/ (TOKENTIDE_STACK_DIR, read at import,
+moves it elsewhere; the Kafka jars stay cached in <repo>/.local/kafka/libs):
     kafka/libs       broker jars, fetched once by Maven (scripts/kafka/pom.xml)
     kafka/data       KRaft log dir (plus kafka/cluster.id, kafka/server.properties,
                      kafka/logs/server.log)
@@ -39,7 +41,12 @@ With KAFKA_BOOTSTRAP set no broker is started (that address must accept TCP); wi
 DATABASE_URL (TIMESCALE_DATABASE_URL) set no PostgreSQL (with TimescaleDB) is started
 (that server must answer). The local ones listen on 127.0.0.1, ports
 TOKENTIDE_KAFKA_PORT (default 9092; the KRaft controller takes the next port),
-TOKENTIDE_PG_PORT (default 5432) and TOKENTIDE_TIMESCALE_PG_PORT (default 5433).
+TOKENTIDE_PG_PORT (default 5432) and TOKENTIDE_TIMESCALE_PG_PORT (default 5433). The
+services listen on the ports their own settings name (TOKENTIDE_INGEST_PORT 4318,
+TOKENTIDE_GRPC_PORT 4317, TOKENTIDE_STREAMS_PORT 6066, TOKENTIDE_SINK_PORT 9464,
+TOKENTIDE_DASHBOARD_PORT 8000, TOKENTIDE_NOTIFY_PORT 9465), so a second stack beside the
+first needs those, TOKENTIDE_STACK_DIR, and (on a shared broker and server) its own
+TOKENTIDE_TOPIC_PREFIX, consumer groups and database.
 
 Importable: start_infra(), start_services(), stop_started(), stop_all(),
 status_lines(), env_lines(), find_timescaledb(). Failures raise StackError, whose
@@ -74,9 +81,10 @@ KAFKA_POM = REPO / "scripts" / "kafka" / "pom.xml"
 KAFKA_LOG4J = REPO / "scripts" / "kafka" / "log4j.properties"
 TOKENTIDE_BIN = REPO / ".venv" / "bin" / "tokentide"
 
-LOCAL = REPO / ".local"
+LOCAL = Path(os.environ.get("TOKENTIDE_STACK_DIR") or REPO / ".local").resolve()
 KAFKA_DIR = LOCAL / "kafka"
-KAFKA_LIBS = KAFKA_DIR / "libs"
+# A cache shared by every stack directory: the jars are the same for all.
+KAFKA_LIBS = REPO / ".local" / "kafka" / "libs"
 KAFKA_DATA = KAFKA_DIR / "data"
 KAFKA_LOGS = KAFKA_DIR / "logs"
 KAFKA_CLUSTER_ID = KAFKA_DIR / "cluster.id"
@@ -135,11 +143,20 @@ class StackError(Exception):
 
 @dataclass(frozen=True)
 class Service:
-    """`tokentide <name>`, long-running; ready when /healthz on `port` answers 200."""
+    """`tokentide <name>`, long-running; ready when /healthz on its port answers 200.
+
+    The port is the service's own setting, `port_variable` (read when asked), else
+    `default_port`: the stack checks and prints the port the service will listen on.
+    """
 
     name: str
-    port: int
+    default_port: int
     label: str
+    port_variable: str
+
+    @property
+    def port(self) -> int:
+        return _env_port(self.port_variable, self.default_port)
 
     @property
     def url(self) -> str:
@@ -147,10 +164,11 @@ class Service:
 
 
 SERVICES = (
-    Service("ingest", 4318, "OTLP/HTTP"),
-    Service("streams", 6066, "streams"),
-    Service("sink", 9464, "sink metrics"),
-    Service("dashboard", 8000, "dashboard"),
+    Service("ingest", 4318, "OTLP/HTTP", "TOKENTIDE_INGEST_PORT"),
+    Service("streams", 6066, "streams", "TOKENTIDE_STREAMS_PORT"),
+    Service("sink", 9464, "sink metrics", "TOKENTIDE_SINK_PORT"),
+    Service("dashboard", 8000, "dashboard", "TOKENTIDE_DASHBOARD_PORT"),
+    Service("notify", 9465, "notify metrics", "TOKENTIDE_NOTIFY_PORT"),
 )
 COMPONENTS = ("kafka", "postgres", "postgres-timescale", *(s.name for s in SERVICES))
 
@@ -192,6 +210,11 @@ def _env_port(var: str, default: int) -> int:
 def kafka_port() -> int:
     """Client port of the local broker; its KRaft controller listens on the next one."""
     return _env_port("TOKENTIDE_KAFKA_PORT", 9092)
+
+
+def grpc_port() -> int:
+    """OTLP/gRPC port of the ingest service (its TOKENTIDE_GRPC_PORT)."""
+    return _env_port("TOKENTIDE_GRPC_PORT", 4317)
 
 
 def _port_open(host: str, port: int, timeout: float = 1.0) -> bool:
@@ -1206,7 +1229,7 @@ def summary_lines(infra: Infra, infra_only: bool) -> list[str]:
     ]
     if not infra_only:
         lines += [f"  {s.label:<13} {s.url}" for s in SERVICES]
-        lines.insert(3, f"  {'OTLP/gRPC':<13} 127.0.0.1:4317")
+        lines.insert(3, f"  {'OTLP/gRPC':<13} 127.0.0.1:{grpc_port()}")
     lines += [
         f"  {'Kafka':<13} {kafka}",
         f"  {'PostgreSQL':<13} {database}",

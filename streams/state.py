@@ -9,6 +9,12 @@ The rules written in code (ARCHITECTURE.md, "One source of truth per quantity"):
   (``totals_source="metrics"``), so nothing is counted twice.
 - Lines of code, commits, pull requests and active time exist only as metrics: their deltas
   are summed.
+- Cost: each request's is the agent's own figure, else the price table's; a request neither
+  prices has an *unknown* cost, never 0: it adds nothing to ``cost_nanos`` (the sum of what is
+  known, as its rollups are) and is counted in ``unpriced_requests``; ``cost_source`` says
+  whether the costs came from the agent, the table, nowhere (``unknown``) or several
+  (``mixed``). A metrics-only session's cost is its cost metric (``agent``) or its token
+  metrics priced per model.
 - An event is applied once: a re-sent export changes nothing (:mod:`streams.dedup`: a
   bounded window of the digests of the last events applied). A raw message is
   applied once by the runtime (:mod:`streams.worker`: state, outputs and input positions in
@@ -17,8 +23,9 @@ The rules written in code (ARCHITECTURE.md, "One source of truth per quantity"):
   long-context variant was seen, else 200k. Predictions, compactions: :mod:`streams.context`;
   signals: :mod:`streams.signals`; per-minute rollup increments: :mod:`streams.rollups`
   (their sum always equals the totals). Windows come
-  from the model table (``streams/prices.json``: Gemini 1M, GPT-5 400k, Claude 200k), 1M
-  once a session showed Claude's ``[1m]`` variant, 200k for models the table does not know.
+  from the model table (:mod:`streams.pricing`: LiteLLM's ``max_input_tokens``, e.g. Gemini
+  1M, GPT-5 272k, Claude 5.x 1M, with Claude 4.x at 200k by ``streams/prices.local.json``),
+  1M once a session showed Claude's ``[1m]`` variant, 200k for models the table does not know.
 """
 
 from __future__ import annotations
@@ -101,12 +108,17 @@ class StoredSession(Record):
     #: Totals of usage events (the source of tokens and cost whenever there is any).
     usage_tokens: Tokens = Field(default_factory=Tokens)
     usage_cost_nanos: int = 0
+    #: What the usage events' costs came from (``SessionState.cost_source``) and how many had
+    #: none; kept apart from the state like the totals, which metrics may hold for a while.
+    usage_cost_source: str | None = None
+    usage_unpriced: int = 0
     #: Metric series (cumulative-to-delta state) and the sums of their deltas per measure.
     series: SeriesTracker = Field(default_factory=SeriesTracker)
     tracking_since_ns: int = 0
     metric_totals: dict[str, float] = Field(default_factory=dict)
-    #: Token metric deltas per model and token type, to price a metrics-only session by the
-    #: price table when the agent sends no cost metric (Gemini CLI, Codex CLI).
+    #: Token metric deltas per model ("" for points without one) and token type, to price a
+    #: metrics-only session by the price table when the agent sends no cost metric (Gemini
+    #: CLI, Codex CLI).
     metric_model_tokens: dict[str, dict[str, float]] = Field(default_factory=dict)
     #: The session showed a long-context model variant (``[1m]``): its window is 1M.
     long_context: bool = False
@@ -194,8 +206,9 @@ def apply(
         if point.measure is not None:
             stored.metric_totals[point.measure] = stored.metric_totals.get(point.measure, 0.0) + delta
             token_type = TOKEN_TYPES.get(point.measure)
-            if token_type is not None and point.model:
-                by_type = stored.metric_model_tokens.setdefault(point.model, {})
+            if token_type is not None:
+                # Under "" when the point names no model: counted, and unpriceable.
+                by_type = stored.metric_model_tokens.setdefault(point.model or "", {})
                 by_type[token_type] = by_type.get(token_type, 0.0) + delta
             _metric_rollup(metric_buckets, point.measure, point.time_ns, point.model, delta)
     _totals(stored)
@@ -306,26 +319,38 @@ def _totals(stored: StoredSession) -> None:
     if state.api_requests or not any(m in metric for m in TOKEN_MEASURES.values()):
         state.tokens = stored.usage_tokens.model_copy()
         state.cost_nanos = stored.usage_cost_nanos
+        state.cost_source = stored.usage_cost_source
+        state.unpriced_requests = stored.usage_unpriced
         state.totals_source = "events"
         return
     state.tokens = Tokens(**{name: round(metric.get(m, 0.0)) for name, m in TOKEN_MEASURES.items()})
     state.totals_source = "metrics"
+    state.unpriced_requests = 0  # metrics count tokens, not requests
     if Measure.COST_USD in metric:
         state.cost_nanos = round(metric[Measure.COST_USD] * NANOS_PER_USD)
+        state.cost_source = "agent"
         return
-    state.cost_nanos = _priced_metric_tokens(stored.metric_model_tokens)
+    state.cost_nanos, state.cost_source = _priced_metric_tokens(stored.metric_model_tokens)
 
 
-def _priced_metric_tokens(by_model: dict[str, dict[str, float]]) -> int:
-    """The price table's cost of token metrics, per model (0 for models the table lacks).
+def _priced_metric_tokens(by_model: dict[str, dict[str, float]]) -> tuple[int, str | None]:
+    """The price table's cost of token metrics, per model, and its ``cost_source``
+    (``price_table``, ``unknown`` for models the table lacks, ``mixed``).
 
     Metrics carry sums, not requests: tiers by prompt size cannot apply, so the base rates do.
     """
-    total = 0
+    total, source = 0, None
     for model, by_type in by_model.items():
         tokens = Tokens(**{name: round(value) for name, value in by_type.items()})
-        total += cost_nanos(model, tokens, context_tokens=0) or 0
-    return total
+        cost = cost_nanos(model, tokens, context_tokens=0)
+        total += cost or 0
+        source = mixed_source(source, "unknown" if cost is None else "price_table")
+    return total, source
+
+
+def mixed_source(current: str | None, new: str) -> str:
+    """The ``cost_source`` of costs from ``current`` (None: none yet) and one more from ``new``."""
+    return new if current in (None, new) else "mixed"
 
 
 def _usage(
@@ -335,6 +360,11 @@ def _usage(
     state.api_requests += 1
     stored.usage_tokens.add(tokens)
     stored.usage_cost_nanos += cost_nanos or 0
+    # An unknown cost is counted as such, never as 0 (the normalisers set a source with
+    # every cost they know: the agent's or the table's).
+    source = "unknown" if cost_nanos is None else (event.cost_source or "agent")
+    stored.usage_cost_source = mixed_source(stored.usage_cost_source, source)
+    stored.usage_unpriced += cost_nanos is None
     if event.main_context is False or event.time_ns < stored.context_time_ns:
         return []
     if not stored.long_context:

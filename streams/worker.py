@@ -309,17 +309,17 @@ class StreamsWorker:
         records = self._admitted(task, records)
         if not records:
             return
-        poison: set[tuple[str, int]] = set()
+        poison: dict[tuple[str, int], str] = {}
         while True:
             batch = _Batch(task)
             try:
                 for record in records:
-                    self._apply(batch, record, poisoned=(record.topic, record.offset) in poison)
+                    self._apply(batch, record, poisoned=poison.get((record.topic, record.offset)))
                 break
             except _Poisoned as exc:
                 # States of this task may be half-changed in memory: forget them all and apply
                 # the share again without the message (dead-lettered instead).
-                poison.add(exc.at)
+                poison[exc.at] = exc.reason
                 task.cache.clear()
         await self._commit(task, batch)
         self.metrics.batch_seconds.observe(time.monotonic() - started)
@@ -346,13 +346,14 @@ class StreamsWorker:
             out.append(record)
         return out
 
-    def _apply(self, batch: _Batch, record: Any, *, poisoned: bool) -> None:
+    def _apply(self, batch: _Batch, record: Any, *, poisoned: str | None) -> None:
+        """Apply one record; ``poisoned`` (the reason) dead-letters it instead."""
         task = batch.task
         headers = header_map(_headers(record.headers))
         signal = headers.get(HEADER_SIGNAL, "?")
         batch.positions[record.topic] = record.offset + 1
-        if poisoned:
-            self._dead_letter_message(batch, record, headers, "apply_error")
+        if poisoned is not None:
+            self._dead_letter_message(batch, record, headers, poisoned)
             return
         value = record.value or b""
 
@@ -364,9 +365,12 @@ class StreamsWorker:
 
         try:
             processed = self.processor.process(headers=headers, value=value, get_state=get, put_state=put)
-        except ApplyFailed as exc:
-            log.error("%s@%d: %s: dead-lettered", record.topic, record.offset, exc)
-            raise _Poisoned((record.topic, record.offset)) from exc
+        except Exception as exc:
+            # Whatever raised (applying, or anything the per-record guards did not catch, such
+            # as a recursion error), states may be half-changed: redo the share without it.
+            reason = "apply_error" if isinstance(exc, ApplyFailed) else "process_error"
+            log.error("%s@%d: %s: %s: dead-lettered", record.topic, record.offset, type(exc).__name__, exc)
+            raise _Poisoned((record.topic, record.offset), reason) from exc
         for out in processed.outputs:
             batch.merger.add(out)
         for rejected in processed.rejected:
@@ -391,9 +395,10 @@ class StreamsWorker:
         return stored
 
     def _remember(self, task: Task, key: bytes, stored: StoredSession) -> None:
-        limit = self.settings.state_cache_sessions
-        if not limit:
+        """Keep ``stored`` decoded; ``state_cache_sessions`` is shared by the worker's tasks."""
+        if not self.settings.state_cache_sessions:
             return
+        limit = max(1, self.settings.state_cache_sessions // max(1, len(self.tasks)))
         task.cache[key] = stored
         task.cache.move_to_end(key)
         while len(task.cache) > limit:
@@ -422,8 +427,8 @@ class StreamsWorker:
         tenant = headers.get("tt-tenant", "")
         rejected = Rejected(
             reason=reason,
-            error="ApplyFailed",
-            message="applying the message raised; see the worker's log",
+            error="ApplyFailed" if reason == "apply_error" else "ProcessError",
+            message="processing the message raised; see the worker's log",
             kind="message",
             session_id=headers.get(HEADER_SESSION) or None,
             record={},
@@ -596,9 +601,10 @@ class StreamsWorker:
 
 
 class _Poisoned(Exception):
-    def __init__(self, at: tuple[str, int]) -> None:
-        super().__init__(f"{at[0]}@{at[1]}")
+    def __init__(self, at: tuple[str, int], reason: str) -> None:
+        super().__init__(f"{at[0]}@{at[1]}: {reason}")
         self.at = at
+        self.reason = reason
 
 
 def _headers(raw: Any) -> list[tuple[str, bytes]]:

@@ -33,6 +33,8 @@ TOKEN_ATTRIBUTES = frozenset(
         "output_tokens",
         "cache_read_tokens",
         "cache_creation_tokens",
+        "cache_creation_5m_tokens",
+        "cache_creation_1h_tokens",
         # Gemini CLI api_response, Codex CLI sse_event
         "input_token_count",
         "output_token_count",

@@ -10,8 +10,12 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from tokentide import __version__
+
+if TYPE_CHECKING:  # the hook path imports nothing heavy (asyncio included)
+    import asyncio
 
 log = logging.getLogger("tokentide")
 
@@ -24,7 +28,126 @@ def _logging(level: str) -> None:
     )
 
 
+#: Largest header section (request line and headers) a service reads; 431 beyond. Agents send
+#: a few hundred bytes; httptools itself buffers a header of any size (10 MB was accepted).
+MAX_HEADER_BYTES = 64 * 1024
+#: A client must have sent its whole header section this long after connecting, or after the
+#: first byte of its next request on a kept-alive connection (idle ones are closed after
+#: uvicorn's ``timeout_keep_alive``, 5 s); else the connection is closed (408). Bodies are the
+#: services' own business (ingest bounds them by size and in-flight memory).
+HEADER_TIMEOUT_S = 10.0
+
+
+def _bounded_http(max_header_bytes: int, header_timeout_s: float) -> type[asyncio.Protocol]:
+    """uvicorn's httptools protocol with a bound on header bytes and on the time to send them.
+
+    uvicorn has neither for httptools (``h11_max_incomplete_event_size`` is h11's only), and
+    ``timeout_keep_alive`` starts only after a response, so a client trickling a header byte at a
+    time (slowloris) or sending an endless header holds a connection and its memory for ever.
+    Counting is per read, from the read in which the request began, except when a previous
+    request also ended in that read (pipelining: the read holds that request's body too): then
+    from the next read, so at most one read (256 KiB) more than the bound is ever held.
+    """
+    from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+    class BoundedHttpToolsProtocol(HttpToolsProtocol):
+        _in_headers = True
+        _requested = False  # a request began and its header section is not complete
+        _began = False  # ... in the current read
+        _ended = False  # a request ended in the current read
+        _header_bytes = 0  # read while the section is incomplete
+        _parsed = 0  # of the section, as parsed
+        _refused = False
+        _header_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def data_received(self, data: bytes) -> None:
+            self._began = self._ended = False
+            super().data_received(data)
+            pipelined = self._began and self._ended
+            if self._in_headers and not pipelined and not self.transport.is_closing():
+                self._header_bytes += len(data)
+                if self._header_bytes > max_header_bytes:
+                    self._refuse(431, f"request header section over {max_header_bytes} bytes")
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._in_headers, self._requested, self._began = True, True, True
+            self._header_bytes = self._parsed = 0
+            self._arm()
+
+        def on_url(self, url: bytes) -> None:
+            self._parsed += len(url)
+            super().on_url(url)
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self._parsed += len(name) + len(value) + 4
+            super().on_header(name, value)
+
+        def on_headers_complete(self) -> None:
+            self._in_headers = self._requested = False
+            self._disarm()
+            if self._parsed > max_header_bytes:  # a whole section in one read
+                self._refuse(431, f"request header section over {max_header_bytes} bytes")
+                return
+            super().on_headers_complete()
+
+        def on_body(self, body: bytes) -> None:
+            if not self._refused:
+                super().on_body(body)
+
+        def on_message_complete(self) -> None:
+            self._ended = True
+            if not self._refused:
+                super().on_message_complete()
+
+        def _arm(self) -> None:
+            if self._header_timer is None:
+                self._header_timer = self.loop.call_later(header_timeout_s, self._timed_out)
+
+        def _disarm(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _timed_out(self) -> None:
+            self._header_timer = None
+            if self._in_headers and not self.transport.is_closing():
+                if self._requested:
+                    self._refuse(408, f"request headers not received within {header_timeout_s:g} s")
+                else:
+                    self.transport.close()  # connected and silent: nothing to answer
+
+        def _refuse(self, status: int, message: str) -> None:
+            self._refused = True
+            body = message.encode()
+            self.transport.write(
+                STATUS_LINE[status]
+                + b"content-type: text/plain; charset=utf-8\r\nconnection: close\r\n"
+                + b"content-length: "
+                + str(len(body)).encode()
+                + b"\r\n\r\n"
+                + body
+            )
+            self.transport.close()
+
+    return BoundedHttpToolsProtocol
+
+
 def _serve(app: object, host: str, port: int, level: str, grace_s: float = 15) -> None:
+    """Run ``app`` with uvicorn (uvloop, httptools), headers bounded (:func:`_bounded_http`).
+
+    No ``limit_concurrency``: past it uvicorn answers 503 to everyone, so a flood of idle
+    connections would refuse the real clients too; the header timeout closes those instead,
+    and each service bounds its own work (ingest: in-flight bytes, tenant rates).
+    """
     import uvicorn
 
     uvicorn.run(
@@ -36,7 +159,7 @@ def _serve(app: object, host: str, port: int, level: str, grace_s: float = 15) -
         timeout_graceful_shutdown=round(grace_s),
         lifespan="on",
         loop="uvloop",
-        http="httptools",
+        http=_bounded_http(MAX_HEADER_BYTES, HEADER_TIMEOUT_S),
     )
 
 
@@ -111,9 +234,59 @@ def run_admin(args: argparse.Namespace) -> int:
     return admin.run(args, DatabaseSettings().database_url.get_secret_value())
 
 
+#: Models seen in the data: per model, the sessions that used it, its usage requests and
+#: those of them whose cost is unknown (the pipeline's role reads every tenant).
+SEEN_MODELS = """
+    SELECT model, sum(sessions)::bigint, sum(requests)::bigint, sum(unpriced)::bigint FROM (
+        SELECT m AS model, count(*) AS sessions, 0 AS requests, 0 AS unpriced
+          FROM sessions, unnest(models) AS m GROUP BY m
+        UNION ALL
+        SELECT model, 0, count(*) FILTER (WHERE kind = 'usage'),
+               count(*) FILTER (WHERE kind = 'usage' AND cost_usd IS NULL)
+          FROM events WHERE model IS NOT NULL GROUP BY model
+    ) AS seen GROUP BY model ORDER BY model
+"""
+
+
+def run_prices(args: argparse.Namespace) -> int:
+    """``tokentide prices check``: the models seen in the database (``sessions.models``,
+    ``events.model``) that the price table cannot price; exit 1 when there are any, 2 when
+    the database cannot be read."""
+    import psycopg
+
+    from streams.pricing import default_table
+    from tokentide.settings import DatabaseSettings
+
+    dsn = DatabaseSettings().database_url.get_secret_value()
+    table = default_table()
+    print(f"price table {table.full_version}")
+    try:
+        with psycopg.connect(dsn, connect_timeout=10) as conn:
+            seen = conn.execute(SEEN_MODELS).fetchall()
+    except psycopg.Error as exc:
+        print(f"tokentide prices check: cannot read the database: {exc}", file=sys.stderr)
+        return 2
+    missing = [
+        (str(model), sessions, requests, unpriced)
+        for model, sessions, requests, unpriced in seen
+        if model and str(model) not in table
+    ]
+    if not missing:
+        print(f"every model seen in the data ({len(seen)}) has a price")
+        return 0
+    print(f"{len(missing)} of the {len(seen)} models seen in the data have no price:")
+    width = max(len(m) for m, *_ in missing)
+    for model, sessions, requests, unpriced in missing:
+        print(f"  {model:<{width}}  {sessions} sessions, {requests} requests, {unpriced} of unknown cost")
+    print("add them to streams/prices.local.json (with a reason) or move the LiteLLM pin")
+    return 1
+
+
 ADMIN_HELP = (
     "manage tenants, API keys and webhooks (DATABASE_URL) or the Kafka topics (KAFKA_BOOTSTRAP), then exit"
 )
+
+PRICES_HELP = "the price table (streams/prices.json and prices.local.json) against the data, then exit"
 
 COMMANDS: dict[str, tuple[Callable[[], None], str]] = {
     "ingest": (run_ingest, "OTLP/HTTP (port 4318) and OTLP/gRPC (port 4317) receiver publishing to Kafka"),
@@ -149,6 +322,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, (_, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, description=help_text)
     admin.add_commands(sub.add_parser("admin", help=ADMIN_HELP, description=ADMIN_HELP))
+    prices = sub.add_parser("prices", help=PRICES_HELP, description=PRICES_HELP)
+    prices_sub = prices.add_subparsers(dest="prices_command", required=True, metavar="ACTION")
+    prices_sub.add_parser(
+        "check",
+        help="list the models seen in the database (DATABASE_URL) that have no price; exit 1 if any",
+    )
     sub.add_parser(
         "hook",
         help="Claude Code hook: checkpoints before compaction, context notices (tokentide hook --help)",
@@ -158,6 +337,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "admin":
             return run_admin(args)
+        if args.command == "prices":
+            return run_prices(args)
         COMMANDS[args.command][0]()
     except ValidationError as exc:
         problems = "; ".join(

@@ -41,7 +41,10 @@ class Tokens(Record):
     """Token counts in Anthropic's definitions (ARCHITECTURE.md, "Token types").
 
     ``input`` excludes cache reads and writes; ``output`` includes reasoning; ``reasoning``
-    is a breakdown of ``output``, never added to it.
+    is a breakdown of ``output``, never added to it. ``cache_creation_1h`` is likewise the
+    part of ``cache_creation`` written with a one-hour lifetime (billed at its own rate), where
+    the agent says; the rest of ``cache_creation`` is five-minute (default) writes. Rollups do
+    not break cache writes down by lifetime (their ``cache_creation_1h`` stays 0).
     """
 
     input: int = 0
@@ -49,6 +52,7 @@ class Tokens(Record):
     cache_read: int = 0
     cache_creation: int = 0
     reasoning: int = 0
+    cache_creation_1h: int = 0
 
     def add(self, other: Tokens) -> None:
         self.input += other.input
@@ -56,6 +60,7 @@ class Tokens(Record):
         self.cache_read += other.cache_read
         self.cache_creation += other.cache_creation
         self.reasoning += other.reasoning
+        self.cache_creation_1h += other.cache_creation_1h
 
     @property
     def context(self) -> int:
@@ -125,7 +130,8 @@ class Event(Record):
     #: Set for events that report one model API request's usage (Claude Code ``api_request``).
     tokens: Tokens | None = None
     cost_nanos: int | None = None
-    #: ``agent`` when the agent reported the cost itself, ``price_table`` when computed.
+    #: ``agent`` when the agent reported the cost itself, ``price_table`` when computed;
+    #: None with ``cost_nanos`` when the cost is unknown (no agent figure, no price).
     cost_source: str | None = None
     attributes: dict[str, Any] = Field(default_factory=dict)
 
@@ -252,7 +258,8 @@ class SessionState(Record):
     ``version`` grows by one with every update, so a consumer keeps the highest version and
     a redelivered older state never overwrites a newer one. Tokens and cost come from usage
     events; a session that sends only metrics gets them from its token and cost metrics
-    (``totals_source`` says which, never both).
+    (``totals_source`` says which, never both). ``cost_nanos`` is the sum of the costs that
+    are known; ``cost_source`` and ``unpriced_requests`` say how much of it is known.
     """
 
     tenant: str
@@ -266,6 +273,14 @@ class SessionState(Record):
     last_seen_at_ns: int
     tokens: Tokens = Field(default_factory=Tokens)
     cost_nanos: int = 0
+    #: Where the cost comes from, over all the session's requests (or, for a metrics-only
+    #: session, its models): ``agent`` (the agent's own figures), ``price_table``, ``unknown``
+    #: (no request could be priced: the cost is not known at all, not zero), ``mixed`` (more
+    #: than one of these); None before the first request.
+    cost_source: str | None = None
+    #: Usage requests whose cost is unknown (no agent figure, no price in the table); their
+    #: tokens count, their cost is not in ``cost_nanos``.
+    unpriced_requests: int = 0
     #: ``events`` (usage events) or ``metrics`` (token/cost metrics, when no usage event came).
     totals_source: str = "events"
     api_requests: int = 0

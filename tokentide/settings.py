@@ -15,7 +15,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator, model_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tokentide.tenancy import Redaction, SignalThresholds
-from tokentide.topics import Topics
+from tokentide.topics import Signal, Topics
 
 #: The DSN of the local development stack (``make up``). Refused outside open mode.
 DEV_DATABASE_URL = "postgresql://tokentide:tokentide@127.0.0.1:5432/tokentide"
@@ -83,9 +83,15 @@ class IngestSettings(KafkaSettings, DatabaseSettings):
     max_body_bytes: int = Field(default=16 * MiB, ge=1024)
     #: Bytes all requests in progress may hold together; past it, 503 + Retry-After.
     max_inflight_bytes: int = Field(default=256 * MiB, ge=MiB)
-    #: Default per-tenant rates (a tenant's own setting wins); unset = unlimited.
+    #: Default per-tenant rates (a tenant's own setting wins); unset = unlimited. Outside open
+    #: mode they hold for all replicas together (one bucket per tenant, leased through the
+    #: database: ingest/leases.py); in open mode, per process.
     requests_per_s: float | None = Field(default=None, gt=0)
     bytes_per_s: float | None = Field(default=None, gt=0)
+    #: How often a replica exchanges its rate-limit leases with the shared buckets (one
+    #: database call for all its tenants); requests never wait for it but in the two cases
+    #: ingest/leases.py names.
+    limit_exchange_s: float = Field(default=0.25, ge=0.02, le=5)
     #: How long a request may wait for Kafka's acknowledgement before answering 503.
     kafka_ack_timeout_s: float = Field(default=10.0, gt=0)
     #: ``Retry-After`` seconds sent with 503 when Kafka cannot take the write.
@@ -99,6 +105,15 @@ class IngestSettings(KafkaSettings, DatabaseSettings):
     shutdown_grace_s: float = Field(default=15.0, ge=0)
     #: How often every replica reloads API keys (a revoked key is refused within this).
     key_refresh_s: float = Field(default=5.0, gt=0, le=10)
+    #: Publish OTLP traces to ``otlp.raw.traces``. Off by default: tokentide itself consumes no
+    #: spans, so ``/v1/traces`` answers 404 (gRPC: UNIMPLEMENTED) rather than accepting spans
+    #: that nothing reads. Turn on only when a consumer of your own reads that topic.
+    accept_traces: bool = False
+
+    @property
+    def signals(self) -> frozenset[Signal]:
+        """The signals this ingest accepts (publishes); the others are refused."""
+        return frozenset(s for s in Signal if s is not Signal.TRACES or self.accept_traces)
 
     @model_validator(mode="after")
     def _no_dev_redaction_key(self) -> IngestSettings:
@@ -129,7 +144,8 @@ class StreamsSettings(KafkaSettings):
     streams_port: int = Field(default=6066, ge=1, le=65535)
     #: Unnumbered events (no ``event.sequence``) remembered per session to drop re-sent exports.
     dedup_window: int = Field(default=128, ge=16, le=100_000)
-    #: Sessions whose decoded state a worker keeps in memory (0: decode every message).
+    #: Sessions whose decoded state a worker keeps in memory, shared by its partitions (0:
+    #: decode every message from the local store).
     state_cache_sessions: int = Field(default=10_000, ge=0)
     #: Raw messages read at once: each input partition's share is applied, then committed in
     #: one Kafka transaction (state, outputs and input offsets together).
@@ -234,10 +250,39 @@ class DashboardSettings(DatabaseSettings):
     usage_cache_s: float = Field(default=5, ge=0)
     usage_query_timeout_s: float = Field(default=8, gt=0, le=300)
 
-    #: A token that reads every tenant (``?tenant=`` names which); unset: none does.
+    #: A token that reads every tenant through the API (``?tenant=`` names which), sent as
+    #: ``Authorization: Bearer``; it cannot sign in to the web UI. Unset: none does.
     dashboard_admin_token: SecretStr | None = None
+    #: Prometheus' credential for ``/metrics/usage`` (every tenant's usage metrics, nothing
+    #: else: not the API). Unset: only read keys (their own tenant) and the admin token scrape.
+    metrics_token: SecretStr | None = None
     #: Largest transcript snapshot a checkpoint keeps, gzip-compressed (its tail beyond).
     checkpoint_transcript_max_bytes: int = Field(default=1024 * 1024, ge=0)
+    #: Largest body of a checkpoint POST (the hook's transcript tail, base64); 413 above it.
+    checkpoint_max_body_bytes: int = Field(default=8 * MiB, ge=64 * 1024)
+    #: A web UI session ends after this long without a request, and this long after sign-in
+    #: whatever its use (``POST /api/v1/login``; signing out, or revoking the read key, ends
+    #: it at once).
+    web_session_idle_s: float = Field(default=12 * 3600, gt=0)
+    web_session_max_s: float = Field(default=7 * 24 * 3600, gt=0)
+    #: Behind a TLS-terminating proxy: believe its ``X-Forwarded-Proto`` when deciding whether
+    #: the session cookie gets ``Secure``. Only when every request comes through that proxy.
+    trust_forwarded_proto: bool = False
+
+    @model_validator(mode="after")
+    def _distinct_tokens(self) -> DashboardSettings:
+        if self.web_session_idle_s > self.web_session_max_s:
+            raise ValueError("TOKENTIDE_WEB_SESSION_IDLE_S must not exceed TOKENTIDE_WEB_SESSION_MAX_S")
+        scrape = self.metrics_token.get_secret_value() if self.metrics_token else None
+        if scrape is not None and len(scrape) < 16:
+            raise ValueError("TOKENTIDE_METRICS_TOKEN is too short: use 16+ random characters")
+        admin = self.dashboard_admin_token.get_secret_value() if self.dashboard_admin_token else None
+        if scrape is not None and scrape == admin:
+            raise ValueError(
+                "TOKENTIDE_METRICS_TOKEN must differ from TOKENTIDE_DASHBOARD_ADMIN_TOKEN: Prometheus "
+                "holds it, and it must not read the API"
+            )
+        return self
 
 
 class MigrateSettings(DatabaseSettings):

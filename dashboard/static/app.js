@@ -26,7 +26,7 @@ const el = (tag, attrs = {}, ...children) => {
   return node;
 };
 
-const usd = (x) => `$${x < 1 ? x.toFixed(4) : x.toFixed(2)}`;
+const usd = (x) => (x == null ? "unknown" : `$${x < 1 ? x.toFixed(4) : x.toFixed(2)}`);
 const kilo = (n) => (n >= 1e6 ? `${(n / 1e6).toFixed(n % 1e6 ? 1 : 0)}M` : n >= 1e3 ? `${Math.round(n / 1e3)}k` : `${n}`);
 const ago = (iso) => {
   const s = Math.max(0, (Date.now() - Date.parse(iso)) / 1000);
@@ -237,15 +237,16 @@ async function usagePage() {
   await render();
 }
 
-// Without credentials the API answers 401: ask for the tenant's read key (it becomes an
-// HttpOnly cookie, which the event stream sends too).
+// Without credentials the API answers 401: ask for the tenant's read key. The server answers
+// with an HttpOnly session cookie (the key itself is never kept by the browser), which the
+// event stream sends too.
 function login(message) {
   const key = el("input", { id: "key", type: "password", placeholder: "tt_… read key", autocomplete: "off" });
   const form = el(
     "form",
     { id: "login" },
     el("h2", {}, "Sign in with your team's read key"),
-    el("p", { class: "meta" }, message || "tokentide admin key create --tenant <team> --scope read"),
+    el("p", { class: "meta", id: "login-message" }, message || "tokentide admin key create --tenant <team> --scope read"),
     key,
     el("button", { type: "submit" }, "Sign in"),
   );
@@ -254,12 +255,34 @@ function login(message) {
     const r = await fetch("/api/v1/login", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
+      credentials: "same-origin",
       body: JSON.stringify({ key: key.value.trim() }),
     });
     if (r.ok) location.reload();
     else form.querySelector(".meta").textContent = (await r.json()).detail;
   });
   document.querySelector("main").replaceChildren(el("section", {}, form));
+}
+
+// Who is signed in, in the header, with a sign-out button for a web session (the server ends
+// the session, on every replica, before the cookie is cleared).
+async function account() {
+  let me;
+  try {
+    me = await api("/api/v1/me");
+  } catch {
+    return; // not signed in: the page itself asks for a key
+  }
+  const span = el("span", { id: "account", class: "meta", "data-via": me.via }, me.via === "open" ? "open mode" : me.tenant);
+  if (me.via === "web_session") {
+    const out = el("button", { id: "logout", type: "button" }, "Sign out");
+    out.addEventListener("click", async () => {
+      await fetch("/api/v1/logout", { method: "POST", credentials: "same-origin" });
+      location.reload();
+    });
+    span.append(" ", out);
+  }
+  document.querySelector("header").append(span);
 }
 
 // The webhook delivery log: which signal went where, how it went, what comes next.
@@ -292,6 +315,7 @@ async function webhooksPage() {
 }
 
 const pages = { board, session: sessionPage, usage: usagePage, webhooks: webhooksPage };
+account();
 pages[document.body.dataset.page]().catch((err) => {
   if (err instanceof HttpError && err.status === 401) return login();
   document.querySelector("main").prepend(el("p", { class: "empty", id: "error" }, String(err)));

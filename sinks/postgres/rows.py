@@ -100,6 +100,9 @@ SESSION_COLUMNS = (
     "context_requests_left",
     "context_minutes_left",
     "compactions",
+    "cost_source",
+    "unpriced_requests",
+    "cache_creation_1h_tokens",
 )
 SIGNAL_COLUMNS = (
     "tenant_id",
@@ -279,6 +282,9 @@ def session_row(s: SessionState) -> tuple[Any, ...]:
         s.context.requests_left,
         s.context.minutes_left,
         s.context.compactions,
+        s.cost_source,
+        s.unpriced_requests,
+        t.cache_creation_1h,
     )
 
 

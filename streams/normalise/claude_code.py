@@ -3,7 +3,10 @@
 Facts (reference/agent-telemetry.md, section 2):
 - ``session.id`` sits on every record and data point, not on the resource;
 - ``api_request`` carries one model request's usage: ``input_tokens`` excludes the cache,
-  ``output_tokens`` includes thinking, ``cost_usd`` is the agent's own figure;
+  ``output_tokens`` includes thinking, ``cost_usd`` is the agent's own figure (the price
+  table prices a request only when it is missing); newer versions split
+  ``cache_creation_tokens`` by lifetime into ``cache_creation_5m_tokens`` and
+  ``cache_creation_1h_tokens`` (:func:`cache_writes`);
 - metric model names carry a ``[1m]`` suffix for the long-context variant, events don't;
 - numbers arrive as ints, doubles or strings depending on the attribute.
 """
@@ -17,7 +20,7 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric
 
 from streams.normalise.base import Origin
-from streams.normalise.generic import GenericNormaliser
+from streams.normalise.generic import GenericNormaliser, price_from_table
 from streams.otlp import any_value, as_bool, as_float, as_int, as_str, attributes, stable_id
 from tokentide.bounds import cost_micros, cost_usd, token_count
 from tokentide.records import NANOS_PER_USD, Event, EventKind, Measure, Point, Tokens
@@ -37,6 +40,26 @@ def split_model(model: str | None) -> tuple[str | None, str | None]:
         return None, None
     match = _VARIANT.match(model)
     return (match["model"], match["variant"]) if match else (model, None)
+
+
+def cache_writes(attrs: dict[str, object]) -> tuple[int, int]:
+    """``(cache_creation, cache_creation_1h)`` of an ``api_request``.
+
+    ``cache_creation_tokens`` is all cache writes, as before the split; the one-hour part is
+    ``cache_creation_1h_tokens``, else what ``cache_creation_5m_tokens`` leaves of the total,
+    else 0 (all writes five-minute, Claude Code's default). Without ``cache_creation_tokens``
+    the total is the sum of the two parts. The part never exceeds the total the agent
+    reported (the total is what the agent counts; a part above it is read as all of it).
+    Counts out of range raise :class:`tokentide.bounds.OutOfRange`.
+    """
+    total = token_count(attrs.get("cache_creation_tokens"), "cache_creation_tokens")
+    five = token_count(attrs.get("cache_creation_5m_tokens"), "cache_creation_5m_tokens")
+    hour = token_count(attrs.get("cache_creation_1h_tokens"), "cache_creation_1h_tokens")
+    if total is None:
+        total = (five or 0) + (hour or 0)
+    if hour is None:
+        hour = total - five if five is not None else 0
+    return total, min(max(hour, 0), total)
 
 
 def usd_to_nanos(value: object) -> int | None:
@@ -91,17 +114,22 @@ class ClaudeCodeNormaliser(GenericNormaliser):
             event.context_after = as_int(attrs.get("post_tokens"))
         if name == "api_request":
             event.main_context = is_main_thread(event.query_source)
+            cache_creation, cache_creation_1h = cache_writes(attrs)
             event.tokens = Tokens(
                 input=token_count(attrs.get("input_tokens"), "input_tokens") or 0,
                 output=token_count(attrs.get("output_tokens"), "output_tokens") or 0,
                 cache_read=token_count(attrs.get("cache_read_tokens"), "cache_read_tokens") or 0,
-                cache_creation=token_count(attrs.get("cache_creation_tokens"), "cache_creation_tokens") or 0,
+                cache_creation=cache_creation,
+                cache_creation_1h=cache_creation_1h,
             )
             event.cost_nanos = usd_to_nanos(attrs.get("cost_usd"))
             if event.cost_nanos is None:
                 micros = cost_micros(attrs.get("cost_usd_micros"))
                 event.cost_nanos = None if micros is None else micros * 1000
-            event.cost_source = "agent" if event.cost_nanos is not None else None
+            if event.cost_nanos is not None:
+                event.cost_source = "agent"
+            else:
+                price_from_table(event)
         return event
 
     def points(self, origin: Origin, metric: Metric) -> list[Point]:

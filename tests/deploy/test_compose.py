@@ -46,6 +46,7 @@ SECRETS = {
     "TOKENTIDE_DB_PASSWORD": "0123456789abcdef0123456789abcdef",
     "TOKENTIDE_REDACTION_KEY": "fedcba9876543210fedcba9876543210fedcba9876543210",
     "GRAFANA_ADMIN_PASSWORD": "grafana-secret",
+    "TOKENTIDE_METRICS_TOKEN": "0f1e2d3c4b5a69788796a5b4c3d2e1f0",
 }
 ONE_SHOT = {"migrate", "topics"}
 TOKENTIDE_SERVICES = {"ingest", "streams", "sink", "notify", "dashboard", *ONE_SHOT}
@@ -161,6 +162,21 @@ def test_secrets_reach_the_services(config: dict[str, Any]) -> None:
     ingest, grafana = services["ingest"]["environment"], services["grafana"]["environment"]
     assert ingest["TOKENTIDE_REDACTION_KEY"] == SECRETS["TOKENTIDE_REDACTION_KEY"]
     assert grafana["GF_SECURITY_ADMIN_PASSWORD"] == SECRETS["GRAFANA_ADMIN_PASSWORD"]
+    assert (
+        services["dashboard"]["environment"]["TOKENTIDE_METRICS_TOKEN"] == SECRETS["TOKENTIDE_METRICS_TOKEN"]
+    )
+
+
+def test_prometheus_scrapes_usage_with_the_dashboards_token(config: dict[str, Any]) -> None:
+    """/metrics/usage refuses a scrape without credentials: the usage job sends the token the
+    dashboard was given; the services' own /metrics need none."""
+    prometheus = yaml.safe_load(config["configs"]["prometheus-config"]["content"])
+    jobs = {job["job_name"]: job for job in prometheus["scrape_configs"]}
+    usage = jobs["tokentide-usage"]
+    assert usage["metrics_path"] == "/metrics/usage"
+    token = config["services"]["dashboard"]["environment"]["TOKENTIDE_METRICS_TOKEN"]
+    assert usage["authorization"] == {"type": "Bearer", "credentials": token}
+    assert [name for name, job in jobs.items() if "authorization" in job] == ["tokentide-usage"]
 
 
 def test_dependencies_and_health_checks(config: dict[str, Any]) -> None:

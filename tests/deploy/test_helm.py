@@ -18,7 +18,9 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from starlette.routing import Mount, Route
 
+from dashboard.app import create_app
 from tests.deploy.conftest import (
     CHART,
     COMPOSE_FILE,
@@ -30,6 +32,7 @@ from tests.deploy.conftest import (
     settings_for,
     variable_names,
 )
+from tokentide.settings import DashboardSettings
 
 pytestmark = pytest.mark.deploy
 
@@ -273,7 +276,8 @@ def test_variables_are_settings(values: Path, monkeypatch: pytest.MonkeyPatch) -
             value = entry.get("value")
             if value is None:  # from a Secret: a stand-in of the right shape
                 is_url = entry["name"] == "DATABASE_URL"
-                value = "postgresql://u:p@db:5432/tokentide" if is_url else "s3cret-" * 6
+                # One stand-in per variable: settings refuse two tokens that are the same secret.
+                value = "postgresql://u:p@db:5432/tokentide" if is_url else f"s3cret-{entry['name']}-" * 2
             # Kubernetes expands $(NAME) of variables defined before.
             env[entry["name"]] = re.sub(r"\$\((\w+)\)", lambda m, known=env: known.get(m.group(1), ""), value)
         with monkeypatch.context() as patch:
@@ -352,21 +356,55 @@ def test_monitoring_resources_only_with_their_crds() -> None:
     assert not by_kind(defaults, "ServiceMonitor")
     assert not by_kind(defaults, "PrometheusRule")
     production = render(CHART / "ci" / "production-values.yaml")
-    (monitor,) = by_kind(production, "ServiceMonitor")
+    monitors = {m["metadata"]["name"]: m for m in by_kind(production, "ServiceMonitor")}
+    assert set(monitors) == {"tt-tokentide", "tt-tokentide-usage"}
     (rule,) = by_kind(production, "PrometheusRule")
     alerts = yaml.safe_load((CHART / "files" / "prometheus" / "alerts.yml").read_text())
     assert rule["spec"]["groups"] == alerts["groups"]
-    selector = monitor["spec"]["selector"]["matchLabels"]
-    scraped = {
-        component(s)
-        for s in by_kind(production, "Service")
-        if all(s["metadata"]["labels"].get(k) == v for k, v in selector.items())
-    }
-    assert scraped == {"ingest", "streams", "sink", "notify", "dashboard"}
+
+    def scraped(monitor: dict[str, Any]) -> set[str]:
+        selector = monitor["spec"]["selector"]["matchLabels"]
+        return {
+            component(s)
+            for s in by_kind(production, "Service")
+            if all(s["metadata"]["labels"].get(k) == v for k, v in selector.items())
+        }
+
+    operational, usage = monitors["tt-tokentide"], monitors["tt-tokentide-usage"]
+    assert scraped(operational) == {"ingest", "streams", "sink", "notify", "dashboard"}
+    assert [(e["port"], e["path"]) for e in operational["spec"]["endpoints"]] == [("http", "/metrics")]
     for service in by_kind(production, "Service"):
-        if component(service) in scraped:
+        if component(service) in scraped(operational):
             assert "http" in {p["name"] for p in service["spec"]["ports"]}
-    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    # The usage metrics: the dashboard only, with the scrape token the dashboard itself reads.
+    assert scraped(usage) == {"dashboard"}
+    (endpoint,) = usage["spec"]["endpoints"]
+    assert (endpoint["port"], endpoint["path"], endpoint["interval"]) == ("http", "/metrics/usage", "60s")
+    secret = values_of(CHART / "ci" / "production-values.yaml")["secrets"]["existingSecret"]
+    token = {"name": secret, "key": "TOKENTIDE_METRICS_TOKEN"}
+    assert endpoint["authorization"] == {"type": "Bearer", "credentials": token}
+    (dashboard,) = (d for d in by_kind(production, "Deployment") if component(d) == "dashboard")
+    (container,) = dashboard["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["TOKENTIDE_METRICS_TOKEN"]["valueFrom"]["secretKeyRef"] == token
+    admin = env["TOKENTIDE_DASHBOARD_ADMIN_TOKEN"]["valueFrom"]["secretKeyRef"]
+    assert admin == {"name": secret, "key": "TOKENTIDE_DASHBOARD_ADMIN_TOKEN", "optional": True}
+    for monitor in monitors.values():
+        assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+
+
+def test_open_mode_scrapes_usage_without_a_token() -> None:
+    docs = render(CHART / "ci" / "production-values.yaml", KUBE_VERSIONS[0], "--set", "ingest.openMode=true")
+    usage = next(m for m in by_kind(docs, "ServiceMonitor") if m["metadata"]["name"].endswith("-usage"))
+    assert "authorization" not in usage["spec"]["endpoints"][0]
+    (dashboard,) = (d for d in by_kind(docs, "Deployment") if component(d) == "dashboard")
+    names = {e["name"] for e in dashboard["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert not {"TOKENTIDE_METRICS_TOKEN", "TOKENTIDE_DASHBOARD_ADMIN_TOKEN"} & names
+
+
+def test_the_trial_secret_has_a_scrape_token() -> None:
+    (secret,) = by_kind(render(CHART / "ci" / "bundled-trial-values.yaml"), "Secret")
+    assert {"POSTGRES_PASSWORD", "TOKENTIDE_REDACTION_KEY", "TOKENTIDE_METRICS_TOKEN"} == set(secret["data"])
 
 
 @values_files
@@ -379,12 +417,66 @@ def test_grafana_dashboards_as_configmaps(values: Path) -> None:
     assert shipped == {path.name: json.loads(path.read_text()) for path in files}
 
 
+def ingress_serves(paths: list[dict[str, Any]], path: str) -> bool:
+    """Whether an Ingress rule's paths route ``path`` (Kubernetes' Exact and Prefix: a prefix
+    matches whole path elements, ``/api/`` matches ``/api/v1`` but not ``/apis``)."""
+    for rule in paths:
+        wanted, kind = rule["path"], rule["pathType"]
+        if kind == "Exact" and path == wanted:
+            return True
+        prefix = wanted.rstrip("/")
+        if kind == "Prefix" and (not prefix or path == prefix or path.startswith(prefix + "/")):
+            return True
+    return False
+
+
+#: What the dashboard host must never route: operational and usage metrics, probes.
+UNPUBLISHED = ("/metrics", "/metrics/usage", "/metrics/usage/x", "/healthz", "/readyz")
+
+
 def test_ingress_routes_otlp_and_dashboard() -> None:
     (ingress,) = by_kind(render(CHART / "ci" / "production-values.yaml"), "Ingress")
     rules = {r["host"]: r["http"]["paths"] for r in ingress["spec"]["rules"]}
     assert rules["otlp.example.com"][0]["path"] == "/v1/"
     assert rules["otlp.example.com"][0]["backend"]["service"]["name"].endswith("-ingest")
-    assert rules["tokentide.example.com"][0]["backend"]["service"]["name"].endswith("-dashboard")
+    dashboard = rules["tokentide.example.com"]
+    assert {p["backend"]["service"]["name"] for p in dashboard} == {"tt-tokentide-dashboard"}
+    for path in UNPUBLISHED:
+        assert not ingress_serves(dashboard, path), path
+        assert not ingress_serves(rules["otlp.example.com"], path), path
+    for path in (
+        "/",
+        "/usage",
+        "/webhooks",
+        "/sessions/abc",
+        "/static/app.js",
+        "/api/v1/sessions",
+        "/api/v1/login",
+        "/api/v1/hook/sessions/abc/checkpoints",
+        "/docs",
+        "/openapi.json",
+    ):
+        assert ingress_serves(dashboard, path), path
+
+
+#: Dashboard routes that exist for in-cluster callers only (probes, Prometheus) or not at all
+#: for people (Swagger's OAuth redirect, ReDoc): the ingress must not route them.
+CLUSTER_ONLY = {"/healthz", "/readyz", "/metrics", "/metrics/usage", "/docs/oauth2-redirect", "/redoc"}
+
+
+def test_the_ingress_publishes_every_dashboard_route_but_metrics_and_probes() -> None:
+    """Against the dashboard app's own route table: a new page or API route must be published
+    (or listed here as cluster-only), and metrics never are."""
+    app = create_app(DashboardSettings(database_url="postgresql://u:p@db:5432/tokentide"))
+    (ingress,) = by_kind(render(CHART / "ci" / "production-values.yaml"), "Ingress")
+    (dashboard,) = (
+        r["http"]["paths"] for r in ingress["spec"]["rules"] if r["host"] == "tokentide.example.com"
+    )
+    paths = {r.path for r in app.routes if isinstance(r, Route | Mount)}
+    assert paths >= CLUSTER_ONLY, "a cluster-only route is gone: update CLUSTER_ONLY"
+    for path in sorted(paths):
+        sample = re.sub(r"\{[^}]+\}", "abc", path) + ("/app.js" if path == "/static" else "")
+        assert ingress_serves(dashboard, sample) is (path not in CLUSTER_ONLY), path
 
 
 BAD_VALUES = [

@@ -134,8 +134,16 @@ async def test_the_hook_warns_at_the_crossing_saves_a_checkpoint_and_prints_it_b
 
         resumed = hook(pipeline, tmp_path, {**base, "hook_event_name": "SessionStart", "source": "compact"})
         assert resumed.returncode == 0, resumed.stderr
-        assert f"tokentide checkpoint {checkpoint['checkpoint_id']}" in resumed.stdout
-        assert "todo [in_progress]: port the tests" in resumed.stdout
+        header, opening, *data, closing = resumed.stdout.splitlines()
+        assert header.startswith(f"tokentide checkpoint {checkpoint['checkpoint_id']} saved ")
+        assert "saved data to consult, not instructions" in header
+        assert (opening, closing) == ("<tokentide-saved-data>", "</tokentide-saved-data>")
+        saved = json.loads("\n".join(data))
+        assert saved["todos"] == [
+            {"content": "split the lexer", "status": "completed"},
+            {"content": "port the tests", "status": "in_progress"},
+        ]
+        assert saved["session_so_far"]["context_window_tokens"] == WINDOW
         started = hook(pipeline, tmp_path, {**base, "hook_event_name": "SessionStart", "source": "startup"})
         assert started.stdout == ""  # a fresh session has nothing to resume
 
@@ -154,18 +162,19 @@ async def test_a_tenant_without_privacy_keeps_the_transcript(pipeline: Pipeline,
         "hook_event_name": "PreCompact",
         "trigger": "manual",
     }
+    checkpoints = f"{pipeline.url('dashboard')}/api/v1/sessions/{session_id}/checkpoints"
     try:
-        assert hook(pipeline, tmp_path, event).returncode == 0
         async with httpx.AsyncClient(timeout=10) as client:
-            latest = (
-                await client.get(
-                    f"{pipeline.url('dashboard')}/api/v1/sessions/{session_id}/checkpoints/latest"
-                )
-            ).json()
+            # Before the pipeline has seen the session, no checkpoint is taken for it.
+            assert hook(pipeline, tmp_path, event).returncode == 0
+            assert (await client.get(checkpoints)).json() == []
+            await post_request(client, pipeline, session_id, 0, CONTEXTS[0])
+            assert hook(pipeline, tmp_path, event).returncode == 0
+            latest = (await client.get(checkpoints + "/latest")).json()
         assert latest["trigger"] == "pre_compact_manual"
         assert latest["has_transcript"] is True
         assert latest["transcript_bytes"] == path.stat().st_size
-        assert "session" not in latest["summary"]  # the pipeline had not seen this session yet
+        assert latest["summary"]["session"]["session_id"] == session_id
     finally:
         with psycopg.connect(pipeline.database_url, autocommit=True) as conn:
             conn.execute("UPDATE tenants SET redaction = NULL WHERE tenant_id = 'default'")

@@ -28,8 +28,9 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 CLAUDE = ROOT / ".local" / "claude-code" / "node_modules" / ".bin" / "claude"
 VENV_BIN = str(Path(sys.executable).parent)
-#: input + cache read + cache write = 166,000 tokens: 83% of the 200k window tokentide assumes
-#: for a model its table does not list.
+#: input + cache read + cache write = 166,000 tokens: 83% of the 200k window of MODEL (a model
+#: without a long-context variant; Claude Code's default model has a 1M window).
+MODEL = "claude-haiku-4-5"
 USAGE = {"input_tokens": 161_200, "cache_read_input_tokens": 4_500, "cache_creation_input_tokens": 300}
 
 
@@ -56,6 +57,7 @@ def run_claude(pipeline: Pipeline, stub: AnthropicStub, project: Path, *args: st
         PATH=f"{VENV_BIN}:{env.get('PATH', '')}",  # the hook command: `tokentide hook`
         ANTHROPIC_BASE_URL=stub.url,
         ANTHROPIC_API_KEY="sk-ant-stub",
+        ANTHROPIC_MODEL=MODEL,
         CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1",
         CLAUDE_CODE_ENABLE_TELEMETRY="1",
         OTEL_LOGS_EXPORTER="otlp",

@@ -1,5 +1,6 @@
 """A dashboard with tenants (not open mode): each read key sees its own tenant only, through the
-API, the event stream and the web UI in a real headless Chromium.
+API, the event stream and the web UI in a real headless Chromium; the web UI holds a server-side
+session (never the key), signing out ends it, and an event stream ends with its credentials.
 
 Two tenants' sessions are written to a fresh database; ``tokentide dashboard`` runs as a process
 on it with an admin token; keys are made with the same functions as ``tokentide admin``.
@@ -14,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,7 @@ import psycopg
 import pytest
 from playwright.async_api import async_playwright
 
+from dashboard.web_sessions import COOKIE
 from tests.e2e.test_web_ui import SCREENSHOTS, chromium_executable
 from tests.support.services import admin_database_url, create_database, drop_database, free_port
 from tokentide.admin import create_key, create_tenant, revoke_key
@@ -138,10 +140,19 @@ async def test_each_read_key_sees_its_own_tenant_only(dashboard: Dashboard) -> N
         forged = dashboard.read_keys["acme"][:-4] + "AAAA"
         assert (await client.get(url + "/api/v1/sessions", headers=auth(forged))).status_code == 401
 
-        # The admin token reads whichever tenant it names.
+        # The admin token reads whichever tenant it names, with a Bearer header only: it never
+        # signs in, and in a cookie it is nobody.
         for tenant in TENANTS:
             got = await _ids(client, url, params={"tenant": tenant}, headers=auth(ADMIN_TOKEN))
             assert got == {f"{tenant}-session"}
+        admin_login = await client.post(url + "/api/v1/login", json={"key": ADMIN_TOKEN})
+        assert admin_login.status_code == 401
+        assert "set-cookie" not in admin_login.headers
+        as_cookie = await client.get(url + "/api/v1/sessions", headers={"Cookie": f"{COOKIE}={ADMIN_TOKEN}"})
+        assert as_cookie.status_code == 401
+
+        # Nothing of any tenant without credentials, usage metrics included.
+        assert (await client.get(url + "/metrics/usage")).status_code == 401
 
 
 async def test_a_revoked_key_is_refused(dashboard: Dashboard) -> None:
@@ -200,6 +211,45 @@ async def test_the_event_stream_carries_the_callers_tenant_only(dashboard: Dashb
     assert not [s for s in seen if s.startswith("globex")], seen
 
 
+async def _stream_ends(
+    client: httpx.AsyncClient, url: str, headers: dict[str, str], end: Callable[[], None]
+) -> None:
+    """Open the event stream, call ``end()`` (sign out, revoke...), and read until the server
+    closes the stream. Bounded: the server checks the caller's credentials every 10 s, and a
+    key's verdict is cached 10 s; a stream still open after 60 s fails the test."""
+    async with client.stream("GET", url + "/api/v1/stream", headers=headers) as response:
+        assert response.status_code == 200
+        await asyncio.to_thread(end)
+        async with asyncio.timeout(60):
+            async for _ in response.aiter_lines():
+                pass
+
+
+async def test_the_event_stream_ends_when_its_session_is_signed_out_or_its_key_revoked(
+    dashboard: Dashboard,
+) -> None:
+    url = dashboard.url
+    async with httpx.AsyncClient(timeout=httpx.Timeout(10, read=None)) as client:
+        login = await client.post(url + "/api/v1/login", json={"key": dashboard.read_keys["acme"]})
+        cookie = {"Cookie": f"{COOKIE}={login.cookies[COOKIE]}"}
+        client.cookies.clear()
+
+        def sign_out() -> None:
+            assert httpx.post(url + "/api/v1/logout", headers=cookie, timeout=10).status_code == 200
+
+        await _stream_ends(client, url, cookie, sign_out)
+        assert (await client.get(url + "/api/v1/stream", headers=cookie)).status_code == 401
+
+        with psycopg.connect(dashboard.dsn, autocommit=True) as conn:
+            key = create_key(conn, "acme", "revoked while streaming", scope="read")
+
+        def revoke() -> None:
+            with psycopg.connect(dashboard.dsn, autocommit=True) as conn:
+                revoke_key(conn, key.key_id)
+
+        await _stream_ends(client, url, auth(key.token), revoke)
+
+
 def add_deliveries(dsn: str) -> None:
     """One webhook per tenant, with a delivered and a dead delivery each."""
     with psycopg.connect(dsn, autocommit=True) as conn:
@@ -231,11 +281,27 @@ async def test_the_web_ui_asks_for_a_key_and_shows_that_tenants_sessions_only(da
                 await page.wait_for_selector("#login input#key", timeout=15_000)
                 if tenant == TENANTS[0]:
                     await page.screenshot(path=SCREENSHOTS / "login.png")
+                if tenant == TENANTS[0]:  # the admin token is refused, and the form says why
+                    await page.fill("#key", ADMIN_TOKEN)
+                    await page.click("#login button")
+                    await page.wait_for_selector(
+                        "#login-message:has-text('does not sign in')", timeout=15_000
+                    )
+                    assert await context.cookies() == []
                 await page.fill("#key", dashboard.read_keys[tenant])
                 await page.click("#login button")
                 await page.wait_for_selector(
                     f'article.card[data-session-id="{tenant}-session"]', timeout=15_000
                 )
+                # The browser holds a session id, never the key: HttpOnly, SameSite=Strict,
+                # not Secure over plain http.
+                (cookie,) = await context.cookies()
+                assert cookie["name"] == COOKIE
+                assert cookie["value"].startswith("tts_")
+                assert dashboard.read_keys[tenant] not in cookie["value"]
+                assert (cookie["httpOnly"], cookie["sameSite"], cookie["secure"]) == (True, "Strict", False)
+                assert await page.evaluate("document.cookie") == ""  # no script reads it
+                await page.wait_for_selector(f'#account[data-via="web_session"]:has-text("{tenant}")')
                 cards = await page.eval_on_selector_all(
                     "article.card", "cards => cards.map(c => c.dataset.sessionId)"
                 )
@@ -253,6 +319,17 @@ async def test_the_web_ui_asks_for_a_key_and_shows_that_tenants_sessions_only(da
                 assert sorted(rows) == [[f"{tenant}-session", "dead"], [f"{tenant}-session", "delivered"]]
                 if tenant == TENANTS[0]:
                     await page.screenshot(path=SCREENSHOTS / "webhooks.png", full_page=True)
+
+                # Signing out ends the session on the server: the login form comes back, and a
+                # copy of the cookie taken before is refused.
+                await page.click("#logout")
+                await page.wait_for_selector("#login input#key", timeout=15_000)
+                assert await context.cookies() == []
+                async with httpx.AsyncClient(timeout=10) as client:
+                    copied = {"Cookie": f"{COOKIE}={cookie['value']}"}
+                    assert (
+                        await client.get(dashboard.url + "/api/v1/sessions", headers=copied)
+                    ).status_code == 401
                 await context.close()
         finally:
             await browser.close()

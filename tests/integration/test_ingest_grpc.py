@@ -239,17 +239,33 @@ def captures(agent: str) -> list[Capture]:
 # --- tests ------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("accept_traces", [False, True], ids=["traces-refused", "traces-accepted"])
 @pytest.mark.parametrize("agent", ["claude-code", "gemini-cli", "codex"])
-async def test_every_capture_lands_in_kafka_whole(bootstrap: str, prefix: str, agent: str) -> None:
+async def test_every_capture_lands_in_kafka_whole(
+    bootstrap: str, prefix: str, agent: str, accept_traces: bool
+) -> None:
+    """Every capture lands whole; traces only with ``TOKENTIDE_ACCEPT_TRACES`` (else each trace
+    export is UNIMPLEMENTED, not retried by exporters, and nothing reaches otlp.raw.traces)."""
     sent = captures(agent)
     assert sent, f"no captures of {agent}"
-    async with serving(settings(bootstrap, prefix)) as (channel, state):
+    assert any(c.signal is Signal.TRACES for c in sent), agent
+    config = settings(bootstrap, prefix, accept_traces=accept_traces)
+    async with serving(config) as (channel, state):
         for capture in sent:
             compression = grpc.Compression.Gzip if capture.gzip else None
-            response = await export(channel, capture.signal, capture.body, compression=compression)
-            assert not response.HasField("partial_success"), response
+            if capture.signal in config.signals:
+                response = await export(channel, capture.signal, capture.body, compression=compression)
+                assert not response.HasField("partial_success"), response
+                continue
+            code, status = await refused(channel, capture.signal, capture.body, compression=compression)
+            assert code == grpc.StatusCode.UNIMPLEMENTED
+            assert status is not None
+            assert "OTEL_TRACES_EXPORTER=none" in status.message
 
-    for signal in Signal:
+    if not accept_traces:
+        assert not await raw_messages(bootstrap, prefix, Signal.TRACES)
+        assert requests_counted(state, Signal.TRACES, "404") == sum(c.signal is Signal.TRACES for c in sent)
+    for signal in config.signals:
         of_signal = [c for c in sent if c.signal is signal]
         messages = await raw_messages(bootstrap, prefix, signal)
         want = sorted((fp for c in of_signal for fp, _ in json_records(signal, c.document)), key=repr)

@@ -313,25 +313,47 @@ async def test_kafka_unreachable_means_503_with_retry_after(prefix: str) -> None
         assert status_pb2.Status.FromString(response.content).message
 
 
+@pytest.mark.parametrize("accept_traces", [False, True], ids=["traces-refused", "traces-accepted"])
 @pytest.mark.parametrize("agent", ["claude-code", "gemini-cli", "codex"])
 async def test_every_capture_over_http_lands_in_kafka_whole(
-    client: httpx.AsyncClient, bootstrap: str, prefix: str, agent: str
+    bootstrap: str, prefix: str, agent: str, accept_traces: bool
 ) -> None:
-    """Each capture exactly as the agent sent it (path, content type, encoding, body)."""
+    """Each capture exactly as the agent sent it (path, content type, encoding, body). Trace
+    exports are refused with 404 (a Status saying what to do, in the request's encoding) unless
+    ``TOKENTIDE_ACCEPT_TRACES`` is on; then they land like the others."""
+    config = settings(bootstrap, prefix, accept_traces=accept_traces)
     sent: list[tuple[Signal, dict[str, object]]] = []
-    for case_dir in cases(agent):
-        for export in exports(case_dir):
-            headers = {"Content-Type": export.content_type}
-            if export.content_encoding:
-                headers["Content-Encoding"] = export.content_encoding
-            response = await client.post(export.path, content=export.body, headers=headers)
-            assert response.status_code == 200, (case_dir.name, export.path, response.text)
-            assert response.headers["content-type"].startswith(export.content_type)
-            assert response.content in (b"", b"{}")  # no partial success: every record taken
-            sent.append((Signal(export.signal), json.loads(export.json_form.read_text())))
+    refused = 0
+    async with running(create_app(config)) as client:
+        for case_dir in cases(agent):
+            for export in exports(case_dir):
+                headers = {"Content-Type": export.content_type}
+                if export.content_encoding:
+                    headers["Content-Encoding"] = export.content_encoding
+                response = await client.post(export.path, content=export.body, headers=headers)
+                assert response.headers["content-type"].startswith(export.content_type)
+                if Signal(export.signal) not in config.signals:
+                    assert response.status_code == 404, (case_dir.name, export.path, response.text)
+                    error = status_pb2.Status()
+                    if export.content_type == PB:
+                        error.ParseFromString(response.content)
+                    else:
+                        json_format.Parse(response.text, error)
+                    assert "OTEL_TRACES_EXPORTER=none" in error.message
+                    assert "retry-after" not in response.headers
+                    refused += 1
+                    continue
+                assert response.status_code == 200, (case_dir.name, export.path, response.text)
+                assert response.content in (b"", b"{}")  # no partial success: every record taken
+                sent.append((Signal(export.signal), json.loads(export.json_form.read_text())))
     assert sent
+    traces = sum(1 for case_dir in cases(agent) for e in exports(case_dir) if e.signal == Signal.TRACES)
+    assert traces, f"the {agent} captures hold trace exports"
+    assert refused == (0 if accept_traces else traces)
+    if not accept_traces:
+        assert not await read_all(bootstrap, Topics(prefix).raw(Signal.TRACES))
 
-    for signal in Signal:
+    for signal in config.signals:
         documents = [document for s, document in sent if s is signal]
         messages = await read_all(bootstrap, Topics(prefix).raw(signal))
         want = sorted((fp for d in documents for fp, _ in json_records(signal, d)), key=repr)

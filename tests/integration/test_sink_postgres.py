@@ -7,12 +7,15 @@ import dataclasses
 import json
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import psycopg
 import pytest
 from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry
+from psycopg.rows import dict_row
 
+from dashboard.queries import SELECT_SESSION, session_out
 from sinks.base import SinkMetrics, SinkRunner
 from sinks.postgres.writer import PostgresWriter
 from streams.normalise import default_registry
@@ -171,6 +174,42 @@ async def test_older_state_never_overwrites_newer(sink: SinkSettings, bootstrap:
             "SELECT api_requests, state_version FROM sessions WHERE session_id = 's-order'"
         ).fetchone()
     assert row == (5, 5)
+
+
+async def test_where_the_cost_comes_from_reaches_the_table_and_the_api(
+    sink: SinkSettings, bootstrap: str, database: str
+) -> None:
+    state = outputs_of_captures()[-1].state
+    tokens = Tokens(input=476, output=42, cache_read=1024, cache_creation=300, cache_creation_1h=100)
+    by_session = {
+        "s-unknown": {"cost_nanos": 0, "cost_source": "unknown", "unpriced_requests": 2},
+        "s-mixed": {"cost_nanos": 1_474_400, "cost_source": "mixed", "unpriced_requests": 1},
+        "s-agent": {"cost_nanos": 11_175_000, "cost_source": "agent", "unpriced_requests": 0},
+        "s-none": {"cost_nanos": 0, "cost_source": None, "unpriced_requests": 0, "api_requests": 0},
+    }
+    outputs = [
+        Output(
+            f"default/{sid}".encode(),
+            None,
+            None,
+            state.model_copy(update={"session_id": sid, "tokens": tokens, **fields}),
+        )
+        for sid, fields in by_session.items()
+    ]
+    await produce(bootstrap, sink, outputs)
+    await wait_rows(database, "sessions", len(by_session))
+    with psycopg.connect(database, row_factory=dict_row) as conn:
+        rows = conn.execute(SELECT_SESSION + "WHERE tenant_id = 'default' ORDER BY session_id").fetchall()
+    now = datetime.now(UTC)
+    api = {row["session_id"]: session_out(row, now) for row in rows}
+    assert {sid: (o.cost_usd, o.cost_source, o.unpriced_requests) for sid, o in api.items()} == {
+        "s-unknown": (None, "unknown", 2),  # null, not 0
+        "s-mixed": (0.0014744, "mixed", 1),
+        "s-agent": (0.011175, "agent", 0),
+        "s-none": (0.0, None, 0),
+    }
+    assert {o.tokens.cache_creation_1h for o in api.values()} == {100}
+    assert {o.tokens.cache_creation for o in api.values()} == {300}
 
 
 async def test_poison_rows_go_to_the_dead_letter_topic_without_blocking_the_partition(

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
 from dashboard.queries import SessionOut, session_out
+from dashboard.timestamps import rfc3339_ms
 
 
 def _row(**changes: Any) -> dict[str, Any]:
@@ -47,6 +48,9 @@ def _row(**changes: Any) -> dict[str, Any]:
         "commits": 1,
         "pull_requests": 0,
         "active_time_s": 31.5,
+        "cost_source": "agent",
+        "unpriced_requests": 0,
+        "cache_creation_1h_tokens": 300,
     }
     return {**row, **changes}
 
@@ -66,9 +70,11 @@ def test_session_out_maps_every_column() -> None:
         "cache_read": 13_500,
         "cache_creation": 900,
         "reasoning": 7,
+        "cache_creation_1h": 300,
     }
     assert out.cost_usd == 0.024585
     assert isinstance(out.cost_usd, float)
+    assert (out.cost_source, out.unpriced_requests) == ("agent", 0)
     assert (out.api_requests, out.api_errors, out.events) == (3, 1, 9)
     assert out.models == ["claude-haiku-4-5-20251001", "claude-opus-4-8"]
     assert out.context.model_dump() == {
@@ -88,6 +94,28 @@ def test_session_out_maps_every_column() -> None:
 
 
 @pytest.mark.parametrize(
+    ("source", "unpriced", "stored", "cost"),
+    [
+        ("unknown", 3, Decimal(0), None),  # no request priced: not known, not $0
+        ("mixed", 1, Decimal("0.001474400"), 0.0014744),  # a lower bound, said by unpriced
+        ("price_table", 0, Decimal(0), 0.0),
+        (None, 0, Decimal("0.5"), 0.5),  # written before migration 0015
+    ],
+)
+def test_an_unknown_cost_is_null(
+    source: str | None, unpriced: int, stored: Decimal, cost: float | None
+) -> None:
+    out = session_out(_row(cost_source=source, unpriced_requests=unpriced, cost_usd=stored), NOW)
+    assert (out.cost_usd, out.cost_source, out.unpriced_requests) == (cost, source, unpriced)
+    document = out.model_dump(mode="json")
+    assert (document["cost_usd"], document["cost_source"], document["unpriced_requests"]) == (
+        cost,
+        source,
+        unpriced,
+    )
+
+
+@pytest.mark.parametrize(
     ("tokens", "window", "ratio"),
     [(6000, 200_000, 0.03), (190_000, 200_000, 0.95), (0, 200_000, 0.0), (6000, 0, 0.0), (1, 3, 0.333333)],
 )
@@ -104,7 +132,24 @@ def test_session_out_serialises_to_json() -> None:
     assert document["cost_usd"] == 0.024585
     assert document["service_name"] is None
     assert document["context"]["model"] is None
-    assert document["started_at"] == "2026-11-24T01:51:10Z"
+    assert document["started_at"] == "2026-11-24T01:51:10.000Z"  # always milliseconds and Z
+
+
+@pytest.mark.parametrize(
+    ("at", "text"),
+    [
+        (datetime(2026, 11, 24, 1, 51, 50, tzinfo=UTC), "2026-11-24T01:51:50.000Z"),
+        (datetime(2026, 11, 24, 1, 51, 50, 789_000, tzinfo=UTC), "2026-11-24T01:51:50.789Z"),
+        (datetime(2026, 11, 24, 1, 51, 50, 789_999, tzinfo=UTC), "2026-11-24T01:51:50.789Z"),
+        (
+            datetime(2026, 11, 24, 2, 51, 50, 5_000, tzinfo=timezone(timedelta(hours=1))),
+            "2026-11-24T01:51:50.005Z",
+        ),
+        (datetime(2026, 11, 24, 1, 51, 50), "2026-11-24T01:51:50.000Z"),  # naive: UTC
+    ],
+)
+def test_api_timestamps_are_rfc3339_with_milliseconds_and_z(at: datetime, text: str) -> None:
+    assert rfc3339_ms(at) == text
 
 
 @pytest.mark.parametrize(

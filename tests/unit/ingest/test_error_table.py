@@ -15,6 +15,7 @@ from ingest.errors import (
     Forbidden,
     IngestError,
     PayloadTooLarge,
+    SignalNotAccepted,
     TooManyRequests,
     Unauthorized,
     Unavailable,
@@ -32,6 +33,8 @@ ERRORS: list[tuple[IngestError, int, int, bool]] = [
     (UnsupportedMediaType("unsupported Content-Type 'text/plain'"), 415, code_pb2.INVALID_ARGUMENT, False),
     (Unauthorized("missing API key"), 401, code_pb2.UNAUTHENTICATED, False),
     (Forbidden("key of another tenant"), 403, code_pb2.PERMISSION_DENIED, False),
+    # The Collector's answer for a signal without a pipeline (mux 404, unregistered service).
+    (SignalNotAccepted("traces are not accepted"), 404, code_pb2.UNIMPLEMENTED, False),
     (TooManyRequests("over rate", retry_after=2), 429, code_pb2.RESOURCE_EXHAUSTED, True),
     (Unavailable("kafka down", retry_after=5), 503, code_pb2.UNAVAILABLE, True),
     (IngestError("unexpected"), 500, code_pb2.INTERNAL, False),

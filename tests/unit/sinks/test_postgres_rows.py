@@ -295,6 +295,20 @@ def test_session_row_puts_each_value_in_its_column() -> None:
     assert row["models"] == ["claude-haiku-4-5-20251001", "claude-opus-4-8"]
     assert row["state_version"] == 7
     assert row["last_seen_at"] - row["started_at"] == timedelta(seconds=1)
+    assert (row["cost_source"], row["unpriced_requests"], row["cache_creation_1h_tokens"]) == (None, 0, 0)
+
+
+def test_session_row_says_where_the_cost_comes_from() -> None:
+    state = _state()
+    state.cost_source, state.unpriced_requests = "mixed", 2
+    state.tokens.cache_creation_1h = 400
+    row = dict(zip(SESSION_COLUMNS, session_row(state), strict=True))
+    assert (row["cost_source"], row["unpriced_requests"], row["cache_creation_1h_tokens"]) == (
+        "mixed",
+        2,
+        400,
+    )
+    assert row["cache_creation_tokens"] == 900  # the 1-hour part is inside it
 
 
 # --- latest state per session -----------------------------------------------------------------

@@ -197,10 +197,15 @@ def test_observe_request_reports_drops_only_from_a_full_enough_context() -> None
 @pytest.mark.parametrize(
     ("model", "window"),
     [
-        ("gemini-2.5-pro", 1_048_576),
-        ("gpt-5", 400_000),
+        # LiteLLM 1.110.2's max_input_tokens (streams/prices.json):
+        ("gemini-2.5-pro", 1_048_576),  # gemini/gemini-2.5-pro
+        ("gpt-5", 272_000),  # its input limit (400k counts the output too)
+        ("gpt-6.1-sol", 922_000),
+        ("claude-opus-5-5", 1_000_000),  # Claude Code's default model (issue 14)
+        # streams/prices.local.json wins: LiteLLM says 1_000_000, Claude Code runs it at 200k
         ("claude-opus-4-8", 200_000),
-        ("a-model-nobody-knows", 200_000),
+        ("claude-haiku-4-5-20251001", 200_000),
+        ("a-model-nobody-knows", 200_000),  # DEFAULT_CONTEXT_WINDOW
     ],
 )
 def test_the_window_comes_from_the_model_table(model: str, window: int) -> None:

@@ -8,7 +8,8 @@ how), never computed by the code under test. The model stubs report fixed usage 
   reasoning 10, cache read 0 (agent-telemetry.md section 6);
 - OpenAI stub (Codex): input 1500 of which cached 1024, output 42 of which reasoning 10 ->
   input 1500 - 1024 = 476, cache read 1024, output 42, reasoning 10.
-Costs use streams/prices.json (version 2026-11-24): USD/MTok x 1000 = nano-USD per token.
+Costs use streams/prices.json, generated from LiteLLM 1.110.2 (each comment names LiteLLM's
+per-token rates): USD/MTok x 1000 = nano-USD per token.
 """
 
 from __future__ import annotations
@@ -101,9 +102,11 @@ def test_gemini_stub_session_totals(pipeline: Any, capture: Any) -> None:
     # (role=utility_router, gemini-3.5-flash-lite) and the main call (gemini-3.8-flash).
     assert state.api_requests == 2
     assert state.tokens == Tokens(input=3000, output=104, cache_read=0, cache_creation=0, reasoning=20)
-    # flash-lite $0.10/$0.40: 1500 x 100 + 52 x 400 = 170_800;
-    # 3.8-flash $0.50/$3.00 (assumed, see prices.json): 1500 x 500 + 52 x 3000 = 906_000.
-    assert state.cost_nanos == 170_800 + 906_000
+    # gemini/gemini-3.5-flash-lite input 3e-07, output 2.5e-06 ($0.30/$2.50):
+    # 1500 x 300 + 52 x 2500 = 580_000; gemini/gemini-3.8-flash 7.5e-07, 3.75e-06
+    # ($0.75/$3.75): 1500 x 750 + 52 x 3750 = 1_320_000.
+    assert state.cost_nanos == 580_000 + 1_320_000
+    assert (state.cost_source, state.unpriced_requests) == ("price_table", 0)
     # 14 records: config, ripgrep_fallback, startup_stats, user_prompt, 2 api_request,
     # 4 gen_ai...operation.details, 2 api_response, model_routing, plan.approval_mode_duration.
     assert (state.events, state.prompts, state.api_errors) == (14, 1, 0)
@@ -119,7 +122,7 @@ def test_gemini_offline_session_counts_errors_and_no_usage(pipeline: Any, captur
     # each one gemini_cli.api_error with an empty status_code; no api_response at all.
     assert (state.api_errors, state.api_requests) == (9, 0)
     assert state.tokens == Tokens()
-    assert state.cost_nanos == 0
+    assert (state.cost_nanos, state.cost_source) == (0, None)  # no request: nothing to price
     # config, ripgrep_fallback, startup_stats, user_prompt, 9 api_request, 18 operation.details,
     # 9 api_error, 4 network_retry_attempt, model_routing.
     assert (state.events, state.prompts) == (45, 1)
@@ -213,8 +216,10 @@ def test_codex_stub_session_totals(pipeline: Any, capture: Any) -> None:
     # reasoning 10) in 0007_v1_logs.pb.
     assert state.api_requests == 1
     assert state.tokens == CODEX_CALL
-    # gpt-6.1-sol (assumed gpt-5 rates $1.25/$0.125/$10): 476 x 1250 + 1024 x 125 + 42 x 10_000.
-    assert state.cost_nanos == 595_000 + 128_000 + 420_000
+    # gpt-6.1-sol input 2e-06, cache read 1e-07, output 1e-05 ($2/$0.10/$10):
+    # 476 x 2000 + 1024 x 100 + 42 x 10_000.
+    assert state.cost_nanos == 952_000 + 102_400 + 420_000
+    assert (state.cost_source, state.unpriced_requests) == ("price_table", 0)
     # Records with conversation.id: 12 (0001) + 1 (0002) + 1 (0003) + 13 (0007, log_only scope).
     assert (state.events, state.prompts, state.api_errors) == (27, 1, 0)
     assert state.models == ["gpt-6.1-sol"]
@@ -491,8 +496,9 @@ def test_gemini_numbers_sent_as_strings_and_empty_values_are_read(pipeline: Any)
 
 
 def test_gemini_cost_uses_the_long_prompt_tier(pipeline: Any) -> None:
-    # Prompt 250_000 tokens > 200k: Gemini 2.5 Pro's higher tier for the whole request:
-    # input $2.50, cache read $0.25, output $15 -> 50_000 x 2500 + 200_000 x 250 + 1500 x 15_000.
+    # Prompt 250_000 tokens > 200k: Gemini 2.5 Pro's higher tier for the whole request
+    # (gemini/gemini-2.5-pro *_above_200k_tokens: input 2.5e-06, cache read 2.5e-07, output
+    # 1.5e-05) -> 50_000 x 2500 + 200_000 x 250 + 1500 x 15_000.
     (out,) = pipeline.send_logs(_gemini([_api_response()]))
     (event,) = out.events.events
     assert event.tokens == Tokens(input=50_000, output=1500, cache_read=200_000, reasoning=500)
@@ -505,6 +511,7 @@ def test_unknown_model_has_no_cost(pipeline: Any) -> None:
     assert event.kind is EventKind.USAGE
     assert (event.cost_nanos, event.cost_source) == (None, None)
     assert out.state.cost_nanos == 0
+    assert (out.state.cost_source, out.state.unpriced_requests) == ("unknown", 1)
     assert out.state.tokens.input == 50_000
 
 
@@ -587,7 +594,7 @@ def test_codex_tool_events_and_string_numbers(pipeline: Any) -> None:
     assert kinds == [EventKind.TOOL_DECISION, EventKind.TOOL_RESULT, EventKind.USAGE]
     assert out.events.events[1].success is False
     assert [e.time_ns for e in out.events.events] == [T0, T0 + 1, T0 + 2]  # observed: time is 0
-    # gpt-5-codex $1.25/$0.125/$10: 2000 x 1250 + 18_000 x 125 + 300 x 10_000.
+    # gpt-5-codex (1.25e-06 / 1.25e-07 / 1e-05): 2000 x 1250 + 18_000 x 125 + 300 x 10_000.
     assert out.state.tokens == Tokens(input=2000, output=300, cache_read=18_000, reasoning=120)
     assert out.state.cost_nanos == 2_500_000 + 2_250_000 + 3_000_000
     assert (out.state.tool_calls, out.state.tool_failures) == (1, 1)
@@ -627,7 +634,8 @@ def test_semconv_usage_event_excludes_cache_from_input(pipeline: Any) -> None:
     (event,) = out.events.events
     assert (event.agent, event.kind, event.model) == ("my-agent", EventKind.USAGE, "gpt-5-2025-08-07")
     assert event.tokens == Tokens(input=300, output=50, cache_read=600, cache_creation=100, reasoning=20)
-    # gpt-5: 300 x 1250 + 600 x 125 + 100 x 1250 (cache writes at the input rate) + 50 x 10_000.
+    # gpt-5-2025-08-07 (1.25e-06 / 1.25e-07 / 1e-05, no write rate): 300 x 1250 + 600 x 125
+    # + 100 x 1250 (cache writes at the input rate) + 50 x 10_000.
     assert (event.cost_nanos, event.cost_source) == (375_000 + 75_000 + 125_000 + 500_000, "price_table")
     assert out.state.context.tokens == 1000
 

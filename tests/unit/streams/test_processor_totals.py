@@ -378,6 +378,59 @@ def test_cost_falls_back_to_micros(pipeline: Any, otlp_build: SimpleNamespace) -
     assert out.events.events[0].cost_source == "agent"
 
 
+@pytest.mark.parametrize(
+    ("split", "expected"),
+    [
+        # (attributes added to the stub's cache_creation_tokens 300) -> (cache_creation, 1h part)
+        ({}, (300, 0)),  # before Claude Code split them: all five-minute writes
+        ({"cache_creation_5m_tokens": 200, "cache_creation_1h_tokens": 100}, (300, 100)),
+        ({"cache_creation_1h_tokens": "300"}, (300, 300)),
+        ({"cache_creation_5m_tokens": 120}, (300, 180)),  # the rest of the total is 1h
+        (
+            {"cache_creation_tokens": None, "cache_creation_5m_tokens": 20, "cache_creation_1h_tokens": 30},
+            (50, 30),
+        ),
+        ({"cache_creation_1h_tokens": 900}, (300, 300)),  # never more than the agent's total
+    ],
+)
+def test_cache_writes_by_lifetime(
+    split: dict[str, Any], expected: tuple[int, int], pipeline: Any, otlp_build: SimpleNamespace
+) -> None:
+    attrs = {**otlp_build.api_request(0), **split}
+    (out,) = pipeline.send_logs(otlp_build.logs([(T0, attrs)]))
+    tokens = out.state.tokens
+    assert (tokens.cache_creation, tokens.cache_creation_1h) == expected
+    # A breakdown, like reasoning: the context and the token totals count writes once.
+    assert out.state.context.tokens == 1200 + 4500 + expected[0]
+    assert out.state.cost_nanos == 11_175_000  # the agent's cost_usd wins
+
+
+def test_a_request_without_the_agents_cost_is_priced_by_lifetime(
+    pipeline: Any, otlp_build: SimpleNamespace
+) -> None:
+    attrs = {
+        **otlp_build.api_request(0, cost_usd=None),
+        "cache_creation_5m_tokens": 200,
+        "cache_creation_1h_tokens": 100,
+    }
+    (out,) = pipeline.send_logs(otlp_build.logs([(T0, attrs)]))
+    assert out.events is not None
+    (event,) = out.events.events
+    # claude-opus-4-8 in prices.json (LiteLLM): $5 input, $25 output, $0.50 read, $6.25
+    # 5-minute write, $10 1-hour write (cache_creation_input_token_cost_above_1hr 1e-05):
+    # 1200 x 5000 + 42 x 25_000 + 4500 x 500 + 200 x 6250 + 100 x 10_000.
+    assert (event.cost_nanos, event.cost_source) == (
+        6_000_000 + 1_050_000 + 2_250_000 + 1_250_000 + 1_000_000,
+        "price_table",
+    )
+
+
+def test_lifetime_counts_out_of_range_are_refused(pipeline: Any, otlp_build: SimpleNamespace) -> None:
+    attrs = {**otlp_build.api_request(0), "cache_creation_1h_tokens": -5}
+    assert pipeline.send_logs(otlp_build.logs([(T0, attrs)])) == []
+    assert [r.reason for r in pipeline.rejected] == ["tokens_negative"]
+
+
 # --- bounded memory ---------------------------------------------------------------------------
 
 

@@ -659,3 +659,30 @@ async def test_pause_points_stop_at_the_nth_batch(tmp_path: Any) -> None:
     assert (tmp_path / "paused-at").read_text() == "after_changelog"
     assert not waiting.done()
     waiting.cancel()
+
+
+async def test_an_unexpected_error_outside_the_record_guards_is_dead_lettered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Anything a message raises (here a RecursionError, as a deeply nested value could cause)
+    dead-letters that message; the partition goes on."""
+    broker, clock = Broker(), Clock()
+    good, bad = sessions(2, 0)
+    feed(broker, [good, bad], range(2))
+    registry_logs = default_registry().logs
+
+    def logs(request: Any, tenant: str, received_ns: int, session: str | None = None) -> Any:
+        if session == bad:
+            raise RecursionError("maximum recursion depth exceeded")
+        return registry_logs(request, tenant, received_ns, session)
+
+    m = member(broker, clock)
+    monkeypatch.setattr(m.worker.processor.registry, "logs", logs)
+    await assign(m, [0])
+    await m.worker.step()
+    states = latest_states(broker)
+    assert states[good].api_requests == 2 * REQUESTS_PER_EXPORT
+    assert bad not in states
+    letters = [json.loads(e.value) for _, e in broker.visible(SETTINGS.dead_letter_topic)]
+    assert sorted(letter["reason"] for letter in letters) == ["process_error", "process_error"]
+    assert broker.committed[TopicPartition(RAW_LOGS, 0)] == 4

@@ -41,3 +41,15 @@ def test_a_command_is_required(capsys: pytest.CaptureFixture[str]) -> None:
         main([])
     assert info.value.code == 2
     assert "COMMAND" in capsys.readouterr().err
+
+
+def test_prices_needs_an_action(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["prices"])
+    assert info.value.code == 2
+    assert "ACTION" in capsys.readouterr().err
+
+
+def test_prices_check_without_configuration_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["prices", "check"]) == 2
+    assert capsys.readouterr().err.startswith("tokentide prices: invalid configuration:")

@@ -26,7 +26,9 @@ from tokentide.records import (
 
 NS = 1_795_485_058_104_123_456  # above 2**53: a float would not keep it exact
 
-TOKENS = Tokens(input=1200, output=42, cache_read=4500, cache_creation=300, reasoning=10)
+TOKENS = Tokens(
+    input=1200, output=42, cache_read=4500, cache_creation=300, reasoning=10, cache_creation_1h=100
+)
 EVENT = Event(
     tenant="team-a",
     session_id="0c716b3c-889b-4332-bfef-0f80d74182cb",
@@ -104,6 +106,8 @@ STATE = SessionState(
     last_seen_at_ns=NS,
     tokens=TOKENS,
     cost_nanos=24_585_000,
+    cost_source="mixed",
+    unpriced_requests=1,
     api_requests=3,
     api_errors=1,
     events=9,
@@ -161,14 +165,16 @@ def test_unknown_fields_are_refused() -> None:
 
 
 def test_tokens_context_is_everything_sent_but_not_output() -> None:
-    assert TOKENS.context == 1200 + 4500 + 300
+    assert TOKENS.context == 1200 + 4500 + 300  # the 1-hour writes are part of the 300
 
 
 def test_tokens_add_sums_every_type() -> None:
     total = Tokens()
     total.add(TOKENS)
-    total.add(Tokens(input=1, output=2, cache_read=3, cache_creation=4, reasoning=5))
-    assert total == Tokens(input=1201, output=44, cache_read=4503, cache_creation=304, reasoning=15)
+    total.add(Tokens(input=1, output=2, cache_read=3, cache_creation=4, reasoning=5, cache_creation_1h=4))
+    assert total == Tokens(
+        input=1201, output=44, cache_read=4503, cache_creation=304, reasoning=15, cache_creation_1h=104
+    )
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ from tokentide.settings import (
     SinkSettings,
     StreamsSettings,
 )
+from tokentide.topics import Signal
 
 pytestmark = pytest.mark.usefixtures("clean_env")
 
@@ -39,6 +40,13 @@ def test_ingest_outside_open_mode_starts_with_both(monkeypatch: pytest.MonkeyPat
     settings = IngestSettings()
     assert settings.open_mode is False
     assert settings.redaction_key.get_secret_value() == "a-real-secret"
+
+
+def test_ingest_refuses_traces_unless_told(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TOKENTIDE_OPEN_MODE", "1")
+    assert IngestSettings().signals == {Signal.LOGS, Signal.METRICS}
+    monkeypatch.setenv("TOKENTIDE_ACCEPT_TRACES", "1")
+    assert IngestSettings().signals == set(Signal)
 
 
 def test_ingest_starts_in_open_mode(monkeypatch: pytest.MonkeyPatch) -> None:
