@@ -21,7 +21,7 @@ install: ## system packages (Java, Maven, PostgreSQL, promtool, Chromium), the l
 	bash scripts/vendor-web.sh
 	bash scripts/install-claude-code.sh
 
-up: install ## start Kafka, PostgreSQL (with TimescaleDB when available) and the four services; prints the URLs and the layout
+up: install ## start Kafka, PostgreSQL (with TimescaleDB when available) and the five services; prints the URLs and the layout
 	$(STACK) up
 
 down: ## stop exactly what `make up` started

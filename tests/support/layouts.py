@@ -2,11 +2,13 @@
 TimescaleDB: tests/conftest.py marks them ``db_layout``, and scripts/pytest_legs.py selects that
 marker for the TimescaleDB leg.
 
-What touches it: storage, sink, dashboard, Grafana, the usage exporter, and every end-to-end test
-(the pipeline always ends in the database). Left out: ingest, the stream stage, the notifier and
-the deploy checks, which read or write no layout-dependent relation; and test_layouts_agree.py
-and test_migration_0014.py, which make the databases of the layouts they need themselves (they
-run in the plain leg, reaching TimescaleDB as TIMESCALE_DATABASE_URL).
+What touches it: storage, sink, dashboard (its API and sign-in), Grafana, the usage exporter,
+`tokentide prices check` (it reads events), and every end-to-end test (the pipeline always ends
+in the database). Left out: ingest (its shared rate limits included: regular tables in both
+layouts), the stream stage, the notifier and the deploy checks, which read or write no
+layout-dependent relation; and test_layouts_agree.py and test_migration_0014.py, which make the
+databases of the layouts they need themselves (they run in the plain leg, reaching TimescaleDB
+as TIMESCALE_DATABASE_URL).
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ from __future__ import annotations
 #: Paths relative to tests/: a file, or a folder (ending in ``/``) and everything in it.
 DB_LAYOUT = (
     "e2e/",
+    "integration/test_dashboard_auth.py",
     "integration/test_grafana_dashboards.py",
     "integration/test_live_stream_behind.py",
     "integration/test_migrate.py",
+    "integration/test_prices_check.py",
     "integration/test_query_plans.py",
     "integration/test_sink_database_outage.py",
     "integration/test_sink_exactly_once.py",
