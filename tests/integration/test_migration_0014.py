@@ -4,12 +4,17 @@ late data, becomes the plain layout's table holding the sum of every hour's minu
 role bound before it still reads it; the refresh job is gone; the sink's writes recompute their
 hours from then on. New databases never get the policy.
 
+The databases being upgraded have every migration main shipped without 0014 (0001-0013 and
+those after 0014, e.g. 0015), as a deployment of main has them: 0014 then applies after later
+versions, which migrate() allows (it applies every version not recorded yet, in order).
+
 Needs TIMESCALE_DATABASE_URL (a failure under CI=true, a skip elsewhere); runs once, in the plain
 leg, like test_layouts_agree.py.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -20,7 +25,7 @@ from psycopg import sql
 from sinks.base import Batch
 from sinks.postgres.writer import PostgresWriter
 from tests.support.services import create_database, drop_database, timescale_admin_url, unique
-from tokentide.migrate import migrate
+from tokentide.migrate import Layout, available, migrate
 from tokentide.records import Rollup, Tokens
 
 pytestmark = pytest.mark.integration
@@ -66,18 +71,52 @@ def refresh_jobs(conn: psycopg.Connection[tuple[object, ...]]) -> int:
     return int(str(found[0])) if found else 0
 
 
+def wait_for_first_refresh(conn: psycopg.Connection[tuple[object, ...]], timeout_s: float = 60) -> None:
+    """Wait until the refresh policy's job has ended its first run."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        ended = conn.execute(
+            "SELECT s.total_runs > 0 AND s.job_status <> 'Running'"
+            "  FROM timescaledb_information.job_stats s"
+            "  JOIN timescaledb_information.jobs j USING (job_id)"
+            " WHERE j.proc_name = 'policy_refresh_continuous_aggregate'"
+        ).fetchone()
+        if ended is not None and ended[0]:
+            return
+        assert time.monotonic() < deadline, "the refresh policy's first run did not end within 60 s"
+        time.sleep(0.1)
+
+
 def rows(dsn: str, query: str) -> list[tuple[object, ...]]:
     with psycopg.connect(dsn) as conn:
         return conn.execute(query.encode()).fetchall()
 
 
+#: The last migration before issue 15's.
+BEFORE_0014 = "0013_rate_leases"
+
+
+def migrate_as_main(dsn: str, layout: Layout) -> list[str]:
+    """Migrate ``dsn`` as main's migrations did: every version but 0014's (those after it
+    included), each in its own transaction with its schema_migrations row, as migrate() does.
+    Returns the versions applied after 0014's place."""
+    migrate(dsn, layout=layout.value, until=BEFORE_0014)
+    later = [(v, text) for v, text in available(layout) if v > BEFORE_0014 and not v.startswith("0014_")]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for version, text in later:
+            with conn.transaction():
+                conn.execute(text.encode())
+                conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
+    return [v for v, _ in later]
+
+
 @pytest.fixture
-def at_0011() -> Iterator[tuple[str, str]]:
-    """A TimescaleDB-layout database migrated up to 0011 (rollups_hour still the aggregate),
+def on_main() -> Iterator[tuple[str, str]]:
+    """A TimescaleDB-layout database migrated as main did (rollups_hour still the aggregate),
     and a role name (cluster-wide: dropped afterwards)."""
     admin = timescale_admin_url()
     dsn = create_database(admin, migrated=False)
-    migrate(dsn, layout="timescale", until="0011_stream_positions")
+    assert "0015_session_cost_source" in migrate_as_main(dsn, Layout.TIMESCALE)
     with psycopg.connect(dsn, autocommit=True) as conn:
         assert refresh_jobs(conn) == 0  # no longer created by 0004
         # What 0004 created before issue 15, as databases migrated then have it.
@@ -85,6 +124,10 @@ def at_0011() -> Iterator[tuple[str, str]]:
             "SELECT add_continuous_aggregate_policy('rollups_hour', start_offset => INTERVAL '30 days',"
             " end_offset => INTERVAL '1 minute', schedule_interval => INTERVAL '5 minutes')"
         )
+        # Its first run starts at once; the test's own refresh would collide with it ("a
+        # concurrent refresh is already in progress"), and a run after the late write below
+        # would hide the staleness. The next run is 5 minutes away.
+        wait_for_first_refresh(conn)
     role = unique("tt_0014_")
     try:
         yield dsn, role
@@ -95,9 +138,9 @@ def at_0011() -> Iterator[tuple[str, str]]:
 
 
 async def test_0014_turns_the_stale_aggregate_into_the_table_of_every_hours_sum(
-    at_0011: tuple[str, str],
+    on_main: tuple[str, str],
 ) -> None:
-    dsn, role = at_0011
+    dsn, role = on_main
     await write(dsn, rollup("s-1", 1, 10), rollup("s-1", 61, 20), rollup("s-2", 5, 7))
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("CALL refresh_continuous_aggregate('rollups_hour', NULL, NULL)")
@@ -123,3 +166,20 @@ async def test_0014_turns_the_stale_aggregate_into_the_table_of_every_hours_sum(
     # From now on each write recomputes its hours in its own transaction.
     await write(dsn, rollup("s-2", 6, 1))
     assert rows(dsn, HOURS) == rows(dsn, BY_MINUTES)
+
+
+async def test_0014_on_a_plain_database_migrated_by_main_changes_no_number() -> None:
+    """The plain layout's 0014 only comments: main's plain database upgrades to the same rows."""
+    admin = timescale_admin_url()  # any server: the layout is forced plain
+    dsn = create_database(admin, migrated=False)
+    try:
+        migrate_as_main(dsn, Layout.PLAIN)
+        await write(dsn, rollup("s-1", 1, 10), rollup("s-1", 61, 20))
+        before = rows(dsn, HOURS)
+        assert before == rows(dsn, BY_MINUTES)
+        assert migrate(dsn, layout="plain") == ["0014_no_refresh_job", "0014_timescale_layout"]
+        assert rows(dsn, HOURS) == before
+        await write(dsn, rollup("s-1", 30, 100))
+        assert [r[2] for r in rows(dsn, HOURS)] == [110, 20]
+    finally:
+        drop_database(admin, dsn)
