@@ -51,6 +51,17 @@ def _row(**changes: Any) -> dict[str, Any]:
         "cost_source": "agent",
         "unpriced_requests": 0,
         "cache_creation_1h_tokens": 300,
+        "context_window_source": "model_table",
+        "context_auto_compact_at": None,
+        "by_source": [
+            {"query_source": "auxiliary", "tokens": {"input": 10}, "cost_nanos": 1_000, "requests": 1},
+            {
+                "query_source": "main",
+                "tokens": {"input": 1200, "output": 42},
+                "cost_nanos": 11_175_000,
+                "requests": 2,
+            },
+        ],
     }
     return {**row, **changes}
 
@@ -86,7 +97,14 @@ def test_session_out_maps_every_column() -> None:
         "predicted_requests_left": 1223.4,
         "predicted_minutes_left": 85.6,
         "compactions": 1,
+        "limit_source": "model_table",
+        "auto_compact_at": None,
     }
+    # by source, the costliest first
+    assert [(s.query_source, s.tokens.input, s.cost_usd, s.requests) for s in out.by_source] == [
+        ("main", 1200, 0.011175, 2),
+        ("auxiliary", 10, 0.000001, 1),
+    ]
     assert out.attributes == {"team": "payments"}
     assert (out.tool_calls, out.tool_failures, out.lines_added, out.commits) == (4, 1, 12, 1)
     assert out.status == "active"

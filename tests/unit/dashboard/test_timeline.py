@@ -90,6 +90,7 @@ def test_every_canonical_kind_has_a_timeline_kind() -> None:
         "tool_result",
         "tool_decision",
         "compaction",
+        "context_window",
         "signal",
         "other",
     } | {kind.value for kind, _ in CATALOGUE.values()}
