@@ -516,7 +516,11 @@ def event_item(row: dict[str, Any]) -> TimelineItem:
         cost_usd=None if cost is None else float(cost),
         duration_ms=row["duration_ms"],
     )
-    if kind is TimelineKind.API_REQUEST and row["main_context"] and row["input_tokens"] is not None:
+    # The main conversation as the session's gauge counts it (streams.state): unless the agent
+    # said otherwise (Codex and Gemini say nothing). Rows from before migration 0007 (no kind)
+    # are unknown.
+    main = row["main_context"] or (row["main_context"] is None and row["kind"] == EventKind.USAGE)
+    if kind is TimelineKind.API_REQUEST and main and row["input_tokens"] is not None:
         item.context_tokens = (
             row["input_tokens"] + (row["cache_read_tokens"] or 0) + (row["cache_creation_tokens"] or 0)
         )
