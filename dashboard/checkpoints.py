@@ -51,6 +51,7 @@ from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel, ConfigDict, Field
 
 from dashboard.queries import GET_SESSION, session_out
+from dashboard.timestamps import Timestamp
 
 Pool = AsyncConnectionPool[psycopg.AsyncConnection[dict[str, Any]]]
 
@@ -129,7 +130,7 @@ class CheckpointIn(BaseModel):
 class CheckpointOut(BaseModel):
     checkpoint_id: str
     session_id: str
-    created_at: datetime
+    created_at: Timestamp
     trigger: str
     summary: dict[str, Any]
     #: Uncompressed size of the stored transcript snapshot; null when none was kept.
@@ -149,7 +150,7 @@ class HookState(BaseModel):
     predicted_requests_left: float | None = None
     predicted_minutes_left: float | None = None
     open_signal: str | None = None
-    latest_checkpoint_at: datetime | None = None
+    latest_checkpoint_at: Timestamp | None = None
 
 
 def summary_of(session: dict[str, Any] | None, last_prompts: list[str], body: CheckpointIn) -> dict[str, Any]:

@@ -8,6 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from dashboard.timestamps import Timestamp
+
 SESSION_COLUMNS = """
            session_id, agent, service_name, user_id, started_at, last_seen_at,
            input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens,
@@ -16,7 +18,8 @@ SESSION_COLUMNS = """
            lines_added, lines_removed, commits, pull_requests, active_time_s,
            context_tokens, context_window, context_model, context_growth,
            context_requests_left, context_minutes_left, compactions,
-           cost_source, unpriced_requests, cache_creation_1h_tokens
+           cost_source, unpriced_requests, cache_creation_1h_tokens,
+           context_window_source, context_auto_compact_at, by_source
 """
 SELECT_SESSION = "SELECT" + SESSION_COLUMNS + "FROM sessions\n"
 GET_SESSION = SELECT_SESSION + "WHERE tenant_id = %s AND session_id = %s"
@@ -50,11 +53,30 @@ class ContextOut(BaseModel):
     predicted_requests_left: float | None
     predicted_minutes_left: float | None
     compactions: int
+    #: Where ``limit`` comes from: ``agent`` (the agent said so), ``long_context`` (a ``[1m]``
+    #: variant was seen), ``model_table``, ``default``; null for rows before migration 0016.
+    limit_source: str | None = None
+    #: Where the agent compacts by itself (its last automatic compaction's size): the point
+    #: the predictions aim at; null until one was seen.
+    auto_compact_at: int | None = None
+
+
+class SourceOut(BaseModel):
+    """Usage of one source of the session: ``main``, a ``subagent`` (``agent_name``) or
+    ``auxiliary`` requests, by skill and MCP server where the agent says."""
+
+    query_source: str
+    agent_name: str | None
+    skill: str | None
+    mcp_server: str | None
+    tokens: TokensOut
+    cost_usd: float
+    requests: int
 
 
 class SignalOut(BaseModel):
     kind: str
-    at: datetime
+    at: Timestamp
     ratio: float
     tokens: int
     limit: int
@@ -94,8 +116,10 @@ class SessionOut(BaseModel):
     active_time_s: float
     models: list[str]
     context: ContextOut
-    started_at: datetime
-    last_seen_at: datetime
+    #: Usage by source, the costliest first; they sum to the session's event totals.
+    by_source: list[SourceOut] = []
+    started_at: Timestamp
+    last_seen_at: Timestamp
     signals: list[SignalOut] | None = None
 
 
@@ -123,6 +147,33 @@ def signal_out(row: dict[str, Any]) -> SignalOut:
         minutes_left=row["minutes_left"],
         message=row["message"],
     )
+
+
+def sources_out(stored: Any) -> list[SourceOut]:
+    """``sessions.by_source`` (SessionState.by_source as JSON), the costliest first."""
+    out = []
+    for source in stored or []:
+        tokens = source.get("tokens") or {}
+        out.append(
+            SourceOut(
+                query_source=str(source.get("query_source")),
+                agent_name=source.get("agent_name"),
+                skill=source.get("skill"),
+                mcp_server=source.get("mcp_server"),
+                tokens=TokensOut(
+                    input=tokens.get("input", 0),
+                    output=tokens.get("output", 0),
+                    cache_read=tokens.get("cache_read", 0),
+                    cache_creation=tokens.get("cache_creation", 0),
+                    reasoning=tokens.get("reasoning", 0),
+                    cache_creation_1h=tokens.get("cache_creation_1h", 0),
+                ),
+                cost_usd=source.get("cost_nanos", 0) / 1e9,
+                requests=source.get("requests", 0),
+            )
+        )
+    out.sort(key=lambda s: (-s.cost_usd, -s.requests))
+    return out
 
 
 def session_out(row: dict[str, Any], now: datetime) -> SessionOut:
@@ -169,7 +220,10 @@ def session_out(row: dict[str, Any], now: datetime) -> SessionOut:
             predicted_requests_left=row["context_requests_left"],
             predicted_minutes_left=row["context_minutes_left"],
             compactions=row["compactions"],
+            limit_source=row["context_window_source"],
+            auto_compact_at=row["context_auto_compact_at"],
         ),
+        by_source=sources_out(row["by_source"]),
         started_at=row["started_at"],
         last_seen_at=row["last_seen_at"],
     )

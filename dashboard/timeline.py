@@ -23,6 +23,7 @@ from fastapi import FastAPI, HTTPException, Query
 from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel
 
+from dashboard.timestamps import Timestamp
 from tokentide.records import EventKind
 
 DEFAULT_LIMIT = 500
@@ -43,7 +44,50 @@ TIMELINE_EVENTS = """
            coalesce(attributes ->> 'status_code', attributes ->> 'http.response.status_code') AS status_code,
            attributes ->> 'total_attempts' AS attempts,
            attributes ->> 'prompt_length' AS prompt_length,
-           coalesce(attributes ->> 'post_tokens', attributes ->> 'tokens_after') AS tokens_after
+           coalesce(attributes ->> 'post_tokens', attributes ->> 'tokens_after') AS tokens_after,
+           attributes ->> 'pre_tokens' AS tokens_before,
+           attributes ->> 'trigger' AS trigger,
+           jsonb_strip_nulls(jsonb_build_object(
+               'agent_type', attributes -> 'agent_type',
+               'agent.name', attributes -> 'agent.name',
+               'total_tokens', attributes -> 'total_tokens',
+               'total_tool_uses', attributes -> 'total_tool_uses',
+               'duration_ms', attributes -> 'duration_ms',
+               'is_async', attributes -> 'is_async',
+               'response_length', attributes -> 'response_length',
+               'category', attributes -> 'category',
+               'hook_event', attributes -> 'hook_event',
+               'hook_name', attributes -> 'hook_name',
+               'num_hooks', attributes -> 'num_hooks',
+               'num_success', attributes -> 'num_success',
+               'status', attributes -> 'status',
+               'transport_type', attributes -> 'transport_type',
+               'server_scope', attributes -> 'server_scope',
+               'mcp_server.name', attributes -> 'mcp_server.name',
+               'plugin_id', attributes -> 'plugin_id',
+               'plugin.name', attributes -> 'plugin.name',
+               'plugin_name', attributes -> 'plugin_name',
+               'skill.name', attributes -> 'skill.name',
+               'skill_name', attributes -> 'skill_name',
+               'from_mode', attributes -> 'from_mode',
+               'to_mode', attributes -> 'to_mode',
+               'action', attributes -> 'action',
+               'auth_method', attributes -> 'auth_method',
+               'error_name', attributes -> 'error_name',
+               'error_code', attributes -> 'error_code',
+               'event.kind', attributes -> 'event.kind',
+               'provider_name', attributes -> 'provider_name',
+               'approval_policy', attributes -> 'approval_policy',
+               'operation', attributes -> 'operation',
+               'lines', attributes -> 'lines',
+               'attempt', attributes -> 'attempt',
+               'source', attributes -> 'source',
+               'deleted', attributes -> 'deleted',
+               'phase', attributes -> 'phase',
+               'command_name', attributes -> 'command_name',
+               'context_window.size', attributes -> 'context_window.size',
+               'context_window.used_percentage', attributes -> 'context_window.used_percentage'
+           )) AS detail
       FROM events
      WHERE tenant_id = %(tenant)s AND session_id = %(session)s
      ORDER BY ts DESC, seq DESC NULLS LAST, event_id DESC
@@ -66,7 +110,24 @@ class TimelineKind(enum.StrEnum):
     TOOL_RESULT = "tool_result"
     TOOL_DECISION = "tool_decision"
     COMPACTION = "compaction"
+    CONTEXT_WINDOW = "context_window"
     SIGNAL = "signal"
+    #: The agents' other documented events (catalogue below): recognised, never counted.
+    RESPONSE = "response"
+    SUBAGENT = "subagent"
+    REFUSAL = "refusal"
+    HOOK = "hook"
+    MCP = "mcp"
+    PLUGIN = "plugin"
+    SKILL = "skill"
+    PERMISSION = "permission"
+    AUTH = "auth"
+    CONFIG = "config"
+    SESSION = "session"
+    NETWORK = "network"
+    FILE = "file"
+    ERROR = "error"
+    HOUSEKEEPING = "housekeeping"
     OTHER = "other"
 
 
@@ -79,6 +140,7 @@ KINDS = {
     EventKind.TOOL_RESULT: TimelineKind.TOOL_RESULT,
     EventKind.TOOL_DECISION: TimelineKind.TOOL_DECISION,
     EventKind.COMPACTION: TimelineKind.COMPACTION,
+    EventKind.CONTEXT_WINDOW: TimelineKind.CONTEXT_WINDOW,
     EventKind.OTHER: TimelineKind.OTHER,
 }
 #: Rows written before migration 0007 have no kind: the agents' event names (without their
@@ -97,8 +159,195 @@ KINDS_BY_NAME = {
 }
 
 
+#: Attributes the catalogue's summaries read: :data:`TIMELINE_EVENTS` selects exactly these
+#: (a unit test keeps the two in step), never the whole JSONB.
+DETAIL_KEYS = (
+    "agent_type",
+    "agent.name",
+    "total_tokens",
+    "total_tool_uses",
+    "duration_ms",
+    "is_async",
+    "response_length",
+    "category",
+    "hook_event",
+    "hook_name",
+    "num_hooks",
+    "num_success",
+    "status",
+    "transport_type",
+    "server_scope",
+    "mcp_server.name",
+    "plugin_id",
+    "plugin.name",
+    "plugin_name",
+    "skill.name",
+    "skill_name",
+    "from_mode",
+    "to_mode",
+    "action",
+    "auth_method",
+    "error_name",
+    "error_code",
+    "event.kind",
+    "provider_name",
+    "approval_policy",
+    "operation",
+    "lines",
+    "attempt",
+    "source",
+    "deleted",
+    "phase",
+    "command_name",
+    "context_window.size",
+    "context_window.used_percentage",
+)
+
+
+def _detail(row: dict[str, Any], *keys: str) -> str | None:
+    """The first of ``keys`` that the event carries, as text."""
+    detail = row.get("detail") or {}
+    for key in keys:
+        value = detail.get(key)
+        if value not in (None, ""):
+            return str(value)
+    return None
+
+
+def _joined(*parts: str | None) -> str:
+    return " · ".join(p for p in parts if p)
+
+
+def _subagent(row: dict[str, Any]) -> str:
+    tokens = _int(_detail(row, "total_tokens"))
+    tools = _int(_detail(row, "total_tool_uses"))
+    took = _int(_detail(row, "duration_ms"))
+    return _joined(
+        " ".join(filter(None, ("subagent", _detail(row, "agent_type", "agent.name"), "finished"))),
+        f"{tokens:,} tokens in its last request (its own context, not the session's)" if tokens else None,
+        f"{tools} tool uses" if tools is not None else None,
+        f"{took / 1000:.1f} s" if took else None,
+    )
+
+
+def _hook(row: dict[str, Any]) -> str:
+    name = str(row["name"]).rsplit(".", 1)[-1]
+    what = {"hook_registered": "registered", "hook_execution_start": "started"}.get(name, "ran")
+    hooks = _int(_detail(row, "num_hooks"))
+    return _joined(
+        f"{_detail(row, 'hook_event') or 'hook'} hook {what}",
+        _detail(row, "hook_name"),
+        f"{hooks} hooks" if hooks is not None and hooks != 1 else None,
+    )
+
+
+#: The documented events of the three agents that carry no usage (agent-telemetry.md sections
+#: 2-4 and Claude Code 2.1.33x's newer ones), by name without the agent's prefix: their kind and a
+#: readable summary. Anything else stays "other", its name as summary.
+CATALOGUE: dict[str, tuple[TimelineKind, Callable[[dict[str, Any]], str]]] = {
+    "assistant_response": (
+        TimelineKind.RESPONSE,
+        lambda r: _joined(
+            "response", _detail(r, "response_length") and f"{_detail(r, 'response_length')} characters"
+        ),
+    ),
+    "agent_response": (TimelineKind.RESPONSE, lambda r: "response"),
+    "subagent_completed": (TimelineKind.SUBAGENT, _subagent),
+    "api_refusal": (
+        TimelineKind.REFUSAL,
+        lambda r: _joined(f"{r['model'] or 'model'} refused to answer", _detail(r, "category")),
+    ),
+    "hook_registered": (TimelineKind.HOOK, _hook),
+    "hook_execution_start": (TimelineKind.HOOK, _hook),
+    "hook_execution_complete": (TimelineKind.HOOK, _hook),
+    "hook_plugin_metrics": (TimelineKind.HOOK, lambda r: "hook plugin metrics"),
+    "hook_call": (TimelineKind.HOOK, _hook),
+    "mcp_server_connection": (
+        TimelineKind.MCP,
+        lambda r: _joined(
+            " ".join(filter(None, ("MCP server", _detail(r, "mcp_server.name"), _detail(r, "status")))),
+            _detail(r, "transport_type"),
+            _detail(r, "server_scope"),
+        ),
+    ),
+    "plugin_installed": (
+        TimelineKind.PLUGIN,
+        lambda r: _joined("plugin installed", _detail(r, "plugin.name", "plugin_name", "plugin_id")),
+    ),
+    "plugin_loaded": (
+        TimelineKind.PLUGIN,
+        lambda r: _joined("plugin loaded", _detail(r, "plugin.name", "plugin_name", "plugin_id")),
+    ),
+    "skill_activated": (
+        TimelineKind.SKILL,
+        lambda r: _joined("skill activated", _detail(r, "skill.name", "skill_name")),
+    ),
+    "skill_invocation": (
+        TimelineKind.SKILL,
+        lambda r: _joined("skill used", _detail(r, "skill.name", "skill_name")),
+    ),
+    "permission_mode_changed": (
+        TimelineKind.PERMISSION,
+        lambda r: f"permission mode {_detail(r, 'from_mode') or '?'} -> {_detail(r, 'to_mode') or '?'}",
+    ),
+    "plan.approval_mode_duration": (TimelineKind.PERMISSION, lambda r: "plan approval mode"),
+    "auth": (
+        TimelineKind.AUTH,
+        lambda r: _joined(
+            " ".join(filter(None, ("authentication", _detail(r, "action")))),
+            _detail(r, "auth_method"),
+            _detail(r, "status"),
+        ),
+    ),
+    "managed_settings_resolved": (TimelineKind.CONFIG, lambda r: "managed settings resolved"),
+    "config": (TimelineKind.CONFIG, lambda r: "configuration"),
+    "model_routing": (TimelineKind.CONFIG, lambda r: _joined("model routing", r["model"])),
+    "conversation_starts": (
+        TimelineKind.SESSION,
+        lambda r: _joined("conversation started", _detail(r, "provider_name"), _detail(r, "approval_policy")),
+    ),
+    "startup_stats": (TimelineKind.SESSION, lambda r: "startup"),
+    "startup_phase": (TimelineKind.SESSION, lambda r: _joined("startup", _detail(r, "phase"))),
+    "conversation_finished": (TimelineKind.SESSION, lambda r: "conversation finished"),
+    "slash_command": (TimelineKind.SESSION, lambda r: _joined("slash command", _detail(r, "command_name"))),
+    "at_mention": (TimelineKind.SESSION, lambda r: "@-mention"),
+    "feedback_survey": (TimelineKind.SESSION, lambda r: "feedback survey"),
+    "turn_ttft": (
+        TimelineKind.NETWORK,
+        lambda r: _joined(
+            "time to first token", _detail(r, "duration_ms") and f"{_detail(r, 'duration_ms')} ms"
+        ),
+    ),
+    "websocket_connect": (TimelineKind.NETWORK, lambda r: _joined("websocket connect", _detail(r, "status"))),
+    "network_retry_attempt": (
+        TimelineKind.NETWORK,
+        lambda r: _joined("network retry", _detail(r, "attempt") and f"attempt {_detail(r, 'attempt')}"),
+    ),
+    "flash_fallback": (TimelineKind.NETWORK, lambda r: "fell back to a flash model"),
+    "sse_event": (TimelineKind.NETWORK, lambda r: _joined("stream event", _detail(r, "event.kind"))),
+    "responses.reasoning_replay": (TimelineKind.NETWORK, lambda r: "reasoning replayed"),
+    "file_operation": (
+        TimelineKind.FILE,
+        lambda r: _joined(
+            "file", _detail(r, "operation"), _detail(r, "lines") and f"{_detail(r, 'lines')} lines"
+        ),
+    ),
+    "ripgrep_fallback": (TimelineKind.FILE, lambda r: "ripgrep unavailable: fell back"),
+    "tool_output_truncated": (TimelineKind.FILE, lambda r: "tool output truncated"),
+    "malformed_json_response": (TimelineKind.ERROR, lambda r: "malformed JSON response"),
+    "internal_error": (
+        TimelineKind.ERROR,
+        lambda r: _joined("internal error", _detail(r, "error_name"), _detail(r, "error_code")),
+    ),
+    "retention_sweep": (
+        TimelineKind.HOUSEKEEPING,
+        lambda r: _joined("retention sweep", _detail(r, "deleted") and f"{_detail(r, 'deleted')} removed"),
+    ),
+}
+
+
 class TimelineItem(BaseModel):
-    at: datetime
+    at: Timestamp
     kind: TimelineKind
     #: The agent's event name (``api_request``, ``gemini_cli.tool_call``, ...) or the signal's
     #: kind (``context_warning``, ...).
@@ -117,13 +366,29 @@ class TimelineOut(BaseModel):
     items: list[TimelineItem]
 
 
+def _short_name(row: dict[str, Any]) -> str:
+    """The agent's event name without its agent prefix (``gemini_cli.``, ``codex.``, ...)."""
+    name = str(row["name"])
+    for prefix in ("claude_code.", "gemini_cli.", "codex."):
+        if name.startswith(prefix):
+            return name.removeprefix(prefix)
+    return name
+
+
 def kind_of(row: dict[str, Any]) -> TimelineKind:
-    """The timeline kind of an events row: its canonical kind, else (older rows) its name."""
+    """The timeline kind of an events row: its canonical kind (a documented event without usage
+    by the catalogue), else (older rows) its name."""
     kind = row.get("kind")
+    if kind == EventKind.OTHER:
+        known = CATALOGUE.get(_short_name(row))
+        return known[0] if known is not None else TimelineKind.OTHER
     if kind in set(EventKind):
         return KINDS[EventKind(kind)]
     if row.get("input_tokens") is not None:
         return TimelineKind.API_REQUEST
+    known = CATALOGUE.get(_short_name(row))
+    if known is not None:
+        return known[0]
     return KINDS_BY_NAME.get(str(row["name"]).rsplit(".", 1)[-1], TimelineKind.OTHER)
 
 
@@ -199,11 +464,25 @@ def _tool_decision(row: dict[str, Any]) -> str:
 
 
 def _compaction(row: dict[str, Any]) -> str:
-    after = _int(row["tokens_after"])
-    return f"compacted to {after:,} tokens" if after is not None else "compacted"
+    after, before = _int(row.get("tokens_after")), _int(row.get("tokens_before"))
+    trigger = row.get("trigger")
+    how = f"compacted ({trigger})" if trigger in ("auto", "manual") else "compacted"
+    if before is not None and after is not None:
+        return f"{how} from {before:,} to {after:,} tokens"
+    return f"{how} to {after:,} tokens" if after is not None else how
+
+
+def _context_window(row: dict[str, Any]) -> str:
+    size = _int(_detail(row, "context_window.size"))
+    used = _detail(row, "context_window.used_percentage")
+    return _joined(
+        f"the agent reports a {size:,}-token window" if size else "the agent reports its window",
+        f"{float(used):.0f}% used" if used is not None and used.replace(".", "", 1).isdigit() else None,
+    )
 
 
 _SUMMARIES: dict[TimelineKind, Callable[[dict[str, Any]], str]] = {
+    TimelineKind.CONTEXT_WINDOW: _context_window,
     TimelineKind.API_REQUEST: _api_request,
     TimelineKind.API_ERROR: lambda row: _error_summary(row, ""),
     TimelineKind.RETRIES_EXHAUSTED: _retries_exhausted,
@@ -218,7 +497,10 @@ def summary(row: dict[str, Any], kind: TimelineKind) -> str:
     """A short human line for an events row: model, tokens and cost of an API request, a
     tool's name and outcome, an error's message; the agent's event name for the rest."""
     describe = _SUMMARIES.get(kind)
-    return describe(row) if describe is not None else str(row["name"])
+    if describe is not None:
+        return describe(row)
+    known = CATALOGUE.get(_short_name(row))
+    return known[1](row) if known is not None and known[0] is kind else str(row["name"])
 
 
 def event_item(row: dict[str, Any]) -> TimelineItem:
@@ -234,7 +516,11 @@ def event_item(row: dict[str, Any]) -> TimelineItem:
         cost_usd=None if cost is None else float(cost),
         duration_ms=row["duration_ms"],
     )
-    if kind is TimelineKind.API_REQUEST and row["main_context"] and row["input_tokens"] is not None:
+    # The main conversation as the session's gauge counts it (streams.state): unless the agent
+    # said otherwise (Codex and Gemini say nothing). Rows from before migration 0007 (no kind)
+    # are unknown.
+    main = row["main_context"] or (row["main_context"] is None and row["kind"] == EventKind.USAGE)
+    if kind is TimelineKind.API_REQUEST and main and row["input_tokens"] is not None:
         item.context_tokens = (
             row["input_tokens"] + (row["cache_read_tokens"] or 0) + (row["cache_creation_tokens"] or 0)
         )

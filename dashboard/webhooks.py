@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from datetime import datetime
 from typing import Annotated, Any
 
 import psycopg
 from fastapi import FastAPI, Query
 from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel
+
+from dashboard.timestamps import Timestamp
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -53,11 +54,11 @@ class DeliveryOut(BaseModel):
     attempts: int
     last_http_status: int | None
     last_error: str | None
-    created_at: datetime
-    updated_at: datetime
+    created_at: Timestamp
+    updated_at: Timestamp
     #: When the next attempt is due (``pending`` and ``failed`` only).
-    next_attempt_at: datetime | None
-    delivered_at: datetime | None
+    next_attempt_at: Timestamp | None
+    delivered_at: Timestamp | None
 
 
 class DeliveriesOut(BaseModel):

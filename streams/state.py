@@ -52,6 +52,7 @@ from tokentide.records import (
     Rollup,
     SessionSignal,
     SessionState,
+    SourceUsage,
     Tokens,
 )
 from tokentide.tenancy import SignalThresholds
@@ -122,6 +123,8 @@ class StoredSession(Record):
     metric_model_tokens: dict[str, dict[str, float]] = Field(default_factory=dict)
     #: The session showed a long-context model variant (``[1m]``): its window is 1M.
     long_context: bool = False
+    #: The window the agent itself reported (Claude Code's status line), which wins.
+    agent_window: int | None = None
 
 
 @dataclass(slots=True)
@@ -184,8 +187,7 @@ def apply(
             state.attributes[key] = value
     if records.long_context and not stored.long_context:
         stored.long_context = True
-        state.context.window = LONG_CONTEXT_WINDOW
-        ctx.predict(state.context)
+        _set_window(stored, state.context.model)
 
     signals: list[SessionSignal] = []
     event_buckets: rollups.Buckets = {}
@@ -285,9 +287,39 @@ def _priced(buckets: rollups.Buckets, stored: StoredSession) -> rollups.Buckets:
     return buckets
 
 
+def _set_window(stored: StoredSession, model: str | None) -> None:
+    """The session's window, from the best source known (ContextState's ``window_source``):
+    the agent's own report, the long-context variant, the model table, the default."""
+    context = stored.state.context
+    table = context_window(model)
+    if stored.agent_window:
+        context.window, context.window_source = stored.agent_window, "agent"
+    elif stored.long_context:
+        context.window, context.window_source = LONG_CONTEXT_WINDOW, "long_context"
+    elif table:
+        context.window, context.window_source = table, "model_table"
+    else:
+        context.window, context.window_source = DEFAULT_CONTEXT_WINDOW, "default"
+    ctx.predict(context)
+
+
 def _count(stored: StoredSession, event: Any, thresholds: SignalThresholds) -> list[SessionSignal]:
     """Count one new event into the state; returns the signals it raised."""
     state = stored.state
+    if event.kind is EventKind.CONTEXT_WINDOW:
+        # tokentide's own report of what the agent says: not one of the agent's events.
+        if event.context_window and event.time_ns >= stored.context_time_ns:
+            stored.agent_window = event.context_window
+            _set_window(stored, state.context.model)
+            return evaluate(
+                state.context,
+                stored.signals,
+                tenant=state.tenant,
+                session_id=state.session_id,
+                time_ns=event.time_ns,
+                thresholds=thresholds,
+            )
+        return []
     state.events += 1
     if event.model and event.model not in state.models:
         state.models.append(event.model)
@@ -353,11 +385,54 @@ def mixed_source(current: str | None, new: str) -> str:
     return new if current in (None, new) else "mixed"
 
 
+#: Sources kept per session (SessionState.by_source); later ones are summed as one "other".
+MAX_SOURCES = 64
+
+
+def source_of(event: Any) -> tuple[str, str | None, str | None, str | None]:
+    """(query_source, agent_name, skill, mcp_server) of a usage event: ``main`` for the
+    session's own conversation, ``subagent`` for a subagent's (the agent names it), else
+    ``auxiliary`` (title generation, compaction's summary, routing)."""
+    raw = (event.query_source or "").lower()
+    if event.agent_name or raw == "subagent" or raw.startswith("agent"):
+        kind = "subagent"
+    elif event.main_context is not False:
+        kind = "main"
+    else:
+        kind = "auxiliary"
+    return kind, event.agent_name, event.skill, event.mcp_server
+
+
+def _add_source(state: SessionState, event: Any, tokens: Tokens, cost_nanos: int | None) -> None:
+    kind, agent_name, skill, mcp_server = source_of(event)
+    for source in state.by_source:
+        if (source.query_source, source.agent_name, source.skill, source.mcp_server) == (
+            kind,
+            agent_name,
+            skill,
+            mcp_server,
+        ):
+            break
+    else:
+        if len(state.by_source) < MAX_SOURCES - 1:
+            source = SourceUsage(query_source=kind, agent_name=agent_name, skill=skill, mcp_server=mcp_server)
+            state.by_source.append(source)
+        else:
+            other = [s for s in state.by_source if s.query_source == "other"]
+            source = other[0] if other else SourceUsage(query_source="other")
+            if not other:
+                state.by_source.append(source)
+    source.tokens.add(tokens)
+    source.cost_nanos += cost_nanos or 0
+    source.requests += 1
+
+
 def _usage(
     stored: StoredSession, tokens: Tokens, cost_nanos: int | None, event: Any, thresholds: SignalThresholds
 ) -> list[SessionSignal]:
     state = stored.state
     state.api_requests += 1
+    _add_source(state, event, tokens, cost_nanos)
     stored.usage_tokens.add(tokens)
     stored.usage_cost_nanos += cost_nanos or 0
     # An unknown cost is counted as such, never as 0 (the normalisers set a source with
@@ -367,8 +442,7 @@ def _usage(
     stored.usage_unpriced += cost_nanos is None
     if event.main_context is False or event.time_ns < stored.context_time_ns:
         return []
-    if not stored.long_context:
-        state.context.window = context_window(event.model) or DEFAULT_CONTEXT_WINDOW
+    _set_window(stored, event.model)
     dropped = ctx.observe_request(state.context, tokens.context, event.time_ns, stored.context_time_ns)
     stored.context_time_ns = event.time_ns
     state.context.model = event.model
@@ -389,10 +463,14 @@ def _usage(
 def _compaction(stored: StoredSession, event: Any, thresholds: SignalThresholds) -> list[SessionSignal]:
     state = stored.state
     time_ns = event.time_ns
+    if event.trigger == "auto" and event.context_before:
+        # Where the agent compacts by itself (Claude Code's effective threshold): what the
+        # predictions aim at from now on.
+        state.context.auto_compact_at = min(event.context_before, state.context.window)
     if event.context_after is not None and time_ns >= stored.context_time_ns:
         # The agent says where the context stands now; the next request will confirm it.
         state.context.tokens = event.context_after
-        ctx.predict(state.context)
+    ctx.predict(state.context)
     counted = ctx.count_compaction(state.context, time_ns, stored.last_compaction_ns)
     stored.last_compaction_ns = time_ns
     if not counted:

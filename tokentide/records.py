@@ -78,6 +78,9 @@ class EventKind(enum.StrEnum):
     TOOL_RESULT = "tool_result"  # a tool ran (``success`` says how it went)
     TOOL_DECISION = "tool_decision"  # a tool use was accepted or rejected
     COMPACTION = "compaction"  # the agent compacted the conversation
+    #: The agent's own word on its context window (tokentide's Claude Code status line):
+    #: counts nothing, sets the session's window.
+    CONTEXT_WINDOW = "context_window"
     OTHER = "other"
 
 
@@ -118,6 +121,11 @@ class Event(Record):
     #: Long-context variant seen on the model name (``1m`` for ``claude-opus-4-8[1m]``).
     model_variant: str | None = None
     query_source: str | None = None
+    #: Who the request worked for, where the agent says (Claude Code's ``agent.name``,
+    #: ``skill.name``, ``mcp_server.name``): the session's usage by source (SessionState).
+    agent_name: str | None = None
+    skill: str | None = None
+    mcp_server: str | None = None
     #: For usage: whether the request belongs to the session's own conversation (its context
     #: window), not to title generation, compaction, routing or a subagent.
     main_context: bool | None = None
@@ -125,6 +133,11 @@ class Event(Record):
     success: bool | None = None
     #: For compactions: the context size after it, when the agent says.
     context_after: int | None = None
+    #: For compactions: the context size before it, and ``auto`` or ``manual``.
+    context_before: int | None = None
+    trigger: str | None = None
+    #: For the agent's report of its window (:attr:`EventKind.CONTEXT_WINDOW`): its size.
+    context_window: int | None = None
     request_id: str | None = None
     duration_ms: float | None = None
     #: Set for events that report one model API request's usage (Claude Code ``api_request``).
@@ -176,11 +189,19 @@ class ContextState(Record):
 
     Predictions (``None`` until two main requests were seen): ``growth`` is the smoothed
     growth of the context per request; ``requests_left`` how many more requests of that
-    growth fit; ``minutes_left`` that many requests at the smoothed pace between requests.
+    growth fit before the agent compacts (``auto_compact_at``, once learned, else the window);
+    ``minutes_left`` that many requests at the smoothed pace between requests.
+
+    ``window_source`` says where the window comes from, best first: ``agent`` (the agent said
+    so: Claude Code's status line), ``long_context`` (a ``[1m]`` model variant was seen),
+    ``model_table`` (streams/prices.json), ``default`` (200k: nothing else known).
     """
 
     tokens: int = 0
     window: int = DEFAULT_CONTEXT_WINDOW
+    window_source: str = "default"
+    #: Where the agent compacts by itself: the context of its last automatic compaction.
+    auto_compact_at: int | None = None
     model: str | None = None
     growth: float | None = None
     interval_s: float | None = None
@@ -252,6 +273,21 @@ class RollupBatch(Record):
     rollups: list[Rollup]
 
 
+class SourceUsage(Record):
+    """A session's usage of one source: the main conversation, a subagent type, auxiliary
+    requests (title generation, compaction's summary, routing), by skill and MCP server where
+    the agent says. The sources of a session sum to its event totals."""
+
+    #: ``main``, ``subagent`` or ``auxiliary``.
+    query_source: str
+    agent_name: str | None = None
+    skill: str | None = None
+    mcp_server: str | None = None
+    tokens: Tokens = Field(default_factory=Tokens)
+    cost_nanos: int = 0
+    requests: int = 0
+
+
 class SessionState(Record):
     """The summary of one session: what ``session.state`` carries and the ``sessions`` table holds.
 
@@ -281,6 +317,9 @@ class SessionState(Record):
     #: Usage requests whose cost is unknown (no agent figure, no price in the table); their
     #: tokens count, their cost is not in ``cost_nanos``.
     unpriced_requests: int = 0
+    #: Usage by source (SourceUsage), in order of first use; at most 64 (any further source is
+    #: summed into one ``other``). From usage events only.
+    by_source: list[SourceUsage] = Field(default_factory=list)
     #: ``events`` (usage events) or ``metrics`` (token/cost metrics, when no usage event came).
     totals_source: str = "events"
     api_requests: int = 0

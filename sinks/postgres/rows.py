@@ -103,6 +103,9 @@ SESSION_COLUMNS = (
     "cost_source",
     "unpriced_requests",
     "cache_creation_1h_tokens",
+    "context_window_source",
+    "context_auto_compact_at",
+    "by_source",
 )
 SIGNAL_COLUMNS = (
     "tenant_id",
@@ -152,7 +155,7 @@ def text(value: str | None) -> str | None:
     return None if value is None else value.replace("\x00", "")
 
 
-def jsonb(value: dict[str, Any]) -> str:
+def jsonb(value: dict[str, Any] | list[Any]) -> str:
     """JSON text for a jsonb column; NUL characters (which jsonb refuses) are removed."""
     encoded = json.dumps(value, separators=(",", ":"), default=str)
     if "\\u0000" not in encoded:
@@ -285,6 +288,9 @@ def session_row(s: SessionState) -> tuple[Any, ...]:
         s.cost_source,
         s.unpriced_requests,
         t.cache_creation_1h,
+        s.context.window_source,
+        s.context.auto_compact_at,
+        jsonb([source.model_dump(mode="json") for source in s.by_source]),
     )
 
 

@@ -250,7 +250,7 @@ async def test_usage_per_day_by_model_is_a_series_that_adds_up(pipeline: Pipelin
         totals = (await client.get(url, params={"group_by": "model", **window})).json()["groups"]
         series = (await client.get(url, params={"group_by": "model", "bucket": "day", **window})).json()
     assert series["bucket"] == "day"
-    assert all(g["start"].endswith("T00:00:00Z") for g in series["groups"])
+    assert all(g["start"].endswith("T00:00:00.000Z") for g in series["groups"])
     per_model: dict[str, Decimal] = {}
     for g in series["groups"]:
         per_model[g["key"]] = per_model.get(g["key"], Decimal(0)) + Decimal(str(g["cost_usd"]))

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
 from dashboard.queries import SessionOut, session_out
+from dashboard.timestamps import rfc3339_ms
 
 
 def _row(**changes: Any) -> dict[str, Any]:
@@ -50,6 +51,17 @@ def _row(**changes: Any) -> dict[str, Any]:
         "cost_source": "agent",
         "unpriced_requests": 0,
         "cache_creation_1h_tokens": 300,
+        "context_window_source": "model_table",
+        "context_auto_compact_at": None,
+        "by_source": [
+            {"query_source": "auxiliary", "tokens": {"input": 10}, "cost_nanos": 1_000, "requests": 1},
+            {
+                "query_source": "main",
+                "tokens": {"input": 1200, "output": 42},
+                "cost_nanos": 11_175_000,
+                "requests": 2,
+            },
+        ],
     }
     return {**row, **changes}
 
@@ -85,7 +97,14 @@ def test_session_out_maps_every_column() -> None:
         "predicted_requests_left": 1223.4,
         "predicted_minutes_left": 85.6,
         "compactions": 1,
+        "limit_source": "model_table",
+        "auto_compact_at": None,
     }
+    # by source, the costliest first
+    assert [(s.query_source, s.tokens.input, s.cost_usd, s.requests) for s in out.by_source] == [
+        ("main", 1200, 0.011175, 2),
+        ("auxiliary", 10, 0.000001, 1),
+    ]
     assert out.attributes == {"team": "payments"}
     assert (out.tool_calls, out.tool_failures, out.lines_added, out.commits) == (4, 1, 12, 1)
     assert out.status == "active"
@@ -131,7 +150,24 @@ def test_session_out_serialises_to_json() -> None:
     assert document["cost_usd"] == 0.024585
     assert document["service_name"] is None
     assert document["context"]["model"] is None
-    assert document["started_at"] == "2026-11-24T01:51:10Z"
+    assert document["started_at"] == "2026-11-24T01:51:10.000Z"  # always milliseconds and Z
+
+
+@pytest.mark.parametrize(
+    ("at", "text"),
+    [
+        (datetime(2026, 11, 24, 1, 51, 50, tzinfo=UTC), "2026-11-24T01:51:50.000Z"),
+        (datetime(2026, 11, 24, 1, 51, 50, 789_000, tzinfo=UTC), "2026-11-24T01:51:50.789Z"),
+        (datetime(2026, 11, 24, 1, 51, 50, 789_999, tzinfo=UTC), "2026-11-24T01:51:50.789Z"),
+        (
+            datetime(2026, 11, 24, 2, 51, 50, 5_000, tzinfo=timezone(timedelta(hours=1))),
+            "2026-11-24T01:51:50.005Z",
+        ),
+        (datetime(2026, 11, 24, 1, 51, 50), "2026-11-24T01:51:50.000Z"),  # naive: UTC
+    ],
+)
+def test_api_timestamps_are_rfc3339_with_milliseconds_and_z(at: datetime, text: str) -> None:
+    assert rfc3339_ms(at) == text
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,7 @@ from tokentide.records import (
     SessionState,
     SignalBatch,
     SignalKind,
+    SourceUsage,
     Tokens,
 )
 
@@ -134,6 +135,10 @@ INSTANCES: list[Record] = [
         state=STATE, recent=DigestWindow("AAECAwQFBgc="), rolled=[1, 2, 3, 4, 5, 6, 7, 8], context_time_ns=NS
     ),
     ROLLUP.model_copy(update={"increment": True}),
+    SourceUsage(
+        query_source="subagent", agent_name="Explore", skill="pdf", tokens=TOKENS, cost_nanos=5, requests=2
+    ),
+    STATE.model_copy(update={"by_source": [SourceUsage(query_source="main", tokens=TOKENS, requests=1)]}),
 ]
 
 
