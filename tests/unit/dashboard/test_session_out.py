@@ -182,8 +182,20 @@ def test_status_follows_inactivity(quiet_minutes: float, expected: str) -> None:
 
 def test_an_unpriced_source_has_an_unknown_cost_not_zero() -> None:
     by_source = [
-        {"query_source": "main", "tokens": {"input": 476}, "cost_nanos": 0, "requests": 1, "unpriced_requests": 1},
-        {"query_source": "auxiliary", "tokens": {"input": 9}, "cost_nanos": 2_000, "requests": 2, "unpriced_requests": 1},
+        {
+            "query_source": "main",
+            "tokens": {"input": 476},
+            "cost_nanos": 0,
+            "requests": 1,
+            "unpriced_requests": 1,
+        },
+        {
+            "query_source": "auxiliary",
+            "tokens": {"input": 9},
+            "cost_nanos": 2_000,
+            "requests": 2,
+            "unpriced_requests": 1,
+        },
     ]
     out = session_out(_row(by_source=by_source, cost_source="mixed", unpriced_requests=2), NOW)
     assert [(s.query_source, s.cost_usd, s.requests, s.unpriced_requests) for s in out.by_source] == [
