@@ -14,13 +14,13 @@ What the clients do, found by running them (and what the tests therefore assert)
   ``model_table``). Its default model is ``claude-opus-5-5`` (asserted from the stub's requests),
   1,000,000 tokens in the table. It sends ``cost_usd`` on every ``api_request``; the agent's
   cost wins and is asserted equal to the table's.
-- Claude Code 2.1.332 in ``-p`` mode did not compact ahead of the API's limit (a context of
-  170,000 of 200,000 tokens went out uncompacted); it compacts when the API refuses a request as
-  too long (HTTP 400 ``prompt is too long``), which the stub does above the model's window, as
-  the real API does: one ``api_error``, a summary request (``query_source`` compact), a
-  ``compaction`` event with ``trigger=auto`` and ``pre_tokens``, then the refused turn again on
-  the compacted conversation. ``pre_tokens`` is Claude Code's own count (its transcript's
-  ``compact_boundary``), read there, not from tokentide.
+- Claude Code 2.1.332 in ``-p`` mode did not compact ahead of the API's limit (after a reply at
+  170,000 of 200,000 tokens the next turn went out uncompacted, at 230,000); it compacts when
+  the API refuses a request as too long (HTTP 400 ``prompt is too long``), which the stub does
+  above the model's window, as the real API does: one ``api_error``, a summary request
+  (``query_source`` compact), a ``compaction`` event with ``trigger=auto`` and ``pre_tokens``,
+  then the refused turn again on the compacted conversation. ``pre_tokens`` is Claude Code's
+  own count (its transcript's ``compact_boundary``), read there, not from tokentide.
 - Codex CLI 0.171.0 exports logs and metrics over OTLP/HTTP (``otlp-http``) and gRPC
   (``otlp-grpc``), configured in ``config.toml`` per signal; traces are left off. Its default
   model ``gpt-6.2-sol`` is not in the price table: cost null, ``cost_source`` unknown, the
@@ -29,21 +29,21 @@ What the clients do, found by running them (and what the tests therefore assert)
 - Gemini CLI 0.61.0 exports over OTLP/HTTP (JSON) or gRPC (gzip) to one endpoint and always
   adds a trace exporter: ``telemetry.traces`` (``GEMINI_TELEMETRY_TRACES_ENABLED``) only adds
   span detail, it does not turn the exporter off (bundle: ``initializeTelemetry`` builds an
-  ``OTLPTraceExporter`` for every OTLP target; ``OTEL_TRACES_EXPORTER`` is not read). tokentide
+  ``OTLPTraceExporter`` for every OTLP target; with ``OTEL_TRACES_EXPORTER=none``, the advice of
+  tokentide's refusal, spans are still sent). tokentide
   refuses traces by default (404 / gRPC UNIMPLEMENTED, decision 28), which the CLI reports on
   stderr (even on stdout, after its JSON) and exits 0. Over HTTP its logs and metrics arrive.
-  Over gRPC they are lost in most runs: at exit the CLI awaits ``sdk.shutdown()``, a
-  ``Promise.all`` of the three providers' shutdowns, which rejects as soon as the trace export
+  Over gRPC they are lost in most runs: at exit the CLI awaits ``sdk.shutdown()`` (NodeSDK: a
+  ``Promise.all`` of the three providers' shutdowns), which rejects as soon as the trace export
   is refused, and the process ends before the slower gRPC log and metric exports are sent (seen
-  here: 10 of 15 runs lost every log record, 7 of them their metrics too; with traces accepted,
-  every run complete).
-  The gRPC case therefore runs against a second ``tokentide ingest`` of the same pipeline with
-  ``TOKENTIDE_ACCEPT_TRACES=1`` (the operator setting; nothing consumes the spans) until the
-  refusal is answered in a way this client survives; see the report of issue 14 item 6.
+  here: 10 of 14 runs lost every log record, 7 of them their metrics too; with traces accepted,
+  every run complete). That is an open problem of tokentide's refusal for this client, not
+  solved here: the gRPC case runs against a second ``tokentide ingest`` of the same pipeline
+  with ``TOKENTIDE_ACCEPT_TRACES=1`` (the operator setting; nothing consumes the spans).
   A ``-p`` turn is two requests: the router (``utility_router``, flash-lite) and the main call
   (flash).
 
-Signals: none on a 1M model at contexts that would be 85-125% of a 200,000 window (the issue's
+Signals: none on a 1M model at contexts that would be 95-135% of a 200,000 window (the issue's
 false ``context_critical``); on the 200k model the thresholds of ``streams/signals.py``
 (warning 80%, checkpoint 90% or at most 3 requests left, critical 95%) imply exactly the ones
 listed in that test.
@@ -395,7 +395,7 @@ def anthropic() -> Iterator[Callable[[Conversation], AnthropicStub]]:
 async def test_claude_code_default_model_has_a_1m_window_and_no_false_signal(
     pipeline: Pipeline, anthropic: Callable[[Conversation], AnthropicStub], tmp_path: Path
 ) -> None:
-    # Contexts from 85% to over 125% of a 200,000 window: under 30% of 1M.
+    # Contexts of 95% to 135% of a 200,000 window: under 30% of 1M.
     stub = anthropic(Conversation(base=150_000, per_message=20_000, window=1_000_000))
     claude = ClaudeProject(tmp_path, stub, pipeline, model=None)
     claude.setup()
@@ -408,7 +408,7 @@ async def test_claude_code_default_model_has_a_1m_window_and_no_false_signal(
     # 190k, 230k, 270k as run (the first request already holds two messages).
     contexts = [u.prompt for u in usages]
     assert contexts == sorted(contexts), contexts
-    assert contexts[0] >= 0.85 * DEFAULT_WINDOW, contexts
+    assert contexts[0] >= 0.95 * DEFAULT_WINDOW, contexts
     assert contexts[-1] >= 1.25 * DEFAULT_WINDOW, "the table's old 200k would be over-full"
     window = PRICES[CLAUDE_DEFAULT_MODEL]["context_window"]
     assert window == 1_000_000
@@ -421,7 +421,7 @@ async def test_claude_code_default_model_has_a_1m_window_and_no_false_signal(
             "limit_source": "model_table",
             "ratio": round(contexts[-1] / window, 6),
         },
-        signals=[],  # none: under 30% of the window, with ~18 requests of growth left
+        signals=[],  # none: 27% of the window, (1M - 270k) / 40k growth = ~18 requests left
         cost_source="agent",
     )
     await session_as(pipeline, session_id, want)
