@@ -426,6 +426,7 @@ def _add_source(state: SessionState, event: Any, tokens: Tokens, cost_nanos: int
     source.tokens.add(tokens)
     source.cost_nanos += cost_nanos or 0
     source.requests += 1
+    source.unpriced_requests += 1 if cost_nanos is None else 0
 
 
 def _usage(

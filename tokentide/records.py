@@ -430,7 +430,9 @@ class RollupBatch(_Batch, kw_only=True, tag="rollups.2", tag_field="schema"):
 class SourceUsage(Record, kw_only=True):
     """A session's usage of one source: the main conversation, a subagent type, auxiliary
     requests (title generation, compaction's summary, routing), by skill and MCP server where
-    the agent says. The sources of a session sum to its event totals."""
+    the agent says. The sources of a session sum to its event totals. ``cost_nanos`` is the sum
+    of the known costs; ``unpriced_requests`` counts the requests whose cost is unknown (as the
+    session's own fields do), so an unpriced source's cost is unknown, never 0."""
 
     #: ``main``, ``subagent`` or ``auxiliary``.
     query_source: str
@@ -440,6 +442,7 @@ class SourceUsage(Record, kw_only=True):
     tokens: Tokens = msgspec.field(default_factory=Tokens)
     cost_nanos: int = 0
     requests: int = 0
+    unpriced_requests: int = 0
 
 
 class SessionState(Record, kw_only=True, tag="state.2", tag_field="schema"):
