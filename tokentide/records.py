@@ -96,9 +96,19 @@ def to_schema_1(record: Record) -> bytes:
     return msgspec.json.encode(_schema_1(record))
 
 
+#: Fields added since schema 1, by record type: left out of what :func:`to_schema_1` writes
+#: (that version's records refuse fields they do not know). Every field added later goes
+#: here too; the test of schema 1 fails until it does.
+ADDED_SINCE_SCHEMA_1: dict[str, frozenset[str]] = {
+    "SourceUsage": frozenset({"unpriced_requests"}),
+}
+
+
 def _schema_1(value: Any) -> Any:
     if isinstance(value, msgspec.Struct):
-        leave_out = value.SESSION_FIELDS if isinstance(value, _Batch) else ()
+        leave_out = ADDED_SINCE_SCHEMA_1.get(type(value).__name__, frozenset())
+        if isinstance(value, _Batch):
+            leave_out = leave_out | set(value.SESSION_FIELDS)
         return {
             name: _schema_1(getattr(value, name)) for name in value.__struct_fields__ if name not in leave_out
         }
