@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
-install: ## system packages (Java, Maven, PostgreSQL, promtool, Chromium), the locked Python environment, helm + compose, the web UI's vendored chart library, the Claude Code CLI (for its hook test); TimescaleDB when TIMESCALEDB_SOURCE names its source tarball
+install: ## system packages (Java, Maven, PostgreSQL, promtool, Chromium), the locked Python environment, helm + compose, the web UI's vendored chart library, the Claude Code, Codex and Gemini CLIs (for their end-to-end tests); TimescaleDB when TIMESCALEDB_SOURCE names its source tarball
 	bash scripts/install-system-deps.sh
 	@if [ -n "$$TIMESCALEDB_SOURCE" ]; then bash scripts/install-timescaledb.sh >/dev/null; fi
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet "uv==$(UV_VERSION)"
@@ -20,6 +20,8 @@ install: ## system packages (Java, Maven, PostgreSQL, promtool, Chromium), the l
 	bash scripts/install-compose.sh
 	bash scripts/vendor-web.sh
 	bash scripts/install-claude-code.sh
+	bash scripts/install-codex.sh
+	bash scripts/install-gemini-cli.sh
 
 up: install ## start Kafka, PostgreSQL (with TimescaleDB when available) and the five services; prints the URLs and the layout
 	$(STACK) up

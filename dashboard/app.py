@@ -289,7 +289,8 @@ def _add_usage_and_stream(
         end: Annotated[datetime | None, Query(alias="to", description="default: now")] = None,
     ) -> UsageOut:
         """Tokens by type, cost, requests and errors of the caller's tenant per team, user,
-        model, agent or UTC day, over ``[from, to)`` (per-minute rollups)."""
+        model, agent or UTC day (per-minute rollups), or per query source (main, subagent,
+        auxiliary), subagent type, skill or MCP server (usage events), over ``[from, to)``."""
         end = _aware(end) if end is not None else datetime.now(UTC)
         start = _aware(start) if start is not None else end - timedelta(days=30)
         if start >= end:

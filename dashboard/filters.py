@@ -108,6 +108,16 @@ class GroupBy(enum.StrEnum):
     MODEL = "model"
     AGENT = "agent"
     DAY = "day"
+    #: Where the agent says (Claude Code): ``main``, ``subagent`` or ``auxiliary`` requests,
+    #: each subagent type, skill and MCP server. Read from the usage events, not the rollups.
+    QUERY_SOURCE = "query_source"
+    AGENT_NAME = "agent_name"
+    SKILL = "skill"
+    MCP_SERVER = "mcp_server"
+
+
+#: The groupings only the usage events know (rollups are per session, model and minute).
+SOURCE_GROUPS = frozenset({GroupBy.QUERY_SOURCE, GroupBy.AGENT_NAME, GroupBy.SKILL, GroupBy.MCP_SERVER})
 
 
 #: The SQL of each grouping's key over ``rollups r JOIN sessions s``.
@@ -121,6 +131,10 @@ _GROUP_KEY: dict[GroupBy, LiteralString] = {
         "to_char(date_bin('1 day', r.at, TIMESTAMPTZ '2000-01-03 00:00:00+00')"
         " AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
     ),
+    GroupBy.QUERY_SOURCE: "r.query_source",
+    GroupBy.AGENT_NAME: "r.agent_name",
+    GroupBy.SKILL: "r.skill",
+    GroupBy.MCP_SERVER: "r.mcp_server",
 }
 
 #: ``[from, to)`` from hourly rollups for the whole hours inside it and per-minute rollups for
@@ -148,6 +162,29 @@ _ROLLUPS_IN_WINDOW: LiteralString = """
 """
 
 
+#: The usage and API error events in ``[%(from)s, %(to)s)`` in the rollups' shape, with their
+#: source. ``query_source`` is classified as streams.state.source_of does for the session's
+#: ``by_source`` (tests/integration/test_usage_by_source.py holds the two together).
+_EVENTS_IN_WINDOW: LiteralString = """
+    SELECT tenant_id, session_id, model, user_id, agent,
+           coalesce(input_tokens, 0) AS input_tokens, coalesce(output_tokens, 0) AS output_tokens,
+           coalesce(cache_read_tokens, 0) AS cache_read_tokens,
+           coalesce(cache_creation_tokens, 0) AS cache_creation_tokens,
+           coalesce(reasoning_tokens, 0) AS reasoning_tokens, coalesce(cost_usd, 0) AS cost_usd,
+           (kind = 'usage')::int AS requests, (kind = 'api_error')::int AS errors, ts AS at,
+           CASE WHEN attributes ->> 'agent.name' IS NOT NULL OR lower(query_source) = 'subagent'
+                     OR lower(query_source) LIKE 'agent%%' THEN 'subagent'
+                WHEN main_context IS NOT FALSE THEN 'main'
+                ELSE 'auxiliary' END AS query_source,
+           attributes ->> 'agent.name' AS agent_name,
+           attributes ->> 'skill.name' AS skill,
+           attributes ->> 'mcp_server.name' AS mcp_server
+      FROM events
+     WHERE tenant_id = %(tenant)s AND ts >= %(from)s AND ts < %(to)s
+       AND kind IN ('usage', 'api_error')
+"""
+
+
 class Bucket(enum.StrEnum):
     HOUR = "hour"
     DAY = "day"
@@ -163,8 +200,10 @@ _BUCKET: dict[Bucket | None, LiteralString] = {
 
 def usage(group_by: GroupBy, bucket: Bucket | None = None) -> LiteralString:
     """Tokens by type, cost, requests and errors per group over ``[%(from)s, %(to)s)``; with
-    ``bucket``, per group and UTC hour or day (a time series per group)."""
+    ``bucket``, per group and UTC hour or day (a time series per group). The source groupings
+    read the usage events (kept as long as the raw retention says), the others the rollups."""
     key = _GROUP_KEY[group_by]
+    rows = _EVENTS_IN_WINDOW if group_by in SOURCE_GROUPS else _ROLLUPS_IN_WINDOW
     # LiteralString parts from closed sets; values are parameters.
     return (
         "SELECT "  # noqa: S608
@@ -182,7 +221,7 @@ def usage(group_by: GroupBy, bucket: Bucket | None = None) -> LiteralString:
                sum(r.errors)::bigint AS errors,
                count(DISTINCT r.session_id) AS sessions
           FROM ("""
-        + _ROLLUPS_IN_WINDOW
+        + rows
         + """) r
           JOIN sessions s ON s.tenant_id = r.tenant_id AND s.session_id = r.session_id
          GROUP BY 1, 2
@@ -209,7 +248,8 @@ class UsageTokens(BaseModel):
 
 
 class UsageGroup(BaseModel):
-    #: The group's team, user, model, agent or day (YYYY-MM-DD, UTC); null when unknown.
+    #: The group's team, user, model, agent, day (YYYY-MM-DD, UTC), query source, subagent,
+    #: skill or MCP server; null when unknown (or, for a source grouping, not said).
     key: str | None
     #: With ``bucket``: the UTC hour or day this row sums (a series per key).
     start: Timestamp | None = None

@@ -18,7 +18,8 @@ SESSION_COLUMNS = """
            lines_added, lines_removed, commits, pull_requests, active_time_s,
            context_tokens, context_window, context_model, context_growth,
            context_requests_left, context_minutes_left, compactions,
-           cost_source, unpriced_requests, cache_creation_1h_tokens
+           cost_source, unpriced_requests, cache_creation_1h_tokens,
+           context_window_source, context_auto_compact_at, by_source
 """
 SELECT_SESSION = "SELECT" + SESSION_COLUMNS + "FROM sessions\n"
 GET_SESSION = SELECT_SESSION + "WHERE tenant_id = %s AND session_id = %s"
@@ -52,6 +53,28 @@ class ContextOut(BaseModel):
     predicted_requests_left: float | None
     predicted_minutes_left: float | None
     compactions: int
+    #: Where ``limit`` comes from: ``agent`` (the agent said so), ``long_context`` (a ``[1m]``
+    #: variant was seen), ``model_table``, ``default``; null for rows before migration 0016.
+    limit_source: str | None = None
+    #: Where the agent compacts by itself (its last automatic compaction's size): the point
+    #: the predictions aim at; null until one was seen.
+    auto_compact_at: int | None = None
+
+
+class SourceOut(BaseModel):
+    """Usage of one source of the session: ``main``, a ``subagent`` (``agent_name``) or
+    ``auxiliary`` requests, by skill and MCP server where the agent says."""
+
+    query_source: str
+    agent_name: str | None
+    skill: str | None
+    mcp_server: str | None
+    tokens: TokensOut
+    #: None when no request of the source has a known cost (as the session's ``cost_usd``).
+    cost_usd: float | None
+    requests: int
+    #: Requests whose cost is unknown: when > 0, a ``cost_usd`` given is a lower bound.
+    unpriced_requests: int = 0
 
 
 class SignalOut(BaseModel):
@@ -96,6 +119,8 @@ class SessionOut(BaseModel):
     active_time_s: float
     models: list[str]
     context: ContextOut
+    #: Usage by source, the costliest first; they sum to the session's event totals.
+    by_source: list[SourceOut] = []
     started_at: Timestamp
     last_seen_at: Timestamp
     signals: list[SignalOut] | None = None
@@ -125,6 +150,43 @@ def signal_out(row: dict[str, Any]) -> SignalOut:
         minutes_left=row["minutes_left"],
         message=row["message"],
     )
+
+
+def _source_cost(source: dict[str, Any]) -> float | None:
+    """A source's cost in USD; None when every request of it was unpriced (sources stored
+    before ``unpriced_requests`` existed have none)."""
+    requests, unpriced = source.get("requests", 0), source.get("unpriced_requests", 0)
+    if requests and unpriced >= requests:
+        return None
+    return float(source.get("cost_nanos", 0)) / 1e9
+
+
+def sources_out(stored: Any) -> list[SourceOut]:
+    """``sessions.by_source`` (SessionState.by_source as JSON), the costliest first."""
+    out = []
+    for source in stored or []:
+        tokens = source.get("tokens") or {}
+        out.append(
+            SourceOut(
+                query_source=str(source.get("query_source")),
+                agent_name=source.get("agent_name"),
+                skill=source.get("skill"),
+                mcp_server=source.get("mcp_server"),
+                tokens=TokensOut(
+                    input=tokens.get("input", 0),
+                    output=tokens.get("output", 0),
+                    cache_read=tokens.get("cache_read", 0),
+                    cache_creation=tokens.get("cache_creation", 0),
+                    reasoning=tokens.get("reasoning", 0),
+                    cache_creation_1h=tokens.get("cache_creation_1h", 0),
+                ),
+                cost_usd=_source_cost(source),
+                requests=source.get("requests", 0),
+                unpriced_requests=source.get("unpriced_requests", 0),
+            )
+        )
+    out.sort(key=lambda s: (-(s.cost_usd or 0.0), -s.requests))
+    return out
 
 
 def session_out(row: dict[str, Any], now: datetime) -> SessionOut:
@@ -171,7 +233,10 @@ def session_out(row: dict[str, Any], now: datetime) -> SessionOut:
             predicted_requests_left=row["context_requests_left"],
             predicted_minutes_left=row["context_minutes_left"],
             compactions=row["compactions"],
+            limit_source=row["context_window_source"],
+            auto_compact_at=row["context_auto_compact_at"],
         ),
+        by_source=sources_out(row["by_source"]),
         started_at=row["started_at"],
         last_seen_at=row["last_seen_at"],
     )

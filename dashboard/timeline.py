@@ -84,7 +84,9 @@ TIMELINE_EVENTS = """
                'source', attributes -> 'source',
                'deleted', attributes -> 'deleted',
                'phase', attributes -> 'phase',
-               'command_name', attributes -> 'command_name'
+               'command_name', attributes -> 'command_name',
+               'context_window.size', attributes -> 'context_window.size',
+               'context_window.used_percentage', attributes -> 'context_window.used_percentage'
            )) AS detail
       FROM events
      WHERE tenant_id = %(tenant)s AND session_id = %(session)s
@@ -108,6 +110,7 @@ class TimelineKind(enum.StrEnum):
     TOOL_RESULT = "tool_result"
     TOOL_DECISION = "tool_decision"
     COMPACTION = "compaction"
+    CONTEXT_WINDOW = "context_window"
     SIGNAL = "signal"
     #: The agents' other documented events (catalogue below): recognised, never counted.
     RESPONSE = "response"
@@ -137,6 +140,7 @@ KINDS = {
     EventKind.TOOL_RESULT: TimelineKind.TOOL_RESULT,
     EventKind.TOOL_DECISION: TimelineKind.TOOL_DECISION,
     EventKind.COMPACTION: TimelineKind.COMPACTION,
+    EventKind.CONTEXT_WINDOW: TimelineKind.CONTEXT_WINDOW,
     EventKind.OTHER: TimelineKind.OTHER,
 }
 #: Rows written before migration 0007 have no kind: the agents' event names (without their
@@ -195,6 +199,8 @@ DETAIL_KEYS = (
     "deleted",
     "phase",
     "command_name",
+    "context_window.size",
+    "context_window.used_percentage",
 )
 
 
@@ -466,7 +472,17 @@ def _compaction(row: dict[str, Any]) -> str:
     return f"{how} to {after:,} tokens" if after is not None else how
 
 
+def _context_window(row: dict[str, Any]) -> str:
+    size = _int(_detail(row, "context_window.size"))
+    used = _detail(row, "context_window.used_percentage")
+    return _joined(
+        f"the agent reports a {size:,}-token window" if size else "the agent reports its window",
+        f"{float(used):.0f}% used" if used is not None and used.replace(".", "", 1).isdigit() else None,
+    )
+
+
 _SUMMARIES: dict[TimelineKind, Callable[[dict[str, Any]], str]] = {
+    TimelineKind.CONTEXT_WINDOW: _context_window,
     TimelineKind.API_REQUEST: _api_request,
     TimelineKind.API_ERROR: lambda row: _error_summary(row, ""),
     TimelineKind.RETRIES_EXHAUSTED: _retries_exhausted,
@@ -500,7 +516,11 @@ def event_item(row: dict[str, Any]) -> TimelineItem:
         cost_usd=None if cost is None else float(cost),
         duration_ms=row["duration_ms"],
     )
-    if kind is TimelineKind.API_REQUEST and row["main_context"] and row["input_tokens"] is not None:
+    # The main conversation as the session's gauge counts it (streams.state): unless the agent
+    # said otherwise (Codex and Gemini say nothing). Rows from before migration 0007 (no kind)
+    # are unknown.
+    main = row["main_context"] or (row["main_context"] is None and row["kind"] == EventKind.USAGE)
+    if kind is TimelineKind.API_REQUEST and main and row["input_tokens"] is not None:
         item.context_tokens = (
             row["input_tokens"] + (row["cache_read_tokens"] or 0) + (row["cache_creation_tokens"] or 0)
         )

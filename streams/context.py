@@ -48,11 +48,13 @@ def observe_request(context: ContextState, tokens: int, time_ns: int, last_time_
 
 
 def predict(context: ContextState) -> None:
-    """Refresh ``requests_left`` and ``minutes_left`` from the smoothed growth and pace."""
+    """Refresh ``requests_left`` and ``minutes_left`` from the smoothed growth and pace, up to
+    where the agent compacts by itself when that is known (else the window)."""
     if not context.growth or context.growth <= 0:
         context.requests_left = context.minutes_left = None
         return
-    context.requests_left = round(max(0.0, (context.window - context.tokens) / context.growth), 2)
+    limit = min(context.auto_compact_at or context.window, context.window)
+    context.requests_left = round(max(0.0, (limit - context.tokens) / context.growth), 2)
     context.minutes_left = (
         round(context.requests_left * context.interval_s / 60, 2) if context.interval_s else None
     )

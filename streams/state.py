@@ -33,7 +33,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import Field
+import msgspec
 
 from streams import context as ctx
 from streams import rollups
@@ -52,7 +52,9 @@ from tokentide.records import (
     Rollup,
     SessionSignal,
     SessionState,
+    SourceUsage,
     Tokens,
+    replace,
 )
 from tokentide.tenancy import SignalThresholds
 
@@ -88,40 +90,42 @@ TOKEN_MEASURES = {
     "cache_creation": Measure.TOKENS_CACHE_CREATION,
     "reasoning": Measure.TOKENS_REASONING,
 }
-TOKEN_TYPES = {measure: name for name, measure in TOKEN_MEASURES.items()}
+TOKEN_TYPES: dict[str, str] = {measure: name for name, measure in TOKEN_MEASURES.items()}
 
 
-class StoredSession(Record):
+class StoredSession(Record, kw_only=True, tag="stored_session.2", tag_field="schema"):
     """What the streams stage keeps per session (its Faust table value)."""
 
     state: SessionState
     #: Digests of the last ``dedup_window`` events applied (streams.dedup).
-    recent: DigestWindow = Field(default_factory=DigestWindow)
+    recent: DigestWindow = msgspec.field(default_factory=DigestWindow)
     #: Event time of the request that set the current context position.
     context_time_ns: int = 0
     last_compaction_ns: int = 0
     #: Signal kind -> crossing count, negative while raised (see streams.signals).
-    signals: dict[str, int] = Field(default_factory=dict)
+    signals: dict[str, int] = msgspec.field(default_factory=dict)
     #: What the rollup increments emitted so far add up to, in bucket order (streams.rollups):
     #: always the totals after the last applied message.
-    rolled: list[int] = Field(default_factory=lambda: [0] * rollups.WIDTH)
+    rolled: list[int] = msgspec.field(default_factory=lambda: [0] * rollups.WIDTH)
     #: Totals of usage events (the source of tokens and cost whenever there is any).
-    usage_tokens: Tokens = Field(default_factory=Tokens)
+    usage_tokens: Tokens = msgspec.field(default_factory=Tokens)
     usage_cost_nanos: int = 0
     #: What the usage events' costs came from (``SessionState.cost_source``) and how many had
     #: none; kept apart from the state like the totals, which metrics may hold for a while.
     usage_cost_source: str | None = None
     usage_unpriced: int = 0
     #: Metric series (cumulative-to-delta state) and the sums of their deltas per measure.
-    series: SeriesTracker = Field(default_factory=SeriesTracker)
+    series: SeriesTracker = msgspec.field(default_factory=SeriesTracker)
     tracking_since_ns: int = 0
-    metric_totals: dict[str, float] = Field(default_factory=dict)
+    metric_totals: dict[str, float] = msgspec.field(default_factory=dict)
     #: Token metric deltas per model ("" for points without one) and token type, to price a
     #: metrics-only session by the price table when the agent sends no cost metric (Gemini
     #: CLI, Codex CLI).
-    metric_model_tokens: dict[str, dict[str, float]] = Field(default_factory=dict)
+    metric_model_tokens: dict[str, dict[str, float]] = msgspec.field(default_factory=dict)
     #: The session showed a long-context model variant (``[1m]``): its window is 1M.
     long_context: bool = False
+    #: The window the agent itself reported (Claude Code's status line), which wins.
+    agent_window: int | None = None
 
 
 @dataclass(slots=True)
@@ -184,8 +188,7 @@ def apply(
             state.attributes[key] = value
     if records.long_context and not stored.long_context:
         stored.long_context = True
-        state.context.window = LONG_CONTEXT_WINDOW
-        ctx.predict(state.context)
+        _set_window(stored, state.context.model)
 
     signals: list[SessionSignal] = []
     event_buckets: rollups.Buckets = {}
@@ -243,7 +246,7 @@ def _first_time(stored: StoredSession, event: Any, dedup_window: int) -> bool:
 
 
 #: Bucket position of each token measure (streams.rollups order).
-_TOKEN_POSITIONS = {
+_TOKEN_POSITIONS: dict[str, int] = {
     Measure.TOKENS_INPUT: 0,
     Measure.TOKENS_OUTPUT: 1,
     Measure.TOKENS_CACHE_READ: 2,
@@ -254,11 +257,11 @@ _COST_POSITION = 5
 
 
 def _metric_rollup(
-    buckets: rollups.Buckets, measure: Measure, time_ns: int, model: str | None, delta: float
+    buckets: rollups.Buckets, measure: str, time_ns: int, model: str | None, delta: float
 ) -> None:
     """Note a token or cost metric delta for the rollups of a metrics-only session (rounded
     per point; :func:`streams.rollups.settle` puts the rounding remainder right)."""
-    if measure is Measure.COST_USD:
+    if measure == Measure.COST_USD:
         rollups.add_amounts(buckets, time_ns, model, [(_COST_POSITION, round(delta * NANOS_PER_USD))])
         return
     position = _TOKEN_POSITIONS.get(measure)
@@ -285,9 +288,39 @@ def _priced(buckets: rollups.Buckets, stored: StoredSession) -> rollups.Buckets:
     return buckets
 
 
+def _set_window(stored: StoredSession, model: str | None) -> None:
+    """The session's window, from the best source known (ContextState's ``window_source``):
+    the agent's own report, the long-context variant, the model table, the default."""
+    context = stored.state.context
+    table = context_window(model)
+    if stored.agent_window:
+        context.window, context.window_source = stored.agent_window, "agent"
+    elif stored.long_context:
+        context.window, context.window_source = LONG_CONTEXT_WINDOW, "long_context"
+    elif table:
+        context.window, context.window_source = table, "model_table"
+    else:
+        context.window, context.window_source = DEFAULT_CONTEXT_WINDOW, "default"
+    ctx.predict(context)
+
+
 def _count(stored: StoredSession, event: Any, thresholds: SignalThresholds) -> list[SessionSignal]:
     """Count one new event into the state; returns the signals it raised."""
     state = stored.state
+    if event.kind is EventKind.CONTEXT_WINDOW:
+        # tokentide's own report of what the agent says: not one of the agent's events.
+        if event.context_window and event.time_ns >= stored.context_time_ns:
+            stored.agent_window = event.context_window
+            _set_window(stored, state.context.model)
+            return evaluate(
+                state.context,
+                stored.signals,
+                tenant=state.tenant,
+                session_id=state.session_id,
+                time_ns=event.time_ns,
+                thresholds=thresholds,
+            )
+        return []
     state.events += 1
     if event.model and event.model not in state.models:
         state.models.append(event.model)
@@ -317,7 +350,7 @@ def _totals(stored: StoredSession) -> None:
     state.pull_requests = round(metric.get(Measure.PULL_REQUESTS, 0.0))
     state.active_time_s = round(metric.get(Measure.ACTIVE_TIME_S, 0.0), 3)
     if state.api_requests or not any(m in metric for m in TOKEN_MEASURES.values()):
-        state.tokens = stored.usage_tokens.model_copy()
+        state.tokens = replace(stored.usage_tokens)
         state.cost_nanos = stored.usage_cost_nanos
         state.cost_source = stored.usage_cost_source
         state.unpriced_requests = stored.usage_unpriced
@@ -353,11 +386,55 @@ def mixed_source(current: str | None, new: str) -> str:
     return new if current in (None, new) else "mixed"
 
 
+#: Sources kept per session (SessionState.by_source); later ones are summed as one "other".
+MAX_SOURCES = 64
+
+
+def source_of(event: Any) -> tuple[str, str | None, str | None, str | None]:
+    """(query_source, agent_name, skill, mcp_server) of a usage event: ``main`` for the
+    session's own conversation, ``subagent`` for a subagent's (the agent names it), else
+    ``auxiliary`` (title generation, compaction's summary, routing)."""
+    raw = (event.query_source or "").lower()
+    if event.agent_name or raw == "subagent" or raw.startswith("agent"):
+        kind = "subagent"
+    elif event.main_context is not False:
+        kind = "main"
+    else:
+        kind = "auxiliary"
+    return kind, event.agent_name, event.skill, event.mcp_server
+
+
+def _add_source(state: SessionState, event: Any, tokens: Tokens, cost_nanos: int | None) -> None:
+    kind, agent_name, skill, mcp_server = source_of(event)
+    for source in state.by_source:
+        if (source.query_source, source.agent_name, source.skill, source.mcp_server) == (
+            kind,
+            agent_name,
+            skill,
+            mcp_server,
+        ):
+            break
+    else:
+        if len(state.by_source) < MAX_SOURCES - 1:
+            source = SourceUsage(query_source=kind, agent_name=agent_name, skill=skill, mcp_server=mcp_server)
+            state.by_source.append(source)
+        else:
+            other = [s for s in state.by_source if s.query_source == "other"]
+            source = other[0] if other else SourceUsage(query_source="other")
+            if not other:
+                state.by_source.append(source)
+    source.tokens.add(tokens)
+    source.cost_nanos += cost_nanos or 0
+    source.requests += 1
+    source.unpriced_requests += 1 if cost_nanos is None else 0
+
+
 def _usage(
     stored: StoredSession, tokens: Tokens, cost_nanos: int | None, event: Any, thresholds: SignalThresholds
 ) -> list[SessionSignal]:
     state = stored.state
     state.api_requests += 1
+    _add_source(state, event, tokens, cost_nanos)
     stored.usage_tokens.add(tokens)
     stored.usage_cost_nanos += cost_nanos or 0
     # An unknown cost is counted as such, never as 0 (the normalisers set a source with
@@ -367,8 +444,7 @@ def _usage(
     stored.usage_unpriced += cost_nanos is None
     if event.main_context is False or event.time_ns < stored.context_time_ns:
         return []
-    if not stored.long_context:
-        state.context.window = context_window(event.model) or DEFAULT_CONTEXT_WINDOW
+    _set_window(stored, event.model)
     dropped = ctx.observe_request(state.context, tokens.context, event.time_ns, stored.context_time_ns)
     stored.context_time_ns = event.time_ns
     state.context.model = event.model
@@ -389,10 +465,14 @@ def _usage(
 def _compaction(stored: StoredSession, event: Any, thresholds: SignalThresholds) -> list[SessionSignal]:
     state = stored.state
     time_ns = event.time_ns
+    if event.trigger == "auto" and event.context_before:
+        # Where the agent compacts by itself (Claude Code's effective threshold): what the
+        # predictions aim at from now on.
+        state.context.auto_compact_at = min(event.context_before, state.context.window)
     if event.context_after is not None and time_ns >= stored.context_time_ns:
         # The agent says where the context stands now; the next request will confirm it.
         state.context.tokens = event.context_after
-        ctx.predict(state.context)
+    ctx.predict(state.context)
     counted = ctx.count_compaction(state.context, time_ns, stored.last_compaction_ns)
     stored.last_compaction_ns = time_ns
     if not counted:

@@ -303,11 +303,13 @@ COMMANDS: dict[str, tuple[Callable[[], None], str]] = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
-    if arguments[:1] == ["hook"]:
-        # Claude Code runs this before every prompt: nothing heavy is imported on this path.
+    if arguments[:1] in (["hook"], ["statusline"]):
+        # Claude Code runs these before every prompt and after every message: nothing heavy
+        # is imported on this path.
         from tokentide.hook import main as hook_main
+        from tokentide.hook import statusline_main
 
-        return hook_main(arguments[1:])
+        return hook_main(arguments[1:]) if arguments[0] == "hook" else statusline_main()
     from pydantic import ValidationError
 
     from tokentide import admin
@@ -331,6 +333,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser(
         "hook",
         help="Claude Code hook: checkpoints before compaction, context notices (tokentide hook --help)",
+        add_help=False,
+    )
+    sub.add_parser(
+        "statusline",
+        help="Claude Code status line: context, cost, requests to compaction; reports the window",
         add_help=False,
     )
     args = parser.parse_args(arguments)

@@ -102,6 +102,12 @@ def config() -> dict[str, str]:
         "key": os.environ.get("TOKENTIDE_KEY") or stored.get("key") or "",
         "timeout": os.environ.get("TOKENTIDE_HOOK_TIMEOUT_S") or stored.get("timeout") or "2",
         "secret": os.environ.get("TOKENTIDE_HOOK_SECRET") or stored.get("secret") or "",
+        # Where the status line reports the window: ingest's OTLP/HTTP logs endpoint.
+        "ingest_url": os.environ.get("TOKENTIDE_INGEST_URL")
+        or stored.get("ingest_url")
+        or os.environ.get("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "").removesuffix("/v1/logs")
+        or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "")
+        or "http://127.0.0.1:4318",
     }
 
 
@@ -341,6 +347,143 @@ def capped_todo(todo: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# --- the status line -----------------------------------------------------------------------
+
+#: What ``statusline`` sends to ingest (streams.normalise.claude_code reads exactly these).
+STATUSLINE_SCOPE, STATUSLINE_EVENT = "tokentide.statusline", "statusline"
+#: How often the status line asks tokentide for the session's prediction and cost, and re-sends
+#: an unchanged window (seconds); Claude Code refreshes the line after every message.
+STATUSLINE_REFRESH_S = 15.0
+STATUSLINE_COMMAND = "tokentide statusline"
+
+
+def statusline(event: dict[str, Any], now: float) -> str:
+    """The line Claude Code shows, from its own statusline JSON (``context_window``: size and
+    used percentage; ``cost``) and tokentide's prediction; reports the window to tokentide."""
+    session_id = event.get("session_id")
+    window = _object(event.get("context_window"))
+    size, used = _count(window.get("context_window_size")), _number(window.get("used_percentage"))
+    model = _object(event.get("model"))
+    parts = []
+    if size and used is not None:
+        parts.append(f"ctx {used:.0f}% of {_short_tokens(size)}")
+    elif size:
+        parts.append(f"ctx window {_short_tokens(size)}")
+    cost = _number(
+        (event.get("cost") or {}).get("total_cost_usd") if isinstance(event.get("cost"), dict) else None
+    )
+    if cost is not None:
+        parts.append(f"${cost:.2f}")
+    if isinstance(session_id, str) and session_id:
+        cache = _statusline_cache(session_id)
+        if size and (
+            cache.get("reported") != [size, used] or now - cache.get("reported_at", 0) > STATUSLINE_REFRESH_S
+        ):
+            try:
+                report_window(session_id, size, used, model.get("id"), now)
+                cache.update(reported=[size, used], reported_at=now)
+            except Exception as exc:  # noqa: BLE001 (never in the way: the line still shows)
+                log(f"statusline report: {type(exc).__name__}: {exc}")
+        if now - cache.get("asked_at", 0) > STATUSLINE_REFRESH_S:
+            try:
+                state = request("GET", session_id) or {}
+                cache.update(asked_at=now, requests_left=_number(state.get("predicted_requests_left")))
+            except Exception as exc:  # noqa: BLE001
+                cache.update(asked_at=now)
+                log(f"statusline ask: {type(exc).__name__}: {exc}")
+        left = cache.get("requests_left")
+        if isinstance(left, int | float):
+            parts.append(f"~{max(0, round(left))} requests to compaction")
+        _save_statusline_cache(session_id, cache)
+    return " · ".join(parts) or "tokentide"
+
+
+def _object(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _short_tokens(n: int) -> str:
+    return f"{n / 1_000_000:.1f}M" if n >= 1_000_000 else f"{n // 1000}k"
+
+
+def report_window(session_id: str, size: int, used: float | None, model: object, now: float) -> None:
+    """One OTLP/JSON log record to ingest saying the window Claude Code works with."""
+    conf = config()
+    time_ns = str(int(now * 1e9))
+    attributes = [
+        {"key": "event.name", "value": {"stringValue": STATUSLINE_EVENT}},
+        {"key": "session.id", "value": {"stringValue": session_id}},
+        {"key": "context_window.size", "value": {"intValue": str(size)}},
+    ]
+    if used is not None:
+        attributes.append({"key": "context_window.used_percentage", "value": {"doubleValue": used}})
+    if isinstance(model, str) and model:
+        attributes.append({"key": "model", "value": {"stringValue": model[:MODEL_TEXT_MAX]}})
+    body = {
+        "resourceLogs": [
+            {
+                "resource": {
+                    "attributes": [{"key": "service.name", "value": {"stringValue": "claude-code"}}]
+                },
+                "scopeLogs": [
+                    {
+                        "scope": {"name": STATUSLINE_SCOPE},
+                        "logRecords": [
+                            {
+                                "timeUnixNano": time_ns,
+                                "observedTimeUnixNano": time_ns,
+                                "body": {"stringValue": f"{STATUSLINE_SCOPE}"},
+                                "attributes": attributes,
+                            }
+                        ],
+                    }
+                ],
+            }
+        ]
+    }
+    url = conf["ingest_url"].rstrip("/") + "/v1/logs"
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")  # noqa: S310 (configured)
+    req.add_header("Content-Type", "application/json")
+    if conf["key"]:
+        req.add_header("Authorization", f"Bearer {conf['key']}")
+    with urllib.request.urlopen(req, timeout=float(conf["timeout"])):  # noqa: S310
+        pass
+
+
+def _statusline_cache_path(session_id: str) -> Path:
+    digest = hashlib.sha256(session_id.encode()).hexdigest()[:32]
+    return _state_dir() / "statusline" / f"{digest}.json"
+
+
+def _statusline_cache(session_id: str) -> dict[str, Any]:
+    try:
+        cached = json.loads(_statusline_cache_path(session_id).read_text())
+    except (OSError, ValueError):
+        return {}
+    return cached if isinstance(cached, dict) else {}
+
+
+def _save_statusline_cache(session_id: str, cache: dict[str, Any]) -> None:
+    path = _statusline_cache_path(session_id)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(cache))
+    except OSError:
+        pass
+
+
+def statusline_main() -> int:
+    """``tokentide statusline``: Claude Code's statusLine command. Prints one line, always
+    exits 0 (an error only leaves the line plain)."""
+    try:
+        line = statusline(json.loads(sys.stdin.read() or "{}"), time.time())
+    except Exception as exc:  # noqa: BLE001 (never in the agent's way)
+        log(f"statusline: {type(exc).__name__}: {exc}")
+        line = "tokentide"
+    sys.stdout.write(line + "\n")
+    return 0
+
+
 # --- install / uninstall --------------------------------------------------------------------
 
 
@@ -351,7 +494,10 @@ def settings_path(args: argparse.Namespace) -> Path:
 
 
 def install(settings: dict[str, Any], command: str = COMMAND) -> dict[str, Any]:
-    """``settings`` with our hook entries added once (an existing one is left as it is)."""
+    """``settings`` with our hook entries added once (an existing one is left as it is), and
+    our status line unless the user has one of their own."""
+    if "statusLine" not in settings:
+        settings["statusLine"] = {"type": "command", "command": STATUSLINE_COMMAND}
     hooks = settings.setdefault("hooks", {})
     for event, matcher in EVENTS.items():
         entries = hooks.setdefault(event, [])
@@ -363,7 +509,10 @@ def install(settings: dict[str, Any], command: str = COMMAND) -> dict[str, Any]:
 
 
 def uninstall(settings: dict[str, Any]) -> dict[str, Any]:
-    """``settings`` without our hook entries (everything else as it was)."""
+    """``settings`` without our hook entries and status line (everything else as it was)."""
+    line = settings.get("statusLine")
+    if isinstance(line, dict) and line.get("command") == STATUSLINE_COMMAND:
+        del settings["statusLine"]
     hooks = settings.get("hooks") or {}
     for event in list(hooks):
         kept = []
@@ -398,8 +547,12 @@ def _edit(args: argparse.Namespace, change: Any) -> int:
 # --- entry point ----------------------------------------------------------------------------
 
 
+def _state_dir() -> Path:
+    return Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / "tokentide"
+
+
 def log(message: str) -> None:
-    state = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / "tokentide"
+    state = _state_dir()
     try:
         state.mkdir(parents=True, exist_ok=True)
         with (state / "hook.log").open("a") as f:

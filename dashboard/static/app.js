@@ -152,12 +152,35 @@ async function sessionPage() {
       ["tokens in / out", `${t.input} / ${t.output}`], ["cache read / write", `${t.cache_read} / ${t.cache_creation}`],
       ["tool calls / failures", `${s.tool_calls} / ${s.tool_failures}`], ["compactions", s.context.compactions],
       ["lines + / −", `${s.lines_added} / ${s.lines_removed}`],
+      ["context window", windowText(s.context)],
     ];
     document.getElementById("totals").replaceChildren(...rows.map(([k, v]) => el("tr", {}, el("td", {}, k), el("td", {}, v))));
+    sources(s.by_source || []);
     await timeline(id, s);
   };
   await render();
   stream((s) => s.session_id === id && render(), () => {}, () => {});
+}
+
+const WINDOW_SOURCES = { agent: "as the agent reports it", long_context: "long-context variant", model_table: "from the model table", default: "default, model unknown" };
+
+function windowText(c) {
+  const parts = [`${c.limit.toLocaleString("en")} tokens${c.limit_source ? ` (${WINDOW_SOURCES[c.limit_source] || c.limit_source})` : ""}`];
+  if (c.auto_compact_at != null) parts.push(`the agent compacts at ${c.auto_compact_at.toLocaleString("en")}`);
+  return parts.join(" · ");
+}
+
+// Usage by source: the main conversation, each subagent type, auxiliary requests, per skill
+// and MCP server where the agent says.
+function sources(list) {
+  const table = document.getElementById("sources");
+  const name = (x) => [x.agent_name ? `${x.query_source}: ${x.agent_name}` : x.query_source, x.skill && `skill ${x.skill}`, x.mcp_server && `MCP ${x.mcp_server}`].filter(Boolean).join(" · ");
+  table.replaceChildren(
+    el("tr", {}, ...["source", "cost", "requests", "input", "output", "cache read", "cache write"].map((h) => el("th", {}, h))),
+    ...list.map((x) =>
+      el("tr", { "data-source": x.query_source, "data-agent-name": x.agent_name ?? "" }, ...[name(x), usd(x.cost_usd), x.requests, x.tokens.input, x.tokens.output, x.tokens.cache_read, x.tokens.cache_creation].map((v) => el("td", {}, v))),
+    ),
+  );
 }
 
 async function timeline(id, s) {

@@ -26,6 +26,9 @@ from tokentide.bounds import cost_micros, cost_usd, token_count
 from tokentide.records import NANOS_PER_USD, Event, EventKind, Measure, Point, Tokens
 
 SERVICE_NAMES = frozenset({"claude-code", "claude-code-desktop"})
+#: What ``tokentide statusline`` sends (tokentide/hook.py): the window Claude Code reports.
+STATUSLINE_SCOPE = "tokentide.statusline"
+STATUSLINE_EVENT = "statusline"
 SCOPE_PREFIX = "com.anthropic.claude_code"
 _VARIANT = re.compile(r"^(?P<model>.*?)\[(?P<variant>[^\]]+)\]$")
 #: ``query_source`` values of the session's own conversation (events use the first two,
@@ -103,6 +106,9 @@ class ClaudeCodeNormaliser(GenericNormaliser):
             model=model,
             model_variant=variant,
             query_source=as_str(attrs.get("query_source")),
+            agent_name=as_str(attrs.get("agent.name")),
+            skill=as_str(attrs.get("skill.name")),
+            mcp_server=as_str(attrs.get("mcp_server.name")),
             request_id=as_str(attrs.get("request_id")),
             duration_ms=as_float(attrs.get("duration_ms")),
             attributes=attrs,
@@ -112,8 +118,14 @@ class ClaudeCodeNormaliser(GenericNormaliser):
             event.success = as_bool(attrs.get("success"))
         if name == "compaction":
             event.context_after = as_int(attrs.get("post_tokens"))
+            event.context_before = as_int(attrs.get("pre_tokens"))
+            event.trigger = as_str(attrs.get("trigger"))
+        if name == STATUSLINE_EVENT and origin.scope_name == STATUSLINE_SCOPE:
+            event.kind = EventKind.CONTEXT_WINDOW
+            event.context_window = token_count(attrs.get("context_window.size"), "context_window.size")
         if name == "api_request":
-            event.main_context = is_main_thread(event.query_source)
+            # A subagent's requests run in a context of their own, whatever their source says.
+            event.main_context = is_main_thread(event.query_source) and not event.agent_name
             cache_creation, cache_creation_1h = cache_writes(attrs)
             event.tokens = Tokens(
                 input=token_count(attrs.get("input_tokens"), "input_tokens") or 0,

@@ -193,3 +193,14 @@ async def test_gemini_and_codex_captures_give_the_hand_derived_totals(pipeline: 
         by_id = {s["session_id"]: s for s in listed.json()["sessions"]}
         assert (by_id[UNPRICED]["cost_usd"], by_id[UNPRICED]["cost_source"]) == (None, "unknown")
         assert by_id[CODEX_STUB]["cost_source"] == "price_table"
+
+        # Their main requests are on the timeline's chart as on the gauge (Codex says nothing
+        # of a main context: its requests are; Gemini's router request has a role of its own).
+        for sid, want in EXPECTED.items():
+            if not want["api_requests"]:
+                continue
+            timeline = await client.get(f"{pipeline.url('dashboard')}/api/v1/sessions/{sid}/timeline")
+            contexts = [i["context_tokens"] for i in timeline.json()["items"] if i["kind"] == "api_request"]
+            assert contexts[-1] == want["context"][0], (sid, contexts)
+            if want["agent"] == "codex":
+                assert contexts == [want["context"][0]] * want["api_requests"], sid

@@ -134,6 +134,12 @@ async def test_the_board_shows_a_new_session_its_growing_context_and_a_signal(
     assert await ratio_of(page, session_id) == pytest.approx(170_000 / 200_000)
     totals = await page.inner_text("#totals")
     assert "API requests / errors" in totals
+    assert "200,000 tokens (from the model table)" in totals
+    # Usage by source: the captured export's main requests and its title request.
+    sources = await page.eval_on_selector_all(
+        "#sources tr[data-source]", "rows => rows.map(r => r.dataset.source)"
+    )
+    assert sorted(sources) == ["auxiliary", "main"]
     await page.screenshot(path=screenshots / "session.png", full_page=True)
 
 
@@ -154,6 +160,11 @@ async def test_the_usage_page_charts_and_tabulates_cost(
     assert set(keys) == {g["key"] for g in usage["groups"]}
     for chart in ("#daily-chart", "#by-group-chart", "#by-group-tokens"):
         assert await page.query_selector(f"{chart} canvas") is not None, chart  # uPlot drew it
+    await page.select_option("#group-by", "agent")
+    await page.wait_for_selector('#groups tr[data-key="claude_code"]', timeout=WAIT_MS)
+    await page.select_option("#group-by", "query_source")
+    await page.wait_for_selector('#groups tr[data-key="main"]', timeout=WAIT_MS)
+    await page.wait_for_selector('#groups tr[data-key="auxiliary"]', timeout=WAIT_MS)
     await page.select_option("#group-by", "agent")
     await page.wait_for_selector('#groups tr[data-key="claude_code"]', timeout=WAIT_MS)
     await page.screenshot(path=screenshots / "usage.png", full_page=True)

@@ -230,6 +230,8 @@ class EventInfo:
     tokens: int | None = None
     #: ``request <i>`` / ``compaction <j>`` for the records a signal can be pinned to.
     label: str | None = None
+    #: For automatic compactions: ``pre_tokens``, where the agent compacts by itself.
+    auto_compact_at: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -388,6 +390,8 @@ class _Replay:
     window: int
     tokens: int = 0
     growth: float | None = None
+    #: The context of the last automatic compaction: predictions aim there (context.py).
+    auto_compact_at: int | None = None
     #: Time of the main request that set the context (0: none yet).
     time_ns: int = 0
     last_sighting_ns: int = 0
@@ -402,7 +406,8 @@ class _Replay:
     def requests_left(self) -> float | None:
         if not self.growth or self.growth <= 0:
             return None
-        return max(0.0, (self.window - self.tokens) / self.growth)
+        limit = min(self.auto_compact_at or self.window, self.window)
+        return max(0.0, (limit - self.tokens) / self.growth)
 
     def request(self, tokens: int, time_ns: int, label: str) -> None:
         """A main request: fed in event-time order only (context.py), else ignored."""
@@ -422,7 +427,9 @@ class _Replay:
         counted = dropped and self._sighting(time_ns)
         self.evaluate(time_ns, label, compaction=counted)
 
-    def compaction(self, post_tokens: int, time_ns: int, label: str) -> None:
+    def compaction(self, post_tokens: int, time_ns: int, label: str, auto_compact_at: int | None) -> None:
+        if auto_compact_at:
+            self.auto_compact_at = min(auto_compact_at, self.window)
         if time_ns >= self.time_ns:
             self.tokens = post_tokens  # the agent says where the context stands now
         if self._sighting(time_ns):
@@ -483,7 +490,7 @@ def _replay(generated: Generated, order: Iterable[int]) -> list[ExpectedSignal]:
             if event.name == "api_request":
                 replay.request(event.tokens, event.time_ns, event.label)
             elif event.name == "compaction":
-                replay.compaction(event.tokens, event.time_ns, event.label)
+                replay.compaction(event.tokens, event.time_ns, event.label, event.auto_compact_at)
     return replay.out
 
 
@@ -556,7 +563,8 @@ class _Session:
         self.sequence += 1
         self.pending_records.append(record)
         self.pending_events.append(len(self.events))
-        self.events.append(EventInfo(time_ns, name, tokens, label))
+        auto = attributes.get("pre_tokens") if attributes.get("trigger") == "auto" else None
+        self.events.append(EventInfo(time_ns, name, tokens, label, auto if isinstance(auto, int) else None))
         if label is not None:
             self.labels[time_ns] = label
 

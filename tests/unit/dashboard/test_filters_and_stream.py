@@ -8,6 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from dashboard.filters import (
+    SOURCE_GROUPS,
     GroupBy,
     SessionFilter,
     SessionQuery,
@@ -60,12 +61,21 @@ def test_list_and_count_share_the_where_clause() -> None:
     assert "LIMIT %(limit)s OFFSET %(offset)s" in page
 
 
-@pytest.mark.parametrize("group_by", list(GroupBy))
+@pytest.mark.parametrize("group_by", sorted(set(GroupBy) - SOURCE_GROUPS))
 def test_usage_is_tenant_scoped_in_each_of_its_three_ranges(group_by: GroupBy) -> None:
     statement = usage(group_by)
     assert statement.count("tenant_id = %(tenant)s") == 3  # hours, the leading and trailing minutes
     assert "hour >= %(from_hour)s AND hour < %(to_hour)s" in statement
     assert "GROUP BY 1" in statement
+
+
+@pytest.mark.parametrize("group_by", sorted(SOURCE_GROUPS))
+def test_usage_by_source_reads_the_tenants_usage_events_in_the_window(group_by: GroupBy) -> None:
+    statement = usage(group_by)
+    assert "FROM events" in statement
+    assert "rollups" not in statement
+    assert "WHERE tenant_id = %(tenant)s AND ts >= %(from)s AND ts < %(to)s" in statement
+    assert "kind IN ('usage', 'api_error')" in statement
 
 
 def _minutes_counted(start: datetime, end: datetime) -> list[datetime]:

@@ -90,6 +90,7 @@ def test_every_canonical_kind_has_a_timeline_kind() -> None:
         "tool_result",
         "tool_decision",
         "compaction",
+        "context_window",
         "signal",
         "other",
     } | {kind.value for kind, _ in CATALOGUE.values()}
@@ -188,7 +189,15 @@ def test_a_side_request_has_no_context_and_says_what_it_was_for() -> None:
     item = event_item(api_request(main=False))
     assert item.context_tokens is None
     assert item.summary.endswith("side request: generate_session_title")
-    assert event_item(api_request(main=None)).context_tokens is None  # unknown: not on the chart
+    # A row from before migration 0007 (no kind, no main_context): unknown, not on the chart.
+    assert event_item(api_request(main=None, kind=None)).context_tokens is None
+
+
+def test_a_request_of_an_agent_without_side_requests_is_the_main_conversation() -> None:
+    # Codex and Gemini usage events say nothing of a main context: the session's gauge counts
+    # them (streams.state), so the timeline shows their context too.
+    codex = api_request(main=None, name="codex.sse_event", model="gpt-6.2-sol", query_source=None)
+    assert event_item(codex).context_tokens == 1200 + 4500 + 300
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -294,3 +295,102 @@ def test_a_long_transcript_is_cut_to_its_tail_at_a_line_start(
 def test_other_events_and_events_without_a_session_say_nothing() -> None:
     assert hook.handle(json.dumps({"hook_event_name": "Stop", "session_id": "s"})) == ""
     assert hook.handle(json.dumps({"hook_event_name": "UserPromptSubmit"})) == ""
+
+
+# --- the status line ---------------------------------------------------------------------------
+
+
+def test_install_adds_our_status_line_unless_the_user_has_one() -> None:
+    settings = hook.install({})
+    assert settings["statusLine"] == {"type": "command", "command": hook.STATUSLINE_COMMAND}
+    theirs = {"statusLine": {"type": "command", "command": "~/bin/my-line"}}
+    assert hook.install(copy.deepcopy(theirs))["statusLine"] == theirs["statusLine"]
+    # uninstall removes ours, never theirs
+    assert "statusLine" not in hook.uninstall(hook.install({}))
+    assert hook.uninstall(hook.install(copy.deepcopy(theirs)))["statusLine"] == theirs["statusLine"]
+
+
+CLAUDE_STATUS = {
+    "session_id": "s-1",
+    "model": {"id": "claude-opus-5-5", "display_name": "Opus 5.5"},
+    "cost": {"total_cost_usd": 1.234},
+    "context_window": {"context_window_size": 980_000, "used_percentage": 31.4, "remaining_percentage": 68.6},
+}
+
+
+@pytest.fixture
+def sent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
+    """The status line's two calls out, recorded instead of made (their own tests are e2e)."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    calls: list[tuple[Any, ...]] = []
+    monkeypatch.setattr(hook, "report_window", lambda *args: calls.append(("report", *args)))
+
+    def ask(method: str, session_id: str) -> dict[str, Any]:
+        calls.append(("ask", method, session_id))
+        return {"predicted_requests_left": 41.6}
+
+    monkeypatch.setattr(hook, "request", ask)
+    return calls
+
+
+def test_the_status_line_says_fill_cost_and_requests_left_and_reports_the_window(
+    sent: list[tuple[Any, ...]],
+) -> None:
+    line = hook.statusline(CLAUDE_STATUS, now=1000.0)
+    assert line == "ctx 31% of 980k · $1.23 · ~42 requests to compaction"
+    assert sent == [("report", "s-1", 980_000, 31.4, "claude-opus-5-5", 1000.0), ("ask", "GET", "s-1")]
+
+
+def test_the_status_line_reports_again_only_on_a_change_or_after_the_refresh(
+    sent: list[tuple[Any, ...]],
+) -> None:
+    hook.statusline(CLAUDE_STATUS, now=1000.0)
+    sent.clear()
+    hook.statusline(CLAUDE_STATUS, now=1001.0)  # Claude Code refreshes after every message
+    assert sent == []
+    moved = {**CLAUDE_STATUS, "context_window": {"context_window_size": 980_000, "used_percentage": 33.0}}
+    assert hook.statusline(moved, now=1002.0).startswith("ctx 33% of 980k")
+    assert [c[0] for c in sent] == ["report"]
+    sent.clear()
+    hook.statusline(moved, now=1002.0 + hook.STATUSLINE_REFRESH_S + 1)
+    assert [c[0] for c in sent] == ["report", "ask"]
+
+
+def test_the_status_line_shows_what_it_has_when_tokentide_is_unreachable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+
+    def unreachable(*args: Any) -> None:
+        raise OSError("connection refused")
+
+    monkeypatch.setattr(hook, "report_window", unreachable)
+    monkeypatch.setattr(hook, "request", unreachable)
+    assert hook.statusline(CLAUDE_STATUS, now=1.0) == "ctx 31% of 980k · $1.23"
+    assert "statusline report: OSError" in (tmp_path / "state" / "tokentide" / "hook.log").read_text()
+
+
+@pytest.mark.parametrize(
+    ("event", "line"),
+    [
+        ({}, "tokentide"),
+        ({"context_window": {"context_window_size": 200_000}}, "ctx window 200k"),
+        ({"context_window": {"context_window_size": "lots", "used_percentage": 5}}, "tokentide"),
+        ({"cost": {"total_cost_usd": True}, "context_window": None}, "tokentide"),
+        ({"context_window": {"context_window_size": 1_000_000, "used_percentage": 0}}, "ctx 0% of 1.0M"),
+    ],
+)
+def test_the_status_line_reads_only_numbers_it_understands(
+    event: dict[str, Any], line: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    assert hook.statusline(event, now=1.0) == line  # no session id: nothing is sent
+
+
+def test_statusline_main_always_prints_a_line_and_exits_0(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.setattr("sys.stdin", io.StringIO("{not json"))
+    assert hook.statusline_main() == 0
+    assert capsys.readouterr().out == "tokentide\n"
