@@ -22,7 +22,7 @@ install: ## system packages (Java, Maven, PostgreSQL, promtool, Chromium), the l
 	bash scripts/install-codex.sh
 	bash scripts/install-gemini-cli.sh
 
-up: install ## start Kafka, PostgreSQL and the four services; prints the URLs
+up: install ## start Kafka, PostgreSQL and the five services (ingest, streams, sink, dashboard, notify); prints the URLs
 	$(STACK) up
 
 down: ## stop exactly what `make up` started
