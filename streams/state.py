@@ -196,7 +196,9 @@ def apply(
         starts = [p.start_time_ns for p in records.points if p.start_time_ns]
         stored.tracking_since_ns = min([*starts, first]) if starts or first else 0
     for event in sorted(records.events, key=lambda e: e.time_ns):
-        if not _first_time(stored, event, dedup_window):
+        # The agent's word on its window counts nothing and may come again: it takes no
+        # place in the dedup window the session's events need.
+        if event.kind != EventKind.CONTEXT_WINDOW and not _first_time(stored, event, dedup_window):
             continue
         signals += _count(stored, event, thresholds)
         rollups.add_event(event_buckets, event)
