@@ -23,7 +23,7 @@ install: ## system packages (Java, Maven, PostgreSQL, promtool, Chromium), the l
 	bash scripts/install-codex.sh
 	bash scripts/install-gemini-cli.sh
 
-up: install ## start Kafka, PostgreSQL (with TimescaleDB when available) and the five services; prints the URLs and the layout
+up: install ## start Kafka, PostgreSQL (with TimescaleDB when available) and the five services (ingest, streams, sink, dashboard, notify); prints the URLs and the layout
 	$(STACK) up
 
 down: ## stop exactly what `make up` started

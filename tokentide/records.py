@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import enum
+import operator
 from typing import Any, ClassVar, Self, TypeVar
 
 import msgspec
@@ -80,13 +81,9 @@ class Record(msgspec.Struct, kw_only=True, omit_defaults=True):
         return record
 
 
-#: The schemas a producer can write (``TOKENTIDE_WIRE_SCHEMA``): 2 (MessagePack, this
-#: contract) or 1 (the previous version's JSON, for an upgrade that must stay reversible).
-WIRE_SCHEMAS = (1, 2)
-
-
 def encode(record: Record, schema: int = 2) -> bytes:
-    """``record`` as schema ``schema`` writes it."""
+    """``record`` as schema ``schema`` writes it (``TOKENTIDE_WIRE_SCHEMA``): 2, MessagePack
+    (this contract), or 1, the previous version's JSON (an upgrade that must stay reversible)."""
     return record.to_bytes() if schema == 2 else to_schema_1(record)
 
 
@@ -290,30 +287,38 @@ class _Batch(Record, kw_only=True, omit_defaults=True):
 
     def to_bytes(self) -> bytes:
         # The records leave out what the batch says (written as "", the default: omitted),
-        # and are given it back once written.
+        # and are given it back once written. Every batch names tenant and session; all but
+        # the signals' the agent too (SESSION_FIELDS, in that order).
         fields = self.SESSION_FIELDS
-        header = [getattr(self, name) for name in fields]
-        blanked = []
-        for item in getattr(self, self.ITEMS):
-            if all(getattr(item, n) == v for n, v in zip(fields, header, strict=True)):
-                for name in fields:
-                    setattr(item, name, "")
-                blanked.append(item)
+        get = operator.attrgetter(*fields)
+        header = get(self)
+        same: list[Any] = [item for item in getattr(self, self.ITEMS) if get(item) == header]
+        agent = len(fields) == 3
+        for item in same:
+            item.tenant = item.session_id = ""
+            if agent:
+                item.agent = ""
         try:
             return _ENCODER.encode(self)
         finally:
-            for item in blanked:
-                for name, value in zip(fields, header, strict=True):
-                    setattr(item, name, value)
+            tenant, session_id = header[0], header[1]
+            for item in same:
+                item.tenant, item.session_id = tenant, session_id
+                if agent:
+                    item.agent = header[2]
 
     @classmethod
     def from_bytes(cls, data: bytes | str) -> Self:
         batch = super().from_bytes(data)
-        header = [(name, getattr(batch, name)) for name in cls.SESSION_FIELDS]
+        tenant, session_id = getattr(batch, "tenant"), getattr(batch, "session_id")  # noqa: B009
+        agent = getattr(batch, "agent", "")
         for item in getattr(batch, cls.ITEMS):
-            for name, value in header:
-                if value and not getattr(item, name):
-                    setattr(item, name, value)
+            if not item.tenant:
+                item.tenant = tenant
+            if not item.session_id:
+                item.session_id = session_id
+            if agent and not item.agent:
+                item.agent = agent
         return batch
 
 
