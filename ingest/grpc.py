@@ -151,8 +151,11 @@ class OtlpReceiver:
         return export_response(signal, outcome)
 
 
-async def serve_grpc(runtime: Runtime) -> grpc.aio.Server:
+async def serve_grpc(runtime: Runtime, reuse_port: bool = False) -> grpc.aio.Server:
     """Create, bind and start the OTLP/gRPC server on ``settings.host:settings.grpc_port``.
+
+    ``reuse_port``: one of several worker processes sharing the port (ingest/workers.py,
+    whose supervisor has checked that no one else holds it).
 
     The caller stops it (``await server.stop(grace=...)``) before stopping ``runtime``.
     Raises ``RuntimeError`` when the address cannot be bound.
@@ -164,7 +167,7 @@ async def serve_grpc(runtime: Runtime) -> grpc.aio.Server:
             ("grpc.max_receive_message_length", settings.max_body_bytes),
             # grpc sets SO_REUSEPORT by default: a second process on the same port would then
             # silently share its traffic instead of failing to start.
-            ("grpc.so_reuseport", 0),
+            ("grpc.so_reuseport", 1 if reuse_port else 0),
         ]
     )
     server.add_generic_rpc_handlers(OtlpReceiver(runtime).handlers())

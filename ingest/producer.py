@@ -128,7 +128,8 @@ class RawPublisher:
                 acks="all",
                 enable_idempotence=True,
                 compression_type="lz4",
-                linger_ms=2,
+                linger_ms=self._settings.kafka_linger_ms,
+                max_batch_size=min(self._settings.kafka_batch_bytes, self._settings.kafka_max_message_bytes),
                 max_request_size=self._settings.kafka_max_message_bytes,
                 request_timeout_ms=int(self._settings.kafka_ack_timeout_s * 1000),
             )

@@ -12,11 +12,12 @@ from prometheus_client import CollectorRegistry
 from ingest.auth import Authenticator, KeyStore, OpenModeAuthenticator
 from ingest.lease_store import PostgresLeaseStore
 from ingest.leases import SharedLimiter
-from ingest.limits import InflightBudget, Limiter, LocalLimiter, TenantLimiter
+from ingest.limits import InflightBudget, Limiter, LocalLimiter, SharedTokenBuckets, TenantLimiter
 from ingest.metrics import IngestMetrics
 from ingest.producer import RawPublisher
 from ingest.redact import Redactor
 from ingest.service import Ingestor
+from ingest.workers import SHARED_BUCKETS_ENV
 from tokentide.settings import IngestSettings
 
 
@@ -41,8 +42,9 @@ class Runtime:
         publisher = RawPublisher(settings, metrics)
         if authenticator is None:
             authenticator = _authenticator(settings)
-        budget = InflightBudget(settings.max_inflight_bytes, settings.retry_after_s)
-        metrics.inflight_bytes.set_function(lambda: budget.used)
+        budget = InflightBudget(
+            settings.max_inflight_bytes, settings.retry_after_s, metrics.inflight_bytes.set
+        )
         redactor = Redactor(settings.redaction_key.get_secret_value().encode())
         return cls(
             settings=settings,
@@ -83,6 +85,9 @@ def _authenticator(settings: IngestSettings) -> Authenticator:
 def _limiter(settings: IngestSettings, metrics: IngestMetrics) -> Limiter:
     """Open mode: this process's buckets. Otherwise one bucket per tenant for every replica."""
     if settings.open_mode:
+        shared = os.environ.get(SHARED_BUCKETS_ENV)
+        if shared:  # one of several worker processes: the machine's buckets
+            return LocalLimiter(SharedTokenBuckets(shared, settings.requests_per_s, settings.bytes_per_s))
         return LocalLimiter(TenantLimiter(settings.requests_per_s, settings.bytes_per_s))
     return SharedLimiter(
         PostgresLeaseStore(settings.database_url.get_secret_value()),
