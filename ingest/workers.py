@@ -90,11 +90,14 @@ def _cgroup_quota() -> float | None:
 
 
 def check_free(host: str, port: int) -> None:
-    """Raise ``OSError`` (address in use) unless ``host:port`` can be bound without SO_REUSEPORT."""
+    """Exit (address in use) unless ``host:port`` can be bound without SO_REUSEPORT."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        probe.bind((host, port))
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise SystemExit(f"tokentide ingest: cannot listen on {host}:{port}: {exc.strerror}") from exc
 
 
 def reuseport_socket(host: str, port: int) -> socket.socket:

@@ -201,9 +201,11 @@ def run_ingest() -> None:
 def _serve_ingest(settings: IngestSettings, sockets: list[socket.socket] | None = None) -> None:
     from ingest.app import create_app
 
+    app = create_app(settings, worker=sockets is not None)
+    _tune_gc()
     # No proxy headers: ingest reads no client address, and parsing them costs per request.
     _serve(
-        create_app(settings, worker=sockets is not None),
+        app,
         settings.host,
         settings.ingest_port,
         settings.log_level,
@@ -211,6 +213,28 @@ def _serve_ingest(settings: IngestSettings, sockets: list[socket.socket] | None 
         sockets=sockets,
         proxy_headers=False,
     )
+
+
+#: Allocations (less deallocations) of container objects between two young collections;
+#: CPython's default is 700.
+GC_YOUNG_THRESHOLD = 10_000
+
+
+def _tune_gc() -> None:
+    """Fewer garbage collections in a request-serving process.
+
+    Each request allocates thousands of short-lived objects (protobuf wrappers, coroutines,
+    futures); at CPython's default threshold the collector ran every ~700 of them and promoted
+    survivors into the old generations, whose collections walk every object the imports made
+    (4-5% of ingest's CPU in a profile). The objects alive at startup are frozen (never
+    scanned again) and young collections run 14x less often; cycles are still collected.
+    """
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
 def _ingest_worker(settings: IngestSettings, index: int) -> None:
