@@ -3,10 +3,12 @@
 Not a test. Runs the four services as processes (like the e2e tests) on the Kafka and
 PostgreSQL given by KAFKA_BOOTSTRAP / DATABASE_URL (``make bench`` provides them), then:
 
-1. throughput: posts ``--sessions`` x ``--requests`` real-shaped Claude Code log exports
-   (the captured ``stub-text-protobuf`` export, re-numbered per session) with
-   ``--concurrency`` clients, and measures how fast ingest answers and how long until the API
-   shows every session with every request counted;
+1. throughput: wrk (a C load generator, bench/bodies.lua) posts each of ``--sessions`` x
+   ``--requests`` real-shaped Claude Code log exports (the captured ``stub-text-protobuf``
+   export, re-numbered per session) once, on ``--concurrency`` connections, and the run measures
+   how fast ingest answers, how long until the API shows every session with every request
+   counted, and the CPU of every process meanwhile (each service with its children: ingest's
+   workers, PostgreSQL's backends), naming the bottleneck;
 2. latency: ``--probes`` single exports of fresh sessions, one at a time, each timed from the
    POST until the API shows it.
 
@@ -18,7 +20,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
+import resource
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -30,11 +36,12 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import cpu_seconds
+from bench.common import cpu_seconds, tree_cpu_seconds
 from tests.support.captures import FIXTURES, export_for
 from tests.support.pipeline import Pipeline
 from tests.support.services import admin_database_url, create_database, drop_database, kafka_bootstrap
 
+LUA = Path(__file__).resolve().parent / "bodies.lua"
 TEMPLATE = FIXTURES / "claude-code" / "stub-text-protobuf" / "0001_v1_logs.pb"
 PB = {"Content-Type": "application/x-protobuf"}
 
@@ -47,7 +54,7 @@ def measured_pids(pipeline: Pipeline) -> dict[str, int]:
         pid_file = run / f"{name}.pid"
         if pid_file.exists():
             pids[name] = int(pid_file.read_text().split()[0])
-    pids["bench client"] = os.getpid()
+    pids["bench (polls API)"] = os.getpid()
     return pids
 
 
@@ -73,8 +80,30 @@ async def api_totals(client: httpx.AsyncClient, pipeline: Pipeline, prefix: str)
             return sessions, requests
 
 
+def write_bodies(bodies: list[bytes], path: Path) -> None:
+    """The bodies as bench/bodies.lua reads them: each after its length in 10 digits."""
+    with path.open("wb") as out:
+        for body in bodies:
+            out.write(b"%010d" % len(body) + body)
+
+
+def run_wrk(url: str, bodies_file: Path, connections: int, timeout_s: float) -> dict[str, int]:
+    env = {**os.environ, "BODIES_FILE": str(bodies_file), "PATH_OTLP": "/v1/logs"}
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{int(timeout_s)}s", "-s", str(LUA), url],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    match = re.search(r"RESULT (.*)", out)
+    if match is None:
+        raise RuntimeError(f"wrk printed no result:\n{out}")
+    return {k: int(v) for k, v in (pair.split("=") for pair in match.group(1).split())}
+
+
 async def throughput(
-    pipeline: Pipeline, args: argparse.Namespace, template: ExportLogsServiceRequest
+    pipeline: Pipeline, args: argparse.Namespace, template: ExportLogsServiceRequest, workdir: Path
 ) -> None:
     run = uuid.uuid4().hex[:8]
     bodies = [
@@ -82,56 +111,88 @@ async def throughput(
         for i in range(args.requests)
         for s in range(args.sessions)
     ]
-    queue: asyncio.Queue[bytes] = asyncio.Queue()
-    for body in bodies:
-        queue.put_nowait(body)
-    latencies: list[float] = []
-
-    async def client_loop(client: httpx.AsyncClient) -> None:
-        while not queue.empty():
-            body = queue.get_nowait()
-            started = time.perf_counter()
-            response = await client.post(pipeline.url("ingest") + "/v1/logs", content=body, headers=PB)
-            latencies.append(time.perf_counter() - started)
-            if response.status_code != 200:
-                raise RuntimeError(f"ingest answered {response.status_code}: {response.text}")
-
-    limits = httpx.Limits(max_connections=args.concurrency)
+    bodies_file = workdir / "bodies.bin"
+    write_bodies(bodies, bodies_file)
     pids = measured_pids(pipeline)
-    cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
-    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
-        started = time.perf_counter()
-        await asyncio.gather(*(client_loop(client) for _ in range(args.concurrency)))
-        posted = time.perf_counter() - started
+    cpu_before = {name: process_cpu(name, pid) for name, pid in pids.items()}
+    wrk_before = ended_children_cpu()
+    started = time.perf_counter()
+    result = await asyncio.to_thread(
+        run_wrk, pipeline.url("ingest"), bodies_file, args.concurrency, args.timeout
+    )
+    posted = time.perf_counter() - started
+    cpu_posted = {name: process_cpu(name, pid) - cpu_before[name] for name, pid in pids.items()}
+    cpu_posted["wrk"] = ended_children_cpu() - wrk_before
+    if result["non2xx"] or result["connect_errors"] or result["timeouts"]:
+        raise RuntimeError(f"ingest refused requests: {result}\n{pipeline.logs()}")
+    async with httpx.AsyncClient(timeout=30) as client:
         want = (args.sessions, args.sessions * args.requests)
         while (got := await api_totals(client, pipeline, f"bench-{run}-")) != want:
             if time.perf_counter() - started > args.timeout:
                 raise RuntimeError(f"API shows {got} after {args.timeout}s, want {want}\n{pipeline.logs()}")
             await asyncio.sleep(0.25)
         visible = time.perf_counter() - started
-    cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
+    cpu = {name: process_cpu(name, pid) - cpu_before[name] for name, pid in pids.items()}
+    cpu["wrk"] = cpu_posted["wrk"]
 
     events = len(bodies) * events_per_export(template)
-    latencies.sort()
-    p50, p99 = latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99)]
     print(
-        f"throughput: {len(bodies)} exports ({events} events, {args.sessions} sessions), "
-        f"{args.concurrency} concurrent clients"
+        f"throughput: {len(bodies)} exports ({events} events, {args.sessions} sessions) posted by wrk "
+        f"with {args.concurrency} connections; {os.cpu_count()} cores, load {load()}"
     )
     print(
         f"  ingest:     {len(bodies) / posted:8.0f} requests/s  {events / posted:8.0f} events/s  "
-        f"p50 {1000 * p50:.1f} ms  p99 {1000 * p99:.1f} ms"
+        f"(all answered after {posted:.2f} s)"
     )
     print(
         f"  end to end: {len(bodies) / visible:8.0f} requests/s  {events / visible:8.0f} events/s  "
         f"(all visible in the API after {visible:.2f} s)"
     )
-    print("  CPU while it ran (PostgreSQL: postmaster only, not its backends):")
-    for name, seconds in cpu.items():
+    print("  CPU from the first POST until all was visible (each process with its children):")
+    ranked = sorted(cpu.items(), key=lambda item: -item[1])
+    for name, seconds in ranked:
         print(
             f"    {name:13s} {seconds:6.2f} s  {100 * seconds / visible:5.0f}% of a core  "
             f"{1e6 * seconds / events:7.0f} us/event"
         )
+    total = sum(cpu.values())
+    print(f"    {'all':13s} {total:6.2f} s  {100 * total / visible:5.0f}% of {os.cpu_count()} cores")
+    print(f"  bottleneck: {bottleneck(cpu, visible, posted, cpu_posted)}")
+
+
+def process_cpu(name: str, pid: int) -> float:
+    """A service with its children (ingest's workers, PostgreSQL's backends); this process alone
+    (the services are its children too)."""
+    return cpu_seconds(pid) if pid == os.getpid() else tree_cpu_seconds(pid)
+
+
+def ended_children_cpu() -> float:
+    """CPU of this process's children that have ended and were waited for: wrk, once it is done."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def bottleneck(cpu: dict[str, float], visible: float, posted: float, cpu_posted: dict[str, float]) -> str:
+    """Which process bounds the run: the busiest one-core stage, unless the machine is full."""
+    cores = os.cpu_count() or 1
+    total = sum(cpu.values()) / visible
+    stages = {k: v / visible for k, v in cpu.items() if k in ("streams", "sink", "dashboard")}
+    busiest, share = max(stages.items(), key=lambda item: item[1])
+    ingest_share = cpu_posted.get("ingest", 0.0) / posted
+    if share > 0.85:
+        return f"{busiest} ({100 * share:.0f}% of its one core after the POSTs: it is the slowest stage)"
+    if total > 0.85 * cores:
+        return (
+            f"the machine: {100 * total:.0f}% of {cores} cores busy, {busiest} the busiest one-core stage "
+            f"({100 * share:.0f}%); ingest used {100 * ingest_share:.0f}% of a core while posting"
+        )
+    return (
+        f"none saturated ({100 * total:.0f}% of {cores} cores); busiest stage {busiest} at {100 * share:.0f}%"
+    )
+
+
+def load() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 async def latency(pipeline: Pipeline, args: argparse.Namespace, template: ExportLogsServiceRequest) -> None:
@@ -162,12 +223,14 @@ async def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--sessions", type=int, default=200)
-    parser.add_argument("--requests", type=int, default=20, help="exports per session")
-    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--sessions", type=int, default=400)
+    parser.add_argument("--requests", type=int, default=25, help="exports per session")
+    parser.add_argument("--concurrency", type=int, default=32, help="wrk connections")
     parser.add_argument("--probes", type=int, default=50)
     parser.add_argument("--timeout", type=float, default=300)
     args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: apt-get install wrk")
     template = ExportLogsServiceRequest.FromString(TEMPLATE.read_bytes())
     admin_url = admin_database_url()
     dsn = create_database(admin_url)
@@ -175,7 +238,7 @@ async def main() -> None:
         pipeline = Pipeline(kafka_bootstrap(), dsn, Path(workdir))
         try:
             pipeline.start()
-            await throughput(pipeline, args, template)
+            await throughput(pipeline, args, template, Path(workdir))
             await latency(pipeline, args, template)
         finally:
             pipeline.stop()
