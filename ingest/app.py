@@ -200,12 +200,13 @@ def create_app(
 
     @app.get("/readyz")
     async def readyz() -> Response:
+        ready = runtime.all_ready
         body = {
-            "status": "ready" if runtime.ready else "not ready",
+            "status": "ready" if ready else "not ready",
             "kafka": runtime.publisher.ready,
             "auth": runtime.authenticator.ready,
         }
-        return Response(json.dumps(body), status_code=200 if runtime.ready else 503, media_type=JSON)
+        return Response(json.dumps(body), status_code=200 if ready else 503, media_type=JSON)
 
     @app.get("/metrics")
     async def prometheus_metrics() -> Response:

@@ -181,25 +181,18 @@ class LocalLimiter:
 
 class InflightBudget:
     """Bytes held by requests in progress, capped process-wide (with several worker processes,
-    each has its share: :mod:`ingest.workers`). ``on_change`` is told every new total."""
+    each has its share: :mod:`ingest.workers`)."""
 
-    def __init__(
-        self, max_bytes: int, retry_after_s: int, on_change: Callable[[int], None] | None = None
-    ) -> None:
+    def __init__(self, max_bytes: int, retry_after_s: int) -> None:
         self.max_bytes = max_bytes
         self.retry_after_s = retry_after_s
         self.used = 0
-        self._on_change = on_change
 
     def acquire(self, size: int) -> None:
         """Reserve ``size`` bytes or raise 503; every successful call needs a :meth:`release`."""
         if self.used + size > self.max_bytes:
             raise Unavailable("ingest is at its in-flight memory limit; retry shortly", self.retry_after_s)
         self.used += size
-        if self._on_change is not None:
-            self._on_change(self.used)
 
     def release(self, size: int) -> None:
         self.used = max(0, self.used - size)
-        if self._on_change is not None:
-            self._on_change(self.used)

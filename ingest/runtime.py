@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import secrets
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry
 
@@ -17,8 +19,11 @@ from ingest.metrics import IngestMetrics
 from ingest.producer import RawPublisher
 from ingest.redact import Redactor
 from ingest.service import Ingestor
-from ingest.workers import SHARED_BUCKETS_ENV
+from ingest.workers import SHARED_BUCKETS_ENV, Readiness
 from tokentide.settings import IngestSettings
+
+#: How often a worker's in-flight gauge is sampled.
+INFLIGHT_SAMPLE_S = 0.5
 
 
 @dataclass
@@ -30,6 +35,7 @@ class Runtime:
     limiter: Limiter
     budget: InflightBudget
     ingestor: Ingestor
+    _sampler: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def create(
@@ -42,9 +48,9 @@ class Runtime:
         publisher = RawPublisher(settings, metrics)
         if authenticator is None:
             authenticator = _authenticator(settings)
-        budget = InflightBudget(
-            settings.max_inflight_bytes, settings.retry_after_s, metrics.inflight_bytes.set
-        )
+        budget = InflightBudget(settings.max_inflight_bytes, settings.retry_after_s)
+        if not _multiprocess():  # read at scrape time; with several workers, sampled (start)
+            metrics.inflight_bytes.set_function(lambda: budget.used)
         redactor = Redactor(settings.redaction_key.get_secret_value().encode())
         return cls(
             settings=settings,
@@ -64,12 +70,42 @@ class Runtime:
         await self.authenticator.start()
         await self.limiter.start()
         await self.publisher.start()
+        if _multiprocess():
+            self._sampler = asyncio.create_task(self._sample_inflight(), name="inflight-gauge")
+
+    async def _sample_inflight(self) -> None:
+        """One of several workers, twice a second: its in-flight gauge (another worker may
+        answer the scrape, so no callback at scrape time, and setting it per request costs
+        a shared-memory write each time, 2% of a worker's CPU) and its readiness."""
+        readiness = Readiness() if Readiness.configured() else None
+        while True:
+            self.metrics.inflight_bytes.set(self.budget.used)
+            if readiness is not None:
+                readiness.report(self.ready)
+            await asyncio.sleep(INFLIGHT_SAMPLE_S)
+
+    @property
+    def all_ready(self) -> bool:
+        """Ready, and so is every other worker of this ingest (ingest/workers.py)."""
+        if not self.ready:
+            return False
+        return Readiness().all_ready() if _multiprocess() and Readiness.configured() else True
 
     async def stop(self) -> None:
         """Flush what Kafka still holds and release everything; safe to call twice."""
+        sampler, self._sampler = self._sampler, None
+        if sampler is not None:
+            sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampler
         await self.publisher.stop()
         await self.limiter.stop()
         await self.authenticator.stop()
+
+
+def _multiprocess() -> bool:
+    """One of several worker processes: prometheus_client's multiprocess mode (ingest/workers.py)."""
+    return "PROMETHEUS_MULTIPROC_DIR" in os.environ
 
 
 def _authenticator(settings: IngestSettings) -> Authenticator:

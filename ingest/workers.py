@@ -13,7 +13,8 @@ them running. What holds across the workers:
 - **Acknowledged means in Kafka**: each worker answers only after Kafka acknowledged its own
   writes, so a worker that dies (even by SIGKILL) loses only requests it had not answered;
   their clients see the connection fail and retry. The supervisor starts a new worker in its
-  place.
+  place (one that exits with an error within 5 s of its start failed to start: then the whole
+  process stops, exit status 1).
 - **Limits**: the body size and header bounds are per request and connection, the same in
   every worker. The in-flight byte budget (``TOKENTIDE_MAX_INFLIGHT_BYTES``, the memory the
   whole process may hold) is split evenly, ``max_inflight_bytes // N`` per worker, which must
@@ -28,7 +29,7 @@ them running. What holds across the workers:
   the live ones (in-flight bytes summed, Kafka readiness the minimum). One scrape target, as
   before.
 - **Health**: ``/healthz`` and ``/readyz`` are answered by whichever worker takes the
-  connection; every worker reports its own Kafka and key-store state, which all share.
+  connection; ``/readyz`` is 200 only while every worker is ready (:class:`Readiness`).
 - **Shutdown**: SIGTERM (or SIGINT) to the supervisor goes to every worker; each stops
   accepting, finishes its requests within ``TOKENTIDE_SHUTDOWN_GRACE_S`` and flushes its
   producer; the supervisor exits when all have, killing any still there 10 s after the grace.
@@ -57,13 +58,49 @@ from tokentide.settings import IngestSettings
 
 log = logging.getLogger("tokentide.ingest.workers")
 
-#: A worker that exits this soon after it was started failed to start: the supervisor stops.
+#: A worker that exits with an error this soon after it was started failed to start (bad
+#: settings, a port it cannot bind): the supervisor stops. One killed by a signal is replaced.
 STARTUP_S = 5.0
 #: Extra time past the grace before a worker still running at shutdown is killed.
 KILL_AFTER_S = 10.0
 _PR_SET_PDEATHSIG = 1
 #: The file of the open-mode rate buckets the workers share (ingest.limits.SharedTokenBuckets).
 SHARED_BUCKETS_ENV = "TOKENTIDE_INGEST_SHARED_BUCKETS"
+#: Where each worker says whether it is ready (a file per worker index), and how many there are.
+READY_DIR_ENV = "TOKENTIDE_INGEST_READY_DIR"
+WORKER_COUNT_ENV = "TOKENTIDE_INGEST_WORKER_COUNT"
+WORKER_INDEX_ENV = "TOKENTIDE_INGEST_WORKER_INDEX"
+
+
+class Readiness:
+    """Ready only when every worker is: each worker writes its own state to a file of its
+    index (when it changes) and ``/readyz``, answered by any worker, reads all of them. So a
+    pod is not sent traffic while one of its workers still connects to Kafka (that worker would
+    answer 503), and turns not ready while a replaced worker starts."""
+
+    def __init__(self) -> None:
+        self._dir = Path(os.environ[READY_DIR_ENV])
+        self._count = int(os.environ[WORKER_COUNT_ENV])
+        self._index = int(os.environ[WORKER_INDEX_ENV])
+        self._last: bool | None = None
+
+    @staticmethod
+    def configured() -> bool:
+        return READY_DIR_ENV in os.environ and WORKER_INDEX_ENV in os.environ
+
+    def report(self, ready: bool) -> None:
+        if ready == self._last:
+            return
+        tmp = self._dir / f".{self._index}.tmp"
+        tmp.write_text("1" if ready else "0")
+        tmp.replace(self._dir / str(self._index))
+        self._last = ready
+
+    def all_ready(self) -> bool:
+        try:
+            return all((self._dir / str(i)).read_text() == "1" for i in range(self._count))
+        except OSError:
+            return False
 
 
 def usable_cpus() -> int:
@@ -132,6 +169,10 @@ def supervise(settings: IngestSettings, workers: int, serve: Callable[[IngestSet
     # Read by prometheus_client when the workers import it, and by ingest.runtime.
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     os.environ[SHARED_BUCKETS_ENV] = os.path.join(run_dir, "rate-buckets")
+    ready_dir = os.path.join(run_dir, "ready")
+    os.mkdir(ready_dir)
+    os.environ[READY_DIR_ENV] = ready_dir
+    os.environ[WORKER_COUNT_ENV] = str(workers)
     supervisor = _Supervisor(settings, serve)
     signal.signal(signal.SIGTERM, supervisor.on_signal)
     signal.signal(signal.SIGINT, supervisor.on_signal)
@@ -180,8 +221,11 @@ class _Supervisor:
                     continue
                 process.join()
                 _mark_dead(process)
+                with contextlib.suppress(OSError):  # not ready until its successor is
+                    os.unlink(os.path.join(os.environ[READY_DIR_ENV], str(index)))
                 del self._running[index]
-                if time.monotonic() - started < STARTUP_S:
+                code = process.exitcode or 0
+                if code > 0 and time.monotonic() - started < STARTUP_S:  # not killed: it failed
                     log.error("ingest worker %d exited during start (code %s)", index, process.exitcode)
                     self.status = 1
                     self.on_signal(signal.SIGTERM, None)
@@ -218,6 +262,7 @@ def _mark_dead(process: BaseProcess) -> None:
 
 def _worker(serve: Callable[[IngestSettings, int], None], settings: IngestSettings, index: int) -> None:
     parent = os.getppid()
+    os.environ[WORKER_INDEX_ENV] = str(index)
     _die_with_parent()
     if os.getppid() != parent:  # the supervisor died before the kernel was told
         sys.exit(1)

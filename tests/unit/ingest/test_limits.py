@@ -135,13 +135,5 @@ def test_shared_buckets_start_anew_when_the_rate_changes(tmp_path: Path) -> None
         faster.admit_request(Tenant("default"))
 
 
-def test_inflight_budget_reports_every_change() -> None:
-    seen: list[int] = []
-    budget = InflightBudget(max_bytes=100, retry_after_s=3, on_change=seen.append)
-    budget.acquire(60)
-    budget.release(60)
-    assert seen == [60, 0]
-
-
 def test_usable_cpus_is_at_least_one_and_at_most_the_affinity() -> None:
     assert 1 <= usable_cpus() <= len(os.sched_getaffinity(0))
