@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
-install: ## system packages (Java, Maven, PostgreSQL, promtool, Chromium), the locked Python environment, helm + compose, the web UI's vendored chart library, the Claude Code CLI (for its hook test)
+install: ## system packages (Java, Maven, PostgreSQL, promtool, Chromium), the locked Python environment, helm + compose, the web UI's vendored chart library, the Claude Code, Codex and Gemini CLIs (for their end-to-end tests)
 	bash scripts/install-system-deps.sh
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet "uv==$(UV_VERSION)"
 	$(UV) sync --frozen
@@ -19,8 +19,10 @@ install: ## system packages (Java, Maven, PostgreSQL, promtool, Chromium), the l
 	bash scripts/install-compose.sh
 	bash scripts/vendor-web.sh
 	bash scripts/install-claude-code.sh
+	bash scripts/install-codex.sh
+	bash scripts/install-gemini-cli.sh
 
-up: install ## start Kafka, PostgreSQL and the four services; prints the URLs
+up: install ## start Kafka, PostgreSQL and the five services (ingest, streams, sink, dashboard, notify); prints the URLs
 	$(STACK) up
 
 down: ## stop exactly what `make up` started

@@ -70,8 +70,11 @@ class SourceOut(BaseModel):
     skill: str | None
     mcp_server: str | None
     tokens: TokensOut
-    cost_usd: float
+    #: None when no request of the source has a known cost (as the session's ``cost_usd``).
+    cost_usd: float | None
     requests: int
+    #: Requests whose cost is unknown: when > 0, a ``cost_usd`` given is a lower bound.
+    unpriced_requests: int = 0
 
 
 class SignalOut(BaseModel):
@@ -149,6 +152,15 @@ def signal_out(row: dict[str, Any]) -> SignalOut:
     )
 
 
+def _source_cost(source: dict[str, Any]) -> float | None:
+    """A source's cost in USD; None when every request of it was unpriced (sources stored
+    before ``unpriced_requests`` existed have none)."""
+    requests, unpriced = source.get("requests", 0), source.get("unpriced_requests", 0)
+    if requests and unpriced >= requests:
+        return None
+    return float(source.get("cost_nanos", 0)) / 1e9
+
+
 def sources_out(stored: Any) -> list[SourceOut]:
     """``sessions.by_source`` (SessionState.by_source as JSON), the costliest first."""
     out = []
@@ -168,11 +180,12 @@ def sources_out(stored: Any) -> list[SourceOut]:
                     reasoning=tokens.get("reasoning", 0),
                     cache_creation_1h=tokens.get("cache_creation_1h", 0),
                 ),
-                cost_usd=source.get("cost_nanos", 0) / 1e9,
+                cost_usd=_source_cost(source),
                 requests=source.get("requests", 0),
+                unpriced_requests=source.get("unpriced_requests", 0),
             )
         )
-    out.sort(key=lambda s: (-s.cost_usd, -s.requests))
+    out.sort(key=lambda s: (-(s.cost_usd or 0.0), -s.requests))
     return out
 
 

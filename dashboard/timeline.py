@@ -86,7 +86,8 @@ TIMELINE_EVENTS = """
                'phase', attributes -> 'phase',
                'command_name', attributes -> 'command_name',
                'context_window.size', attributes -> 'context_window.size',
-               'context_window.used_percentage', attributes -> 'context_window.used_percentage'
+               'context_window.used_percentage', attributes -> 'context_window.used_percentage',
+               'http.response.status_code', attributes -> 'http.response.status_code'
            )) AS detail
       FROM events
      WHERE tenant_id = %(tenant)s AND session_id = %(session)s
@@ -201,6 +202,7 @@ DETAIL_KEYS = (
     "command_name",
     "context_window.size",
     "context_window.used_percentage",
+    "http.response.status_code",
 )
 
 
@@ -324,6 +326,16 @@ CATALOGUE: dict[str, tuple[TimelineKind, Callable[[dict[str, Any]], str]]] = {
         lambda r: _joined("network retry", _detail(r, "attempt") and f"attempt {_detail(r, 'attempt')}"),
     ),
     "flash_fallback": (TimelineKind.NETWORK, lambda r: "fell back to a flash model"),
+    # Codex's HTTP call to the model API (its usage is in the sse_event with tokens).
+    "api_request": (
+        TimelineKind.NETWORK,
+        lambda r: _joined(
+            "API call",
+            _detail(r, "http.response.status_code") and f"status {_detail(r, 'http.response.status_code')}",
+            _detail(r, "attempt") and f"attempt {_detail(r, 'attempt')}",
+            _detail(r, "duration_ms") and f"{_detail(r, 'duration_ms')} ms",
+        ),
+    ),
     "sse_event": (TimelineKind.NETWORK, lambda r: _joined("stream event", _detail(r, "event.kind"))),
     "responses.reasoning_replay": (TimelineKind.NETWORK, lambda r: "reasoning replayed"),
     "file_operation": (
@@ -386,10 +398,11 @@ def kind_of(row: dict[str, Any]) -> TimelineKind:
         return KINDS[EventKind(kind)]
     if row.get("input_tokens") is not None:
         return TimelineKind.API_REQUEST
+    by_name = KINDS_BY_NAME.get(str(row["name"]).rsplit(".", 1)[-1])
+    if by_name is not None:
+        return by_name
     known = CATALOGUE.get(_short_name(row))
-    if known is not None:
-        return known[0]
-    return KINDS_BY_NAME.get(str(row["name"]).rsplit(".", 1)[-1], TimelineKind.OTHER)
+    return known[0] if known is not None else TimelineKind.OTHER
 
 
 def _truth(value: str | None) -> bool | None:

@@ -12,6 +12,8 @@ from google.protobuf import json_format
 from google.protobuf.duration_pb2 import Duration
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
+from tokentide.topics import Signal
+
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 
@@ -56,14 +58,25 @@ class UnsupportedMediaType(IngestError):
 class SignalNotAccepted(IngestError):
     """A signal this deployment does not take (traces, unless ``TOKENTIDE_ACCEPT_TRACES``).
 
-    Answered as the Collector answers a signal without a pipeline: HTTP 404 (the path is not
-    served), gRPC ``UNIMPLEMENTED`` (the service is not served). Neither is retried, so the
-    exporter drops the batch and tries again with the next one only.
+    Over HTTP answered as the Collector answers a signal without a pipeline: 404 (the path is
+    not served), not retried, so the exporter drops the batch and tries again with the next
+    one only. Over gRPC the trace service answers OK with every span rejected instead
+    (``ingest.grpc``, decision 34); ``UNIMPLEMENTED`` remains this error's gRPC code.
     """
 
     status = 404
     grpc_code = code_pb2.UNIMPLEMENTED
     reason = "signal_not_accepted"
+
+    @classmethod
+    def for_signal(cls, signal: Signal) -> SignalNotAccepted:
+        name = signal.value
+        return cls(
+            f"OTLP {name} are not accepted here: tokentide consumes logs and metrics only. "
+            f"Turn the agent's {name} export off (OTEL_{name.upper()}_EXPORTER=none); "
+            f"an operator whose own consumer reads otlp.raw.{name} sets "
+            f"TOKENTIDE_ACCEPT_{name.upper()}=1"
+        )
 
 
 class Unauthorized(IngestError):

@@ -1,8 +1,8 @@
 """The OTLP/gRPC receiver: ``Export`` of the logs, metrics and trace collector services.
 
 The trace service is served only to refuse: unless ``TOKENTIDE_ACCEPT_TRACES`` is on, its
-``Export`` ends ``UNIMPLEMENTED`` with a message naming the fix (what grpc would answer for an
-unregistered service, but saying why), before any authentication.
+``Export`` answers OK with every span rejected (``partial_success``, a message naming the fix),
+before any authentication; nothing is published (decision 34).
 
 Per call, exactly as OTLP/HTTP (:func:`ingest.app.handle_export`): authenticate -> admit
 (tenant rate, size limit, in-flight memory) -> decode -> :class:`ingest.service.Ingestor` ->
@@ -38,9 +38,9 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from ingest import errors
 from ingest.auth import TENANT_HEADER
 from ingest.decode import decode
-from ingest.errors import PROTOBUF, IngestError, PayloadTooLarge
+from ingest.errors import PROTOBUF, IngestError, PayloadTooLarge, SignalNotAccepted
 from ingest.runtime import Runtime
-from ingest.service import export_response, require_accepted
+from ingest.service import ExportOutcome, export_response, require_accepted
 from tokentide.topics import Signal
 
 log = logging.getLogger(__name__)
@@ -130,6 +130,8 @@ class OtlpReceiver:
     async def _export(self, signal: Signal, body: bytes, context: ServicerContext) -> Message:
         runtime = self._runtime
         settings, metrics = runtime.settings, runtime.metrics
+        if signal is Signal.TRACES and signal not in settings.signals:
+            return self._refuse_spans(body)
         require_accepted(signal, settings.signals)
         tenant = await runtime.authenticator.authenticate(
             metadata_value(context, "authorization"), metadata_value(context, TENANT_HEADER)
@@ -149,6 +151,24 @@ class OtlpReceiver:
         finally:
             runtime.budget.release(size)
         return export_response(signal, outcome)
+
+    def _refuse_spans(self, body: bytes) -> Message:
+        """Spans refused as OTLP partial success: every span rejected, with why, and nothing
+        kept. Not ``UNIMPLEMENTED``: a client that cannot turn its trace export off (Gemini
+        CLI 0.61) fails its SDK's shutdown on that error and loses the logs and metrics it
+        had not sent yet (decision 34). Before authentication, like the refusal over HTTP."""
+        try:
+            request = decode(Signal.TRACES, body, PROTOBUF)
+        except IngestError:
+            request = None  # not even spans: refused all the same
+        spans = 0
+        if isinstance(request, trace_service_pb2.ExportTraceServiceRequest):
+            spans = sum(
+                len(scope.spans) for resource in request.resource_spans for scope in resource.scope_spans
+            )
+        message = str(SignalNotAccepted.for_signal(Signal.TRACES))
+        self._runtime.metrics.refused_records.labels(Signal.TRACES.value, "signal_not_accepted").inc(spans)
+        return export_response(Signal.TRACES, ExportOutcome(accepted=0, rejected=spans, message=message))
 
 
 async def serve_grpc(runtime: Runtime, reuse_port: bool = False) -> grpc.aio.Server:

@@ -48,12 +48,7 @@ def require_accepted(signal: Signal, accepted: frozenset[Signal]) -> None:
     path it does not serve: the answer does not depend on who asks.
     """
     if signal not in accepted:
-        raise SignalNotAccepted(
-            f"OTLP {signal.value} are not accepted here: tokentide consumes logs and metrics only. "
-            f"Turn the agent's {signal.value} export off (OTEL_{signal.value.upper()}_EXPORTER=none); "
-            f"an operator whose own consumer reads otlp.raw.{signal.value} sets "
-            f"TOKENTIDE_ACCEPT_{signal.value.upper()}=1"
-        )
+        raise SignalNotAccepted.for_signal(signal)
 
 
 @dataclass(frozen=True, slots=True)

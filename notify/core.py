@@ -44,7 +44,7 @@ SIGNATURE_PREFIX = "sha256="
 #: A receiver should refuse a timestamp further than this from its own clock.
 DEFAULT_TOLERANCE_S = 300
 
-_TITLES = {
+_TITLES: dict[str, str] = {
     SignalKind.CONTEXT_WARNING: "context warning",
     SignalKind.CHECKPOINT_REQUESTED: "checkpoint requested",
     SignalKind.CONTEXT_CRITICAL: "context critical",
@@ -87,7 +87,7 @@ def build_payload(signal: SessionSignal) -> dict[str, Any]:
         "tenant": signal.tenant,
         "session_id": signal.session_id,
         "signal_id": signal.signal_id,
-        "kind": signal.kind.value,
+        "kind": str(signal.kind),
         "ratio": signal.ratio,
         "tokens": signal.tokens,
         "limit": signal.window,

@@ -30,11 +30,10 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from psycopg_pool import PoolTimeout
-from pydantic import ValidationError
 
 from notify.core import Backoff, Outcome, Status, delivery_headers, encode_body, outcome
 from notify.store import Claimed, DeliveryStore
-from tokentide.records import SessionSignal, SignalBatch
+from tokentide.records import DecodeError, SessionSignal, SignalBatch
 from tokentide.settings import NotifySettings
 
 log = logging.getLogger(__name__)
@@ -98,7 +97,7 @@ def decode(records: Iterable[ConsumerRecord[bytes, bytes]], metrics: NotifyMetri
     for record in records:
         try:
             signals.extend(SignalBatch.from_bytes(record.value or b"").signals)
-        except ValidationError:
+        except DecodeError:
             metrics.undecodable.inc()
             log.warning("undecodable %s@%d:%d skipped", record.topic, record.partition, record.offset)
     return signals

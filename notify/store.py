@@ -135,7 +135,7 @@ class DeliveryStore:
                             webhook_id,
                             signal.signal_id,
                             signal.session_id,
-                            signal.kind.value,
+                            str(signal.kind),
                             payload,
                         ),
                     )

@@ -47,19 +47,21 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from pydantic import BaseModel, ValidationError
 
 from tokentide.kafka import TopicSpec, ensure_topics
 from tokentide.records import (
+    DecodeError,
     Event,
     EventBatch,
     Point,
     PointBatch,
+    Record,
     Rollup,
     RollupBatch,
     SessionSignal,
     SessionState,
     SignalBatch,
+    to_builtins,
 )
 from tokentide.settings import SinkSettings
 from tokentide.topics import Topics
@@ -342,7 +344,7 @@ def decode(topics: Topics, records: Iterable[ConsumerRecord[bytes, bytes]], metr
                 rollups = RollupBatch.from_bytes(value).rollups
                 batch.rollups.extend(rollups)
                 batch.track(origin, rollups)
-        except ValidationError as exc:
+        except DecodeError as exc:
             metrics.undecodable.labels(record.topic).inc()
             log.warning("undecodable %s@%d: dead-lettered", record.topic, record.offset)
             batch.undecodable.append((origin, value, str(exc)))
@@ -361,8 +363,8 @@ def dead_letter(
         "reason": reason,
         "sqlstate": sqlstate,
     }
-    if isinstance(record, BaseModel):
-        body["record"] = record.model_dump(mode="json")
+    if isinstance(record, Record):
+        body["record"] = to_builtins(record)
     elif isinstance(record, bytes):
         body["value_base64"] = base64.b64encode(record).decode()
     return json.dumps(body, separators=(",", ":"), default=str).encode()

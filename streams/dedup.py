@@ -16,7 +16,7 @@ from 0 again under the same session id, and nothing in its telemetry names the p
 fragment of the new process that arrives before its beginning extends the old process's run
 and makes the new process's first events look like repeats (decision 18).
 
-The window serialises into one base64 string of the stored state and keeps its decoded form
+The window serialises into one byte string of the stored state and keeps its decoded form
 in memory, so that checking and adding cost O(1) per record, not O(window).
 """
 
@@ -26,9 +26,6 @@ import base64
 import hashlib
 from typing import Any
 
-from pydantic import GetCoreSchemaHandler
-from pydantic_core import CoreSchema, core_schema
-
 #: Identities are remembered by 64-bit digests: a collision within one window is out of
 #: reach (2^-64 per pair).
 DIGEST_BYTES = 8
@@ -36,18 +33,17 @@ DIGEST_BYTES = 8
 
 def digest(*parts: object) -> bytes:
     """The 8-byte digest by which an identity is remembered."""
-    h = hashlib.blake2b(digest_size=DIGEST_BYTES)
-    for part in parts:
-        h.update(repr(part).encode())
-        h.update(b"\x1f")
-    return h.digest()
+    # The same bytes as hashing each part's repr followed by 0x1f, in one update.
+    return hashlib.blake2b(
+        ("\x1f".join(map(repr, parts)) + "\x1f").encode(), digest_size=DIGEST_BYTES
+    ).digest()
 
 
 class DigestWindow:
     """The digests of the last ``size`` identities added, oldest first.
 
-    In a stored state it is one base64 string (pydantic validates it from and serialises it
-    to that string); in memory a buffer and a set, decoded on first use.
+    In a stored state it is the digests as bytes (a base64 string in states stored as JSON
+    before); in memory a buffer and a set, decoded on first use.
     """
 
     __slots__ = ("_buffer", "_encoded", "_members")
@@ -99,17 +95,21 @@ class DigestWindow:
             self._encoded = base64.b64encode(self._buffer or b"").decode()
         return self._encoded
 
-    @classmethod
-    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
-        return core_schema.no_info_plain_validator_function(
-            cls._validate,
-            serialization=core_schema.plain_serializer_function_ser_schema(lambda w: w.encoded()),
-        )
+    def to_wire(self) -> bytes:
+        """What a stored state holds: the digests, oldest first (MessagePack bytes)."""
+        return bytes(self._decoded()[0])
 
     @classmethod
-    def _validate(cls, value: Any) -> DigestWindow:
-        if isinstance(value, DigestWindow):
-            return value
+    def from_wire(cls, value: Any) -> DigestWindow:
+        """From :meth:`to_wire`'s bytes, or the base64 string of a state stored as JSON."""
+        if isinstance(value, bytes | bytearray | memoryview):
+            if len(value) % DIGEST_BYTES:
+                raise ValueError("a digest window is a whole number of digests")
+            window = cls()
+            window._buffer = bytearray(value)
+            window._members = {bytes(value[i : i + DIGEST_BYTES]) for i in range(0, len(value), DIGEST_BYTES)}
+            window._encoded = None
+            return window
         if isinstance(value, str):
             return cls(value)
-        raise ValueError("a digest window is a base64 string")
+        raise ValueError("a digest window is bytes or a base64 string")

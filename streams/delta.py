@@ -83,7 +83,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from pydantic import Field
+import msgspec
 
 from streams.dedup import DigestWindow, digest
 from tokentide.records import Point, Record
@@ -133,7 +133,7 @@ class Limits:
 DEFAULT_LIMITS = Limits()
 
 
-class SeriesTracker(Record):
+class SeriesTracker(Record, kw_only=True):
     """The cumulative series of one session: what the last point of each identity said.
 
     Mutated in place by :func:`delta_of` and :func:`to_deltas`; JSON through ``to_bytes`` /
@@ -142,14 +142,14 @@ class SeriesTracker(Record):
 
     #: ``"<series_id>@<start_time_ns>"`` -> ``(time_ns, value)`` of the last accepted point,
     #: least recently updated first.
-    series: dict[str, tuple[int, float]] = Field(default_factory=dict)
+    series: dict[str, tuple[int, float]] = msgspec.field(default_factory=dict)
     #: Newest ``time_ns`` of any cumulative point accepted: the clock of expiry.
     now_ns: int = 0
     #: Newest ``time_ns`` of any identity evicted or expired (0: nothing forgotten yet).
     forgotten_ns: int = 0
     #: Identities ``(series_id, start_time_ns, time_ns)`` of the last ``Limits.recent_deltas``
     #: delta points counted (streams.dedup): a re-sent export is recognised among them.
-    recent_deltas: DigestWindow = Field(default_factory=DigestWindow)
+    recent_deltas: DigestWindow = msgspec.field(default_factory=DigestWindow)
 
 
 def series_key(point: Point) -> str:

@@ -24,13 +24,19 @@ def any_value(value: AnyValue) -> Any:
     return getattr(value, kind)
 
 
+_SCALARS = frozenset({"string_value", "int_value", "double_value", "bool_value"})
+
+
 def attributes(kvs: Iterable[KeyValue]) -> dict[str, Any]:
     """Attributes as a dict; empty values are dropped (Gemini sends ``{}`` for unset ones)."""
     out: dict[str, Any] = {}
     for kv in kvs:
-        value = any_value(kv.value)
-        if value is not None:
-            out[kv.key] = value
+        value = kv.value
+        kind = value.WhichOneof("value")
+        if kind in _SCALARS:  # nearly all of them: no call of any_value
+            out[kv.key] = getattr(value, kind)
+        elif kind is not None:
+            out[kv.key] = any_value(value)
     return out
 
 
@@ -79,8 +85,5 @@ def as_str(value: Any) -> str | None:
 
 def stable_id(*parts: object) -> str:
     """A short, stable id (hex) of ``parts``: the natural key of a record or series."""
-    digest = hashlib.blake2b(digest_size=16)
-    for part in parts:
-        digest.update(repr(part).encode())
-        digest.update(b"\x1f")
-    return digest.hexdigest()
+    # The same bytes as hashing each part's repr followed by 0x1f, in one update.
+    return hashlib.blake2b(("\x1f".join(map(repr, parts)) + "\x1f").encode(), digest_size=16).hexdigest()

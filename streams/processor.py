@@ -39,6 +39,7 @@ from tokentide.records import (
     SessionSignal,
     SessionState,
     SignalBatch,
+    replace,
 )
 from tokentide.settings import OPEN_MODE_TENANT
 from tokentide.tenancy import SignalThresholds
@@ -248,14 +249,13 @@ class OutputMerger:
 
 
 def _sum(a: Rollup, b: Rollup) -> Rollup:
-    tokens = a.tokens.model_copy()
+    tokens = replace(a.tokens)
     tokens.add(b.tokens)
-    return a.model_copy(
-        update={
-            "tokens": tokens,
-            "cost_nanos": a.cost_nanos + b.cost_nanos,
-            "requests": a.requests + b.requests,
-            "errors": a.errors + b.errors,
-            "user_id": a.user_id or b.user_id,
-        }
+    return replace(
+        a,
+        tokens=tokens,
+        cost_nanos=a.cost_nanos + b.cost_nanos,
+        requests=a.requests + b.requests,
+        errors=a.errors + b.errors,
+        user_id=a.user_id or b.user_id,
     )

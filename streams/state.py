@@ -33,7 +33,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import Field
+import msgspec
 
 from streams import context as ctx
 from streams import rollups
@@ -54,6 +54,7 @@ from tokentide.records import (
     SessionState,
     SourceUsage,
     Tokens,
+    replace,
 )
 from tokentide.tenancy import SignalThresholds
 
@@ -89,38 +90,38 @@ TOKEN_MEASURES = {
     "cache_creation": Measure.TOKENS_CACHE_CREATION,
     "reasoning": Measure.TOKENS_REASONING,
 }
-TOKEN_TYPES = {measure: name for name, measure in TOKEN_MEASURES.items()}
+TOKEN_TYPES: dict[str, str] = {measure: name for name, measure in TOKEN_MEASURES.items()}
 
 
-class StoredSession(Record):
+class StoredSession(Record, kw_only=True, tag="stored_session.2", tag_field="schema"):
     """What the streams stage keeps per session (its Faust table value)."""
 
     state: SessionState
     #: Digests of the last ``dedup_window`` events applied (streams.dedup).
-    recent: DigestWindow = Field(default_factory=DigestWindow)
+    recent: DigestWindow = msgspec.field(default_factory=DigestWindow)
     #: Event time of the request that set the current context position.
     context_time_ns: int = 0
     last_compaction_ns: int = 0
     #: Signal kind -> crossing count, negative while raised (see streams.signals).
-    signals: dict[str, int] = Field(default_factory=dict)
+    signals: dict[str, int] = msgspec.field(default_factory=dict)
     #: What the rollup increments emitted so far add up to, in bucket order (streams.rollups):
     #: always the totals after the last applied message.
-    rolled: list[int] = Field(default_factory=lambda: [0] * rollups.WIDTH)
+    rolled: list[int] = msgspec.field(default_factory=lambda: [0] * rollups.WIDTH)
     #: Totals of usage events (the source of tokens and cost whenever there is any).
-    usage_tokens: Tokens = Field(default_factory=Tokens)
+    usage_tokens: Tokens = msgspec.field(default_factory=Tokens)
     usage_cost_nanos: int = 0
     #: What the usage events' costs came from (``SessionState.cost_source``) and how many had
     #: none; kept apart from the state like the totals, which metrics may hold for a while.
     usage_cost_source: str | None = None
     usage_unpriced: int = 0
     #: Metric series (cumulative-to-delta state) and the sums of their deltas per measure.
-    series: SeriesTracker = Field(default_factory=SeriesTracker)
+    series: SeriesTracker = msgspec.field(default_factory=SeriesTracker)
     tracking_since_ns: int = 0
-    metric_totals: dict[str, float] = Field(default_factory=dict)
+    metric_totals: dict[str, float] = msgspec.field(default_factory=dict)
     #: Token metric deltas per model ("" for points without one) and token type, to price a
     #: metrics-only session by the price table when the agent sends no cost metric (Gemini
     #: CLI, Codex CLI).
-    metric_model_tokens: dict[str, dict[str, float]] = Field(default_factory=dict)
+    metric_model_tokens: dict[str, dict[str, float]] = msgspec.field(default_factory=dict)
     #: The session showed a long-context model variant (``[1m]``): its window is 1M.
     long_context: bool = False
     #: The window the agent itself reported (Claude Code's status line), which wins.
@@ -245,7 +246,7 @@ def _first_time(stored: StoredSession, event: Any, dedup_window: int) -> bool:
 
 
 #: Bucket position of each token measure (streams.rollups order).
-_TOKEN_POSITIONS = {
+_TOKEN_POSITIONS: dict[str, int] = {
     Measure.TOKENS_INPUT: 0,
     Measure.TOKENS_OUTPUT: 1,
     Measure.TOKENS_CACHE_READ: 2,
@@ -256,11 +257,11 @@ _COST_POSITION = 5
 
 
 def _metric_rollup(
-    buckets: rollups.Buckets, measure: Measure, time_ns: int, model: str | None, delta: float
+    buckets: rollups.Buckets, measure: str, time_ns: int, model: str | None, delta: float
 ) -> None:
     """Note a token or cost metric delta for the rollups of a metrics-only session (rounded
     per point; :func:`streams.rollups.settle` puts the rounding remainder right)."""
-    if measure is Measure.COST_USD:
+    if measure == Measure.COST_USD:
         rollups.add_amounts(buckets, time_ns, model, [(_COST_POSITION, round(delta * NANOS_PER_USD))])
         return
     position = _TOKEN_POSITIONS.get(measure)
@@ -349,7 +350,7 @@ def _totals(stored: StoredSession) -> None:
     state.pull_requests = round(metric.get(Measure.PULL_REQUESTS, 0.0))
     state.active_time_s = round(metric.get(Measure.ACTIVE_TIME_S, 0.0), 3)
     if state.api_requests or not any(m in metric for m in TOKEN_MEASURES.values()):
-        state.tokens = stored.usage_tokens.model_copy()
+        state.tokens = replace(stored.usage_tokens)
         state.cost_nanos = stored.usage_cost_nanos
         state.cost_source = stored.usage_cost_source
         state.unpriced_requests = stored.usage_unpriced
@@ -425,6 +426,7 @@ def _add_source(state: SessionState, event: Any, tokens: Tokens, cost_nanos: int
     source.tokens.add(tokens)
     source.cost_nanos += cost_nanos or 0
     source.requests += 1
+    source.unpriced_requests += 1 if cost_nanos is None else 0
 
 
 def _usage(

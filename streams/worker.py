@@ -49,6 +49,7 @@ from streams.normalise.base import Rejected
 from streams.processor import ApplyFailed, Output, OutputMerger, Processor, header_map
 from streams.state import StoredSession
 from streams.store import POSITIONS_KEY, StateStore, decode_positions, encode_positions
+from tokentide.records import encode
 from tokentide.settings import StreamsSettings
 from tokentide.topics import HEADER_SESSION, HEADER_SIGNAL, Signal, Topics, session_key
 
@@ -442,7 +443,7 @@ class StreamsWorker:
         positions = {**task.positions, **batch.positions}
         values: dict[bytes, bytes | None] = {}
         for key, stored in batch.dirty.items():
-            values[key] = encoded = stored.to_bytes()
+            values[key] = encoded = encode(stored, self.settings.wire_schema)
             self.metrics.state_bytes.observe(len(encoded))
         values[POSITIONS_KEY] = encode_positions(positions)
         outputs = batch.merger.drain()
@@ -493,19 +494,19 @@ class StreamsWorker:
     async def _send_outputs(
         self, producer: TransactionalProducer, outputs: list[Output], batch: _Batch
     ) -> list[Any]:
-        topics = self.topics
+        topics, schema = self.topics, self.settings.wire_schema
         sent = []
         for out in outputs:
             key = out.key
             if out.events is not None:
-                sent.append(await producer.send(topics.events, out.events.to_bytes(), key=key))
+                sent.append(await producer.send(topics.events, encode(out.events, schema), key=key))
             if out.points is not None:
-                sent.append(await producer.send(topics.points, out.points.to_bytes(), key=key))
+                sent.append(await producer.send(topics.points, encode(out.points, schema), key=key))
             if out.signals is not None:
-                sent.append(await producer.send(topics.session_signals, out.signals.to_bytes(), key=key))
+                sent.append(await producer.send(topics.session_signals, encode(out.signals, schema), key=key))
             if out.rollups is not None:
-                sent.append(await producer.send(topics.rollups, out.rollups.to_bytes(), key=key))
-            sent.append(await producer.send(topics.session_state, out.state.to_bytes(), key=key))
+                sent.append(await producer.send(topics.rollups, encode(out.rollups, schema), key=key))
+            sent.append(await producer.send(topics.session_state, encode(out.state, schema), key=key))
         for letter_key, letter, _, _ in batch.letters:
             sent.append(await producer.send(self.settings.dead_letter_topic, letter, key=letter_key))
         return sent

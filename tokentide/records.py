@@ -4,16 +4,27 @@ Every agent's telemetry is normalised into these shapes (see ``docs/`` and ARCHI
 "Canonical model") before any state or storage sees it. Times are integer nanoseconds since
 the Unix epoch (UTC), as in OTLP; money is integer nano-USD so that sums are exact.
 
-Serialisation is JSON through pydantic (``to_bytes`` / ``from_bytes``); a unit test
-round-trips every record type.
+The inter-stage contract (decision 33): msgspec Structs, MessagePack on the wire. Building one
+validates nothing (the code that builds it is trusted); decoding one validates its types and
+ignores fields it does not know, so a newer producer's additions never break an older
+consumer (a rolling upgrade, ``helm rollback``). Each message type carries its schema name
+(``schema``: ``events.2``, ...); a change an older consumer could not read takes a new name.
+Values written before (schema 1: pydantic JSON, ``{...}``) are still read. A batch names its
+session once; its records leave the fields it names out on the wire (``tenant``,
+``session_id``, ``agent``) and get them back when decoded.
+Fields whose values a newer version may add to (``Event.kind``, ``Point.measure``,
+``SessionSignal.kind``) are ``str`` on the wire: in memory a producer puts the enum member in
+them, a consumer compares with ``==``.
 """
 
 from __future__ import annotations
 
+import base64
 import enum
-from typing import Any, Self
+import operator
+from typing import Any, ClassVar, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+import msgspec
 
 NANOS_PER_USD = 1_000_000_000
 
@@ -24,20 +35,108 @@ DEFAULT_CONTEXT_WINDOW = 200_000
 LONG_CONTEXT_WINDOW = 1_000_000
 
 
-class Record(BaseModel):
-    """Base of every record: strict fields, JSON bytes on the wire."""
+def _enc_hook(obj: Any) -> Any:
+    """Custom types in a record (streams.dedup.DigestWindow) say how they are written."""
+    to_wire = getattr(obj, "to_wire", None)
+    if to_wire is None:
+        raise NotImplementedError(f"{type(obj).__name__} cannot be encoded")
+    return to_wire()
 
-    model_config = ConfigDict(extra="forbid", frozen=False)
+
+def _dec_hook(kind: type, obj: Any) -> Any:
+    from_wire = getattr(kind, "from_wire", None)
+    if from_wire is None:
+        raise NotImplementedError(f"{kind.__name__} cannot be decoded")
+    return from_wire(obj)
+
+
+_ENCODER = msgspec.msgpack.Encoder(enc_hook=_enc_hook)
+_DECODERS: dict[type, tuple[msgspec.msgpack.Decoder[Any], msgspec.json.Decoder[Any]]] = {}
+
+#: What decoding refuses: not MessagePack or JSON, or not the record's schema and types.
+DecodeError = msgspec.DecodeError
+
+
+class Record(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Base of every record: plain fields in memory, MessagePack bytes on the wire."""
 
     def to_bytes(self) -> bytes:
-        return self.model_dump_json().encode()
+        return _ENCODER.encode(self)
 
     @classmethod
     def from_bytes(cls, data: bytes | str) -> Self:
-        return cls.model_validate_json(data)
+        """Decode a value written by this version or an earlier one (schema 1: JSON)."""
+        decoders = _DECODERS.get(cls)
+        if decoders is None:
+            decoders = _DECODERS[cls] = (
+                msgspec.msgpack.Decoder(cls, dec_hook=_dec_hook),
+                msgspec.json.Decoder(cls, dec_hook=_dec_hook),
+            )
+        if isinstance(data, str):
+            data = data.encode()
+        if data[:1] in (b"{", b" ", b"\n"):
+            record: Self = decoders[1].decode(data)
+        else:
+            record = decoders[0].decode(data)
+        return record
 
 
-class Tokens(Record):
+#: The schemas a producer can write (``TOKENTIDE_WIRE_SCHEMA``): 2 (MessagePack, this
+#: contract) or 1 (the previous version's JSON, for an upgrade that must stay reversible).
+WIRE_SCHEMAS = (1, 2)
+
+
+def encode(record: Record, schema: int = 2) -> bytes:
+    """``record`` as schema ``schema`` writes it."""
+    return record.to_bytes() if schema == 2 else to_schema_1(record)
+
+
+def to_schema_1(record: Record) -> bytes:
+    """``record`` exactly as the previous version (pydantic JSON) wrote it: every field, the
+    batches' records in full, no schema names. A consumer of that version reads it."""
+    return msgspec.json.encode(_schema_1(record))
+
+
+#: Fields added since schema 1, by record type: left out of what :func:`to_schema_1` writes
+#: (that version's records refuse fields they do not know). Every field added later goes
+#: here too; the test of schema 1 fails until it does.
+ADDED_SINCE_SCHEMA_1: dict[str, frozenset[str]] = {
+    "SourceUsage": frozenset({"unpriced_requests"}),
+}
+
+
+def _schema_1(value: Any) -> Any:
+    if isinstance(value, msgspec.Struct):
+        leave_out = ADDED_SINCE_SCHEMA_1.get(type(value).__name__, frozenset())
+        if isinstance(value, _Batch):
+            leave_out = leave_out | set(value.SESSION_FIELDS)
+        return {
+            name: _schema_1(getattr(value, name)) for name in value.__struct_fields__ if name not in leave_out
+        }
+    if isinstance(value, list | tuple):
+        return [_schema_1(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _schema_1(v) for k, v in value.items()}
+    to_wire = getattr(value, "to_wire", None)
+    if to_wire is not None:  # a digest window: base64 in schema 1
+        return base64.b64encode(to_wire()).decode()
+    return value
+
+
+def to_builtins(record: Record) -> Any:
+    """A record as JSON-ready builtins (dicts, lists, strings, numbers)."""
+    return msgspec.to_builtins(record, enc_hook=_enc_hook)
+
+
+_R = TypeVar("_R", bound=msgspec.Struct)
+
+
+def replace(record: _R, **changes: Any) -> _R:
+    """A shallow copy of ``record`` with ``changes``."""
+    return msgspec.structs.replace(record, **changes)
+
+
+class Tokens(Record, kw_only=True):
     """Token counts in Anthropic's definitions (ARCHITECTURE.md, "Token types").
 
     ``input`` excludes cache reads and writes; ``output`` includes reasoning; ``reasoning``
@@ -100,20 +199,22 @@ class Measure(enum.StrEnum):
     ACTIVE_TIME_S = "active_time_s"
 
 
-class Event(Record):
+class Event(Record, kw_only=True):
     """One agent event (an OTLP log record), normalised.
 
     ``event_id`` is the natural key: the same event re-sent by the agent or redelivered by
     Kafka has the same id, so every write of it is idempotent.
     """
 
-    tenant: str
-    session_id: str
+    #: Named once by the batch on the wire (:class:`EventBatch`).
+    tenant: str = ""
+    session_id: str = ""
+    agent: str = ""
     event_id: str
-    agent: str
     #: The agent's own event name (``api_request``, ``gemini_cli.api_response``, ...).
     name: str
-    kind: EventKind = EventKind.OTHER
+    #: An :class:`EventKind` (a plain string once decoded; a newer producer's kind stays as it is).
+    kind: str = EventKind.OTHER
     time_ns: int
     sequence: int | None = None
     user_id: str | None = None
@@ -146,15 +247,16 @@ class Event(Record):
     #: ``agent`` when the agent reported the cost itself, ``price_table`` when computed;
     #: None with ``cost_nanos`` when the cost is unknown (no agent figure, no price).
     cost_source: str | None = None
-    attributes: dict[str, Any] = Field(default_factory=dict)
+    attributes: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
-class Point(Record):
+class Point(Record, kw_only=True):
     """One metric data point, normalised (sums and gauges; histograms keep sum and count)."""
 
-    tenant: str
-    session_id: str
-    agent: str
+    #: Named once by the batch on the wire (:class:`PointBatch`).
+    tenant: str = ""
+    session_id: str = ""
+    agent: str = ""
     name: str
     #: Stable id of the series: metric name + data point attributes + resource identity.
     series_id: str
@@ -166,25 +268,85 @@ class Point(Record):
     #: Whether the sum is monotonic (a counter); a drop in a monotonic cumulative is a reset.
     monotonic: bool = False
     #: What the point counts in canonical terms, when the normaliser knows (else None).
-    measure: Measure | None = None
+    #: A :class:`Measure` (a plain string once decoded).
+    measure: str | None = None
     model: str | None = None
     unit: str = ""
-    attributes: dict[str, Any] = Field(default_factory=dict)
+    attributes: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
-class EventBatch(Record):
+class _Batch(Record, kw_only=True, omit_defaults=True):
+    """A batch of one session's records: the fields in ``SESSION_FIELDS`` once, in the batch."""
+
+    SESSION_FIELDS: ClassVar[tuple[str, ...]] = ("tenant", "session_id", "agent")
+    ITEMS: ClassVar[str]
+
+    def __post_init__(self) -> None:
+        # Built or decoded without its session (schema 1 had none): its first record's.
+        items: list[Any] = getattr(self, self.ITEMS)
+        if items:
+            for name in self.SESSION_FIELDS:
+                if not getattr(self, name):
+                    setattr(self, name, getattr(items[0], name))
+
+    def to_bytes(self) -> bytes:
+        # The records leave out what the batch says (written as "", the default: omitted),
+        # and are given it back once written. Every batch names tenant and session; all but
+        # the signals' the agent too (SESSION_FIELDS, in that order).
+        fields = self.SESSION_FIELDS
+        get = operator.attrgetter(*fields)
+        header = get(self)
+        same: list[Any] = [item for item in getattr(self, self.ITEMS) if get(item) == header]
+        agent = len(fields) == 3
+        for item in same:
+            item.tenant = item.session_id = ""
+            if agent:
+                item.agent = ""
+        try:
+            return _ENCODER.encode(self)
+        finally:
+            tenant, session_id = header[0], header[1]
+            for item in same:
+                item.tenant, item.session_id = tenant, session_id
+                if agent:
+                    item.agent = header[2]
+
+    @classmethod
+    def from_bytes(cls, data: bytes | str) -> Self:
+        batch = super().from_bytes(data)
+        tenant, session_id = getattr(batch, "tenant"), getattr(batch, "session_id")  # noqa: B009
+        agent = getattr(batch, "agent", "")
+        for item in getattr(batch, cls.ITEMS):
+            if not item.tenant:
+                item.tenant = tenant
+            if not item.session_id:
+                item.session_id = session_id
+            if agent and not item.agent:
+                item.agent = agent
+        return batch
+
+
+class EventBatch(_Batch, kw_only=True, tag="events.2", tag_field="schema"):
     """Events of one session from one raw message (one Kafka message on ``events``)."""
 
+    ITEMS: ClassVar[str] = "events"
+    tenant: str = ""
+    session_id: str = ""
+    agent: str = ""
     events: list[Event]
 
 
-class PointBatch(Record):
+class PointBatch(_Batch, kw_only=True, tag="points.2", tag_field="schema"):
     """Points of one session from one raw message (one Kafka message on ``points``)."""
 
+    ITEMS: ClassVar[str] = "points"
+    tenant: str = ""
+    session_id: str = ""
+    agent: str = ""
     points: list[Point]
 
 
-class ContextState(Record):
+class ContextState(Record, kw_only=True):
     """Context-window position of a session's main conversation after its last request.
 
     Predictions (``None`` until two main requests were seen): ``growth`` is the smoothed
@@ -221,17 +383,19 @@ class SignalKind(enum.StrEnum):
     COMPACTION_OBSERVED = "compaction_observed"
 
 
-class SessionSignal(Record):
+class SessionSignal(Record, kw_only=True):
     """A signal about a session's context: once per threshold crossing (``session.signals``).
 
     ``signal_id`` is its natural key (session, kind, crossing number): re-emitting it after a
     redelivery writes nothing new.
     """
 
-    tenant: str
-    session_id: str
+    #: Named once by the batch on the wire (:class:`SignalBatch`).
+    tenant: str = ""
+    session_id: str = ""
     signal_id: str
-    kind: SignalKind
+    #: A :class:`SignalKind` (a plain string once decoded).
+    kind: str
     time_ns: int
     ratio: float
     tokens: int
@@ -241,7 +405,7 @@ class SessionSignal(Record):
     message: str = ""
 
 
-class Rollup(Record):
+class Rollup(Record, kw_only=True):
     """Usage of one session and model in one minute.
 
     ``increment=True`` (what the stream stage emits): what the records of one raw message
@@ -252,43 +416,55 @@ class Rollup(Record):
     increments existed).
     """
 
-    tenant: str
-    session_id: str
+    #: Named once by the batch on the wire (:class:`RollupBatch`).
+    tenant: str = ""
+    session_id: str = ""
     user_id: str | None = None
-    agent: str
+    agent: str = ""
     model: str
     minute_ns: int
-    tokens: Tokens = Field(default_factory=Tokens)
+    tokens: Tokens = msgspec.field(default_factory=Tokens)
     cost_nanos: int = 0
     requests: int = 0
     errors: int = 0
     increment: bool = False
 
 
-class SignalBatch(Record):
+class SignalBatch(_Batch, kw_only=True, tag="signals.2", tag_field="schema"):
+    SESSION_FIELDS: ClassVar[tuple[str, ...]] = ("tenant", "session_id")
+    ITEMS: ClassVar[str] = "signals"
+    tenant: str = ""
+    session_id: str = ""
     signals: list[SessionSignal]
 
 
-class RollupBatch(Record):
+class RollupBatch(_Batch, kw_only=True, tag="rollups.2", tag_field="schema"):
+    ITEMS: ClassVar[str] = "rollups"
+    tenant: str = ""
+    session_id: str = ""
+    agent: str = ""
     rollups: list[Rollup]
 
 
-class SourceUsage(Record):
+class SourceUsage(Record, kw_only=True):
     """A session's usage of one source: the main conversation, a subagent type, auxiliary
     requests (title generation, compaction's summary, routing), by skill and MCP server where
-    the agent says. The sources of a session sum to its event totals."""
+    the agent says. The sources of a session sum to its event totals. ``cost_nanos`` is the sum
+    of the known costs; ``unpriced_requests`` counts the requests whose cost is unknown (as the
+    session's own fields do), so an unpriced source's cost is unknown, never 0."""
 
     #: ``main``, ``subagent`` or ``auxiliary``.
     query_source: str
     agent_name: str | None = None
     skill: str | None = None
     mcp_server: str | None = None
-    tokens: Tokens = Field(default_factory=Tokens)
+    tokens: Tokens = msgspec.field(default_factory=Tokens)
     cost_nanos: int = 0
     requests: int = 0
+    unpriced_requests: int = 0
 
 
-class SessionState(Record):
+class SessionState(Record, kw_only=True, tag="state.2", tag_field="schema"):
     """The summary of one session: what ``session.state`` carries and the ``sessions`` table holds.
 
     ``version`` grows by one with every update, so a consumer keeps the highest version and
@@ -304,10 +480,10 @@ class SessionState(Record):
     service_name: str | None = None
     user_id: str | None = None
     #: Team attributes: the resource attributes a deployment adds (``OTEL_RESOURCE_ATTRIBUTES``).
-    attributes: dict[str, str] = Field(default_factory=dict)
+    attributes: dict[str, str] = msgspec.field(default_factory=dict)
     started_at_ns: int
     last_seen_at_ns: int
-    tokens: Tokens = Field(default_factory=Tokens)
+    tokens: Tokens = msgspec.field(default_factory=Tokens)
     cost_nanos: int = 0
     #: Where the cost comes from, over all the session's requests (or, for a metrics-only
     #: session, its models): ``agent`` (the agent's own figures), ``price_table``, ``unknown``
@@ -319,7 +495,7 @@ class SessionState(Record):
     unpriced_requests: int = 0
     #: Usage by source (SourceUsage), in order of first use; at most 64 (any further source is
     #: summed into one ``other``). From usage events only.
-    by_source: list[SourceUsage] = Field(default_factory=list)
+    by_source: list[SourceUsage] = msgspec.field(default_factory=list)
     #: ``events`` (usage events) or ``metrics`` (token/cost metrics, when no usage event came).
     totals_source: str = "events"
     api_requests: int = 0
@@ -334,8 +510,8 @@ class SessionState(Record):
     commits: int = 0
     pull_requests: int = 0
     active_time_s: float = 0.0
-    models: list[str] = Field(default_factory=list)
-    context: ContextState = Field(default_factory=ContextState)
+    models: list[str] = msgspec.field(default_factory=list)
+    context: ContextState = msgspec.field(default_factory=ContextState)
     version: int = 0
 
     @property

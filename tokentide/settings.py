@@ -189,6 +189,11 @@ class StreamsSettings(KafkaSettings):
     #: An open transaction of a worker that died is aborted after this (or at once, when its
     #: partition's next owner starts).
     transaction_timeout_s: float = Field(default=60.0, ge=1)
+    #: What the worker writes to the derived topics and its changelog: 2 (the versioned
+    #: MessagePack contract, decision 33) or 1 (the previous version's JSON, which that
+    #: version's sink, notifier and worker read: set it while an upgrade from it must stay
+    #: reversible, then 2). Every consumer of this version reads both.
+    wire_schema: int = Field(default=2, ge=1, le=2)
     #: Test only: pause (forever) at this point of the N-th batch, ``<point>`` or ``<point>:<N>``
     #: (one of PAUSE_POINTS), so that a fault test can kill -9 the worker exactly there.
     streams_test_pause_at: str | None = None

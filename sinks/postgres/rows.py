@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from tokentide.records import Event, Point, Rollup, SessionSignal, SessionState
+from tokentide.records import Event, Point, Rollup, SessionSignal, SessionState, replace, to_builtins
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -196,7 +196,7 @@ def event_row(e: Event) -> tuple[Any, ...]:
         usd(e.cost_nanos),
         e.cost_source,
         jsonb(e.attributes),
-        e.kind.value,
+        str(e.kind),
         e.main_context,
     )
 
@@ -290,7 +290,7 @@ def session_row(s: SessionState) -> tuple[Any, ...]:
         t.cache_creation_1h,
         s.context.window_source,
         s.context.auto_compact_at,
-        jsonb([source.model_dump(mode="json") for source in s.by_source]),
+        jsonb([to_builtins(source) for source in s.by_source]),
     )
 
 
@@ -299,7 +299,7 @@ def signal_row(g: SessionSignal) -> tuple[Any, ...]:
         g.tenant,
         text(g.session_id),
         g.signal_id,
-        g.kind.value,
+        str(g.kind),
         timestamp(g.time_ns),
         g.ratio,
         g.tokens,
@@ -355,17 +355,16 @@ def merge_rollups(rollups: list[Rollup]) -> list[Rollup]:
         if before is None or not rollup.increment:
             merged[key] = rollup
             continue
-        tokens = before.tokens.model_copy()
+        tokens = replace(before.tokens)
         tokens.add(rollup.tokens)
-        merged[key] = before.model_copy(
-            update={
-                "tokens": tokens,
-                "cost_nanos": before.cost_nanos + rollup.cost_nanos,
-                "requests": before.requests + rollup.requests,
-                "errors": before.errors + rollup.errors,
-                "user_id": rollup.user_id if rollup.user_id is not None else before.user_id,
-                "agent": rollup.agent,
-            }
+        merged[key] = replace(
+            before,
+            tokens=tokens,
+            cost_nanos=before.cost_nanos + rollup.cost_nanos,
+            requests=before.requests + rollup.requests,
+            errors=before.errors + rollup.errors,
+            user_id=rollup.user_id if rollup.user_id is not None else before.user_id,
+            agent=rollup.agent,
         )
     return list(merged.values())
 

@@ -24,7 +24,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric
 
-from streams.otlp import any_value, as_str, attributes
+from streams.otlp import as_str, attributes
 from tokentide import bounds, identity
 from tokentide.records import Event, Point
 
@@ -175,11 +175,13 @@ class Registry:
 
 
 def _event(normaliser: Normaliser, origin: Origin, record: LogRecord) -> Event:
-    """``record`` normalised, after the checks of :mod:`tokentide.bounds` (raise OutOfRange)."""
-    for kv in record.attributes:
-        if kv.key in _BOUNDED_ATTRIBUTES:
-            bounds.record_attribute(kv.key, any_value(kv.value))
+    """``record`` normalised and checked by :mod:`tokentide.bounds` (raise OutOfRange): the
+    attributes that carry tokens or costs, whether the normaliser reads them or not (on the
+    event's attributes, converted once), and the time."""
     event = normaliser.event(origin, record)
+    attrs = event.attributes
+    for key in _BOUNDED_ATTRIBUTES.intersection(attrs):
+        bounds.record_attribute(key, attrs[key])
     bounds.event_time(event.time_ns, origin.received_ns)
     return event
 

@@ -49,7 +49,7 @@ from streams.normalise.base import Origin
 from streams.otlp import any_value, as_str, attributes, stable_id
 from streams.pricing import cost_nanos
 from tokentide.bounds import token_count
-from tokentide.records import Event, EventKind, Measure, Point, Tokens
+from tokentide.records import Event, EventKind, Measure, Point, Tokens, replace
 
 #: What a metric's point counts, from the point's attributes (None: nothing canonical).
 MeasureOf = Callable[[dict[str, Any]], Measure | None]
@@ -182,17 +182,16 @@ def derived_points(points: Sequence[Point], type_key: str, derivations: Sequence
                 - sum(by_type[t].value for t in derivation.minus if t in by_type)
             )
             out.append(
-                base.model_copy(
-                    update={
-                        "value": value,
-                        "series_id": stable_id(base.series_id, DERIVED, derivation.name),
-                        "measure": derivation.measure,
-                        "attributes": {
-                            **base.attributes,
-                            type_key: derivation.name,
-                            DERIVED: derivation.formula,
-                        },
-                    }
+                replace(
+                    base,
+                    value=value,
+                    series_id=stable_id(base.series_id, DERIVED, derivation.name),
+                    measure=derivation.measure,
+                    attributes={
+                        **base.attributes,
+                        type_key: derivation.name,
+                        DERIVED: derivation.formula,
+                    },
                 )
             )
     return out
@@ -310,7 +309,7 @@ class GenericNormaliser:
                 temporality=temporality,
                 monotonic=monotonic,
                 unit=metric.unit,
-                attributes={**attrs, **extra},
+                attributes={**attrs, **extra} if extra else attrs,
             )
             for point, attrs, value, extra in raw
         ]

@@ -150,7 +150,7 @@ async def test_long_session_gives_the_generated_totals_and_signals(pipeline: Pip
         # The streams process raised each signal where the rules put it (kind, request or
         # compaction, context tokens), once.
         published = await published_signals(pipeline, len(want_signals))
-        assert sorted(placed(gen, s.kind.value, s.time_ns, s.tokens) for s in published) == want_signals
+        assert sorted(placed(gen, str(s.kind), s.time_ns, s.tokens) for s in published) == want_signals
 
         # ... and the API shows them.
         want_kinds = Counter(s.kind for s in gen.signals)

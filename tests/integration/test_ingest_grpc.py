@@ -245,7 +245,8 @@ async def test_every_capture_lands_in_kafka_whole(
     bootstrap: str, prefix: str, agent: str, accept_traces: bool
 ) -> None:
     """Every capture lands whole; traces only with ``TOKENTIDE_ACCEPT_TRACES`` (else each trace
-    export is UNIMPLEMENTED, not retried by exporters, and nothing reaches otlp.raw.traces)."""
+    export is OK with every span rejected and the fix named, which exporters do not retry, and
+    nothing reaches otlp.raw.traces; decision 34)."""
     sent = captures(agent)
     assert sent, f"no captures of {agent}"
     assert any(c.signal is Signal.TRACES for c in sent), agent
@@ -257,14 +258,19 @@ async def test_every_capture_lands_in_kafka_whole(
                 response = await export(channel, capture.signal, capture.body, compression=compression)
                 assert not response.HasField("partial_success"), response
                 continue
-            code, status = await refused(channel, capture.signal, capture.body, compression=compression)
-            assert code == grpc.StatusCode.UNIMPLEMENTED
-            assert status is not None
-            assert "OTEL_TRACES_EXPORTER=none" in status.message
+            response = await export(channel, capture.signal, capture.body, compression=compression)
+            spans = sum(
+                len(ss.get("spans", []))
+                for rs in capture.document["resourceSpans"]
+                for ss in rs.get("scopeSpans", [])
+            )
+            assert response.partial_success.rejected_spans == spans, capture.document
+            assert response.partial_success.rejected_spans > 0
+            assert "OTEL_TRACES_EXPORTER=none" in response.partial_success.error_message
 
     if not accept_traces:
         assert not await raw_messages(bootstrap, prefix, Signal.TRACES)
-        assert requests_counted(state, Signal.TRACES, "404") == sum(c.signal is Signal.TRACES for c in sent)
+        assert requests_counted(state, Signal.TRACES, "200") == sum(c.signal is Signal.TRACES for c in sent)
     for signal in config.signals:
         of_signal = [c for c in sent if c.signal is signal]
         messages = await raw_messages(bootstrap, prefix, signal)

@@ -157,7 +157,7 @@ def make_signal(
         "minutes_left": 14.0,
         "message": "context 83% full",
     }
-    return SessionSignal.model_validate(fields | changes)
+    return SessionSignal(**(fields | changes))
 
 
 async def produce(bootstrap: str, topics: Topics, *signals: SessionSignal) -> None:

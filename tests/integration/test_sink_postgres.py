@@ -24,7 +24,7 @@ from streams.state import StoredSession
 from tests.support.captures import cases, exports
 from tests.support.services import read_all, wait_caught_up
 from tokentide.kafka import ensure_topics, pipeline_topics
-from tokentide.records import EventBatch, Tokens
+from tokentide.records import EventBatch, Tokens, replace
 from tokentide.settings import SinkSettings
 
 pytestmark = pytest.mark.integration
@@ -148,7 +148,7 @@ async def test_replayed_batches_change_nothing(sink: SinkSettings, bootstrap: st
     # re-sent: the stream stage emits each exactly once, and the sink applies each message
     # once by its position (tests/integration/test_sink_exactly_once.py).
     await produce(bootstrap, sink, [dataclasses.replace(o, rollups=None) for o in outputs])
-    marker = outputs[0].state.model_copy(update={"session_id": "marker", "version": 1})
+    marker = replace(outputs[0].state, session_id="marker", version=1)
     await produce(bootstrap, sink, [Output(key=b"default/marker", events=None, points=None, state=marker)])
     await wait_rows(database, "sessions", len(sessions) + 1)
     second = snapshot(database)
@@ -158,9 +158,9 @@ async def test_replayed_batches_change_nothing(sink: SinkSettings, bootstrap: st
 
 async def test_older_state_never_overwrites_newer(sink: SinkSettings, bootstrap: str, database: str) -> None:
     state = outputs_of_captures()[-1].state
-    newer = state.model_copy(update={"session_id": "s-order", "version": 5, "api_requests": 5})
-    older = state.model_copy(update={"session_id": "s-order", "version": 4, "api_requests": 4})
-    marker = state.model_copy(update={"session_id": "marker"})
+    newer = replace(state, session_id="s-order", version=5, api_requests=5)
+    older = replace(state, session_id="s-order", version=4, api_requests=4)
+    marker = replace(state, session_id="marker")
     key = b"default/s-order"
     # Same key, same partition: the marker is written after the older state was consumed.
     await produce(
@@ -192,7 +192,7 @@ async def test_where_the_cost_comes_from_reaches_the_table_and_the_api(
             f"default/{sid}".encode(),
             None,
             None,
-            state.model_copy(update={"session_id": sid, "tokens": tokens, **fields}),
+            replace(state, **{"session_id": sid, "tokens": tokens, **fields}),
         )
         for sid, fields in by_session.items()
     ]
@@ -226,7 +226,7 @@ async def test_poison_rows_go_to_the_dead_letter_topic_without_blocking_the_part
     )
     await ensure_topics(bootstrap, pipeline_topics(settings))
     events = [e for o in outputs_of_captures() if o.events for e in o.events.events][:6]
-    poison = events[0].model_copy(update={"event_id": "poison", "tokens": Tokens(input=2**63)})
+    poison = replace(events[0], event_id="poison", tokens=Tokens(input=2**63))
     key = f"default/{events[0].session_id}".encode()
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await producer.start()

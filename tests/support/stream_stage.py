@@ -51,6 +51,7 @@ from tokentide.records import (
     SignalBatch,
     SignalKind,
     Tokens,
+    to_builtins,
 )
 from tokentide.settings import KafkaSettings
 from tokentide.topics import Signal, Topics
@@ -282,7 +283,7 @@ class Feed:
 
 def totals(state: SessionState) -> str:
     return (
-        f"api_requests={state.api_requests} events={state.events} tokens={state.tokens.model_dump()} "
+        f"api_requests={state.api_requests} events={state.events} tokens={to_builtins(state.tokens)} "
         f"cost_nanos={state.cost_nanos} active_time_s={state.active_time_s} context={state.context.tokens}"
     )
 
@@ -394,7 +395,7 @@ async def outcome(bootstrap: str, topics: Topics) -> Outcome:
     signal_ids: Counter[str] = Counter()
     for record in await read_committed(bootstrap, topics.session_signals):
         for signal in SignalBatch.from_bytes(record.value).signals:  # type: ignore[attr-defined]
-            signals[signal.session_id][signal.kind.value] += 1
+            signals[signal.session_id][str(signal.kind)] += 1
             signal_ids[signal.signal_id] += 1
     rollups: dict[str, list[int]] = defaultdict(lambda: [0] * 7)
     for record in await read_committed(bootstrap, topics.rollups):

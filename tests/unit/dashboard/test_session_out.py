@@ -105,6 +105,7 @@ def test_session_out_maps_every_column() -> None:
         ("main", 1200, 0.011175, 2),
         ("auxiliary", 10, 0.000001, 1),
     ]
+    assert [s.unpriced_requests for s in out.by_source] == [0, 0]
     assert out.attributes == {"team": "payments"}
     assert (out.tool_calls, out.tool_failures, out.lines_added, out.commits) == (4, 1, 12, 1)
     assert out.status == "active"
@@ -177,3 +178,27 @@ def test_status_follows_inactivity(quiet_minutes: float, expected: str) -> None:
     row = _row()
     now = row["last_seen_at"] + timedelta(minutes=quiet_minutes)
     assert session_out(row, now).status == expected
+
+
+def test_an_unpriced_source_has_an_unknown_cost_not_zero() -> None:
+    by_source = [
+        {
+            "query_source": "main",
+            "tokens": {"input": 476},
+            "cost_nanos": 0,
+            "requests": 1,
+            "unpriced_requests": 1,
+        },
+        {
+            "query_source": "auxiliary",
+            "tokens": {"input": 9},
+            "cost_nanos": 2_000,
+            "requests": 2,
+            "unpriced_requests": 1,
+        },
+    ]
+    out = session_out(_row(by_source=by_source, cost_source="mixed", unpriced_requests=2), NOW)
+    assert [(s.query_source, s.cost_usd, s.requests, s.unpriced_requests) for s in out.by_source] == [
+        ("auxiliary", 0.000002, 2, 1),  # a lower bound: one request of two priced
+        ("main", None, 1, 1),
+    ]

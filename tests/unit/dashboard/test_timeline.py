@@ -303,3 +303,16 @@ def test_the_queries_are_scoped_to_the_tenant_and_bounded() -> None:
 def test_the_rows_built_here_have_the_queries_columns() -> None:
     assert set(event("x")) == set(columns(TIMELINE_EVENTS))
     assert set(signal()) == set(columns(TIMELINE_SIGNALS))
+
+
+def test_codex_api_calls_are_network_items_not_other() -> None:
+    """``codex.api_request`` is Codex's HTTP call (its usage is in an ``sse_event``): kind
+    other in the events, shown as what it is."""
+    row = event(
+        "codex.api_request",
+        kind="other",
+        detail={"http.response.status_code": 200, "attempt": 1, "duration_ms": "812"},
+    )
+    item = event_item(row)
+    assert (item.kind, item.summary) == (TimelineKind.NETWORK, "API call · status 200 · attempt 1 · 812 ms")
+    assert item.context_tokens is None

@@ -32,7 +32,7 @@ from sinks.postgres.rows import (
     timestamp,
     usd,
 )
-from tokentide.records import ContextState, Event, EventKind, Point, Rollup, SessionState, Tokens
+from tokentide.records import ContextState, Event, EventKind, Point, Rollup, SessionState, Tokens, replace
 
 NS = 1_795_485_058_104_123_456
 
@@ -171,7 +171,7 @@ def _without_nul(value: Any) -> Any:
     ("row", "columns"),
     [
         (event_row(EVENT), EVENT_COLUMNS),
-        (event_row(EVENT.model_copy(update={"tokens": None, "cost_nanos": None})), EVENT_COLUMNS),
+        (event_row(replace(EVENT, tokens=None, cost_nanos=None)), EVENT_COLUMNS),
         (point_row(POINT), POINT_COLUMNS),
         (session_row(_state()), SESSION_COLUMNS),
     ],
@@ -199,13 +199,13 @@ def test_event_row_puts_each_value_in_its_column() -> None:
 
 @pytest.mark.parametrize("kind", list(EventKind))
 def test_event_row_carries_the_canonical_kind_as_text(kind: EventKind) -> None:
-    row = dict(zip(EVENT_COLUMNS, event_row(EVENT.model_copy(update={"kind": kind})), strict=True))
+    row = dict(zip(EVENT_COLUMNS, event_row(replace(EVENT, kind=kind)), strict=True))
     assert row["kind"] == kind.value
     assert type(row["kind"]) is str  # COPY text, not the enum's repr
 
 
 def test_event_row_keeps_an_unknown_main_context_unknown() -> None:
-    event = EVENT.model_copy(update={"kind": EventKind.TOOL_RESULT, "main_context": None, "tokens": None})
+    event = replace(EVENT, kind=EventKind.TOOL_RESULT, main_context=None, tokens=None)
     row = dict(zip(EVENT_COLUMNS, event_row(event), strict=True))
     assert (row["kind"], row["main_context"]) == ("tool_result", None)
 
@@ -214,7 +214,7 @@ def test_event_row_without_usage_has_null_usage_columns() -> None:
     row = dict(
         zip(
             EVENT_COLUMNS,
-            event_row(EVENT.model_copy(update={"tokens": None, "cost_nanos": None})),
+            event_row(replace(EVENT, tokens=None, cost_nanos=None)),
             strict=True,
         )
     )
@@ -223,7 +223,7 @@ def test_event_row_without_usage_has_null_usage_columns() -> None:
 
 
 def test_no_nul_reaches_any_text_column() -> None:
-    dirty = EVENT.model_copy(update={"model": "claude\x00", "name": "api\x00_request", "request_id": "\x00r"})
+    dirty = replace(EVENT, model="claude\x00", name="api\x00_request", request_id="\x00r")
     assert not any(isinstance(v, str) and "\x00" in v for v in event_row(dirty))
 
 
@@ -252,7 +252,7 @@ def test_series_row_holds_what_the_points_of_a_series_share() -> None:
 
 
 def test_a_histogram_count_stays_with_its_point_not_its_series() -> None:
-    histogram = POINT.model_copy(update={"attributes": {**POINT.attributes, "histogram.count": 3}})
+    histogram = replace(POINT, attributes={**POINT.attributes, "histogram.count": 3})
     assert dict(zip(POINT_COLUMNS, point_row(histogram), strict=True))["histogram_count"] == 3
     assert json.loads(dict(zip(SERIES_COLUMNS, series_row(histogram), strict=True))["attributes"]) == (
         POINT.attributes
@@ -260,9 +260,9 @@ def test_a_histogram_count_stays_with_its_point_not_its_series() -> None:
 
 
 def test_first_points_gives_each_series_once_with_its_earliest_point() -> None:
-    later = POINT.model_copy(update={"time_ns": NS + 10})
-    other = POINT.model_copy(update={"series_id": "series-2"})
-    other_tenant = POINT.model_copy(update={"tenant": "acme"})
+    later = replace(POINT, time_ns=NS + 10)
+    other = replace(POINT, series_id="series-2")
+    other_tenant = replace(POINT, tenant="acme")
     firsts = first_points([later, POINT, other, other_tenant])
     assert sorted((p.tenant, p.series_id, p.time_ns) for p in firsts) == [
         ("acme", "series-1", NS),

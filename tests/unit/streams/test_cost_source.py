@@ -88,6 +88,11 @@ def test_a_model_without_a_price_is_unknown_not_free(pipeline: Any, otlp_build: 
     assert (state.cost_source, state.unpriced_requests, state.api_requests) == ("unknown", 1, 1)
     assert state.cost_nanos == 0  # nothing known to add; the API shows null (cost_source unknown)
     assert state.tokens == Tokens(input=476, output=42, cache_read=1024, reasoning=10)
+    # Its source too: unknown, not free (the API's by_source shows null).
+    [(source, requests, unpriced, cost)] = [
+        (s.query_source, s.requests, s.unpriced_requests, s.cost_nanos) for s in state.by_source
+    ]
+    assert (source, requests, unpriced, cost) == ("main", 1, 1, 0)
 
 
 def test_known_and_unknown_prices_are_mixed(pipeline: Any, otlp_build: SimpleNamespace) -> None:
@@ -99,6 +104,7 @@ def test_known_and_unknown_prices_are_mixed(pipeline: Any, otlp_build: SimpleNam
     state = out.state
     assert (state.cost_source, state.unpriced_requests, state.api_requests) == ("mixed", 2, 3)
     assert state.cost_nanos == SOL_COST  # the sum of what is known
+    assert [(s.requests, s.unpriced_requests, s.cost_nanos) for s in state.by_source] == [(3, 2, SOL_COST)]
     assert sum(r.cost_nanos for o in (first, out) for r in o.rollups.rollups) == SOL_COST
     assert sum(r.requests for o in (first, out) for r in o.rollups.rollups) == 3
 

@@ -6,12 +6,12 @@ between resets), written here independently of the code under test.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from collections import Counter
 from dataclasses import dataclass
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -337,7 +337,7 @@ def test_limits_are_validated() -> None:
         Limits(max_staleness_ns=-1)
 
 
-def test_state_is_compact_json_that_keeps_its_eviction_order() -> None:
+def test_state_is_compact_and_keeps_its_eviction_order() -> None:
     tracker = SeriesTracker()
     ids = [f"{i:032x}" for i in range(30)]  # series ids are 32-hex blake2b digests
     for rnd in range(3):
@@ -349,7 +349,10 @@ def test_state_is_compact_json_that_keeps_its_eviction_order() -> None:
 
     assert restored == tracker
     assert list(restored.series) == list(tracker.series)
-    assert json.loads(data)["series"][series_key(pt(0, t=T0, series=ids[-1]))] == [T0 + 3 * MINUTE + 29, 31.0]
+    assert msgspec.msgpack.decode(data)["series"][series_key(pt(0, t=T0, series=ids[-1]))] == [
+        T0 + 3 * MINUTE + 29,
+        31.0,
+    ]
     assert len(data) / len(ids) < 90  # bytes per series
     limits = Limits(max_series=len(ids))
     deltas(restored, [pt(1, t=T0 + 4 * MINUTE, series="new")], limits=limits)

@@ -20,6 +20,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
@@ -87,7 +88,7 @@ def _measured(points: list[Point]) -> dict[Measure, float]:
 
 
 def _totals(state: Any) -> dict[str, Any]:
-    return state.model_dump(exclude={"version"})
+    return {k: v for k, v in msgspec.structs.asdict(state).items() if k != "version"}
 
 
 # --- Gemini CLI: whole captured sessions ------------------------------------------------------

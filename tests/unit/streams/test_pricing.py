@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from streams.pricing import PriceTable, PriceTableError, cost_nanos, default_table
-from tokentide.records import Tokens
+from tokentide.records import Tokens, replace
 
 #: The Anthropic stub's usage per call (tests/fixtures/README.md).
 CLAUDE_STUB = Tokens(input=1200, output=42, cache_read=4500, cache_creation=300)
@@ -50,10 +50,10 @@ def test_one_hour_cache_writes_have_their_own_rate() -> None:
     # Of the 300 written tokens, 100 with a one-hour lifetime: claude-opus-4-8's
     # cache_creation_1h is $10 (LiteLLM cache_creation_input_token_cost_above_1hr 1e-05), the
     # other 200 stay at $6.25: 1200 x 5000 + 42 x 25_000 + 4500 x 500 + 200 x 6250 + 100 x 10_000.
-    tokens = CLAUDE_STUB.model_copy(update={"cache_creation_1h": 100})
+    tokens = replace(CLAUDE_STUB, cache_creation_1h=100)
     assert cost_nanos("claude-opus-4-8", tokens) == 6_000_000 + 1_050_000 + 2_250_000 + 1_250_000 + 1_000_000
     # All 300 written for an hour: 300 x 10_000 instead of 300 x 6250.
-    everything = CLAUDE_STUB.model_copy(update={"cache_creation_1h": 300})
+    everything = replace(CLAUDE_STUB, cache_creation_1h=300)
     assert cost_nanos("claude-opus-4-8", everything) == 11_175_000 - 300 * 6250 + 300 * 10_000
 
 
@@ -221,7 +221,7 @@ def test_gemini_2_5_pro_prompt_tier() -> None:
     assert cost_nanos("gemini-2.5-pro", tokens) == 187_500_000 + 6_250_000 + 20_000_000
     # One more prompt token: the whole request at $2.50 / $0.25 / $15:
     # 150_001 x 2500 + 50_000 x 250 + 2000 x 15_000.
-    bigger = tokens.model_copy(update={"input": 150_001})
+    bigger = replace(tokens, input=150_001)
     assert cost_nanos("gemini-2.5-pro", bigger) == 375_002_500 + 12_500_000 + 30_000_000
 
 
@@ -239,7 +239,7 @@ def test_gpt_long_context_tier_above_272k() -> None:
     # Prompt 272_000, not above: 200_000 x 2000 + 72_000 x 100 + 1000 x 10_000.
     assert cost_nanos("gpt-6.1-sol", tokens) == 400_000_000 + 7_200_000 + 10_000_000
     # 272_001: 200_001 x 4000 + 72_000 x 200 + 1000 x 15_000.
-    bigger = tokens.model_copy(update={"input": 200_001})
+    bigger = replace(tokens, input=200_001)
     assert cost_nanos("gpt-6.1-sol", bigger) == 800_004_000 + 14_400_000 + 15_000_000
 
 
@@ -256,7 +256,7 @@ def test_a_tier_prices_one_hour_writes_at_its_own_rate() -> None:
 
 def test_reasoning_is_part_of_output_and_not_priced_again() -> None:
     with_reasoning = Tokens(input=476, cache_read=1024, output=42, reasoning=10)
-    without = with_reasoning.model_copy(update={"reasoning": 0})
+    without = replace(with_reasoning, reasoning=0)
     # gpt-5 (LiteLLM 1.25e-06 / 1.25e-07 / 1e-05): 476 x 1250 + 1024 x 125 + 42 x 10_000.
     assert cost_nanos("gpt-5", with_reasoning) == cost_nanos("gpt-5", without) == 1_143_000
 

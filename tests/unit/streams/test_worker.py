@@ -686,3 +686,30 @@ async def test_an_unexpected_error_outside_the_record_guards_is_dead_lettered(
     letters = [json.loads(e.value) for _, e in broker.visible(SETTINGS.dead_letter_topic)]
     assert sorted(letter["reason"] for letter in letters) == ["process_error", "process_error"]
     assert broker.committed[TopicPartition(RAW_LOGS, 0)] == 4
+
+
+async def test_wire_schema_1_writes_what_the_previous_version_reads_and_a_restore_reads_it() -> None:
+    """TOKENTIDE_WIRE_SCHEMA=1 while an upgrade must stay reversible: every output and changelog
+    value is the previous version's JSON; a worker on schema 2 takes over from it."""
+    broker, clock = Broker(), Clock()
+    sids = sessions(2, 0)
+    feed(broker, sids, range(2))
+    a = member(broker, clock, wire_schema=1)
+    await assign(a, [0])
+    await a.worker.step()
+    await revoke(a)
+    topics = (TOPICS.events, TOPICS.session_state, TOPICS.rollups)
+    written = [e.value for topic in topics for _, e in broker.visible(topic)]
+    states = [e.value for q, e in broker.visible(CHANGELOG) if e.key != POSITIONS_KEY]
+    assert written
+    assert states
+    assert all(v.startswith(b"{") and b'"schema"' not in v for v in written + states)
+
+    feed(broker, sids, range(2, 4))
+    b = member(broker, clock)  # schema 2 from the states schema 1 stored
+    await assign(b, [0])
+    await b.worker.step()
+    assert {sid: s.api_requests for sid, s in latest_states(broker).items()} == dict.fromkeys(
+        sids, 4 * REQUESTS_PER_EXPORT
+    )
+    assert event_count(broker) == len(sids) * 4 * EVENTS_PER_EXPORT
