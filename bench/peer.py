@@ -147,7 +147,7 @@ def start_collector(binary: Path, bootstrap: str, prefix: str, workdir: Path) ->
     raise SystemExit(f"the Collector did not become ready:\n{log.read_text()}")
 
 
-def start_tokentide(bootstrap: str, prefix: str, workdir: Path) -> Server:
+def start_tokentide(bootstrap: str, prefix: str, workdir: Path, src: Path | None) -> Server:
     port = free_port()
     log = workdir / "ingest.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENTIDE_")}
@@ -161,6 +161,8 @@ def start_tokentide(bootstrap: str, prefix: str, workdir: Path) -> Server:
         TOKENTIDE_GRPC_PORT="0",
         TOKENTIDE_LOG_LEVEL="WARNING",
     )
+    if src is not None:  # another version's code, with this environment's packages
+        env["PYTHONPATH"] = str(src)
     with log.open("wb") as out:
         process = subprocess.Popen(
             [str(Path(sys.executable).with_name("tokentide")), "ingest"],
@@ -207,6 +209,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="A B pairs per payload and connection count")
     parser.add_argument("--seconds", type=int, default=8, help="length of one wrk run")
     parser.add_argument("--payloads", default="logs protobuf,metrics protobuf")
+    parser.add_argument(
+        "--tokentide-src",
+        type=Path,
+        help="run tokentide ingest from this source tree instead (before/after: `git archive <commit>`)",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install wrk")
@@ -224,7 +231,7 @@ def main() -> None:
         workdir = Path(tmp)
         servers = [
             start_collector(binary, bootstrap, prefix, workdir),
-            start_tokentide(bootstrap, prefix, workdir),
+            start_tokentide(bootstrap, prefix, workdir, args.tokentide_src),
         ]
         collector, tokentide = servers
         try:
