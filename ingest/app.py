@@ -90,7 +90,7 @@ async def handle_export(runtime: Runtime, signal: Signal, request: Request) -> R
         await runtime.limiter.admit_request(tenant)
         limit = min(settings.max_body_bytes, tenant.max_body_bytes or settings.max_body_bytes)
         raw = await _read_body(request, limit, held)
-        metrics.bytes.labels(signal.value).inc(len(raw))
+        metrics.received(signal.value, len(raw))
         await runtime.limiter.admit_bytes(tenant, len(raw))
         body = decompress(raw, request.headers.get("content-encoding"), limit)
         if body is not raw:
@@ -101,7 +101,7 @@ async def handle_export(runtime: Runtime, signal: Signal, request: Request) -> R
         )
     except IngestError as error:
         metrics.rejects.labels(error.reason).inc()
-        metrics.requests.labels(signal.value, str(error.status)).inc()
+        metrics.answered(signal.value, str(error.status))
         return Response(
             status_body(error, media),
             status_code=error.status,
@@ -110,7 +110,7 @@ async def handle_export(runtime: Runtime, signal: Signal, request: Request) -> R
         )
     finally:
         held.release()
-    metrics.requests.labels(signal.value, "200").inc()
+    metrics.answered(signal.value, "200")
     return Response(encode(export_response(signal, outcome), media), status_code=200, media_type=media)
 
 

@@ -121,10 +121,10 @@ class OtlpReceiver:
             log.exception("OTLP/gRPC %s export failed unexpectedly", signal.value)
             error = IngestError("internal error in the OTLP receiver")
         else:
-            metrics.requests.labels(signal.value, "200").inc()
+            metrics.answered(signal.value, "200")
             return response
         metrics.rejects.labels(error.reason).inc()
-        metrics.requests.labels(signal.value, str(error.status)).inc()
+        metrics.answered(signal.value, str(error.status))
         return await context.abort_with_status(grpc_status(error))  # raises: the call ends here
 
     async def _export(self, signal: Signal, body: bytes, context: ServicerContext) -> Message:
@@ -144,7 +144,7 @@ class OtlpReceiver:
             raise PayloadTooLarge(f"request of {size} bytes exceeds the limit of {limit} bytes")
         runtime.budget.acquire(size)
         try:
-            metrics.bytes.labels(signal.value).inc(size)
+            metrics.received(signal.value, size)
             await runtime.limiter.admit_bytes(tenant, size)
             request = decode(signal, body, PROTOBUF)
             outcome = await runtime.ingestor.export(signal, tenant, request, body, max_bytes=limit)

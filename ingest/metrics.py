@@ -8,6 +8,8 @@ ignored.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
@@ -107,6 +109,27 @@ class IngestMetrics:
             multiprocess_mode="livemin",
             registry=registry,
         )
+
+        # Labelled children by signal, made on first use (``labels()`` per request costs a lock
+        # and a tuple lookup; made lazily so that no signal shows before it is seen).
+        self._children: dict[tuple[object, ...], Any] = {}
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+    def answered(self, signal: str, status: str) -> None:
+        """One request answered with ``status``."""
+        self._child(self.requests, signal, status).inc()
+
+    def received(self, signal: str, size: int) -> None:
+        self._child(self.bytes, signal).inc(size)
+
+    def accepted(self, signal: str, records: int) -> None:
+        self._child(self.records, signal).inc(records)
 
     # --- ingest.leases.LeaseMetrics -----------------------------------------------------------
 

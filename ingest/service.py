@@ -138,7 +138,7 @@ class Ingestor:
         if batch:
             await self._publisher.publish(batch)
         accepted = sum(p.records for p in parts)
-        self._metrics.records.labels(signal.value).inc(accepted)
+        self._metrics.accepted(signal.value, accepted)
         if redacted:
             self._metrics.redacted.labels(signal.value).inc(redacted)
         if refused.count:

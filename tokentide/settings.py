@@ -8,6 +8,7 @@ never at import time.
 
 from __future__ import annotations
 
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -123,7 +124,7 @@ class IngestSettings(KafkaSettings, DatabaseSettings):
     #: that nothing reads. Turn on only when a consumer of your own reads that topic.
     accept_traces: bool = False
 
-    @property
+    @cached_property
     def signals(self) -> frozenset[Signal]:
         """The signals this ingest accepts (publishes); the others are refused."""
         return frozenset(s for s in Signal if s is not Signal.TRACES or self.accept_traces)

@@ -175,7 +175,14 @@ def test_metrics_count_every_worker(bootstrap: str, tmp_path: Path) -> None:
             assert 'status="200"' in line
             assert float(line.rsplit(" ", 1)[1]) == 40.0, line
             assert "tokentide_ingest_kafka_ready 1.0" in text
-            assert "tokentide_ingest_inflight_bytes 0.0" in text
+            assert "tokentide_ingest_inflight_bytes " in text
+        # Each worker samples its in-flight bytes twice a second: idle, their sum comes to 0.
+        deadline = time.monotonic() + 10
+        while (
+            "tokentide_ingest_inflight_bytes 0.0" not in httpx.get(service.url + "/metrics", timeout=10).text
+        ):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
     finally:
         service.stop()
 
