@@ -45,9 +45,9 @@ def _bucket(buckets: Buckets, time_ns: int, model: str | None) -> list[int]:
 
 def add_event(buckets: Buckets, event: Event) -> None:
     """Count a new usage or API error event into its minute (other kinds count nothing)."""
-    if event.kind is EventKind.API_ERROR:
+    if event.kind == EventKind.API_ERROR:
         _bucket(buckets, event.time_ns, event.model)[7] += 1
-    elif event.kind is EventKind.USAGE:
+    elif event.kind == EventKind.USAGE:
         bucket = _bucket(buckets, event.time_ns, event.model)
         tokens = event.tokens or Tokens()
         bucket[0] += tokens.input

@@ -196,7 +196,9 @@ def apply(
         starts = [p.start_time_ns for p in records.points if p.start_time_ns]
         stored.tracking_since_ns = min([*starts, first]) if starts or first else 0
     for event in sorted(records.events, key=lambda e: e.time_ns):
-        if not _first_time(stored, event, dedup_window):
+        # The agent's word on its window counts nothing and may come again: it takes no
+        # place in the dedup window the session's events need.
+        if event.kind != EventKind.CONTEXT_WINDOW and not _first_time(stored, event, dedup_window):
             continue
         signals += _count(stored, event, thresholds)
         rollups.add_event(event_buckets, event)
@@ -307,7 +309,7 @@ def _set_window(stored: StoredSession, model: str | None) -> None:
 def _count(stored: StoredSession, event: Any, thresholds: SignalThresholds) -> list[SessionSignal]:
     """Count one new event into the state; returns the signals it raised."""
     state = stored.state
-    if event.kind is EventKind.CONTEXT_WINDOW:
+    if event.kind == EventKind.CONTEXT_WINDOW:
         # tokentide's own report of what the agent says: not one of the agent's events.
         if event.context_window and event.time_ns >= stored.context_time_ns:
             stored.agent_window = event.context_window
@@ -325,18 +327,18 @@ def _count(stored: StoredSession, event: Any, thresholds: SignalThresholds) -> l
     if event.model and event.model not in state.models:
         state.models.append(event.model)
     kind = event.kind
-    if kind is EventKind.API_ERROR:
+    if kind == EventKind.API_ERROR:
         state.api_errors += 1
-    elif kind is EventKind.RETRIES_EXHAUSTED:
+    elif kind == EventKind.RETRIES_EXHAUSTED:
         state.retries_exhausted += 1
-    elif kind is EventKind.PROMPT:
+    elif kind == EventKind.PROMPT:
         state.prompts += 1
-    elif kind is EventKind.TOOL_RESULT:
+    elif kind == EventKind.TOOL_RESULT:
         state.tool_calls += 1
         state.tool_failures += event.success is False
-    elif kind is EventKind.COMPACTION:
+    elif kind == EventKind.COMPACTION:
         return _compaction(stored, event, thresholds)
-    elif kind is EventKind.USAGE and event.tokens is not None:
+    elif kind == EventKind.USAGE and event.tokens is not None:
         return _usage(stored, event.tokens, event.cost_nanos, event, thresholds)
     return []
 

@@ -81,13 +81,9 @@ class Record(msgspec.Struct, kw_only=True, omit_defaults=True):
         return record
 
 
-#: The schemas a producer can write (``TOKENTIDE_WIRE_SCHEMA``): 2 (MessagePack, this
-#: contract) or 1 (the previous version's JSON, for an upgrade that must stay reversible).
-WIRE_SCHEMAS = (1, 2)
-
-
 def encode(record: Record, schema: int = 2) -> bytes:
-    """``record`` as schema ``schema`` writes it."""
+    """``record`` as schema ``schema`` writes it (``TOKENTIDE_WIRE_SCHEMA``): 2, MessagePack
+    (this contract), or 1, the previous version's JSON (an upgrade that must stay reversible)."""
     return record.to_bytes() if schema == 2 else to_schema_1(record)
 
 

@@ -7,11 +7,12 @@ outside any partition) are left for the database to refuse, and the sink dead-le
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
+
+import msgspec
 
 from tokentide.records import Event, Point, Rollup, SessionSignal, SessionState, replace, to_builtins
 
@@ -155,12 +156,17 @@ def text(value: str | None) -> str | None:
     return None if value is None else value.replace("\x00", "")
 
 
+#: Anything JSON has no type for is written as its text; NaN and infinities as null (jsonb
+#: has no such numbers).
+_JSON = msgspec.json.Encoder(enc_hook=str)
+
+
 def jsonb(value: dict[str, Any] | list[Any]) -> str:
     """JSON text for a jsonb column; NUL characters (which jsonb refuses) are removed."""
-    encoded = json.dumps(value, separators=(",", ":"), default=str)
+    encoded = _JSON.encode(value).decode()
     if "\\u0000" not in encoded:
         return encoded
-    return json.dumps(_without_nul(value), separators=(",", ":"), default=str)
+    return _JSON.encode(_without_nul(value)).decode()
 
 
 def _without_nul(value: Any) -> Any:

@@ -97,6 +97,9 @@ class _Table:
     upserts: tuple[sql.Composed, ...]
     #: Staging-only columns, (name, type).
     extra: tuple[tuple[str, str], ...] = ()
+    #: Rows only ever inserted, nearly always new (``ON CONFLICT DO NOTHING``): COPYed into the
+    #: table itself, staging and the upsert only when a key is already there (:meth:`direct`).
+    insert_only: bool = False
 
     @property
     def staging(self) -> sql.Identifier:
@@ -106,6 +109,15 @@ class _Table:
     def copy(self) -> sql.Composed:
         cols = sql.SQL(", ").join(map(sql.Identifier, self.columns))
         return sql.SQL("COPY {staging} ({cols}) FROM STDIN").format(staging=self.staging, cols=cols)
+
+    @property
+    def direct(self) -> sql.Composed:
+        """COPY into the table itself: the batch's rows are new but for a redelivery the
+        stored positions did not cover (a stream stage re-emitting what it emitted, a
+        duplicate id across messages); a key already there fails it, and then staging's
+        ``ON CONFLICT DO NOTHING`` writes the rest."""
+        cols = sql.SQL(", ").join(map(sql.Identifier, self.columns))
+        return sql.SQL("COPY {table} ({cols}) FROM STDIN").format(table=sql.Identifier(self.name), cols=cols)
 
 
 def _upsert(
@@ -121,8 +133,10 @@ def _upsert(
     )
 
 
-def _simple(name: str, columns: tuple[str, ...], conflict: sql.Composable) -> _Table:
-    return _Table(name, columns, (_upsert(name, columns, conflict),))
+def _simple(
+    name: str, columns: tuple[str, ...], conflict: sql.Composable, *, insert_only: bool = False
+) -> _Table:
+    return _Table(name, columns, (_upsert(name, columns, conflict),), insert_only=insert_only)
 
 
 def _overwrite(columns: Sequence[str], key: Sequence[str]) -> sql.Composed:
@@ -132,9 +146,10 @@ def _overwrite(columns: Sequence[str], key: Sequence[str]) -> sql.Composed:
 
 
 _NOTHING = sql.SQL("ON CONFLICT DO NOTHING")
-EVENTS = _simple("events", EVENT_COLUMNS, _NOTHING)
+#: The bulk of every batch, and new rows but for redeliveries: COPYed straight in.
+EVENTS = _simple("events", EVENT_COLUMNS, _NOTHING, insert_only=True)
 SERIES = _simple("metric_series", SERIES_COLUMNS, _NOTHING)
-POINTS = _simple("metric_points", POINT_COLUMNS, _NOTHING)
+POINTS = _simple("metric_points", POINT_COLUMNS, _NOTHING, insert_only=True)
 SIGNALS = _simple("signals", SIGNAL_COLUMNS, _NOTHING)
 _ROLLUP_KEY = ("tenant_id", "session_id", "model", "minute")
 _ROLLUP_CONFLICT = sql.SQL("ON CONFLICT (tenant_id, session_id, model, minute) DO UPDATE SET ")
@@ -265,6 +280,8 @@ class PostgresWriter:
         self._statement_timeout_ms = int(statement_timeout_s * 1000)
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._partitions: set[tuple[str, date]] = set()
+        #: Direct COPYs that met a key already stored and went through staging instead.
+        self.direct_fallbacks = 0
 
     async def _connection(self) -> psycopg.AsyncConnection[Any]:
         if self._conn is None or self._conn.closed:
@@ -469,6 +486,17 @@ class PostgresWriter:
         for t in tables:
             if not t.rows:
                 continue
+            if t.table.insert_only:
+                try:
+                    # In a savepoint: a key already there undoes only this COPY.
+                    async with conn.transaction(), conn.cursor().copy(t.table.direct) as copy:
+                        for row in t.rows:
+                            await copy.write_row(row)
+                except psycopg.errors.UniqueViolation:
+                    self.direct_fallbacks += 1
+                else:
+                    result.written[t.table.name] = len(t.rows)
+                    continue
             async with conn.cursor().copy(t.table.copy) as copy:
                 for row in t.rows:
                     await copy.write_row(row)

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 from psycopg.rows import dict_row
 
 from dashboard.queries import SELECT_SESSION, session_out
-from sinks.base import SinkMetrics, SinkRunner
+from sinks.base import Batch, SinkMetrics, SinkRunner
 from sinks.postgres.writer import PostgresWriter
 from streams.normalise import default_registry
 from streams.processor import Output, Processor
@@ -267,3 +267,34 @@ async def test_poison_rows_go_to_the_dead_letter_topic_without_blocking_the_part
         registry.get_sample_value("tokentide_sink_lag", {"topic": settings.topics.events, "partition": "0"})
         == 0
     )
+
+
+async def test_new_events_and_points_are_copied_straight_in_and_a_stored_key_goes_through_staging(
+    database: str,
+) -> None:
+    """The bulk of a batch is COPYed into its table; a batch holding a row already stored (a
+    redelivery the positions did not cover) falls back to staging and ON CONFLICT DO NOTHING,
+    in a savepoint: the rest of the transaction stands, the new rows land, none twice."""
+    outputs = outputs_of_captures()
+    events = [e for o in outputs if o.events for e in o.events.events][:8]
+    points = [p for o in outputs if o.points for p in o.points.points][:6]
+    assert len(events) == 8
+    assert len(points) == 6
+    writer = PostgresWriter(database)
+    try:
+        first = await writer.write(Batch(events=events[:5], points=points[:3]))
+        assert (first.written["events"], first.written["metric_points"]) == (5, 3)
+        assert writer.direct_fallbacks == 0
+        # events 3-4 and point 2 are stored already
+        second = await writer.write(Batch(events=events[3:], points=points[2:]))
+        assert (second.written["events"], second.written["metric_points"]) == (3, 3)
+        assert writer.direct_fallbacks == 2
+        third = await writer.write(Batch(events=events[:1]))  # nothing new at all
+        assert third.written["events"] == 0
+    finally:
+        await writer.close()
+    with psycopg.connect(database) as conn:
+        stored = [r[0] for r in conn.execute("SELECT event_id FROM events")]
+        point_count = conn.execute("SELECT count(*) FROM metric_points").fetchone()
+    assert sorted(stored) == sorted(e.event_id for e in events)
+    assert point_count == (6,)

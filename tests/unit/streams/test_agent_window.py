@@ -156,3 +156,18 @@ def test_usage_by_source_sums_to_the_totals(pipeline: Any, otlp_build: Any) -> N
     )  # subagent_completed adds nothing
     # the subagent's context is its own: the session's context stays the main conversation's
     assert state.context.tokens == 7 + 4500 + 300
+
+
+def test_window_reports_take_no_place_in_the_dedup_window(make_pipeline: Any, otlp_build: Any) -> None:
+    pipeline = make_pipeline(dedup_window=16)
+    pipeline.send_logs(requests(otlp_build, [100_000], model="claude-opus-4-8"))
+    before = len(pipeline.stored("s-1").recent)
+    for i in range(40):  # a status line reporting for a long while
+        pipeline.send_logs(statusline(otlp_build, T0 + (i + 2) * S, 980_000, 10.0 + i / 10))
+    stored = pipeline.stored("s-1")
+    assert len(stored.recent) == before
+    assert stored.state.context.window == 980_000
+    assert stored.state.events == 1  # the one request; the reports are not the agent's events
+    # the request re-sent is still recognised
+    pipeline.send_logs(requests(otlp_build, [100_000], model="claude-opus-4-8"))
+    assert pipeline.state("s-1").api_requests == 1
