@@ -6,7 +6,7 @@ UV := python3 -m uv
 STACK := python3 scripts/stack.py
 PYTEST_ARGS ?=
 
-.PHONY: help install up down status test lint bench bench-ingest bench-streams bench-sink bench-dashboard clean
+.PHONY: help install up down status test lint bench bench-ingest bench-peer bench-streams bench-sink bench-dashboard clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -55,6 +55,10 @@ bench-dashboard: install ## the API over 10,000 sessions and 30 days of rollups:
 bench-ingest: install ## one ingest process under wrk: requests/s, records/s, p99 (not a test)
 	@command -v wrk >/dev/null || apt-get install -y -q wrk
 	$(STACK) run -- .venv/bin/python bench/ingest.py
+
+bench-peer: install ## tokentide ingest against the OpenTelemetry Collector (built with ocb, cached in .local/peer), same Kafka, wrk, A B rounds (not a test)
+	@command -v wrk >/dev/null || apt-get install -y -q wrk
+	$(STACK) run -- .venv/bin/python bench/peer.py
 
 clean: down ## stop the stack and delete its data (.local/)
 	rm -rf .local

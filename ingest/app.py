@@ -16,7 +16,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request, Response
 from google.protobuf import json_format
 from google.protobuf.message import Message
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
+from starlette.types import Receive, Scope, Send
 
 from ingest.auth import TENANT_HEADER
 from ingest.decode import decode, decompress, media_type
@@ -89,7 +90,7 @@ async def handle_export(runtime: Runtime, signal: Signal, request: Request) -> R
         await runtime.limiter.admit_request(tenant)
         limit = min(settings.max_body_bytes, tenant.max_body_bytes or settings.max_body_bytes)
         raw = await _read_body(request, limit, held)
-        metrics.bytes.labels(signal.value).inc(len(raw))
+        metrics.received(signal.value, len(raw))
         await runtime.limiter.admit_bytes(tenant, len(raw))
         body = decompress(raw, request.headers.get("content-encoding"), limit)
         if body is not raw:
@@ -100,7 +101,7 @@ async def handle_export(runtime: Runtime, signal: Signal, request: Request) -> R
         )
     except IngestError as error:
         metrics.rejects.labels(error.reason).inc()
-        metrics.requests.labels(signal.value, str(error.status)).inc()
+        metrics.answered(signal.value, str(error.status))
         return Response(
             status_body(error, media),
             status_code=error.status,
@@ -109,8 +110,34 @@ async def handle_export(runtime: Runtime, signal: Signal, request: Request) -> R
         )
     finally:
         held.release()
-    metrics.requests.labels(signal.value, "200").inc()
+    metrics.answered(signal.value, "200")
     return Response(encode(export_response(signal, outcome), media), status_code=200, media_type=media)
+
+
+class IngestApp(FastAPI):
+    """FastAPI, with the OTLP exports answered before its middleware stack.
+
+    An export needs none of what the stack does per request (error pages, exception handlers,
+    routing through every route, dependency exit stacks, telemetry checks): about 15% of
+    ingest's CPU per request went there. ``POST`` to an OTLP path goes straight to
+    :func:`handle_export`; everything else (other methods and paths, lifespan) through FastAPI
+    as before. An unexpected exception reaches uvicorn, which logs it and answers 500.
+    """
+
+    otlp_runtime: Runtime | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        runtime = self.otlp_runtime
+        if runtime is not None and scope["type"] == "http" and scope["method"] == "POST":
+            signal = _OTLP_PATHS.get(scope["path"])
+            if signal is not None:
+                response = await handle_export(runtime, signal, Request(scope, receive))
+                await response(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
+_OTLP_PATHS = {f"/v1/{signal.value}": signal for signal in Signal}
 
 
 def create_app(
@@ -118,7 +145,10 @@ def create_app(
     *,
     runtime: Runtime | None = None,
     registry: CollectorRegistry | None = None,
+    worker: bool = False,
 ) -> FastAPI:
+    """The ingest app; ``worker``: one of several worker processes (ingest/workers.py): gRPC
+    shares its port, ``/metrics`` answers for every worker."""
     runtime = runtime if runtime is not None else Runtime.create(settings, registry)
     metrics = runtime.metrics
 
@@ -129,7 +159,7 @@ def create_app(
         if settings.grpc_port:
             from ingest.grpc import serve_grpc  # noqa: PLC0415 - grpcio only when gRPC is on
 
-            grpc_server = await serve_grpc(runtime)
+            grpc_server = await serve_grpc(runtime, reuse_port=worker)
         if settings.open_mode:
             log.warning(
                 "OPEN MODE: every export is accepted, unauthenticated, as tenant %r", OPEN_MODE_TENANT
@@ -148,14 +178,15 @@ def create_app(
             await runtime.stop()
             log.info("ingest stopped")
 
-    app = FastAPI(
+    app = IngestApp(
         title="tokentide ingest", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
     )
+    app.otlp_runtime = runtime
     # An unknown path is 404 (OTLP, and the Collector), not a redirect: /v1/logs/ included.
     app.router.redirect_slashes = False
 
-    # Plain Starlette routes: the OTLP endpoints need none of FastAPI's per-request
-    # machinery (dependencies, validation), which cost ~10% of ingest's CPU.
+    # Routes for what IngestApp does not take itself (other methods: 405 with Allow); plain
+    # Starlette routes: the OTLP endpoints need none of FastAPI's per-request machinery.
     for signal in Signal:
 
         async def export(request: Request, signal: Signal = signal) -> Response:
@@ -169,16 +200,22 @@ def create_app(
 
     @app.get("/readyz")
     async def readyz() -> Response:
+        ready = runtime.all_ready
         body = {
-            "status": "ready" if runtime.ready else "not ready",
+            "status": "ready" if ready else "not ready",
             "kafka": runtime.publisher.ready,
             "auth": runtime.authenticator.ready,
         }
-        return Response(json.dumps(body), status_code=200 if runtime.ready else 503, media_type=JSON)
+        return Response(json.dumps(body), status_code=200 if ready else 503, media_type=JSON)
 
     @app.get("/metrics")
     async def prometheus_metrics() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        if not worker:
+            return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        # Every worker's samples, live and dead (prometheus_client's multiprocess mode).
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
+        return Response(generate_latest(merged), media_type=CONTENT_TYPE_LATEST)
 
     app.state.runtime = runtime
     return app

@@ -121,10 +121,10 @@ class OtlpReceiver:
             log.exception("OTLP/gRPC %s export failed unexpectedly", signal.value)
             error = IngestError("internal error in the OTLP receiver")
         else:
-            metrics.requests.labels(signal.value, "200").inc()
+            metrics.answered(signal.value, "200")
             return response
         metrics.rejects.labels(error.reason).inc()
-        metrics.requests.labels(signal.value, str(error.status)).inc()
+        metrics.answered(signal.value, str(error.status))
         return await context.abort_with_status(grpc_status(error))  # raises: the call ends here
 
     async def _export(self, signal: Signal, body: bytes, context: ServicerContext) -> Message:
@@ -144,7 +144,7 @@ class OtlpReceiver:
             raise PayloadTooLarge(f"request of {size} bytes exceeds the limit of {limit} bytes")
         runtime.budget.acquire(size)
         try:
-            metrics.bytes.labels(signal.value).inc(size)
+            metrics.received(signal.value, size)
             await runtime.limiter.admit_bytes(tenant, size)
             request = decode(signal, body, PROTOBUF)
             outcome = await runtime.ingestor.export(signal, tenant, request, body, max_bytes=limit)
@@ -171,8 +171,11 @@ class OtlpReceiver:
         return export_response(Signal.TRACES, ExportOutcome(accepted=0, rejected=spans, message=message))
 
 
-async def serve_grpc(runtime: Runtime) -> grpc.aio.Server:
+async def serve_grpc(runtime: Runtime, reuse_port: bool = False) -> grpc.aio.Server:
     """Create, bind and start the OTLP/gRPC server on ``settings.host:settings.grpc_port``.
+
+    ``reuse_port``: one of several worker processes sharing the port (ingest/workers.py,
+    whose supervisor has checked that no one else holds it).
 
     The caller stops it (``await server.stop(grace=...)``) before stopping ``runtime``.
     Raises ``RuntimeError`` when the address cannot be bound.
@@ -184,7 +187,7 @@ async def serve_grpc(runtime: Runtime) -> grpc.aio.Server:
             ("grpc.max_receive_message_length", settings.max_body_bytes),
             # grpc sets SO_REUSEPORT by default: a second process on the same port would then
             # silently share its traffic instead of failing to start.
-            ("grpc.so_reuseport", 0),
+            ("grpc.so_reuseport", 1 if reuse_port else 0),
         ]
     )
     server.add_generic_rpc_handlers(OtlpReceiver(runtime).handlers())

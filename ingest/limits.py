@@ -4,14 +4,19 @@ Pure apart from reading the clock (injectable). Exceeding a tenant's rate is 429
 time until enough tokens are back; exceeding the in-flight budget is 503: the process is
 protecting its memory, and another replica (or this one, a moment later) can take the data.
 
-Two :class:`Limiter` implementations: :class:`LocalLimiter` (buckets of this process only: open
-mode, one process) and :class:`ingest.leases.SharedLimiter` (one bucket per tenant for every
-replica, leased through PostgreSQL: closed mode).
+Two :class:`Limiter` implementations: :class:`LocalLimiter` (buckets of this machine only: open
+mode; with several worker processes their buckets live in shared memory,
+:class:`SharedTokenBuckets`) and :class:`ingest.leases.SharedLimiter` (one bucket per tenant for
+every replica, leased through PostgreSQL: closed mode).
 """
 
 from __future__ import annotations
 
+import fcntl
 import math
+import mmap
+import os
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -84,15 +89,62 @@ class TenantLimiter:
         self._take(tenant.name, "bytes", rate, float(size), "bytes")
 
     def _take(self, tenant: str, kind: str, rate: float | None, amount: float, unit: str) -> None:
-        bucket = self._bucket(tenant, kind, rate)
-        if bucket is None:
+        if not rate:
             return
-        wait = bucket.take(amount, self._clock())
+        wait = self._wait(tenant, kind, rate, amount)
         if wait > 0:
             raise TooManyRequests(
                 f"tenant {tenant!r} is over its rate of {rate:g} {unit}/s",
                 retry_after=max(1, math.ceil(min(wait, 3600.0))),
             )
+
+    def _wait(self, tenant: str, kind: str, rate: float, amount: float) -> float:
+        bucket = self._bucket(tenant, kind, rate)
+        return 0.0 if bucket is None else bucket.take(amount, self._clock())
+
+
+class SharedTokenBuckets(TenantLimiter):
+    """:class:`TenantLimiter` whose buckets several processes of one machine share: the
+    worker processes of one open-mode ingest (open mode has one tenant, so one bucket per kind).
+
+    The buckets live in a small file mapped into every process, each take done under an
+    exclusive ``flock`` of that file: the kernel releases the lock of a process that dies
+    holding it, so a killed worker cannot wedge the others. ``time.monotonic`` is the same
+    clock in every process of the machine.
+    """
+
+    _SLOT = struct.Struct("ddd")  # tokens, updated (0: never used), rate it was made for
+    _KINDS = ("requests", "bytes")
+
+    def __init__(
+        self,
+        path: str,
+        requests_per_s: float | None,
+        bytes_per_s: float | None,
+        burst_s: float = 2.0,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        super().__init__(requests_per_s, bytes_per_s, burst_s, clock)
+        size = self._SLOT.size * len(self._KINDS)
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        if os.fstat(self._fd).st_size < size:
+            os.ftruncate(self._fd, size)
+        self._map = mmap.mmap(self._fd, size)
+
+    def _wait(self, tenant: str, kind: str, rate: float, amount: float) -> float:
+        offset = self._SLOT.size * self._KINDS.index(kind)
+        burst = max(1.0, rate * self._burst_s)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
+            tokens, updated, made_for = self._SLOT.unpack_from(self._map, offset)
+            bucket = TokenBucket(rate, burst)
+            if updated and made_for == rate:
+                bucket.tokens, bucket.updated = tokens, updated
+            wait = bucket.take(amount, self._clock())
+            self._SLOT.pack_into(self._map, offset, bucket.tokens, bucket.updated or 0.0, rate)
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        return wait
 
 
 class Limiter(Protocol):
@@ -128,7 +180,8 @@ class LocalLimiter:
 
 
 class InflightBudget:
-    """Bytes held by requests in progress, capped process-wide."""
+    """Bytes held by requests in progress, capped process-wide (with several worker processes,
+    each has its share: :mod:`ingest.workers`)."""
 
     def __init__(self, max_bytes: int, retry_after_s: int) -> None:
         self.max_bytes = max_bytes

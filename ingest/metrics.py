@@ -1,6 +1,14 @@
-"""Ingest's Prometheus metrics, on an injectable registry (tests use a fresh one)."""
+"""Ingest's Prometheus metrics, on an injectable registry (tests use a fresh one).
+
+With several worker processes (ingest/workers.py) prometheus_client runs in its multiprocess
+mode: every worker's samples are summed at scrape time; each gauge says how (``livesum``: over
+the live workers; ``livemin``/``livemax``: their minimum or maximum). Outside it, the mode is
+ignored.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -56,6 +64,7 @@ class IngestMetrics:
         self.inflight_bytes = Gauge(
             "tokentide_ingest_inflight_bytes",
             "Decoded request bytes currently held.",
+            multiprocess_mode="livesum",
             registry=registry,
         )
         self.limit_exchanges = Counter(
@@ -79,23 +88,48 @@ class IngestMetrics:
         self.limit_degraded = Gauge(
             "tokentide_ingest_limit_degraded",
             "1 while the shared buckets cannot be reached and this replica limits at rate / replicas.",
+            multiprocess_mode="livemax",
             registry=registry,
         )
         self.limit_replicas = Gauge(
             "tokentide_ingest_limit_replicas",
             "Ingest replicas that exchanged leases in the last 10 s, as the last exchange saw.",
+            multiprocess_mode="livemax",
             registry=registry,
         )
         self.limit_leases = Gauge(
             "tokentide_ingest_limit_leases",
             "Rate-limit leases (tenant, kind) this replica holds.",
+            multiprocess_mode="livesum",
             registry=registry,
         )
         self.kafka_ready = Gauge(
             "tokentide_ingest_kafka_ready",
             "1 when the Kafka producer is connected.",
+            multiprocess_mode="livemin",
             registry=registry,
         )
+
+        # Labelled children by signal, made on first use (``labels()`` per request costs a lock
+        # and a tuple lookup; made lazily so that no signal shows before it is seen).
+        self._children: dict[tuple[object, ...], Any] = {}
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+    def answered(self, signal: str, status: str) -> None:
+        """One request answered with ``status``."""
+        self._child(self.requests, signal, status).inc()
+
+    def received(self, signal: str, size: int) -> None:
+        self._child(self.bytes, signal).inc(size)
+
+    def accepted(self, signal: str, records: int) -> None:
+        self._child(self.records, signal).inc(records)
 
     # --- ingest.leases.LeaseMetrics -----------------------------------------------------------
 

@@ -46,7 +46,7 @@ class Part:
     records: int
 
 
-class _Sessions:
+class Sessions:
     """:func:`tokentide.identity.session_of` for the records under one resource.
 
     The resource's part of the rule is read once; records that carry no identity attribute
@@ -61,7 +61,10 @@ class _Sessions:
         self._bare: str | None = None
 
     def of(self, attributes: Any) -> str:
-        own = identity.strings(attributes, identity.RECORD_KEYS)
+        return self.of_strings(identity.strings(attributes, identity.RECORD_KEYS))
+
+    def of_strings(self, own: dict[str, str]) -> str:
+        """The session of a record whose identity attributes are ``own`` (``identity.strings``)."""
         if own:
             return identity.session_of(self._tenant, own, self._resource)
         if self._bare is None:
@@ -69,8 +72,16 @@ class _Sessions:
         return self._bare
 
 
+#: (resource index, scope index, session) of one record (metrics: one data point).
+Located = tuple[int, int, str]
+
+
 def split_by_session(
-    signal: Signal, tenant: str, request: Message, max_bytes: int | None = None
+    signal: Signal,
+    tenant: str,
+    request: Message,
+    max_bytes: int | None = None,
+    located: list[Located] | None = None,
 ) -> list[Part]:
     """Split ``request`` of ``tenant`` into one part per session, in order of first appearance.
 
@@ -82,7 +93,8 @@ def split_by_session(
     a split whose parts would hold more than that in total is refused (``PayloadTooLarge``,
     413) before anything is copied.
     """
-    located = list(_record_sessions(signal, tenant, request))
+    if located is None:  # else the caller found them already (ingest.onepass)
+        located = list(_record_sessions(signal, tenant, request))
     order = [session_id for _, _, session_id in located]
     counts: dict[str, int] = {}
     for session_id in order:
@@ -122,11 +134,11 @@ def split_by_session(
     return [Part(sid, parts[sid], count) for sid, count in counts.items()]
 
 
-def _record_sessions(signal: Signal, tenant: str, request: Message) -> Iterator[tuple[int, int, str]]:
+def _record_sessions(signal: Signal, tenant: str, request: Message) -> Iterator[Located]:
     """(resource index, scope index, session) of every record (metrics: every data point), in order."""
     resources_field, scopes_field, records_field = _LAYOUT[signal]
     for r, resource_item in enumerate(getattr(request, resources_field)):
-        sessions = _Sessions(tenant, resource_item.resource)
+        sessions = Sessions(tenant, resource_item.resource)
         for s, scope_item in enumerate(getattr(resource_item, scopes_field)):
             for record in getattr(scope_item, records_field):
                 if signal is Signal.METRICS:
@@ -138,7 +150,7 @@ def _record_sessions(signal: Signal, tenant: str, request: Message) -> Iterator[
                     yield r, s, sessions.of(record.attributes)
 
 
-def _split_size(signal: Signal, request: Message, located: list[tuple[int, int, str]]) -> int:
+def _split_size(signal: Signal, request: Message, located: list[Located]) -> int:
     """Bytes the parts of a split would hold: the request, plus one more copy of each resource
     and scope per extra session under it (metrics: of each metric's own fields too, bounded by
     its scope's). An upper estimate, computed without copying anything."""

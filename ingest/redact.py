@@ -55,11 +55,14 @@ class Redactor:
             return 0
         changed = 0
         for attributes in _attribute_lists(signal, request):
-            changed += self._redact(attributes, mode)
+            changed += self.redact_attributes(attributes, mode)
         return changed
 
-    def _redact(self, attributes: Any, mode: Redaction) -> int:
-        hits = [i for i, kv in enumerate(attributes) if kv.key in CONTENT_KEYS]
+    def redact_attributes(self, attributes: Any, mode: Redaction, hits: list[int] | None = None) -> int:
+        """Redact one attribute list in place (``hits``: the indices of its content keys, when
+        the caller has them); how many attributes were changed."""
+        if hits is None:
+            hits = [i for i, kv in enumerate(attributes) if kv.key in CONTENT_KEYS]
         if not hits:
             return 0
         changed = 0

@@ -24,6 +24,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from ingest.errors import SignalNotAccepted
 from ingest.metrics import IngestMetrics
+from ingest.onepass import prepare_logs
 from ingest.partition import split_by_session
 from ingest.producer import RawMessage, RawPublisher
 from ingest.redact import Redactor
@@ -108,9 +109,15 @@ class Ingestor:
         downstream).
         """
         received_ns = time.time_ns()
-        refused = drop_invalid(signal, request, received_ns)
-        redacted = self._redactor.apply(signal, request, tenant.redaction)
-        parts = split_by_session(signal, tenant.name, request, max_bytes)
+        if signal is Signal.LOGS:  # the same three steps, in one pass over the attributes
+            refused, redacted, located = prepare_logs(
+                request, tenant.name, received_ns, self._redactor, tenant.redaction
+            )
+            parts = split_by_session(signal, tenant.name, request, max_bytes, located)
+        else:
+            refused = drop_invalid(signal, request, received_ns)
+            redacted = self._redactor.apply(signal, request, tenant.redaction)
+            parts = split_by_session(signal, tenant.name, request, max_bytes)
         reuse_wire = wire is not None and not refused.count and not redacted and len(parts) == 1
         received = str(received_ns).encode()
         tenant_bytes = tenant.name.encode()
@@ -131,7 +138,7 @@ class Ingestor:
         if batch:
             await self._publisher.publish(batch)
         accepted = sum(p.records for p in parts)
-        self._metrics.records.labels(signal.value).inc(accepted)
+        self._metrics.accepted(signal.value, accepted)
         if redacted:
             self._metrics.redacted.labels(signal.value).inc(redacted)
         if refused.count:

@@ -83,6 +83,11 @@ def drop_invalid(signal: Signal, request: Message, received_ns: int) -> Refused:
         for label, text in refusals:
             reasons[label] += 1
             first = first or text
+    return refused_summary(signal, reasons, first)
+
+
+def refused_summary(signal: Signal, reasons: Counter[str], first: str) -> Refused:
+    """The :class:`Refused` of ``reasons`` (label: count), ``first`` the first refusal's text."""
     count = sum(reasons.values())
     if not count:
         return Refused()

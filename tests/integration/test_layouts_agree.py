@@ -1,4 +1,4 @@
-"""Both storage layouts give the same numbers (issue 15; docs/decisions.md, decisions 14 and 35).
+"""Both storage layouts give the same numbers (issue 15; docs/decisions.md, decisions 14 and 37).
 
 One stream stage (:class:`tests.support.usage_data.StreamStage`: the real normalisers, session
 state, signals and rollup increments) turns the same traffic into the same records, and the

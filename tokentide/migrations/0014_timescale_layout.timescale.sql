@@ -2,7 +2,7 @@
 --
 -- 1. rollups_hour stops being a continuous aggregate and becomes the plain layout's table,
 -- recomputed by the sink in the transaction that writes the minutes (tokentide_rollup_hours),
--- so both layouts give the same numbers at every commit (issue 15, docs/decisions.md, decision 35).
+-- so both layouts give the same numbers at every commit (issue 15, docs/decisions.md, decision 37).
 --
 -- Why: since decision 19 the sink adds rollup increments to minutes of any age, so late data
 -- lands in hours the aggregate had materialised. Real-time aggregation reads the raw minutes

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 from ingest.errors import TooManyRequests, Unavailable
-from ingest.limits import InflightBudget, TenantLimiter, TokenBucket
+from ingest.limits import InflightBudget, SharedTokenBuckets, TenantLimiter, TokenBucket
+from ingest.workers import usable_cpus
 from tokentide.tenancy import Tenant
 
 
@@ -99,3 +103,37 @@ def test_inflight_budget_refuses_past_its_cap_and_recovers() -> None:
     assert budget.used == 90
     budget.release(1000)
     assert budget.used == 0
+
+
+def test_shared_buckets_are_one_bucket_for_every_process_mapping_the_file(tmp_path: Path) -> None:
+    clock = Clock()
+    path = str(tmp_path / "buckets")
+    # Two workers' limiters on the same file (as two processes would map it).
+    first = SharedTokenBuckets(path, requests_per_s=5.0, bytes_per_s=None, clock=clock)
+    second = SharedTokenBuckets(path, requests_per_s=5.0, bytes_per_s=None, clock=clock)
+    tenant = Tenant("default")
+    for i in range(10):  # the burst: 2 s at 5/s, shared
+        (first if i % 2 else second).admit_request(tenant)
+    with pytest.raises(TooManyRequests):
+        first.admit_request(tenant)
+    with pytest.raises(TooManyRequests):
+        second.admit_request(tenant)
+    clock.now += 0.2  # one token back, for whichever asks first
+    second.admit_request(tenant)
+    with pytest.raises(TooManyRequests):
+        first.admit_request(tenant)
+
+
+def test_shared_buckets_start_anew_when_the_rate_changes(tmp_path: Path) -> None:
+    clock = Clock()
+    path = str(tmp_path / "buckets")
+    SharedTokenBuckets(path, requests_per_s=1.0, bytes_per_s=None, clock=clock).admit_request(
+        Tenant("default")
+    )
+    faster = SharedTokenBuckets(path, requests_per_s=100.0, bytes_per_s=None, clock=clock)
+    for _ in range(200):
+        faster.admit_request(Tenant("default"))
+
+
+def test_usable_cpus_is_at_least_one_and_at_most_the_affinity() -> None:
+    assert 1 <= usable_cpus() <= len(os.sched_getaffinity(0))

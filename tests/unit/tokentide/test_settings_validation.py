@@ -129,3 +129,16 @@ def test_streams_dedup_window_has_a_floor(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("TOKENTIDE_DEDUP_WINDOW", "3")
     with pytest.raises(ValidationError, match="dedup_window"):
         StreamsSettings()
+
+
+def test_ingest_workers_default_to_the_usable_cores_within_the_budget() -> None:
+    settings = IngestSettings(open_mode=True)
+    assert settings.worker_count(cpus=2) == 2
+    assert settings.worker_count(cpus=64) == 16  # 256 MiB of in-flight budget, 16 MiB requests
+    assert IngestSettings(open_mode=True, ingest_workers=3).worker_count(cpus=64) == 3
+    assert IngestSettings(open_mode=True, ingest_workers=1).worker_count(cpus=8) == 1
+
+
+def test_ingest_workers_must_each_have_room_for_a_largest_request() -> None:
+    with pytest.raises(ValidationError, match="4 workers"):
+        IngestSettings(open_mode=True, ingest_workers=4, max_body_bytes=2**20, max_inflight_bytes=2 * 2**20)
