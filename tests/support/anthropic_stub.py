@@ -19,17 +19,16 @@ is kept, so a test derives its expected numbers from what the stub reported.
 from __future__ import annotations
 
 import json
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+from tests.support.stub_server import ThreadedServer
 
 #: What Claude Code's request for a compaction summary asks for (its last message, 2.1.332).
 SUMMARY_MARKERS = ("<analysis>", "<summary>")
@@ -126,8 +125,7 @@ class AnthropicStub:
     served: list[Served] = field(default_factory=list)
     #: The context of every request refused as too long.
     refused: list[int] = field(default_factory=list)
-    _server: uvicorn.Server | None = None
-    _thread: threading.Thread | None = None
+    _serving: ThreadedServer = field(default_factory=ThreadedServer)
 
     @property
     def url(self) -> str:
@@ -216,19 +214,7 @@ class AnthropicStub:
                 Route("/{path:path}", self._anything, methods=["GET", "POST", "HEAD"]),
             ]
         )
-        self._server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
-        )
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("the Anthropic stub did not start")
-            time.sleep(0.05)
+        self._serving.start(app, self.port, "Anthropic stub")
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(10)
+        self._serving.stop()

@@ -19,16 +19,16 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+from tests.support.stub_server import ThreadedServer
 
 #: What the Gemini CLI's numerical classifier expects from its router call.
 ROUTER_VERDICT = {
@@ -75,8 +75,7 @@ class GeminiStub:
     served: list[Served] = field(default_factory=list)
     #: ``(path, body)`` of every request, in arrival order.
     requests: list[tuple[str, dict[str, Any] | None]] = field(default_factory=list)
-    _server: uvicorn.Server | None = None
-    _thread: threading.Thread | None = None
+    _serving: ThreadedServer = field(default_factory=ThreadedServer)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -132,18 +131,7 @@ class GeminiStub:
                 Route("/{path:path}", self._anything, methods=["GET", "POST", "HEAD"]),
             ]
         )
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("the Gemini stub did not start")
-            time.sleep(0.05)
+        self._serving.start(app, self.port, "Gemini stub")
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(10)
+        self._serving.stop()

@@ -23,11 +23,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+from tests.support.stub_server import ThreadedServer
 
 
 @dataclass(frozen=True)
@@ -59,8 +60,7 @@ class OpenAIStub:
     requests: list[tuple[str, str, dict[str, Any] | None]] = field(default_factory=list)
     #: ``(model, usage)`` of every response streamed.
     served: list[tuple[str, Usage]] = field(default_factory=list)
-    _server: uvicorn.Server | None = None
-    _thread: threading.Thread | None = None
+    _serving: ThreadedServer = field(default_factory=ThreadedServer)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -159,18 +159,7 @@ class OpenAIStub:
             ]
         )
         # ws="none": a WebSocket upgrade is an ordinary GET (404), as Codex's fallback needs.
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", ws="none")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("the OpenAI stub did not start")
-            time.sleep(0.05)
+        self._serving.start(app, self.port, "OpenAI stub", ws="none")
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(10)
+        self._serving.stop()
