@@ -34,10 +34,23 @@ FIRST_WARNED = CONTEXTS.index(166_000)
 
 def hook(pipeline: Pipeline, home: Path, event: dict[str, Any]) -> subprocess.CompletedProcess[str]:
     """``tokentide hook`` as Claude Code runs it: the event as JSON on stdin."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENTIDE_")}
-    env.update(TOKENTIDE_URL=pipeline.url("dashboard"), HOME=str(home), XDG_STATE_HOME=str(home / "state"))
+    return agent_command("hook", pipeline, home, event)
+
+
+def agent_command(
+    command: str, pipeline: Pipeline, home: Path, event: dict[str, Any]
+) -> subprocess.CompletedProcess[str]:
+    """``tokentide <command>`` as Claude Code runs a hook or status line command: ``event`` as
+    JSON on stdin, pointed at ``pipeline``, with ``home`` as the developer's home."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TOKENTIDE_", "OTEL_"))}
+    env.update(
+        TOKENTIDE_URL=pipeline.url("dashboard"),
+        TOKENTIDE_INGEST_URL=pipeline.url("ingest"),
+        HOME=str(home),
+        XDG_STATE_HOME=str(home / "state"),
+    )
     return subprocess.run(
-        [TOKENTIDE, "hook"],
+        [TOKENTIDE, command],
         input=json.dumps(event),
         env=env,
         capture_output=True,

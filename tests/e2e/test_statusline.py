@@ -6,8 +6,6 @@ session on a model the table gives 200,000 tokens, whose agent says 980,000, is 
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import subprocess
 import sys
 import time
@@ -18,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.test_checkpoint_bridge import post_request
+from tests.e2e.test_checkpoint_bridge import agent_command, post_request
 from tests.support.pipeline import Pipeline
 
 pytestmark = pytest.mark.e2e
@@ -29,24 +27,9 @@ AGENT_WINDOW = 980_000  # what Claude Code says of a 1M model (its effective win
 CONTEXTS = [100_000, 150_000, 170_000, 190_000]
 
 
-def statusline(pipeline: Pipeline, state: Path, event: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+def statusline(pipeline: Pipeline, home: Path, event: dict[str, Any]) -> subprocess.CompletedProcess[str]:
     """``tokentide statusline`` as Claude Code runs it: its status JSON on stdin."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TOKENTIDE_", "OTEL_"))}
-    env.update(
-        TOKENTIDE_URL=pipeline.url("dashboard"),
-        TOKENTIDE_INGEST_URL=pipeline.url("ingest"),
-        HOME=str(state),
-        XDG_STATE_HOME=str(state / "state"),
-    )
-    return subprocess.run(
-        [TOKENTIDE, "statusline"],
-        input=json.dumps(event),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    return agent_command("statusline", pipeline, home, event)
 
 
 def status(session_id: str, used: float) -> dict[str, Any]:
