@@ -74,6 +74,9 @@ ISOLATION_LEVEL = "read_committed"
 #: How long an assignment may wait for the database's positions (the group's rebalance waits).
 POSITIONS_TIMEOUT_S = 10.0
 
+#: What one fetch hands out: per partition, its records.
+_Fetched = dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+
 
 class SinkError(Exception):
     """Root of the sinks' errors; ``retriable`` says whether the same write may succeed later."""
@@ -551,25 +554,44 @@ class SinkRunner:
         consumer = await self._connect()
         self._probe_now.set()
         settings = self._settings
-        while True:
-            fetched = await consumer.getmany(
-                timeout_ms=max(settings.batch_linger_ms, 1), max_records=settings.batch_max_messages
-            )
-            started = time.perf_counter()
-            batch = decode(settings.topics, [r for rs in fetched.values() for r in rs], self._metrics)
-            for tp, position in (await self._positions(consumer, fetched)).items():
-                batch.advance((tp.topic, tp.partition), position)
-            if self._to_commit:
-                to_commit, self._to_commit = self._to_commit, {}
-                await self._commit(consumer, to_commit)
-            if not batch.positions:
-                continue
-            result = await self._write_until_done(consumer, batch)
-            if settings.sink_test_pause == "after_database_commit":
-                await self._test_pause(settings.sink_test_pause)
-            await self._commit(consumer, result.positions)
-            self._metrics.batches.inc()
-            self._metrics.batch_seconds.observe(time.perf_counter() - started)
+        #: The next batch, fetched and decoded while the current one is written (one at most).
+        ahead: asyncio.Task[tuple[_Fetched, Batch]] | None = None
+        try:
+            while True:
+                fetched, batch = await (ahead if ahead is not None else self._fetch(consumer))
+                ahead = None
+                started = time.perf_counter()
+                # Before the next fetch: the positions are those of exactly this batch's records.
+                for tp, position in (await self._positions(consumer, fetched)).items():
+                    batch.advance((tp.topic, tp.partition), position)
+                if self._to_commit:
+                    to_commit, self._to_commit = self._to_commit, {}
+                    await self._commit(consumer, to_commit)
+                if not batch.positions:
+                    continue
+                ahead = asyncio.create_task(self._fetch(consumer), name="sink-fetch-ahead")
+                result = await self._write_until_done(consumer, batch, ahead)
+                if settings.sink_test_pause == "after_database_commit":
+                    await self._test_pause(settings.sink_test_pause)
+                await self._commit(consumer, result.positions)
+                self._metrics.batches.inc()
+                self._metrics.batch_seconds.observe(time.perf_counter() - started)
+        finally:
+            if ahead is not None:
+                ahead.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await ahead
+
+    async def _fetch(self, consumer: AIOKafkaConsumer) -> tuple[_Fetched, Batch]:
+        """The next messages, decoded. The loop runs this for batch n + 1 while batch n is in
+        the database (the fetch waits on Kafka and the decoding uses the CPU the write leaves
+        idle); it is the only fetch while it runs, so a batch's records and the consumer's
+        positions after them always belong together."""
+        settings = self._settings
+        fetched = await consumer.getmany(
+            timeout_ms=max(settings.batch_linger_ms, 1), max_records=settings.batch_max_messages
+        )
+        return fetched, decode(settings.topics, [r for rs in fetched.values() for r in rs], self._metrics)
 
     async def _positions(
         self, consumer: AIOKafkaConsumer, fetched: Mapping[TopicPartition, list[Any]]
@@ -595,7 +617,12 @@ class SinkRunner:
                 out[tp] = position
         return out
 
-    async def _write_until_done(self, consumer: AIOKafkaConsumer, batch: Batch) -> WriteResult:
+    async def _write_until_done(
+        self, consumer: AIOKafkaConsumer, batch: Batch, ahead: asyncio.Task[Any] | None = None
+    ) -> WriteResult:
+        """Write ``batch``, retrying with back-off while the store is unavailable. ``ahead`` is
+        the fetch of the next batch running meanwhile: it ends (its records kept for the next
+        round) before the partitions are paused and polled here, so two fetches never overlap."""
         delay = 0.2
         paused = False
         while True:
@@ -606,6 +633,8 @@ class SinkRunner:
                 if not exc.retriable:
                     raise
                 self._metrics.retries.inc()
+                if ahead is not None:
+                    await asyncio.wait([ahead])
                 if not paused:
                     log.warning("%s: consumption paused, retrying", exc)
                     paused = True
