@@ -24,6 +24,9 @@ once.**
 So rollup increments are added once, whatever crashes or rebalances happen; a dead letter is
 never lost but may be published twice (a crash, or a failed store commit, after it was sent).
 
+While batch n is written, batch n + 1 is fetched and decoded (one fetch at a time; the
+positions of a batch are read before the next fetch starts), so memory holds two batches at most.
+
 While the store (or the dead-letter topic) is unavailable the runner keeps the batch in hand,
 pauses every assigned partition (so memory holds one batch, whatever the outage lasts), keeps
 polling so the group keeps its membership, retries with exponential back-off, and resumes by
@@ -313,6 +316,11 @@ class SinkMetrics:
             "1 while consumption is paused because the database is unavailable.",
             registry=registry,
         )
+        self.ahead = Gauge(
+            "tokentide_sink_messages_ahead",
+            "Messages of the next batch fetched and decoded while the current one is written.",
+            registry=registry,
+        )
         self.kafka_ready = Gauge(
             "tokentide_sink_kafka_ready",
             "1 while the last probe of the broker (end offsets, bounded by a timeout) answered.",
@@ -560,6 +568,7 @@ class SinkRunner:
             while True:
                 fetched, batch = await (ahead if ahead is not None else self._fetch(consumer))
                 ahead = None
+                self._metrics.ahead.set(0)
                 started = time.perf_counter()
                 # Before the next fetch: the positions are those of exactly this batch's records.
                 for tp, position in (await self._positions(consumer, fetched)).items():
@@ -569,7 +578,7 @@ class SinkRunner:
                     await self._commit(consumer, to_commit)
                 if not batch.positions:
                     continue
-                ahead = asyncio.create_task(self._fetch(consumer), name="sink-fetch-ahead")
+                ahead = asyncio.create_task(self._fetch(consumer, ahead=True), name="sink-fetch-ahead")
                 result = await self._write_until_done(consumer, batch, ahead)
                 if settings.sink_test_pause == "after_database_commit":
                     await self._test_pause(settings.sink_test_pause)
@@ -582,7 +591,7 @@ class SinkRunner:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await ahead
 
-    async def _fetch(self, consumer: AIOKafkaConsumer) -> tuple[_Fetched, Batch]:
+    async def _fetch(self, consumer: AIOKafkaConsumer, ahead: bool = False) -> tuple[_Fetched, Batch]:
         """The next messages, decoded. The loop runs this for batch n + 1 while batch n is in
         the database (the fetch waits on Kafka and the decoding uses the CPU the write leaves
         idle); it is the only fetch while it runs, so a batch's records and the consumer's
@@ -591,7 +600,10 @@ class SinkRunner:
         fetched = await consumer.getmany(
             timeout_ms=max(settings.batch_linger_ms, 1), max_records=settings.batch_max_messages
         )
-        return fetched, decode(settings.topics, [r for rs in fetched.values() for r in rs], self._metrics)
+        batch = decode(settings.topics, [r for rs in fetched.values() for r in rs], self._metrics)
+        if ahead:
+            self._metrics.ahead.set(len(batch.messages))
+        return fetched, batch
 
     async def _positions(
         self, consumer: AIOKafkaConsumer, fetched: Mapping[TopicPartition, list[Any]]

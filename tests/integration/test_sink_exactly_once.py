@@ -404,3 +404,60 @@ def test_the_positions_are_the_pipeline_roles_only(database: str) -> None:
     assert security == (True, False)
     assert policies == (0,)
     assert public == (False,)
+
+
+async def test_the_next_batch_is_fetched_while_the_current_one_waits_on_the_database(
+    sink: tuple[SinkSettings, CollectorRegistry], bootstrap: str, database: str
+) -> None:
+    """The sink fetches and decodes batch n + 1 during batch n's write (issue 16): with the
+    write held on the positions' row lock, the next messages are already fetched, nothing of
+    them is written early, and once the lock goes every message is applied exactly once."""
+    settings, registry = sink
+    topics = settings.topics
+    key = b"default/s"
+    dbname = psycopg.conninfo.conninfo_to_dict(database)["dbname"]
+
+    def ahead() -> float:
+        return registry.get_sample_value("tokentide_sink_messages_ahead") or 0.0
+
+    async def waiting_on_a_lock() -> bool:
+        async with await psycopg.AsyncConnection.connect(database) as conn:
+            cur = await conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND wait_event_type = 'Lock'",
+                (dbname,),
+            )
+            row = await cur.fetchone()
+        return bool(row and row[0])
+
+    async def fetched_ahead() -> bool:
+        return ahead() > 0
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+
+        async def send(count: int) -> None:
+            for _ in range(count):
+                await producer.send_and_wait(
+                    topics.rollups, RollupBatch(rollups=[rollup(1)]).to_bytes(), key=key
+                )
+
+        await send(3)
+        await wait_caught_up(bootstrap, settings.sink_group_id, [topics.rollups], timeout_s=60)
+        assert minute(database) == usage(3)
+        async with await psycopg.AsyncConnection.connect(database) as blocker, blocker.transaction():
+            await blocker.execute("SELECT 1 FROM sink_offsets FOR UPDATE")
+            await send(4)
+            await until(waiting_on_a_lock, "the sink's write waits on the test's lock")
+            await send(5)
+            await until(fetched_ahead, "the next messages are fetched during the write")
+            assert 1 <= ahead() <= 5
+            assert minute(database) == usage(3)  # neither batch written while the lock holds
+        await wait_caught_up(bootstrap, settings.sink_group_id, [topics.rollups], timeout_s=60)
+    finally:
+        await producer.stop()
+
+    assert minute(database) == usage(12)
+    assert hour(database) == usage(12)
+    assert sum(o for (t, _), o in positions(database).items() if t == topics.rollups) == 12
+    assert ahead() == 0
