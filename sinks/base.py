@@ -27,11 +27,12 @@ never lost but may be published twice (a crash, or a failed store commit, after 
 While batch n is written, batch n + 1 is fetched and decoded (one fetch at a time; the
 positions of a batch are read before the next fetch starts), so memory holds two batches at most.
 
-While the store (or the dead-letter topic) is unavailable the runner keeps the batch in hand,
-pauses every assigned partition (so memory holds one batch, whatever the outage lasts), keeps
-polling so the group keeps its membership, retries with exponential back-off, and resumes by
-itself. ``kafka_ready`` follows a periodic, bounded probe of the broker (the end offsets of the
-assignment, which also feed the lag gauge), not the first successful connection.
+While the store (or the dead-letter topic) is unavailable the runner keeps the batch in hand
+(and the one fetched ahead), pauses every assigned partition (so memory holds two batches,
+whatever the outage lasts), keeps polling so the group keeps its membership, retries with
+exponential back-off, and resumes by itself. ``kafka_ready`` follows a periodic, bounded probe
+of the broker (the end offsets of the assignment, which also feed the lag gauge), not the
+first successful connection.
 """
 
 from __future__ import annotations
