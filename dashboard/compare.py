@@ -29,6 +29,7 @@ from __future__ import annotations
 import enum
 import functools
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -116,24 +117,45 @@ class PricedModel:
     name: str
     provider: str | None
     price: ModelPrice
+    #: Dated snapshots of this model priced exactly as it (looked up as this model).
+    snapshots: tuple[str, ...] = ()
+
+
+#: A dated snapshot's id (the price table's snapshot rule, streams/pricing.py's lookup step 2).
+_SNAPSHOT = re.compile(r"^(?P<base>.+?)(?:[-@](?:\d{8}|\d{4}-\d{2}-\d{2}|latest))$")
 
 
 class Catalogue:
-    """Every model of a price table with its provider (the table's ``provider`` field)."""
+    """Every model of a price table with its provider (the table's ``provider`` field).
+
+    A dated snapshot priced exactly as its base model (``gpt-5-nano-2025-08-07`` and
+    ``gpt-5-nano``) is one model here: the base, which lists the snapshot in ``snapshots``;
+    looking the snapshot up gives the base. A snapshot priced otherwise stays a model of its own.
+    """
 
     def __init__(self, table: PriceTable, document: Mapping[str, Any]) -> None:
         """``document``: the merged table (generated + overrides) ``table`` was built from."""
         self.table = table
-        models = document.get("models", {})
+        entries: dict[str, tuple[ModelPrice, str | None]] = {}
+        for name, entry in document.get("models", {}).items():
+            price = table.lookup(str(name))
+            if price is not None and price.model == str(name).lower():
+                entries[price.model] = (price, _provider(entry))
+        self._same: dict[str, str] = {}
+        for name, (price, _) in entries.items():
+            dated = _SNAPSHOT.match(name)
+            base = entries.get(dated["base"]) if dated else None
+            if base is not None and (base[0].base, base[0].tiers) == (price.base, price.tiers):
+                self._same[name] = base[0].model
         self.models: tuple[PricedModel, ...] = tuple(
-            sorted(
-                (
-                    PricedModel(price.model, _provider(entry), price)
-                    for name, entry in models.items()
-                    if (price := table.lookup(str(name))) is not None and price.model == str(name).lower()
-                ),
-                key=lambda m: m.name,
+            PricedModel(
+                name,
+                provider,
+                price,
+                tuple(sorted(s for s, b in self._same.items() if b == name)),
             )
+            for name, (price, provider) in sorted(entries.items())
+            if name not in self._same
         )
         self._by_name = {m.name: m for m in self.models}
         self.thresholds: tuple[int, ...] = tuple(
@@ -151,7 +173,9 @@ class Catalogue:
     def lookup(self, model: str | None) -> PricedModel | None:
         """The priced model ``model`` names (by the price table's lookup rules), or None."""
         price = self.table.lookup(model)
-        return None if price is None else self._by_name.get(price.model)
+        if price is None:
+            return None
+        return self._by_name.get(self._same.get(price.model, price.model))
 
     def context_of(self, bucket: int) -> int:
         """A prompt size in tier bucket ``bucket`` (module docstring)."""
@@ -235,6 +259,7 @@ class ModelCost:
     #: ``cost_nanos`` minus the group's actual (known) cost: negative is cheaper.
     difference_nanos: int
     assumed: bool
+    snapshots: tuple[str, ...] = ()
 
 
 def compare(group: GroupSums, catalogue: Catalogue, models: Iterable[PricedModel]) -> list[ModelCost]:
@@ -246,6 +271,7 @@ def compare(group: GroupSums, catalogue: Catalogue, models: Iterable[PricedModel
             cost := cost_on(m, group, catalogue),
             cost - group.cost_nanos,
             m.price.assumed,
+            m.snapshots,
         )
         for m in models
     ]

@@ -81,6 +81,8 @@ class ModelCostOut(BaseModel):
     difference_usd: float
     #: The table's price for this model is an assumption (``prices.local.json``'s reason).
     assumed: bool
+    #: Dated snapshots of the model the table prices exactly as it (not listed apart).
+    snapshots: list[str]
 
 
 class CompareGroup(BaseModel):
@@ -236,6 +238,7 @@ def add_insight_routes(app: FastAPI, pool: Pool, tenant: Callable[[], str], team
                             cost_nanos=c.cost_nanos,
                             difference_usd=c.difference_nanos / NANOS_PER_USD,
                             assumed=c.assumed,
+                            snapshots=list(c.snapshots),
                         )
                         for c in compare(group, catalogue, chosen)
                     ],

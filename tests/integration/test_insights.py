@@ -228,7 +228,11 @@ async def test_the_same_tokens_priced_on_each_model_per_team_and_project(
     # without models=: every priced model of the table, cheapest first
     groups = every.json()["groups"]
     table = json.loads(PRICES.read_text())["models"]
-    assert {m["model"] for m in groups[0]["models"]} >= set(table)
+    listed = {m["model"] for m in groups[0]["models"]}
+    snapshots = {s for m in groups[0]["models"] for s in m["snapshots"]}
+    assert listed | snapshots == set(table) | {m for m in listed if m not in table}
+    assert not listed & snapshots
+    assert "gpt-5-nano-2025-08-07" in snapshots
     costs = [m["cost_nanos"] for m in groups[0]["models"]]
     assert costs == sorted(costs)
 

@@ -40,6 +40,16 @@ TABLE = {
             "cache_creation_1h": 2,
             "aliases": ["small-latest-alias"],
         },
+        # a snapshot priced as its base: the same model; one priced otherwise: a model of its own
+        "small-1-20250101": {
+            "provider": "acme",
+            "input": 1,
+            "output": 5,
+            "cache_read": 0.1,
+            "cache_creation": 1.25,
+            "cache_creation_1h": 2,
+        },
+        "other-1-20240101": {"provider": "globex", "input": 3, "output": 8},
         # 2000 / 8000, cache rates default to input: 2000
         "other-1": {"provider": "globex", "input": 2, "output": 8},
     },

@@ -51,7 +51,7 @@ ROWS = [
 
 def test_the_catalogue_knows_models_providers_thresholds_and_aliases() -> None:
     c = catalogue()
-    assert [m.name for m in c.models] == ["big-1", "other-1", "small-1"]
+    assert [m.name for m in c.models] == ["big-1", "other-1", "other-1-20240101", "small-1"]
     assert c.thresholds == (1000,)
     assert c.context_of(0) == 0
     assert c.context_of(1) == 1001
@@ -60,6 +60,17 @@ def test_the_catalogue_knows_models_providers_thresholds_and_aliases() -> None:
     assert small.name == "small-1"
     assert small.provider == "acme"
     assert c.lookup("nobody-knows") is None
+
+
+def test_a_snapshot_priced_as_its_base_is_the_base_model() -> None:
+    c = catalogue()
+    snapshot = c.lookup("small-1-20250101")
+    assert snapshot is not None
+    assert snapshot.name == "small-1"
+    assert snapshot.snapshots == ("small-1-20250101",)
+    dated = c.lookup("other-1-20240101")  # priced otherwise: itself
+    assert dated is not None
+    assert (dated.name, dated.snapshots) == ("other-1-20240101", ())
 
 
 def test_rows_sum_per_group_keeping_the_buckets_apart() -> None:
@@ -86,11 +97,14 @@ def test_each_model_prices_every_token_type_and_tier_by_hand() -> None:
     small = 100 * 1_000 + 10 * 5_000 + 200 * 100 + 30 * 1_250 + 20 * 2_000 + 2000 * 1_000 + 100 * 5_000
     # other-1: every input-side type at 2000 (its cache rates default to input), output 8000
     other = (100 + 200 + 50) * 2_000 + 10 * 8_000 + 2000 * 2_000 + 100 * 8_000
-    assert (big, small, other) == (52_475_000, 2_747_500, 5_580_000)
+    # other-1-20240101: the same at 3000 for the input-side types
+    dated = (100 + 200 + 50) * 3_000 + 10 * 8_000 + 2000 * 3_000 + 100 * 8_000
+    assert (big, small, other, dated) == (52_475_000, 2_747_500, 5_580_000, 7_930_000)
     costs = compare(a, c, c.models)
     assert [(m.model, m.cost_nanos, m.difference_nanos) for m in costs] == [
         ("small-1", small, small - 50_000_000),
         ("other-1", other, other - 50_000_000),
+        ("other-1-20240101", dated, dated - 50_000_000),
         ("big-1", big, big - 50_000_000),
     ]
     assert costs[0].provider == "acme"
@@ -100,7 +114,7 @@ def test_each_model_prices_every_token_type_and_tier_by_hand() -> None:
 def test_a_group_without_usage_costs_nothing_anywhere() -> None:
     c = catalogue()
     empty = GroupSums("nobody")
-    assert [cost_on(m, empty, c) for m in c.models] == [0, 0, 0]
+    assert [cost_on(m, empty, c) for m in c.models] == [0, 0, 0, 0]
 
 
 def test_database_costs_become_exact_nanos() -> None:
