@@ -35,7 +35,11 @@ async def posted(pipeline: Pipeline) -> data.Dataset:
     prefix = f"e2e{uuid.uuid4().hex[:8]}"
     start = time.time_ns() - 2 * 3600 * data.SECOND_NS
     dataset = data.Dataset(start, data.plan(prefix, start))
-    bodies = [*data.bodies(dataset), ("default", data.captured(f"{prefix}-captured", "research", "docs"))]
+    bodies = [
+        *data.bodies(dataset),
+        ("default", data.captured(f"{prefix}-captured", "research", "docs")),
+        *data.captured_errors(f"{prefix}-errors", start),
+    ]
     dashboard = pipeline.url("dashboard")
     async with httpx.AsyncClient(timeout=10) as client:
         for _, body in bodies:
@@ -45,14 +49,19 @@ async def posted(pipeline: Pipeline) -> data.Dataset:
                 headers={"Content-Type": "application/x-protobuf"},
             )
             assert response.status_code == 200, response.text
-        want = {s.session_id: len(s.requests) for s in dataset.sessions} | {f"{prefix}-captured": 3}
+        want = {s.session_id: len(s.requests) for s in dataset.sessions} | {
+            f"{prefix}-captured": 3,
+            f"{prefix}-errors": 0,
+        }
         deadline = time.monotonic() + WAIT_S
         while True:
-            seen = {}
+            seen, errors = {}, 0
             for session_id in want:
                 r = await client.get(f"{dashboard}/api/v1/sessions/{session_id}")
                 seen[session_id] = r.json()["api_requests"] if r.status_code == 200 else None
-            if seen == want:
+                if session_id.endswith("-errors") and r.status_code == 200:
+                    errors = r.json()["api_errors"]
+            if seen == want and errors == 3:
                 break
             assert time.monotonic() < deadline, f"{seen} != {want}\n{pipeline.logs()}"
             await asyncio.sleep(0.3)
@@ -68,8 +77,12 @@ async def test_recommendations_through_the_pipeline_have_the_exact_savings(
     recommendations = response.json()["recommendations"]
     want = data.expected_recommendations(posted.sessions)
     assert len(want) == 5
+    errors = next(s.session_id for s in posted.sessions).split("-")[0] + "-errors"
+    want[("retry_storm", errors)] = 0  # the captured 500s: three errors, no request billed
     assert {subject_key(r): r["savings_nanos"] for r in recommendations} == want
     assert [r["savings_nanos"] for r in recommendations] == sorted(want.values(), reverse=True)
+    storm = next(r for r in recommendations if r["subject"].get("session_id") == errors)["evidence"]
+    assert (storm["errors"], storm["status_codes"]) == (3, "500")
 
 
 async def test_the_comparison_through_the_pipeline_prices_the_same_tokens_exactly(
@@ -127,6 +140,7 @@ async def test_the_recommendations_page_lists_them_by_savings(
     pipeline: Pipeline, posted: data.Dataset, page: Page
 ) -> None:
     want = data.expected_recommendations(posted.sessions)
+    want[("retry_storm", "captured")] = 0  # the captured 500s (their session id does not matter here)
     await page.goto(pipeline.url("dashboard") + "/recommendations")
     await page.wait_for_selector("#recommendations tr.recommendation", timeout=WAIT_S * 1000)
     rows: list[dict[str, Any]] = await page.eval_on_selector_all(

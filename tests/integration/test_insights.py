@@ -30,6 +30,7 @@ pytestmark = pytest.mark.integration
 
 PRICES = Path(__file__).resolve().parents[2] / "streams" / "prices.json"
 CAPTURED = "captured-research"
+ERRORS = "captured-errors"
 
 
 def build() -> data.Dataset:
@@ -42,7 +43,11 @@ def seeded(admin_url: str) -> Iterator[tuple[str, data.Dataset]]:
     dsn = create_database(admin_url)
     dataset = build()
     try:
-        asyncio.run(data.seed(dsn, dataset, [("default", data.captured(CAPTURED, "research", "docs"))]))
+        extra = [
+            ("default", data.captured(CAPTURED, "research", "docs")),
+            *data.captured_errors(ERRORS, dataset.start_ns),
+        ]
+        asyncio.run(data.seed(dsn, dataset, extra))
         yield dsn, dataset
     finally:
         drop_database(admin_url, dsn)
@@ -89,6 +94,8 @@ async def test_every_rule_fires_with_its_exact_savings(
     sessions = seeded[1].of("default")
     want = data.expected_recommendations(sessions)
     assert {k for k, _ in want} == {"cache", "compaction", "smaller_model", "retry_storm", "idle_context"}
+    # the captured errors, three real api_error events a second apart: a storm with no request billed
+    want[("retry_storm", ERRORS)] = 0
     async with client_for(pool, "default") as client:
         response = await client.get("/api/v1/recommendations")
     assert response.status_code == 200, response.text
@@ -106,7 +113,9 @@ async def test_every_rule_fires_with_its_exact_savings(
     # the evidence, from the items
     assert by_kind["compaction"]["evidence"]["compactions"] == 3
     assert by_kind["compaction"]["evidence"]["model"] == data.OPUS
-    storm = by_kind["retry_storm"]["evidence"]
+    storm = next(r for r in body["recommendations"] if r["subject"].get("session_id") == "acme-cat")[
+        "evidence"
+    ]
     assert (storm["errors"], storm["span_s"], storm["requests_retried"], storm["status_codes"]) == (
         3,
         90,
@@ -121,6 +130,10 @@ async def test_every_rule_fires_with_its_exact_savings(
     )
     assert by_kind["idle_context"]["evidence"]["cache_written_tokens"] == 120_000
     assert by_kind["cache"]["subject"] == {"team": "platform", "user": "ann"}
+    captured = next(r for r in body["recommendations"] if r["subject"].get("session_id") == ERRORS)
+    assert captured["evidence"]["errors"] == 3
+    assert captured["evidence"]["status_codes"] == "500"
+    assert captured["evidence"]["span_s"] == 2
 
 
 async def test_each_tenant_sees_its_own_recommendations_and_an_empty_one_none(

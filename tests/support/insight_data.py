@@ -41,6 +41,7 @@ RATES = {
     HAIKU: (1, 5, Decimal("0.1"), Decimal("1.25"), 2),
 }
 CAPTURE = FIXTURES / "claude-code" / "stub-tool-traces-protobuf" / "0002_v1_logs.pb"
+ERROR_CAPTURE = FIXTURES / "claude-code" / "stub-error500-protobuf" / "0001_v1_logs.pb"
 
 
 @dataclass(frozen=True)
@@ -230,6 +231,21 @@ def captured(session_id: str, team: str, project: str) -> bytes:
     for resource_logs in body.resource_logs:
         resource_logs.resource.attributes.extend(_tags(team, project))
     return body.SerializeToString()
+
+
+def captured_errors(session_id: str, start_ns: int, times: int = 3) -> list[tuple[str, bytes]]:
+    """The ``stub-error500`` capture (a prompt, then an ``api_error`` 500 and exhausted retries)
+    as ``times`` exports of session ``session_id`` one second apart from ``start_ns``: a retry
+    storm of real Claude Code error events (``times`` errors, no request billed)."""
+    template = ExportLogsServiceRequest.FromString(ERROR_CAPTURE.read_bytes())
+    out = []
+    for k in range(times):
+        body = ExportLogsServiceRequest.FromString(export_for(template, session_id, k))
+        records = [r for rl in body.resource_logs for sl in rl.scope_logs for r in sl.log_records]
+        for j, record in enumerate(records):
+            record.time_unix_nano = record.observed_time_unix_nano = start_ns + k * SECOND_NS + j * 1_000_000
+        out.append(("default", body.SerializeToString()))
+    return out
 
 
 def captured_requests() -> list[dict[str, Any]]:
