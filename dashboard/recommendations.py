@@ -81,7 +81,6 @@ class Kind(enum.StrEnum):
 
 
 class Scope(enum.StrEnum):
-    TEAM = "team"
     USER = "user"
     SESSION = "session"
     PROJECT = "project"
@@ -141,13 +140,15 @@ def cache_rule(rows: Iterable[Mapping[str, Any]], catalogue: Catalogue) -> list[
         key: (sum(i for i, _ in models.values()), sum(c for _, c in models.values()))
         for key, models in by_user.items()
     }
+    teams: dict[str | None, tuple[int, int]] = defaultdict(lambda: (0, 0))
+    for (team, _), (input_, cache_read) in totals.items():
+        teams[team] = (teams[team][0] + input_, teams[team][1] + cache_read)
     out = []
     for (team, user), (input_, cache_read) in totals.items():
         prompt = input_ + cache_read
         if user is None or prompt < CACHE_MIN_PROMPT:
             continue
-        rest_input = sum(i for (t, u), (i, _) in totals.items() if t == team and u != user)
-        rest_cache = sum(c for (t, u), (_, c) in totals.items() if t == team and u != user)
+        rest_input, rest_cache = teams[team][0] - input_, teams[team][1] - cache_read
         if rest_input + rest_cache == 0:
             continue
         ratio = Fraction(cache_read, prompt)
