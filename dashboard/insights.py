@@ -134,7 +134,7 @@ def add_insight_routes(app: FastAPI, pool: Pool, tenant: Callable[[], str], team
         "Recommendations" states every rule, threshold and formula)."""
         end = datetime.now(UTC)
         start = end - timedelta(days=window_days)
-        params = {
+        params: dict[str, Any] = {
             "tenant": tenant(),
             "from": start,
             "to": end,
@@ -143,18 +143,23 @@ def add_insight_routes(app: FastAPI, pool: Pool, tenant: Callable[[], str], team
             "idle_s": rules.IDLE_MIN_S,
             "idle_context": rules.IDLE_MIN_CONTEXT,
         }
+        catalogue = default_catalogue()
+        params["thresholds"] = list(catalogue.thresholds)
         inputs = rules.Inputs()
         async with pool.connection() as conn:
             for name, sql in (
                 ("cache", rules.CACHE_SQL),
                 ("compactions", rules.COMPACTION_SQL),
-                ("requests", rules.SMALLER_MODEL_SQL),
+                ("patterns", rules.PATTERNS_SQL),
                 ("errors", rules.PROJECT_ERRORS_SQL),
                 ("storms", rules.STORM_SQL),
                 ("idle", rules.IDLE_SQL),
             ):
                 setattr(inputs, name, await (await conn.execute(sql, params)).fetchall())
-        catalogue = default_catalogue()
+            candidates = rules.smaller_model_candidates(inputs.patterns, inputs.errors, catalogue)
+            if candidates:
+                movable = {**params, **rules.movable_params(candidates)}
+                inputs.movable = await (await conn.execute(rules.MOVABLE_SQL, movable)).fetchall()
         found = rules.recommend(inputs, catalogue)
         return RecommendationsOut(
             window_days=window_days,

@@ -260,15 +260,17 @@ def compaction_rule(rows: Iterable[Mapping[str, Any]], catalogue: Catalogue) -> 
 
 # --- smaller model -------------------------------------------------------------------------
 
-#: Usage events in the window with a project and a model, in the projects and patterns where
-#: more than one model served (only those can move), with each request's tokens.
-SMALLER_MODEL_SQL: LiteralString = (
-    """
-    WITH u AS (
-        SELECT """  # noqa: S608 (LiteralString parts; values are parameters)
+#: The usage events of the window with a project and a model, as ``u`` (each with its pattern,
+#: prompt, tier bucket over ``%(thresholds)s`` and tokens).
+_PROJECT_REQUESTS: LiteralString = (
+    "SELECT "  # noqa: S608 (LiteralString parts; values are parameters)
     + PROJECT_SQL
     + """ AS project, coalesce(e.query_source, '') AS query_source,
-               coalesce(e.attributes ->> 'agent.name', '') AS agent_name, e.model,
+               coalesce(e.attributes ->> 'agent.name', '') AS agent_name, e.model, """
+    + PROMPT_SQL
+    + " AS prompt, (SELECT count(*) FROM unnest(%(thresholds)s::bigint[]) t WHERE "
+    + PROMPT_SQL
+    + """ > t)::int AS bucket,
                coalesce(e.input_tokens, 0) AS input_tokens, coalesce(e.output_tokens, 0) AS output_tokens,
                coalesce(e.cache_read_tokens, 0) AS cache_read_tokens,
                coalesce(e.cache_creation_tokens, 0) AS cache_creation_tokens,
@@ -281,13 +283,36 @@ SMALLER_MODEL_SQL: LiteralString = (
     + PROJECT_JOIN
     + """
          WHERE e.tenant_id = %(tenant)s AND e.kind = 'usage' AND e.ts >= %(from)s AND e.ts < %(to)s
-           AND e.model IS NOT NULL
-    )
-    SELECT u.* FROM u
-     WHERE u.project IS NOT NULL
-       AND (u.project, u.query_source, u.agent_name) IN (
-           SELECT project, query_source, agent_name FROM u WHERE project IS NOT NULL
-            GROUP BY 1, 2, 3 HAVING count(DISTINCT model) > 1)"""
+           AND e.model IS NOT NULL AND """
+    + PROJECT_SQL
+    + " IS NOT NULL"
+)
+#: Per project, pattern (query source, subagent) and model: requests, largest prompt and output.
+PATTERNS_SQL: LiteralString = (
+    "SELECT u.project, u.query_source, u.agent_name, u.model, count(*)::bigint AS requests,"  # noqa: S608
+    " max(u.prompt)::bigint AS max_prompt, max(u.output_tokens)::bigint AS max_output FROM ("
+    + _PROJECT_REQUESTS
+    + ") u GROUP BY 1, 2, 3, 4"
+)
+#: The requests each candidate could move (``%(c_*)s``: one array element per candidate and
+#: model id of its larger model), summed per candidate and tier bucket.
+MOVABLE_SQL: LiteralString = (
+    """
+    SELECT c.idx, u.bucket, count(*)::bigint AS requests,
+           sum(u.input_tokens)::bigint AS input_tokens, sum(u.output_tokens)::bigint AS output_tokens,
+           sum(u.cache_read_tokens)::bigint AS cache_read_tokens,
+           sum(u.cache_creation_tokens)::bigint AS cache_creation_tokens,
+           sum(u.cache_creation_1h_tokens)::bigint AS cache_creation_1h_tokens,
+           sum(u.reasoning_tokens)::bigint AS reasoning_tokens
+      FROM unnest(%(c_idx)s::int[], %(c_project)s::text[], %(c_source)s::text[], %(c_agent)s::text[],
+                  %(c_model)s::text[], %(c_prompt)s::bigint[], %(c_output)s::bigint[])
+           AS c(idx, project, query_source, agent_name, model, max_prompt, max_output)
+      JOIN ("""  # noqa: S608 (LiteralString parts; values are parameters)
+    + _PROJECT_REQUESTS
+    + """) u ON u.project = c.project AND u.query_source = c.query_source
+              AND u.agent_name = c.agent_name AND u.model = c.model
+              AND u.prompt <= c.max_prompt AND u.output_tokens <= c.max_output
+     GROUP BY 1, 2"""
 )
 #: API errors in the window per project and model.
 PROJECT_ERRORS_SQL: LiteralString = (
@@ -304,6 +329,139 @@ PROJECT_ERRORS_SQL: LiteralString = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A larger model's requests of one project and pattern that a smaller model could serve."""
+
+    project: str
+    query_source: str
+    agent_name: str
+    large: PricedModel
+    #: The model ids the requests name that price as ``large`` (snapshots, variants).
+    large_ids: tuple[str, ...]
+    large_requests: int
+    small: PricedModel
+    small_requests: int
+    max_prompt: int
+    max_output: int
+
+
+def smaller_model_candidates(
+    patterns: Iterable[Mapping[str, Any]], errors: Iterable[Mapping[str, Any]], catalogue: Catalogue
+) -> list[Candidate]:
+    """Every (larger model, smaller model) pair of a project and pattern that the ``smaller_model``
+    rule allows (module docstring), from :data:`PATTERNS_SQL` and :data:`PROJECT_ERRORS_SQL` rows."""
+    erring = set()
+    for r in errors:
+        priced = catalogue.lookup(r["model"])
+        if r["errors"] and priced is not None:
+            erring.add((r["project"], priced.name))
+    # (project, source, agent) -> priced name -> [model, ids, requests, max prompt, max output]
+    by_pattern: dict[tuple[str, str, str], dict[str, tuple[PricedModel, list[str], int, int, int]]]
+    by_pattern = defaultdict(dict)
+    for row in patterns:
+        priced = catalogue.lookup(row["model"])
+        if priced is None:  # an unknown price can neither be saved on nor moved to
+            continue
+        models = by_pattern[(row["project"], row["query_source"], row["agent_name"])]
+        _, ids, n, prompt, output = models.get(priced.name, (priced, [], 0, 0, 0))
+        models[priced.name] = (
+            priced,
+            [*ids, row["model"]],
+            n + row["requests"],
+            max(prompt, row["max_prompt"]),
+            max(output, row["max_output"]),
+        )
+    out = []
+    for (project, source, agent_name), models in sorted(by_pattern.items()):
+        for large, large_ids, large_n, _, _ in models.values():
+            for small, _, small_n, max_prompt, max_output in models.values():
+                if (
+                    small.name != large.name
+                    and small.provider is not None
+                    and small.provider == large.provider
+                    and _cheaper(small.price.base, large.price.base)
+                    and small_n >= SMALL_MIN_REQUESTS
+                    and (project, small.name) not in erring
+                ):
+                    out.append(
+                        Candidate(
+                            project,
+                            source,
+                            agent_name,
+                            large,
+                            tuple(sorted(large_ids)),
+                            large_n,
+                            small,
+                            small_n,
+                            max_prompt,
+                            max_output,
+                        )
+                    )
+    return out
+
+
+def movable_params(candidates: Sequence[Candidate]) -> dict[str, list[Any]]:
+    """:data:`MOVABLE_SQL`'s candidate arrays: one element per candidate and larger-model id."""
+    rows = [(i, c, model) for i, c in enumerate(candidates) for model in c.large_ids]
+    return {
+        "c_idx": [i for i, _, _ in rows],
+        "c_project": [c.project for _, c, _ in rows],
+        "c_source": [c.query_source for _, c, _ in rows],
+        "c_agent": [c.agent_name for _, c, _ in rows],
+        "c_model": [m for _, _, m in rows],
+        "c_prompt": [c.max_prompt for _, c, _ in rows],
+        "c_output": [c.max_output for _, c, _ in rows],
+    }
+
+
+def smaller_model_rule(
+    candidates: Sequence[Candidate], movable: Iterable[Mapping[str, Any]], catalogue: Catalogue
+) -> list[Recommendation]:
+    """The ``smaller_model`` rule (module docstring): of each larger model's candidates, the one
+    saving most, over :data:`MOVABLE_SQL` rows for ``candidates``."""
+    sums: dict[int, tuple[int, int]] = defaultdict(lambda: (0, 0))  # idx -> (requests, savings)
+    for row in movable:
+        c = candidates[row["idx"]]
+        rates = catalogue.context_of(row["bucket"])
+        tokens = _tokens(row)
+        saved = c.large.price.rates_for(rates).cost_nanos(tokens) - c.small.price.rates_for(rates).cost_nanos(
+            tokens
+        )
+        n, total = sums[row["idx"]]
+        sums[row["idx"]] = (n + row["requests"], total + saved)
+    best: dict[tuple[str, str, str, str], tuple[int, str, int, Candidate]] = {}
+    for idx, (moved, savings) in sums.items():
+        c = candidates[idx]
+        key = (c.project, c.query_source, c.agent_name, c.large.name)
+        if key not in best or (savings, c.small.name) > best[key][:2]:
+            best[key] = (savings, c.small.name, moved, c)
+    out = []
+    for savings, _, moved, c in best.values():
+        source, agent_name = c.query_source, c.agent_name
+        out.append(
+            Recommendation(
+                Kind.SMALLER_MODEL,
+                Scope.PROJECT,
+                {"project": c.project, "query_source": source or None, "agent_name": agent_name or None},
+                {
+                    "model": c.large.name,
+                    "smaller_model": c.small.name,
+                    "requests": c.large_requests,
+                    "requests_movable": moved,
+                    "smaller_model_requests": c.small_requests,
+                    "smaller_model_max_prompt": c.max_prompt,
+                },
+                savings,
+                f"In {c.project}, {moved} of {c.large_requests} {source or 'requests'}"
+                f"{' (' + agent_name + ')' if agent_name else ''} requests on {c.large.name} were "
+                f"no larger than what {c.small.name} served there without errors: "
+                f"on {c.small.name} they would have cost {_usd(savings)} less.",
+            )
+        )
+    return out
+
+
 def _tokens(row: Mapping[str, Any]) -> Tokens:
     return Tokens(
         input=row["input_tokens"],
@@ -313,68 +471,6 @@ def _tokens(row: Mapping[str, Any]) -> Tokens:
         cache_creation_1h=row["cache_creation_1h_tokens"],
         reasoning=row["reasoning_tokens"],
     )
-
-
-def smaller_model_rule(
-    requests: Iterable[Mapping[str, Any]], errors: Iterable[Mapping[str, Any]], catalogue: Catalogue
-) -> list[Recommendation]:
-    """The ``smaller_model`` rule (module docstring) over :data:`SMALLER_MODEL_SQL` and
-    :data:`PROJECT_ERRORS_SQL` rows."""
-    erring = set()
-    for r in errors:
-        priced = catalogue.lookup(r["model"])
-        if r["errors"] and priced is not None:
-            erring.add((r["project"], priced.name))
-    patterns: dict[tuple[str, str, str], dict[str, tuple[PricedModel, list[Tokens]]]] = defaultdict(dict)
-    for row in requests:
-        priced = catalogue.lookup(row["model"])
-        if priced is not None:  # an unknown price can neither be saved on nor moved to
-            by_name = patterns[(row["project"], row["query_source"], row["agent_name"])]
-            by_name.setdefault(priced.name, (priced, []))[1].append(_tokens(row))
-    out = []
-    for (project, source, agent_name), by_model in patterns.items():
-        for large, large_requests in by_model.values():
-            best: tuple[int, str, int, int, int] | None = None
-            for small, served in by_model.values():
-                if (
-                    small.name == large.name
-                    or small.provider is None
-                    or small.provider != large.provider
-                    or not _cheaper(small.price.base, large.price.base)
-                    or len(served) < SMALL_MIN_REQUESTS
-                    or (project, small.name) in erring
-                ):
-                    continue
-                max_prompt = max(t.context for t in served)
-                max_output = max(t.output for t in served)
-                movable = [t for t in large_requests if t.context <= max_prompt and t.output <= max_output]
-                savings = sum(large.price.cost_nanos(t) - small.price.cost_nanos(t) for t in movable)
-                if movable and (best is None or (savings, small.name) > (best[0], best[1])):
-                    best = (savings, small.name, len(movable), len(served), max_prompt)
-            if best is None:
-                continue
-            savings, small_name, moved, served_count, max_prompt = best
-            out.append(
-                Recommendation(
-                    Kind.SMALLER_MODEL,
-                    Scope.PROJECT,
-                    {"project": project, "query_source": source or None, "agent_name": agent_name or None},
-                    {
-                        "model": large.name,
-                        "smaller_model": small_name,
-                        "requests": len(large_requests),
-                        "requests_movable": moved,
-                        "smaller_model_requests": served_count,
-                        "smaller_model_max_prompt": max_prompt,
-                    },
-                    savings,
-                    f"In {project}, {moved} of {len(large_requests)} {source or 'requests'}"
-                    f"{' (' + agent_name + ')' if agent_name else ''} requests on {large.name} were "
-                    f"no larger than what {small_name} served there without errors: "
-                    f"on {small_name} they would have cost {_usd(savings)} less.",
-                )
-            )
-    return out
 
 
 def _cheaper(small: Any, large: Any) -> bool:
@@ -534,12 +630,14 @@ def idle_context_rule(rows: Iterable[Mapping[str, Any]], catalogue: Catalogue) -
 class Inputs:
     """The rows of every query of one window (what :func:`recommend` needs)."""
 
-    cache: list[Mapping[str, Any]] = field(default_factory=list)
-    compactions: list[Mapping[str, Any]] = field(default_factory=list)
-    requests: list[Mapping[str, Any]] = field(default_factory=list)
-    errors: list[Mapping[str, Any]] = field(default_factory=list)
-    storms: list[Mapping[str, Any]] = field(default_factory=list)
-    idle: list[Mapping[str, Any]] = field(default_factory=list)
+    cache: Sequence[Mapping[str, Any]] = field(default_factory=list)
+    compactions: Sequence[Mapping[str, Any]] = field(default_factory=list)
+    patterns: Sequence[Mapping[str, Any]] = field(default_factory=list)
+    errors: Sequence[Mapping[str, Any]] = field(default_factory=list)
+    #: MOVABLE_SQL's rows for ``smaller_model_candidates(patterns, errors)``.
+    movable: Sequence[Mapping[str, Any]] = field(default_factory=list)
+    storms: Sequence[Mapping[str, Any]] = field(default_factory=list)
+    idle: Sequence[Mapping[str, Any]] = field(default_factory=list)
 
 
 def recommend(inputs: Inputs, catalogue: Catalogue) -> list[Recommendation]:
@@ -548,7 +646,9 @@ def recommend(inputs: Inputs, catalogue: Catalogue) -> list[Recommendation]:
         [
             *cache_rule(inputs.cache, catalogue),
             *compaction_rule(inputs.compactions, catalogue),
-            *smaller_model_rule(inputs.requests, inputs.errors, catalogue),
+            *smaller_model_rule(
+                smaller_model_candidates(inputs.patterns, inputs.errors, catalogue), inputs.movable, catalogue
+            ),
             *retry_storm_rule(inputs.storms),
             *idle_context_rule(inputs.idle, catalogue),
         ]

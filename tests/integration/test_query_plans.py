@@ -128,6 +128,17 @@ _INSIGHTS = {
     "idle_s": recommendations.IDLE_MIN_S,
     "idle_context": recommendations.IDLE_MIN_CONTEXT,
 }
+#: One smaller-model candidate (the arrays the route builds with movable_params).
+_MOVABLE = {
+    **_INSIGHTS,
+    "c_idx": [0],
+    "c_project": ["web"],
+    "c_source": ["repl_main_thread"],
+    "c_agent": [""],
+    "c_model": ["claude-opus-4-8"],
+    "c_prompt": [2000],
+    "c_output": [500],
+}
 _TIMELINE = {"tenant": TENANT, "session": SESSION, "limit": timeline.DEFAULT_LIMIT}
 DASHBOARD_QUERIES: dict[str, tuple[str, Any]] = {
     "get_session": (queries.GET_SESSION, (TENANT, SESSION)),
@@ -141,7 +152,8 @@ DASHBOARD_QUERIES: dict[str, tuple[str, Any]] = {
     **{f"compare_by_{g.value}": (compare.compare_sql(g), _INSIGHTS) for g in compare.CompareBy},
     "recommendations_cache": (recommendations.CACHE_SQL, _INSIGHTS),
     "recommendations_compactions": (recommendations.COMPACTION_SQL, _INSIGHTS),
-    "recommendations_smaller_model": (recommendations.SMALLER_MODEL_SQL, _INSIGHTS),
+    "recommendations_patterns": (recommendations.PATTERNS_SQL, _INSIGHTS),
+    "recommendations_movable": (recommendations.MOVABLE_SQL, _MOVABLE),
     "recommendations_project_errors": (recommendations.PROJECT_ERRORS_SQL, _INSIGHTS),
     "recommendations_storms": (recommendations.STORM_SQL, _INSIGHTS),
     "recommendations_idle": (recommendations.IDLE_SQL, _INSIGHTS),

@@ -131,6 +131,56 @@ def served_by_small(project: str, count: int = 5) -> list[dict[str, Any]]:
     return [request(project, "small-1", 500 + 100 * i, 300 - 10 * i) for i in range(count)]  # max 900 / 300
 
 
+def smaller(rows: list[dict[str, Any]], errors: list[dict[str, Any]]) -> list[r.Recommendation]:
+    """The rule over what its two queries give for ``rows`` (one per request), computed here as
+    their SQL says: per project, pattern and model the requests, largest prompt and output; then
+    the candidates' requests no larger than those, summed per tier bucket (the table's one
+    threshold: 1000 prompt tokens)."""
+    c = catalogue()
+    patterns: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+    for q in rows:
+        key = (q["project"], q["query_source"], q["agent_name"], q["model"])
+        p = patterns.setdefault(
+            key, dict(zip(("project", "query_source", "agent_name", "model"), key, strict=True))
+        )
+        p["requests"] = p.get("requests", 0) + 1
+        p["max_prompt"] = max(p.get("max_prompt", 0), prompt(q))
+        p["max_output"] = max(p.get("max_output", 0), q["output_tokens"])
+    candidates = r.smaller_model_candidates(list(patterns.values()), errors, c)
+    movable: dict[tuple[int, int], dict[str, Any]] = {}
+    for idx, cand in enumerate(candidates):
+        for q in rows:
+            if (
+                (q["project"], q["query_source"], q["agent_name"])
+                == (cand.project, cand.query_source, cand.agent_name)
+                and q["model"] in cand.large_ids
+                and prompt(q) <= cand.max_prompt
+                and q["output_tokens"] <= cand.max_output
+            ):
+                bucket = int(prompt(q) > 1000)
+                m = movable.setdefault(
+                    (idx, bucket), {"idx": idx, "bucket": bucket, "requests": 0} | dict.fromkeys(TOKENS, 0)
+                )
+                m["requests"] += 1
+                for k in TOKENS:
+                    m[k] += q[k]
+    return r.smaller_model_rule(candidates, list(movable.values()), c)
+
+
+TOKENS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_creation_tokens",
+    "cache_creation_1h_tokens",
+    "reasoning_tokens",
+)
+
+
+def prompt(q: dict[str, Any]) -> int:
+    return int(q["input_tokens"] + q["cache_read_tokens"] + q["cache_creation_tokens"])
+
+
 def test_requests_a_cheaper_model_of_the_provider_served_in_the_project_move_to_it() -> None:
     rows = [
         *served_by_small("web"),
@@ -140,7 +190,7 @@ def test_requests_a_cheaper_model_of_the_provider_served_in_the_project_move_to_
         *[request("web", "other-1", 100, 10) for _ in range(6)],  # another provider
         request("web", "big-1", 100, 10, source="agent:builtin"),  # another pattern
     ]
-    (rec,) = r.smaller_model_rule(rows, [], catalogue())
+    (rec,) = smaller(rows, [])
     assert rec.subject == {"project": "web", "query_source": "repl_main_thread", "agent_name": None}
     # cost on big-1 - cost on small-1 of the one request that fits
     assert rec.savings_nanos == (800 * 10_000 + 200 * 50_000) - (800 * 1_000 + 200 * 5_000) == 16_200_000
@@ -154,16 +204,26 @@ def test_requests_a_cheaper_model_of_the_provider_served_in_the_project_move_to_
     }
 
 
+def test_a_moved_request_above_a_tier_saves_at_the_tiers_rates_and_snapshots_count_as_their_model() -> None:
+    rows = [
+        *[request("tiers", "small-1", 1200, 300) for _ in range(4)],
+        request("tiers", "small-1-20250101", 600, 100),  # the same model: five requests served
+        request("tiers", "big-1", 1100, 100),  # above 1000: big-1's tier
+    ]
+    (rec,) = smaller(rows, [])
+    assert rec.evidence["smaller_model_requests"] == 5
+    assert rec.savings_nanos == (1100 * 20_000 + 100 * 100_000) - (1100 * 1_000 + 100 * 5_000) == 30_400_000
+
+
 def test_no_move_to_a_model_that_erred_in_the_project_or_served_too_few() -> None:
     rows = [*served_by_small("api"), request("api", "big-1", 800, 200)]
     errors = [{"project": "api", "model": "small-1", "errors": 1}]
-    assert r.smaller_model_rule(rows, errors, catalogue()) == []
-    assert (
-        r.smaller_model_rule([*served_by_small("cli", 4), request("cli", "big-1", 800, 200)], [], catalogue())
-        == []
-    )
+    assert smaller(rows, errors) == []
+    assert smaller([*served_by_small("cli", 4), request("cli", "big-1", 800, 200)], []) == []
+    # nothing no larger than what the smaller model served: no recommendation
+    assert smaller([*served_by_small("big"), request("big", "big-1", 5000, 10)], []) == []
     # an error elsewhere does not count against the project
-    (rec,) = r.smaller_model_rule(rows, [{"project": "web", "model": "small-1", "errors": 3}], catalogue())
+    (rec,) = smaller(rows, [{"project": "web", "model": "small-1", "errors": 3}])
     assert rec.savings_nanos == 16_200_000
 
 
