@@ -74,7 +74,7 @@ async function comparePage() {
           el(
             "tr",
             { class: `model-cost ${m.difference_usd < 0 ? "cheaper" : "dearer"}`, "data-model": m.model, "data-cost-nanos": String(m.cost_nanos) },
-            el("td", {}, m.model + (m.assumed ? " (assumed price)" : "")),
+            el("td", { title: m.snapshots.length ? `also ${m.snapshots.join(", ")}` : "" }, m.model + (m.assumed ? " (assumed price)" : "") + (m.snapshots.length ? " *" : "")),
             el("td", {}, m.provider ?? "—"),
             el("td", {}, usd(m.cost_usd)),
             el("td", {}, `${m.difference_usd < 0 ? "−" : "+"}${usd(Math.abs(m.difference_usd))}`),

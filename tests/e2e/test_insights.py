@@ -174,6 +174,7 @@ async def test_the_compare_page_shows_each_group_cheapest_model_first(
     await page.select_option("#compare-by", "project")
     await page.wait_for_selector('.compare-group[data-key="web"]', timeout=WAIT_S * 1000)
     await page.wait_for_selector('.compare-group[data-key="docs"]', timeout=WAIT_S * 1000)
+    await page.screenshot(path=screenshots() / "compare-by-project.png", full_page=True)
     await page.select_option("#compare-top", "1000")  # every model of the table
     selector = '.compare-group[data-key="api"] tr[data-model="claude-opus-4-8"]'
     await page.wait_for_selector(selector, timeout=WAIT_S * 1000)
@@ -181,4 +182,3 @@ async def test_the_compare_page_shows_each_group_cheapest_model_first(
     assert int(await page.get_attribute(selector, "data-cost-nanos") or -1) == sum(
         data.item_cost(data.OPUS, r) for r in api
     )
-    await page.screenshot(path=screenshots() / "compare-by-project.png", full_page=True)
