@@ -20,7 +20,6 @@ import pytest
 from playwright.async_api import Page, async_playwright
 
 from tests.e2e.test_web_ui import SCREENSHOTS, chromium_executable
-from tests.integration.test_insights import captured_items, expected_group, shape, subject_key
 from tests.support import insight_data as data
 from tests.support.pipeline import Pipeline
 
@@ -79,7 +78,7 @@ async def test_recommendations_through_the_pipeline_have_the_exact_savings(
     assert len(want) == 5
     errors = next(s.session_id for s in posted.sessions).split("-")[0] + "-errors"
     want[("retry_storm", errors)] = 0  # the captured 500s: three errors, no request billed
-    assert {subject_key(r): r["savings_nanos"] for r in recommendations} == want
+    assert {data.subject_key(r): r["savings_nanos"] for r in recommendations} == want
     assert [r["savings_nanos"] for r in recommendations] == sorted(want.values(), reverse=True)
     storm = next(r for r in recommendations if r["subject"].get("session_id") == errors)["evidence"]
     assert (storm["errors"], storm["status_codes"]) == (3, "500")
@@ -89,8 +88,8 @@ async def test_the_comparison_through_the_pipeline_prices_the_same_tokens_exactl
     pipeline: Pipeline, posted: data.Dataset
 ) -> None:
     models = sorted(data.COMPARE_RATES)
-    captured, captured_cost = captured_items()
-    research = expected_group(captured, models) | {"cost_nanos": captured_cost}
+    captured, captured_cost = data.captured_items()
+    research = data.expected_group(captured, models) | {"cost_nanos": captured_cost}
     async with httpx.AsyncClient(timeout=10) as client:
         teams = (
             await client.get(
@@ -103,15 +102,19 @@ async def test_the_comparison_through_the_pipeline_prices_the_same_tokens_exactl
                 params={"group_by": "project", "models": models},
             )
         ).json()
-    by_team = {g["key"]: shape(g) for g in teams["groups"]}
+    by_team = {g["key"]: data.shape(g) for g in teams["groups"]}
     assert by_team == {
-        "platform": expected_group([r for s in posted.sessions for r in s.requests], models),
+        "platform": data.expected_group([r for s in posted.sessions for r in s.requests], models),
         "research": research,
     }
-    by_project = {g["key"]: shape(g) for g in projects["groups"]}
+    by_project = {g["key"]: data.shape(g) for g in projects["groups"]}
     assert by_project == {
-        "web": expected_group([r for s in posted.sessions if s.project == "web" for r in s.requests], models),
-        "api": expected_group([r for s in posted.sessions if s.project == "api" for r in s.requests], models),
+        "web": data.expected_group(
+            [r for s in posted.sessions if s.project == "web" for r in s.requests], models
+        ),
+        "api": data.expected_group(
+            [r for s in posted.sessions if s.project == "api" for r in s.requests], models
+        ),
         "docs": research,
     }
 

@@ -69,16 +69,6 @@ def client_for(pool: AsyncConnectionPool[Any], tenant: str) -> httpx.AsyncClient
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://dashboard")
 
 
-def subject_key(rec: dict[str, Any]) -> tuple[str, str]:
-    subject = rec["subject"]
-    name = subject.get("session_id") or subject.get("user") or subject.get("project")
-    if rec["kind"] == "cache":
-        name = subject["user"]
-    if rec["kind"] == "smaller_model":
-        name = subject["project"]
-    return rec["kind"], name
-
-
 def test_the_stated_rates_are_the_price_tables() -> None:
     models = json.loads(PRICES.read_text())["models"]
     for model, rates in data.COMPARE_RATES.items():
@@ -101,7 +91,7 @@ async def test_every_rule_fires_with_its_exact_savings(
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["window_days"] == 30
-    got = {subject_key(r): r["savings_nanos"] for r in body["recommendations"]}
+    got = {data.subject_key(r): r["savings_nanos"] for r in body["recommendations"]}
     assert got == want
     savings = [r["savings_nanos"] for r in body["recommendations"]]
     assert savings == sorted(savings, reverse=True)
@@ -144,7 +134,7 @@ async def test_each_tenant_sees_its_own_recommendations_and_an_empty_one_none(
     ids = {r["subject"].get("session_id") for r in body["recommendations"]} - {None}
     assert ids == {"globex-ann-opus", "globex-cat", "globex-bob"}
     assert {
-        subject_key(r): r["savings_nanos"] for r in body["recommendations"]
+        data.subject_key(r): r["savings_nanos"] for r in body["recommendations"]
     } == data.expected_recommendations(seeded[1].of("globex"))
     async with client_for(pool, "nobody") as client:
         empty = await client.get("/api/v1/recommendations", params={"window_days": 90})
@@ -165,59 +155,12 @@ async def test_a_window_that_ends_before_the_data_has_nothing(pool: AsyncConnect
     assert body["groups"] == []
 
 
-def expected_group(requests: list[data.Item], models: list[str]) -> dict[str, Any]:
-    return {
-        "requests": len(requests),
-        "tokens": {
-            "input": sum(r.input for r in requests),
-            "output": sum(r.output for r in requests),
-            "cache_read": sum(r.cache_read for r in requests),
-            "cache_creation": sum(r.cache_creation for r in requests),
-            "cache_creation_1h": sum(r.cache_creation_1h for r in requests),
-            "reasoning": 0,
-        },
-        "cost_nanos": sum(data.item_cost(r.model, r) for r in requests),
-        "models": sorted(
-            ((m, sum(data.item_cost(m, r) for r in requests)) for m in models), key=lambda mc: (mc[1], mc[0])
-        ),
-    }
-
-
-def captured_items() -> tuple[list[data.Item], int]:
-    """The capture's requests as items (no 1-hour writes in it) and its agent-reported cost."""
-    records = data.captured_requests()
-    items = [
-        data.Item(
-            "api_request",
-            0,
-            # the title request's model is a Haiku snapshot, priced as Haiku
-            data.HAIKU if r["model"].startswith(data.HAIKU) else r["model"],
-            input=int(r["input_tokens"]),
-            output=int(r["output_tokens"]),
-            cache_read=int(r["cache_read_tokens"]),
-            cache_creation=int(r["cache_creation_tokens"]),
-        )
-        for r in records
-    ]
-    cost = sum(round(Decimal(str(r["cost_usd"])) * 10**9) for r in records)
-    return items, cost
-
-
-def shape(group: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "requests": group["requests"],
-        "tokens": group["tokens"],
-        "cost_nanos": group["cost_nanos"],
-        "models": [(m["model"], m["cost_nanos"]) for m in group["models"]],
-    }
-
-
 async def test_the_same_tokens_priced_on_each_model_per_team_and_project(
     pool: AsyncConnectionPool[Any], seeded: tuple[str, data.Dataset]
 ) -> None:
     models = sorted(data.COMPARE_RATES)
     sessions = seeded[1].of("default")
-    captured, captured_cost = captured_items()
+    captured, captured_cost = data.captured_items()
     async with client_for(pool, "default") as client:
         by_team = await client.get("/api/v1/compare", params={"group_by": "team", "models": models})
         by_project = await client.get("/api/v1/compare", params={"group_by": "project", "models": models})
@@ -226,10 +169,10 @@ async def test_the_same_tokens_priced_on_each_model_per_team_and_project(
     teams = {g["key"]: g for g in by_team.json()["groups"]}
     assert set(teams) == {"platform", "research"}
     platform = [r for s in sessions for r in s.requests]
-    assert shape(teams["platform"]) == expected_group(platform, models)
-    research = expected_group(captured, models)
+    assert data.shape(teams["platform"]) == data.expected_group(platform, models)
+    research = data.expected_group(captured, models)
     research["cost_nanos"] = captured_cost  # what the agent reported
-    assert shape(teams["research"]) == research
+    assert data.shape(teams["research"]) == research
     assert teams["research"]["unpriced_requests"] == 0
     for m in teams["platform"]["models"]:
         assert m["difference_usd"] == pytest.approx((m["cost_nanos"] - teams["platform"]["cost_nanos"]) / 1e9)
@@ -237,7 +180,7 @@ async def test_the_same_tokens_priced_on_each_model_per_team_and_project(
     assert set(projects) == {"web", "api", "docs"}
     for project in ("web", "api"):
         requests = [r for s in sessions if s.project == project for r in s.requests]
-        assert shape(projects[project]) == expected_group(requests, models), project
+        assert data.shape(projects[project]) == data.expected_group(requests, models), project
     # without models=: every priced model of the table, cheapest first
     groups = every.json()["groups"]
     table = json.loads(PRICES.read_text())["models"]

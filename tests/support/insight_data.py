@@ -370,3 +370,64 @@ def expected_recommendations(sessions: list[Session]) -> dict[tuple[str, str], i
             if r.model == OPUS and r.prompt <= max_prompt and r.output <= max_output
         )
     return out
+
+
+# --- how the tests read the API's answers ---------------------------------------------------
+
+
+def subject_key(rec: dict[str, Any]) -> tuple[str, str]:
+    """(kind, what it is about): the user of ``cache``, the project of ``smaller_model``, else
+    the session."""
+    subject, kind = rec["subject"], rec["kind"]
+    name = subject["user"] if kind == "cache" else subject["project"] if kind == "smaller_model" else None
+    return kind, name or subject["session_id"]
+
+
+def expected_group(requests: list[Item], models: list[str]) -> dict[str, Any]:
+    """A comparison group of ``requests`` as :func:`shape` gives it: tokens summed, the cost on
+    each of ``models`` by :func:`cost_nanos`, cheapest first (then by name)."""
+    return {
+        "requests": len(requests),
+        "tokens": {
+            "input": sum(r.input for r in requests),
+            "output": sum(r.output for r in requests),
+            "cache_read": sum(r.cache_read for r in requests),
+            "cache_creation": sum(r.cache_creation for r in requests),
+            "cache_creation_1h": sum(r.cache_creation_1h for r in requests),
+            "reasoning": 0,
+        },
+        "cost_nanos": sum(item_cost(r.model, r) for r in requests),
+        "models": sorted(
+            ((m, sum(item_cost(m, r) for r in requests)) for m in models), key=lambda mc: (mc[1], mc[0])
+        ),
+    }
+
+
+def captured_items() -> tuple[list[Item], int]:
+    """The capture's requests as items (no 1-hour writes in it) and its agent-reported cost."""
+    records = captured_requests()
+    items = [
+        Item(
+            "api_request",
+            0,
+            # the title request's model is a Haiku snapshot, priced as Haiku
+            HAIKU if r["model"].startswith(HAIKU) else r["model"],
+            input=int(r["input_tokens"]),
+            output=int(r["output_tokens"]),
+            cache_read=int(r["cache_read_tokens"]),
+            cache_creation=int(r["cache_creation_tokens"]),
+        )
+        for r in records
+    ]
+    cost = sum(round(Decimal(str(r["cost_usd"])) * 10**9) for r in records)
+    return items, cost
+
+
+def shape(group: dict[str, Any]) -> dict[str, Any]:
+    """The exact parts of one ``/api/v1/compare`` group."""
+    return {
+        "requests": group["requests"],
+        "tokens": group["tokens"],
+        "cost_nanos": group["cost_nanos"],
+        "models": [(m["model"], m["cost_nanos"]) for m in group["models"]],
+    }
