@@ -33,6 +33,7 @@ from dashboard.auth import (
 )
 from dashboard.checkpoints import add_checkpoint_routes
 from dashboard.filters import Bucket, GroupBy, SessionQuery, UsageOut, usage_group
+from dashboard.insights import add_insight_routes
 from dashboard.limits import DEFAULT_MAX_BODY_BYTES, BodyLimit, NoNulBytes
 from dashboard.queries import SessionOut, SessionPage, session_out, signal_out
 from dashboard.timeline import add_timeline_route
@@ -107,6 +108,7 @@ def create_app(settings: DashboardSettings, registry: CollectorRegistry | None =
         app, pool, tenant, settings.checkpoint_transcript_max_bytes, open_mode=settings.open_mode
     )
     add_webhook_routes(app, pool, tenant)
+    add_insight_routes(app, pool, tenant, settings.team_attribute)
     _add_web_ui(app)
 
     _add_health(app, pool, registry)

@@ -337,7 +337,7 @@ async function webhooksPage() {
   setInterval(render, 5000);
 }
 
-const pages = { board, session: sessionPage, usage: usagePage, webhooks: webhooksPage };
+const pages = { board, session: sessionPage, usage: usagePage, webhooks: webhooksPage, ...window.insightPages };
 account();
 pages[document.body.dataset.page]().catch((err) => {
   if (err instanceof HttpError && err.status === 401) return login();

@@ -117,6 +117,8 @@ ROUTES: dict[tuple[str, str, str], Row] = {
             f"/sessions/{UNIT}",
             "/usage",
             "/webhooks",
+            "/recommendations",
+            "/compare",
             "/static",
             "/docs",
             "/docs/oauth2-redirect",
@@ -135,6 +137,8 @@ ROUTES: dict[tuple[str, str, str], Row] = {
     ("dashboard", "GET", "/api/v1/usage"): Row(READERS),
     ("dashboard", "GET", "/api/v1/stream"): Row(READERS),
     ("dashboard", "GET", "/api/v1/webhooks/deliveries"): Row(READERS),
+    ("dashboard", "GET", "/api/v1/recommendations"): Row(READERS, shows='"recommendations"'),
+    ("dashboard", "GET", "/api/v1/compare"): Row(READERS, shows='"groups"'),
     ("dashboard", "GET", "/metrics/usage"): Row(
         READERS | {Cred.METRICS}, shows='tenant="acme"', hides='tenant="globex"'
     ),

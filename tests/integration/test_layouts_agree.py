@@ -286,6 +286,14 @@ class Database:
                         if not window:  # its bounds are "now": compare the groups only
                             body = body["groups"]
                         out[f"{tenant} usage {params}"] = body
+            # Issue 17: the comparison over the same windows (the default one: its groups only)
+            # and the recommendations of the last 90 days (their bounds are "now": the list only).
+            for compare_by in ("team", "project"):
+                for window in windows:
+                    body = await self.get("/api/v1/compare", tenant, group_by=compare_by, **window)
+                    out[f"{tenant} compare {compare_by} {window}"] = body if window else body["groups"]
+            recommendations = await self.get("/api/v1/recommendations", tenant, window_days=90)
+            out[f"{tenant} recommendations"] = recommendations["recommendations"]
         return out
 
     async def exporter(self) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from dashboard import filters, queries, timeline
+from dashboard import compare, filters, queries, recommendations, timeline
 from tests.support.services import create_database, drop_database
 
 pytestmark = pytest.mark.integration
@@ -117,6 +117,28 @@ _RANGE = {
     "to_hour": filters.hour_bounds(_FROM, _TO)[1],
     "team_key": "team",
 }
+#: The recommendations' and the comparison's 30-day window.
+_INSIGHTS = {
+    "tenant": TENANT,
+    "from": NOW - timedelta(days=30),
+    "to": NOW,
+    "team_key": "team",
+    "thresholds": [100_000, 200_000, 272_000],
+    "storm_min": recommendations.STORM_MIN_ERRORS,
+    "idle_s": recommendations.IDLE_MIN_S,
+    "idle_context": recommendations.IDLE_MIN_CONTEXT,
+}
+#: One smaller-model candidate (the arrays the route builds with movable_params).
+_MOVABLE = {
+    **_INSIGHTS,
+    "c_idx": [0],
+    "c_project": ["web"],
+    "c_source": ["repl_main_thread"],
+    "c_agent": [""],
+    "c_model": ["claude-opus-4-8"],
+    "c_prompt": [2000],
+    "c_output": [500],
+}
 _TIMELINE = {"tenant": TENANT, "session": SESSION, "limit": timeline.DEFAULT_LIMIT}
 DASHBOARD_QUERIES: dict[str, tuple[str, Any]] = {
     "get_session": (queries.GET_SESSION, (TENANT, SESSION)),
@@ -127,6 +149,14 @@ DASHBOARD_QUERIES: dict[str, tuple[str, Any]] = {
     "timeline_events": (timeline.TIMELINE_EVENTS, _TIMELINE),
     "timeline_signals": (timeline.TIMELINE_SIGNALS, _TIMELINE),
     **{f"usage_by_{g.value}": (filters.usage(g), _RANGE) for g in filters.GroupBy},
+    **{f"compare_by_{g.value}": (compare.compare_sql(g), _INSIGHTS) for g in compare.CompareBy},
+    "recommendations_cache": (recommendations.CACHE_SQL, _INSIGHTS),
+    "recommendations_compactions": (recommendations.COMPACTION_SQL, _INSIGHTS),
+    "recommendations_patterns": (recommendations.PATTERNS_SQL, _INSIGHTS),
+    "recommendations_movable": (recommendations.MOVABLE_SQL, _MOVABLE),
+    "recommendations_project_errors": (recommendations.PROJECT_ERRORS_SQL, _INSIGHTS),
+    "recommendations_storms": (recommendations.STORM_SQL, _INSIGHTS),
+    "recommendations_idle": (recommendations.IDLE_SQL, _INSIGHTS),
 }
 
 

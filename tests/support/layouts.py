@@ -18,6 +18,7 @@ DB_LAYOUT = (
     "e2e/",
     "integration/test_dashboard_auth.py",
     "integration/test_grafana_dashboards.py",
+    "integration/test_insights.py",
     "integration/test_live_stream_behind.py",
     "integration/test_migrate.py",
     "integration/test_prices_check.py",
