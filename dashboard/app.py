@@ -31,6 +31,7 @@ from dashboard.auth import (
     current_tenant,
     set_current_caller,
 )
+from dashboard.budget_routes import add_budget_routes
 from dashboard.checkpoints import add_checkpoint_routes
 from dashboard.filters import Bucket, GroupBy, SessionQuery, UsageOut, usage_group
 from dashboard.limits import DEFAULT_MAX_BODY_BYTES, BodyLimit, NoNulBytes
@@ -104,9 +105,15 @@ def create_app(settings: DashboardSettings, registry: CollectorRegistry | None =
     _add_usage_and_stream(app, pool, settings, tenant, authenticator)
     add_timeline_route(app, pool, tenant)
     add_checkpoint_routes(
-        app, pool, tenant, settings.checkpoint_transcript_max_bytes, open_mode=settings.open_mode
+        app,
+        pool,
+        tenant,
+        settings.checkpoint_transcript_max_bytes,
+        open_mode=settings.open_mode,
+        team_key=settings.team_attribute,
     )
     add_webhook_routes(app, pool, tenant)
+    add_budget_routes(app, pool, tenant, settings.team_attribute)
     _add_web_ui(app)
 
     _add_health(app, pool, registry)

@@ -188,8 +188,7 @@ async def evaluate(
 ) -> list[Evaluation]:
     """Every budget of ``tenant`` evaluated at ``now`` (default: the database's clock)."""
     if now is None:
-        row = await (await conn.execute("SELECT now()")).fetchone()
-        now = _now(row)
+        now = await database_now(conn)
     return [await evaluate_one(conn, b, now, team_key) for b in await budgets_of(conn, tenant)]
 
 
@@ -202,7 +201,9 @@ def _first(row: Any) -> Any:
     return row["tenant_id"] if isinstance(row, dict) else row[0]
 
 
-def _now(row: Any) -> datetime:
+async def database_now(conn: AnyConnection) -> datetime:
+    """The database's clock (UTC): what every evaluation of one request or round is for."""
+    row = await (await conn.execute("SELECT now() AS now")).fetchone()
     value = (row["now"] if isinstance(row, dict) else row[0]) if row is not None else None
     return value.astimezone(UTC) if isinstance(value, datetime) else datetime.now(UTC)
 

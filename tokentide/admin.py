@@ -334,9 +334,16 @@ def revoke_key(conn: Connection, key_id: str) -> KeyInfo:
 
 # --- webhooks (issue 8: notifications) ---------------------------------------------------------
 
-#: The signal kinds a webhook may filter on (``tokentide.records.SignalKind``'s values; kept
-#: here as strings so that this module does not import the records at start-up).
-WEBHOOK_KINDS = ("context_warning", "checkpoint_requested", "context_critical", "compaction_observed")
+#: The signal kinds a webhook may filter on (``tokentide.records.SignalKind``'s values, kept
+#: here as strings so that this module does not import the records at start-up, and the
+#: budget kinds, ``tokentide.budgets.BudgetKind``).
+WEBHOOK_KINDS = (
+    "context_warning",
+    "checkpoint_requested",
+    "context_critical",
+    "compaction_observed",
+    *(str(k) for k in budgets.BudgetKind),
+)
 WEBHOOK_ID_PATTERN = r"wh_[0-9a-f]{12}"
 WEBHOOK_SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix, not a secret
 
