@@ -36,6 +36,7 @@ from dashboard.checkpoints import add_checkpoint_routes
 from dashboard.filters import Bucket, GroupBy, SessionQuery, UsageOut, usage_group
 from dashboard.limits import DEFAULT_MAX_BODY_BYTES, BodyLimit, NoNulBytes
 from dashboard.queries import SessionOut, SessionPage, session_out, signal_out
+from dashboard.session_forecast import attach_forecasts
 from dashboard.timeline import add_timeline_route
 from dashboard.usage_exporter import add_usage_metrics
 from dashboard.web_sessions import COOKIE, WebSessions, cookie_secure
@@ -145,11 +146,11 @@ def _add_session_routes(
         async with pool.connection() as conn:
             rows = await (await conn.execute(page, params)).fetchall()
             count = await (await conn.execute(count_sql, params)).fetchone()
+            now = datetime.now(UTC)
+            sessions = [session_out(r, now) for r in rows]
+            await attach_forecasts(conn, tenant(), sessions, queries.ENDED_AFTER)
         total = count["count"] if count else 0
-        now = datetime.now(UTC)
-        return SessionPage(
-            sessions=[session_out(r, now) for r in rows], total=total, limit=limit, offset=offset
-        )
+        return SessionPage(sessions=sessions, total=total, limit=limit, offset=offset)
 
     @app.get("/api/v1/sessions/{session_id}")
     async def get_session(session_id: str) -> SessionOut:
@@ -159,7 +160,8 @@ def _add_session_routes(
             if row is None:
                 raise HTTPException(status_code=404, detail=f"no session {session_id!r}")
             signals = await (await conn.execute(queries.SESSION_SIGNALS, (tenant(), session_id))).fetchall()
-        session = session_out(row, datetime.now(UTC))
+            session = session_out(row, datetime.now(UTC))
+            await attach_forecasts(conn, tenant(), [session], queries.ENDED_AFTER)
         session.signals = [signal_out(s) for s in signals]
         return session
 

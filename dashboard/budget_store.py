@@ -202,10 +202,12 @@ def _first(row: Any) -> Any:
 
 
 async def database_now(conn: AnyConnection) -> datetime:
-    """The database's clock (UTC): what every evaluation of one request or round is for."""
+    """The database's clock (UTC) to the millisecond (what the API shows as ``as_of``, so the
+    numbers can be recomputed from it): the instant of every evaluation of one request or round."""
     row = await (await conn.execute("SELECT now() AS now")).fetchone()
     value = (row["now"] if isinstance(row, dict) else row[0]) if row is not None else None
-    return value.astimezone(UTC) if isinstance(value, datetime) else datetime.now(UTC)
+    at = value.astimezone(UTC) if isinstance(value, datetime) else datetime.now(UTC)
+    return at.replace(microsecond=at.microsecond // 1000 * 1000)
 
 
 #: Open budget signals (of a period not over yet) concerning a session: its tenant's budgets,

@@ -1,0 +1,332 @@
+"""Budgets through the real pipeline (issue 17): synthetic Claude Code requests of known cost
+cross a team's daily budget; the API's spend and forecast match the formula stated here; the
+notifier (``tokentide notify``, a process) POSTs ``budget_warning`` then ``budget_exceeded``
+to a local receiver exactly once each; the hook's notice (``tokentide hook``) shows it.
+
+The formula, independently of ``tokentide.budgets`` (no history, so the profile is flat)::
+
+    forecast = spend + (spend of the last 6 h) / 6 * (hours from as_of to the end of the day)
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from notify.core import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
+from tests.support.pipeline import TOKENTIDE, Pipeline
+from tests.support.services import free_port, unique
+from tokentide import admin
+
+pytestmark = pytest.mark.e2e
+
+SECRET = "whsec_budget-e2e-secret-0123456789"
+COST = 0.25  # USD per synthetic request (the agent's own cost_usd)
+
+
+class _Hook(http.server.BaseHTTPRequestHandler):
+    server: _Receiver
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        with self.server.lock:
+            self.server.received.append((dict(self.headers.items()), body))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (the base's signature)
+        return None
+
+
+class _Receiver(http.server.ThreadingHTTPServer):
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", free_port()), _Hook)
+        self.received: list[tuple[dict[str, str], bytes]] = []
+        self.lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/budgets"
+
+    def kinds(self) -> list[str]:
+        with self.lock:
+            return [json.loads(body)["kind"] for _, body in self.received]
+
+
+@pytest.fixture
+def receiver() -> Iterator[_Receiver]:
+    server = _Receiver()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+@pytest.fixture
+def notifier(pipeline: Pipeline, tmp_path: Path) -> Iterator[str]:
+    """``tokentide notify`` beside the pipeline, evaluating budgets every 0.3 s; its URL."""
+    port = free_port()
+    env = pipeline.env() | {
+        "TOKENTIDE_NOTIFY_PORT": str(port),
+        "TOKENTIDE_NOTIFY_GROUP_ID": unique("budget-notify-"),
+        "TOKENTIDE_NOTIFY_POLL_S": "0.3",
+        "TOKENTIDE_NOTIFY_BUDGET_INTERVAL_S": "0.3",
+    }
+    log = (tmp_path / "notify.log").open("ab")
+    proc = subprocess.Popen([TOKENTIDE, "notify"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None, (tmp_path / "notify.log").read_text()
+            assert time.monotonic() < deadline, (tmp_path / "notify.log").read_text()
+            time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _attr(key: str, value: object) -> dict[str, Any]:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return {"key": key, "value": {"stringValue": str(value)}}
+    return {"key": key, "value": {"intValue": value} if isinstance(value, int) else {"doubleValue": value}}
+
+
+def api_requests(session_id: str, team: str, user: str, count: int, first: int) -> bytes:
+    """``count`` Claude Code api_request events of ``COST`` USD each, now, as OTLP/JSON logs."""
+    now_ns = time.time_ns()
+    records = []
+    for i in range(count):
+        ts = now_ns - (count - i) * 1_000_000
+        stamp = datetime.fromtimestamp(ts / 1e9, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        attributes = {
+            "user.id": user,
+            "session.id": session_id,
+            "event.name": "api_request",
+            "event.timestamp": stamp,
+            "event.sequence": first + i,
+            "model": "claude-opus-4-8",
+            "input_tokens": 1000,
+            "output_tokens": 10,
+            "cache_read_tokens": 0,
+            "cache_creation_tokens": 0,
+            "cost_usd": COST,
+            "duration_ms": 100,
+            "request_id": f"req_{session_id[:8]}_{first + i}",
+        }
+        records.append(
+            {
+                "timeUnixNano": str(ts),
+                "observedTimeUnixNano": str(ts),
+                "body": {"stringValue": "claude_code.api_request"},
+                "attributes": [_attr(k, v) for k, v in attributes.items()],
+            }
+        )
+    resource = [
+        _attr("service.name", "claude-code"),
+        _attr("service.version", "2.1.197"),
+        _attr("team", team),
+    ]
+    document = {
+        "resourceLogs": [
+            {
+                "resource": {"attributes": resource},
+                "scopeLogs": [{"scope": {"name": "com.anthropic.claude_code.events"}, "logRecords": records}],
+            }
+        ]
+    }
+    return json.dumps(document).encode()
+
+
+def post_logs(pipeline: Pipeline, body: bytes) -> None:
+    response = httpx.post(
+        pipeline.url("ingest") + "/v1/logs",
+        content=body,
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+
+
+def wait_for(what: str, check: Any, pipeline: Pipeline, timeout_s: float = 90.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pipeline.fail(f"timed out waiting for {what}")
+        time.sleep(0.3)
+
+
+def budget(pipeline: Pipeline) -> dict[str, Any]:
+    response = httpx.get(pipeline.url("dashboard") + "/api/v1/budgets", timeout=10)
+    assert response.status_code == 200, response.text
+    [only] = response.json()["budgets"]
+    return dict(only)
+
+
+def session_cost(pipeline: Pipeline, session_id: str) -> float | None:
+    response = httpx.get(pipeline.url("dashboard") + f"/api/v1/sessions/{session_id}", timeout=10)
+    return response.json()["cost_usd"] if response.status_code == 200 else None
+
+
+def flat_forecast(spend: float, recent: float, as_of: datetime, end: datetime) -> float:
+    return spend + recent / 6 * ((end - as_of).total_seconds() / 3600)
+
+
+def hook_notice(pipeline: Pipeline, session_id: str, home: Path) -> str:
+    event = {"hook_event_name": "UserPromptSubmit", "session_id": session_id, "prompt": "go on"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENTIDE_")} | {
+        "TOKENTIDE_URL": pipeline.url("dashboard"),
+        "XDG_CONFIG_HOME": str(home / "config"),
+        "XDG_STATE_HOME": str(home / "state"),
+    }
+    done = subprocess.run(
+        [TOKENTIDE, "hook"],
+        input=json.dumps(event),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_a_team_budget_crossed_by_synthetic_sessions_warns_then_exceeds_once_each(
+    pipeline: Pipeline, notifier: str, receiver: _Receiver, tmp_path: Path
+) -> None:
+    now = datetime.now(UTC)
+    midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    if midnight - now < timedelta(minutes=10):  # the day would end mid-test: start in the next one
+        time.sleep((midnight - now).total_seconds() + 1)
+        now = datetime.now(UTC)
+        midnight += timedelta(days=1)
+    hours_left = (midnight - now).total_seconds() / 3600
+    # Three requests (0.75 USD) then the forecast 0.75 + 0.75/6 * hours_left; the amount sits
+    # halfway between the spend and that forecast (so: warning), below 1.25 (five requests).
+    amount = round(min(0.75 + 0.125 * hours_left / 2, 1.2), 4)
+
+    with psycopg.connect(pipeline.database_url) as conn:
+        _, _ = admin.add_webhook(
+            conn, "default", receiver.url, kinds=["budget_warning", "budget_exceeded"], secret=SECRET
+        )
+    dashboard = pipeline.url("dashboard")
+    put = httpx.put(
+        dashboard + "/api/v1/budgets",
+        json={"scope": "team", "value": "platform", "period": "day", "amount_usd": amount},
+        timeout=10,
+    )
+    assert put.status_code == 200, put.text
+    assert put.json()["spend_usd"] == 0.0
+    assert put.json()["status"] == "ok"
+    assert (
+        httpx.put(
+            dashboard + "/api/v1/budgets",
+            json={"scope": "team", "period": "day", "amount_usd": 1},
+            timeout=10,
+        ).status_code
+        == 422
+    )  # a team budget needs its team
+
+    ours, theirs = str(uuid.uuid4()), str(uuid.uuid4())
+    post_logs(pipeline, api_requests(ours, "platform", "alice", 3, 0))
+    post_logs(pipeline, api_requests(theirs, "research", "bob", 4, 0))  # another team: not counted
+    wait_for(
+        "both sessions' cost",
+        lambda: session_cost(pipeline, ours) == 0.75 and session_cost(pipeline, theirs) == 1.0,
+        pipeline,
+    )
+
+    seen = budget(pipeline)
+    as_of, end = datetime.fromisoformat(seen["as_of"]), datetime.fromisoformat(seen["period_end"])
+    assert datetime.fromisoformat(seen["period_start"]) == midnight - timedelta(days=1)
+    assert end == midnight
+    assert (seen["spend_usd"], seen["recent_spend_usd"], seen["forecast_from_history"]) == (0.75, 0.75, False)
+    assert seen["forecast_usd"] == pytest.approx(flat_forecast(0.75, 0.75, as_of, end), abs=1e-9)
+    assert seen["status"] == "warning"
+
+    wait_for("the budget_warning delivery", lambda: receiver.kinds() == ["budget_warning"], pipeline)
+    headers, body = receiver.received[0]
+    assert verify_signature(
+        SECRET, body, headers.get(TIMESTAMP_HEADER), headers.get(SIGNATURE_HEADER), time.time()
+    )
+    warning = json.loads(body)
+    assert (warning["tenant"], warning["scope"], warning["value"], warning["period"]) == (
+        "default",
+        "team",
+        "platform",
+        "day",
+    )
+    assert warning["budget_id"] == seen["budget_id"]
+    assert (
+        warning["signal_id"] == f"{seen['budget_id']}:{midnight - timedelta(days=1):%Y-%m-%d}:budget_warning"
+    )
+    assert (warning["amount_usd"], warning["spend_usd"]) == (amount, 0.75)
+    assert warning["forecast_usd"] > amount
+    assert warning["text"].startswith(f"[default] budget warning: team platform day budget {amount:,.2f} USD")
+
+    notice = hook_notice(pipeline, ours, tmp_path)
+    assert "daily team budget forecast to be exceeded (0.75 USD spent of" in notice, notice
+    assert hook_notice(pipeline, theirs, tmp_path) == ""  # team research has no budget signal
+
+    post_logs(pipeline, api_requests(ours, "platform", "alice", 2, 3))
+    wait_for(
+        "the budget_exceeded delivery",
+        lambda: receiver.kinds() == ["budget_warning", "budget_exceeded"],
+        pipeline,
+    )
+    exceeded = json.loads(receiver.received[1][1])
+    assert (exceeded["kind"], exceeded["spend_usd"]) == ("budget_exceeded", 1.25)
+    seen = budget(pipeline)
+    assert (seen["status"], seen["spend_usd"], seen["signals"]) == (
+        "exceeded",
+        1.25,
+        ["budget_exceeded", "budget_warning"],
+    )
+    notice = hook_notice(pipeline, ours, tmp_path)
+    assert f"daily team budget exceeded (1.25 USD spent of {amount:,.2f}, forecast" in notice, notice
+
+    # More rounds (every 0.3 s) raise nothing more in this period: still one POST per kind.
+    rounds = _budget_rounds(notifier)
+    wait_for("five more evaluation rounds", lambda: _budget_rounds(notifier) >= rounds + 5, pipeline)
+    assert receiver.kinds() == ["budget_warning", "budget_exceeded"]
+
+
+def _budget_rounds(notifier: str) -> float:
+    text = httpx.get(notifier + "/metrics", timeout=5).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith('tokentide_notify_budget_rounds_total{result="ok"}')
+    )
