@@ -1,11 +1,17 @@
-"""Budgets through the real pipeline (issue 17): synthetic Claude Code requests of known cost
-cross a team's daily budget; the API's spend and forecast match the formula stated here; the
-notifier (``tokentide notify``, a process) POSTs ``budget_warning`` then ``budget_exceeded``
-to a local receiver exactly once each; the hook's notice (``tokentide hook``) shows it.
+"""Budgets and session forecasts through the real pipeline (issue 17).
 
-The formula, independently of ``tokentide.budgets`` (no history, so the profile is flat)::
+Synthetic Claude Code requests of known cost cross a team's daily budget; the API's spend and
+forecast match the formula stated here; the notifier (``tokentide notify``, a process) POSTs
+``budget_warning`` then ``budget_exceeded`` to a local receiver exactly once each; the hook's
+notice (``tokentide hook``) shows it. The budget formula, independently of
+``tokentide.budgets`` (no history, so the profile is flat)::
 
     forecast = spend + (spend of the last 6 h) / 6 * (hours from as_of to the end of the day)
+
+A project's ended sessions and an active one give the active one's forecast::
+
+    own_pace = cost + cost / elapsed * max(0, median duration - elapsed)
+    project  = max(cost, median cost)
 """
 
 from __future__ import annotations
@@ -120,12 +126,23 @@ def _attr(key: str, value: object) -> dict[str, Any]:
     return {"key": key, "value": {"intValue": value} if isinstance(value, int) else {"doubleValue": value}}
 
 
-def api_requests(session_id: str, team: str, user: str, count: int, first: int) -> bytes:
-    """``count`` Claude Code api_request events of ``COST`` USD each, now, as OTLP/JSON logs."""
-    now_ns = time.time_ns()
+def api_requests(
+    session_id: str,
+    team: str,
+    user: str,
+    count: int,
+    first: int,
+    *,
+    end_ns: int | None = None,
+    spacing_ns: int = 1_000_000,
+    project: str | None = None,
+) -> bytes:
+    """``count`` Claude Code api_request events of ``COST`` USD each, ``spacing_ns`` apart, the
+    last at ``end_ns`` (default: now), as OTLP/JSON logs."""
+    end_ns = end_ns if end_ns is not None else time.time_ns()
     records = []
     for i in range(count):
-        ts = now_ns - (count - i) * 1_000_000
+        ts = end_ns - (count - 1 - i) * spacing_ns
         stamp = datetime.fromtimestamp(ts / 1e9, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
         attributes = {
             "user.id": user,
@@ -155,6 +172,8 @@ def api_requests(session_id: str, team: str, user: str, count: int, first: int) 
         _attr("service.version", "2.1.197"),
         _attr("team", team),
     ]
+    if project is not None:
+        resource.append(_attr("project", project))
     document = {
         "resourceLogs": [
             {
@@ -330,3 +349,76 @@ def _budget_rounds(notifier: str) -> float:
         for line in text.splitlines()
         if line.startswith('tokentide_notify_budget_rounds_total{result="ok"}')
     )
+
+
+def session(pipeline: Pipeline, session_id: str) -> dict[str, Any] | None:
+    response = httpx.get(pipeline.url("dashboard") + f"/api/v1/sessions/{session_id}", timeout=10)
+    return dict(response.json()) if response.status_code == 200 else None
+
+
+def test_an_active_sessions_forecast_from_its_pace_and_its_projects_ended_sessions(
+    pipeline: Pipeline,
+) -> None:
+    second = 1_000_000_000
+    two_hours_ago = time.time_ns() - 7200 * second
+    # Three ended sessions of project "tide": 2, 3 and 4 requests over 600, 1200 and 1800 s;
+    # one of project "ebb" (not counted); the active one: 2 requests 300 s apart, ending now.
+    past = {str(uuid.uuid4()): (n, d) for n, d in ((2, 600), (3, 1200), (4, 1800))}
+    for sid, (n, duration) in past.items():
+        post_logs(
+            pipeline,
+            api_requests(
+                sid,
+                "t",
+                "u",
+                n,
+                0,
+                end_ns=two_hours_ago,
+                spacing_ns=duration * second // (n - 1),
+                project="tide",
+            ),
+        )
+    other = str(uuid.uuid4())
+    post_logs(
+        pipeline,
+        api_requests(other, "t", "u", 9, 0, end_ns=two_hours_ago, spacing_ns=60 * second, project="ebb"),
+    )
+    active = str(uuid.uuid4())
+    post_logs(pipeline, api_requests(active, "t", "u", 2, 0, spacing_ns=300 * second, project="tide"))
+
+    def all_in() -> bool:
+        seen = [session(pipeline, sid) for sid in [*past, other, active]]
+        return (
+            all(s is not None for s in seen)
+            and session_cost(pipeline, active) == 0.5
+            and all(session_cost(pipeline, sid) == COST * n for sid, (n, _) in past.items())
+        )
+
+    wait_for("every session", all_in, pipeline)
+    ended = [session(pipeline, sid) for sid in past]
+    durations = sorted(
+        (datetime.fromisoformat(s["last_seen_at"]) - datetime.fromisoformat(s["started_at"])).total_seconds()
+        for s in ended
+        if s is not None
+    )
+    assert durations == [600.0, 1200.0, 1800.0]
+    assert all(s is not None and s["status"] == "ended" and s["forecast"] is None for s in ended)
+
+    body = session(pipeline, active)
+    assert body is not None
+    assert body["status"] == "active"
+    elapsed = (
+        datetime.fromisoformat(body["last_seen_at"]) - datetime.fromisoformat(body["started_at"])
+    ).total_seconds()
+    assert elapsed == 300.0
+    forecast = body["forecast"]
+    assert (forecast["project"], forecast["history_sessions"]) == ("tide", 3), forecast
+    assert (forecast["median_cost_usd"], forecast["median_duration_s"]) == (0.75, 1200.0)
+    assert forecast["own_pace_usd"] == 0.5 + 0.5 / 300 * (1200 - 300)
+    assert forecast["project_usd"] == max(0.5, 0.75)
+    assert forecast["minutes_to_compaction"] == body["context"]["predicted_minutes_left"]
+    listed = httpx.get(
+        pipeline.url("dashboard") + "/api/v1/sessions", params={"status": "active"}, timeout=10
+    ).json()
+    [row] = [s for s in listed["sessions"] if s["session_id"] == active]
+    assert row["forecast"] == forecast
