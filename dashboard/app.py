@@ -405,6 +405,10 @@ def _add_web_ui(app: FastAPI) -> None:
     async def webhooks_page() -> FileResponse:
         return page("webhooks")
 
+    @app.get("/budgets", include_in_schema=False)
+    async def budgets_page() -> FileResponse:
+        return page("budgets")
+
 
 class LoginIn(BaseModel):
     key: str = Field(min_length=1, max_length=200)

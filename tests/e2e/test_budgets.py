@@ -19,11 +19,12 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import shutil
 import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -31,10 +32,11 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from playwright.async_api import Page, async_playwright
 
 from notify.core import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
 from tests.support.pipeline import TOKENTIDE, Pipeline
-from tests.support.services import free_port, unique
+from tests.support.services import free_port, missing_tool, unique
 from tokentide import admin
 
 pytestmark = pytest.mark.e2e
@@ -422,3 +424,127 @@ def test_an_active_sessions_forecast_from_its_pace_and_its_projects_ended_sessio
     ).json()
     [row] = [s for s in listed["sessions"] if s["session_id"] == active]
     assert row["forecast"] == forecast
+
+
+# --- the budget page and the board card, in headless Chromium -----------------------------
+
+SCREENSHOTS = Path(
+    os.environ.get("TOKENTIDE_SCREENSHOTS", Path(__file__).resolve().parents[2] / ".local" / "screenshots")
+)
+WAIT_MS = 45_000
+
+
+@pytest.fixture
+async def page() -> AsyncIterator[Page]:
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=chromium_executable(), headless=True)
+        context = await browser.new_context(viewport={"width": 1400, "height": 900})
+        page = await context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        try:
+            yield page
+        finally:
+            await browser.close()
+        assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+@pytest.fixture(scope="module")
+def screenshots() -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    return SCREENSHOTS
+
+
+async def test_the_budget_page_and_the_forecast_on_the_card(
+    pipeline: Pipeline, page: Page, screenshots: Path
+) -> None:
+    dashboard = pipeline.url("dashboard")
+    user, project = f"carol-{uuid.uuid4().hex[:6]}", f"reef-{uuid.uuid4().hex[:6]}"
+    async with httpx.AsyncClient(base_url=dashboard, timeout=10) as client:
+        over = (
+            await client.put(
+                "/api/v1/budgets", json={"scope": "user", "value": user, "period": "day", "amount_usd": 0.4}
+            )
+        ).json()
+        fine = (
+            await client.put(
+                "/api/v1/budgets",
+                json={"scope": "project", "value": project, "period": "week", "amount_usd": 1000},
+            )
+        ).json()
+    second = 1_000_000_000
+    two_hours_ago = time.time_ns() - 7200 * second
+    for _ in range(3):  # ended sessions of the project: 0.5 USD over 600 s each
+        post_logs(
+            pipeline,
+            api_requests(
+                str(uuid.uuid4()),
+                "t",
+                "dave",
+                2,
+                0,
+                end_ns=two_hours_ago,
+                spacing_ns=600 * second,
+                project=project,
+            ),
+        )
+    active = str(uuid.uuid4())
+    post_logs(pipeline, api_requests(active, "t", user, 2, 0, spacing_ns=120 * second, project=project))
+
+    past_times = [two_hours_ago - 600 * second, two_hours_ago]  # each ended session's two requests
+
+    def spent() -> dict[str, dict[str, Any]] | None:
+        listed = {
+            b["budget_id"]: b for b in httpx.get(dashboard + "/api/v1/budgets", timeout=10).json()["budgets"]
+        }
+        seen = session(pipeline, active)
+        if seen is None or seen["forecast"] is None or seen["forecast"]["history_sessions"] != 3:
+            return None
+        return listed if listed[over["budget_id"]]["spend_usd"] == 0.5 else None
+
+    listed = wait_for("the budgets' spend and the project's sessions", spent, pipeline)
+    week_start = datetime.fromisoformat(listed[fine["budget_id"]]["period_start"]).timestamp() * second
+    # The project's week: the active session's 0.5 USD and the ended sessions' requests in it.
+    project_spend = 0.5 + 3 * COST * sum(t >= week_start for t in past_times)
+    assert listed[fine["budget_id"]]["spend_usd"] == project_spend
+    await page.goto(dashboard + "/budgets")
+    row = f'tr.budget[data-budget-id="{over["budget_id"]}"]'
+    await page.wait_for_selector(row + '[data-status="exceeded"]', timeout=WAIT_MS)
+    assert await page.inner_text(row + " .spent") == "$0.5000"
+    assert (await page.inner_text(row + " td")).strip() == f"user {user}"
+    assert float((await page.inner_text(row + " .forecast")).lstrip("$")) >= 0.5
+    width = await page.eval_on_selector(row + " .fill", "n => n.style.width")
+    assert float(width.rstrip("%")) == 100.0  # 0.5 of 0.4, capped
+    other = f'tr.budget[data-budget-id="{fine["budget_id"]}"]'
+    assert await page.get_attribute(other, "data-status") == "ok"
+    other_width = await page.eval_on_selector(other + " .fill", "n => n.style.width")
+    assert float(other_width.rstrip("%")) == round(100 * project_spend / 1000, 1)
+    await page.screenshot(path=screenshots / "budgets.png", full_page=True)
+
+    # The board card: 0.5 + 0.5/120 * (600 - 120) = 2.50 at this pace; the project's median 0.5.
+    body = session(pipeline, active)
+    assert body is not None
+    assert body["forecast"]["own_pace_usd"] == 0.5 + 0.5 / 120 * (600 - 120)
+    await page.goto(dashboard + "/")
+    line = await page.wait_for_selector(
+        f'article.card[data-session-id="{active}"] .forecast', timeout=WAIT_MS
+    )
+    assert line is not None
+    text = await line.inner_text()
+    assert text.startswith(f"forecast $2.50 at this pace · $0.5000 typical of {project} (3 sessions)"), text
+    minutes = body["context"]["predicted_minutes_left"]
+    assert ("compaction in" in text) == (minutes is not None), text
+    await page.screenshot(path=screenshots / "board-forecast.png", full_page=True)
+
+
+def chromium_executable() -> str:
+    for candidate in (
+        "/usr/lib/chromium/chromium",
+        shutil.which("chromium"),
+        shutil.which("chromium-browser"),
+    ):
+        if candidate and Path(candidate).is_file():
+            return candidate
+    return missing_tool(
+        "chromium is not installed (scripts/install-system-deps.sh installs Debian's package)"
+    )

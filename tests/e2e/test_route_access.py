@@ -119,6 +119,7 @@ ROUTES: dict[tuple[str, str, str], Row] = {
             f"/sessions/{UNIT}",
             "/usage",
             "/webhooks",
+            "/budgets",
             "/static",
             "/docs",
             "/docs/oauth2-redirect",
