@@ -343,7 +343,7 @@ async function webhooksPage() {
           { "data-status": d.status, "data-session-id": d.session_id, class: `delivery ${d.status}` },
           el("td", {}, when(d.updated_at)),
           el("td", {}, d.kind),
-          el("td", {}, el("a", { href: `/sessions/${encodeURIComponent(d.session_id)}` }, short(d.session_id, 18))),
+          el("td", {}, d.session_id ? el("a", { href: `/sessions/${encodeURIComponent(d.session_id)}` }, short(d.session_id, 18)) : "— (a budget)"),
           el("td", {}, short(d.url, 40)),
           el("td", { class: "status" }, d.status),
           el("td", {}, d.attempts),
