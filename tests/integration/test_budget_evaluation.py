@@ -137,7 +137,7 @@ async def test_hour_of_week_forecast_and_signals_once_per_period(
         expected_forecast(hours, spend, recent, NOW, week_start + 7 * 24 * H), rel=1e-12
     )
     flat = spend + recent / 6 * ((week_start + 7 * 24 * H - NOW) / H)
-    assert abs(e.forecast.forecast_usd - flat) > 1  # the profile moved it: nights and a weekend ahead
+    assert abs(e.forecast.forecast_usd - flat) > 1  # the profile moved it: the nights ahead weigh less
     assert e.status == "ok"
     assert evaluations[day.budget_id].forecast.spend_usd == 4.0
     assert evaluations[day.budget_id].status == "exceeded"
