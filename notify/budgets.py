@@ -18,6 +18,7 @@ from typing import Any, LiteralString
 
 import psycopg
 from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
 
 from dashboard import budget_store
 from notify.budget_payload import budget_payload
@@ -84,7 +85,9 @@ async def raise_signals(
     return True, recorded
 
 
-async def evaluate_all(pool: Any, team_key: str, now: datetime | None = None) -> tuple[int, int]:
+async def evaluate_all(
+    pool: AsyncConnectionPool[Any], team_key: str, now: datetime | None = None
+) -> tuple[int, int]:
     """One round over every tenant with budgets: (signals raised, deliveries recorded)."""
     raised = recorded = 0
     async with pool.connection() as conn:
