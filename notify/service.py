@@ -96,7 +96,7 @@ class NotifyMetrics:
         )
         self.budget_rounds = Counter(
             "tokentide_notify_budget_rounds",
-            "Budget evaluation rounds, by result: ok or error (the database unavailable).",
+            "Budget evaluation rounds, by result: ok or error (a database error; logged).",
             ["result"],
             registry=registry,
         )
@@ -391,14 +391,17 @@ class Notifier:
     # --- budgets -> the delivery log (issue 17, notify.budgets) ------------------------------
 
     async def _budgets_forever(self) -> None:
-        """Evaluate every budget each ``notify_budget_interval_s``; the database unavailable
-        skips a round (logged, counted), never stops the loop."""
+        """Evaluate every budget each ``notify_budget_interval_s``; a database error (unavailable,
+        or a statement refused) skips a round (logged, counted), never stops the loop."""
         while True:
             try:
                 raised, recorded = await evaluate_all(self._store.pool, self._settings.team_attribute)
             except DATABASE_ERRORS as exc:
                 self._metrics.budget_rounds.labels("error").inc()
                 log.warning("budget evaluation skipped, database unavailable: %s", exc)
+            except psycopg.Error as exc:  # a refused statement: the round is lost, not the loop
+                self._metrics.budget_rounds.labels("error").inc()
+                log.error("budget evaluation failed: %s", exc)
             else:
                 self._metrics.budget_rounds.labels("ok").inc()
                 self._metrics.budget_signals.inc(raised)
