@@ -280,6 +280,25 @@ def test_a_team_budget_crossed_by_synthetic_sessions_warns_then_exceeds_once_eac
         == 422
     )  # a team budget needs its team
 
+    assert httpx.delete(dashboard + "/api/v1/budgets/bg_000000000000", timeout=10).status_code == 404
+    assert httpx.delete(dashboard + "/api/v1/budgets/not-a-budget", timeout=10).status_code == 422
+    assert (
+        httpx.put(
+            dashboard + "/api/v1/budgets",
+            json={"scope": "team", "value": "x", "period": "day", "amount_usd": 0},
+            timeout=10,
+        ).status_code
+        == 422
+    )
+    gone = httpx.put(
+        dashboard + "/api/v1/budgets",
+        json={"scope": "user", "value": "zed", "period": "month", "amount_usd": 9},
+        timeout=10,
+    )
+    assert (
+        httpx.delete(dashboard + f"/api/v1/budgets/{gone.json()['budget_id']}", timeout=10).status_code == 204
+    )
+
     ours, theirs = str(uuid.uuid4()), str(uuid.uuid4())
     post_logs(pipeline, api_requests(ours, "platform", "alice", 3, 0))
     post_logs(pipeline, api_requests(theirs, "research", "bob", 4, 0))  # another team: not counted
