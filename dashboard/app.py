@@ -31,11 +31,13 @@ from dashboard.auth import (
     current_tenant,
     set_current_caller,
 )
+from dashboard.budget_routes import add_budget_routes
 from dashboard.checkpoints import add_checkpoint_routes
 from dashboard.filters import Bucket, GroupBy, SessionQuery, UsageOut, usage_group
 from dashboard.insights import add_insight_routes
 from dashboard.limits import DEFAULT_MAX_BODY_BYTES, BodyLimit, NoNulBytes
 from dashboard.queries import SessionOut, SessionPage, session_out, signal_out
+from dashboard.session_forecast import attach_forecasts
 from dashboard.timeline import add_timeline_route
 from dashboard.usage_exporter import add_usage_metrics
 from dashboard.web_sessions import COOKIE, WebSessions, cookie_secure
@@ -105,10 +107,16 @@ def create_app(settings: DashboardSettings, registry: CollectorRegistry | None =
     _add_usage_and_stream(app, pool, settings, tenant, authenticator)
     add_timeline_route(app, pool, tenant)
     add_checkpoint_routes(
-        app, pool, tenant, settings.checkpoint_transcript_max_bytes, open_mode=settings.open_mode
+        app,
+        pool,
+        tenant,
+        settings.checkpoint_transcript_max_bytes,
+        open_mode=settings.open_mode,
+        team_key=settings.team_attribute,
     )
     add_webhook_routes(app, pool, tenant)
     add_insight_routes(app, pool, tenant, settings.team_attribute)
+    add_budget_routes(app, pool, tenant, settings.team_attribute)
     _add_web_ui(app)
 
     _add_health(app, pool, registry)
@@ -140,11 +148,11 @@ def _add_session_routes(
         async with pool.connection() as conn:
             rows = await (await conn.execute(page, params)).fetchall()
             count = await (await conn.execute(count_sql, params)).fetchone()
+            now = datetime.now(UTC)
+            sessions = [session_out(r, now) for r in rows]
+            await attach_forecasts(conn, tenant(), sessions, queries.ENDED_AFTER)
         total = count["count"] if count else 0
-        now = datetime.now(UTC)
-        return SessionPage(
-            sessions=[session_out(r, now) for r in rows], total=total, limit=limit, offset=offset
-        )
+        return SessionPage(sessions=sessions, total=total, limit=limit, offset=offset)
 
     @app.get("/api/v1/sessions/{session_id}")
     async def get_session(session_id: str) -> SessionOut:
@@ -154,7 +162,8 @@ def _add_session_routes(
             if row is None:
                 raise HTTPException(status_code=404, detail=f"no session {session_id!r}")
             signals = await (await conn.execute(queries.SESSION_SIGNALS, (tenant(), session_id))).fetchall()
-        session = session_out(row, datetime.now(UTC))
+            session = session_out(row, datetime.now(UTC))
+            await attach_forecasts(conn, tenant(), [session], queries.ENDED_AFTER)
         session.signals = [signal_out(s) for s in signals]
         return session
 
@@ -397,6 +406,10 @@ def _add_web_ui(app: FastAPI) -> None:
     @app.get("/webhooks", include_in_schema=False)
     async def webhooks_page() -> FileResponse:
         return page("webhooks")
+
+    @app.get("/budgets", include_in_schema=False)
+    async def budgets_page() -> FileResponse:
+        return page("budgets")
 
 
 class LoginIn(BaseModel):

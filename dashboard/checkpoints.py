@@ -50,6 +50,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel, ConfigDict, Field
 
+from dashboard.budget_routes import BudgetSignalOut, open_budget_signals
 from dashboard.queries import GET_SESSION, session_out
 from dashboard.timestamps import Timestamp
 
@@ -151,6 +152,8 @@ class HookState(BaseModel):
     predicted_minutes_left: float | None = None
     open_signal: str | None = None
     latest_checkpoint_at: Timestamp | None = None
+    #: Open budget signals of the session's tenant, team, user or project (issue 17).
+    budget_signals: list[BudgetSignalOut] = []
 
 
 def summary_of(session: dict[str, Any] | None, last_prompts: list[str], body: CheckpointIn) -> dict[str, Any]:
@@ -244,7 +247,13 @@ Proof = Annotated[str | None, Header(alias=PROOF_HEADER, description="HMAC-SHA25
 
 
 def add_checkpoint_routes(
-    app: FastAPI, pool: Pool, tenant: Callable[[], str], transcript_max_bytes: int, *, open_mode: bool = False
+    app: FastAPI,
+    pool: Pool,
+    tenant: Callable[[], str],
+    transcript_max_bytes: int,
+    *,
+    open_mode: bool = False,
+    team_key: str = "team",
 ) -> None:
     """The read routes and the hook routes above; ``open_mode`` checks no session proof (open
     mode authenticates nobody)."""
@@ -346,6 +355,7 @@ def add_checkpoint_routes(
             params = {"tenant": tenant(), "session": session_id, "kinds": list(LEVEL_KINDS)}
             signal = await (await conn.execute(_OPEN_SIGNAL, params)).fetchone()
             newest_row = await (await conn.execute(_SELECT, (tenant(), session_id, 1))).fetchone()
+            budget_signals = await open_budget_signals(conn, tenant(), session_id, team_key)
         context = session_out(row, datetime.now().astimezone()).context
         return HookState(
             session_id=session_id,
@@ -357,6 +367,7 @@ def add_checkpoint_routes(
             predicted_minutes_left=context.predicted_minutes_left,
             open_signal=signal["kind"] if signal else None,
             latest_checkpoint_at=newest_row["created_at"] if newest_row else None,
+            budget_signals=budget_signals,
         )
 
 

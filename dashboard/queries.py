@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from dashboard.session_forecast import SessionForecastOut
 from dashboard.timestamps import Timestamp
 
 SESSION_COLUMNS = """
@@ -124,6 +125,8 @@ class SessionOut(BaseModel):
     started_at: Timestamp
     last_seen_at: Timestamp
     signals: list[SignalOut] | None = None
+    #: Expected cost at the end of a session that has not ended (``dashboard.session_forecast``).
+    forecast: SessionForecastOut | None = None
 
 
 class SessionPage(BaseModel):

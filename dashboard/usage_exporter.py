@@ -39,6 +39,10 @@ What is exposed (the families are listed in :data:`FAMILIES`):
   ``tokentide_sessions_context_ratio_others{tenant}`` (how many) and
   ``tokentide_sessions_context_ratio_others_max{tenant}`` (the highest ratio among them).
   Cardinality is bounded by tenants x (top N + a few).
+- ``tokentide_budget_usd``, ``tokentide_budget_spend_usd`` and
+  ``tokentide_budget_forecast_usd{tenant,scope,value,period}`` (issue 17): each budget's amount,
+  its spend in the current period so far and the forecast at the period's end, the numbers of
+  ``GET /api/v1/budgets`` (``dashboard.budget_store``); ``value`` is "" for a tenant budget.
 - ``tokentide_signals_open{tenant,kind}``: active sessions whose last ``context_warning``,
   ``checkpoint_requested`` or ``context_critical`` was raised after their last compaction
   (``compaction_observed``), i.e. still standing.
@@ -68,6 +72,8 @@ from prometheus_client.registry import Collector
 from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from pydantic import BaseModel, ConfigDict, Field
+
+from dashboard import budget_store
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +148,19 @@ class TenantActivity:
     others_max: float
 
 
+@dataclass(frozen=True, slots=True)
+class BudgetSeries:
+    """One budget at the scrape (``dashboard.budget_store.evaluate``: what the API shows)."""
+
+    tenant: str
+    scope: str
+    value: str
+    period: str
+    amount_usd: float
+    spend_usd: float
+    forecast_usd: float
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """What one scrape read from the database."""
@@ -154,6 +173,7 @@ class Snapshot:
     signals_total: dict[tuple[str, str], int] = field(default_factory=dict)
     #: (tenant, kind) -> active sessions with that signal standing.
     signals_open: dict[tuple[str, str], int] = field(default_factory=dict)
+    budgets: tuple[BudgetSeries, ...] = ()
     query_seconds: float = 0.0
 
     def of_tenant(self, tenant: str | None) -> Snapshot:
@@ -167,6 +187,7 @@ class Snapshot:
             activity=tuple(a for a in self.activity if a.tenant == tenant),
             signals_total={k: v for k, v in self.signals_total.items() if k[0] == tenant},
             signals_open={k: v for k, v in self.signals_open.items() if k[0] == tenant},
+            budgets=tuple(b for b in self.budgets if b.tenant == tenant),
             query_seconds=self.query_seconds,
         )
 
@@ -182,6 +203,9 @@ FAMILIES = (
     "tokentide_sessions_context_ratio_others",
     "tokentide_sessions_context_ratio_others_max",
     "tokentide_signals_open",
+    "tokentide_budget_usd",
+    "tokentide_budget_spend_usd",
+    "tokentide_budget_forecast_usd",
     "tokentide_usage_query_seconds",
 )
 
@@ -285,11 +309,36 @@ def families(snapshot: Snapshot, monotonic: Monotonic) -> Iterator[Metric]:
         for kind in LEVEL_KINDS:
             open_signals.add_metric((tenant, kind), snapshot.signals_open.get((tenant, kind), 0))
     yield open_signals
+    yield from budget_families(snapshot.budgets)
     yield GaugeMetricFamily(
         "tokentide_usage_query_seconds",
         "Time the last usage queries took.",
         value=snapshot.query_seconds,
     )
+
+
+def budget_families(series: Sequence[BudgetSeries]) -> Iterator[Metric]:
+    """The budget gauges (issue 17): amount, spend so far in the current period and the
+    forecast at its end, per tenant, scope (tenant, team, user, project), value ("" for a
+    tenant budget) and period (day, week, month)."""
+    labels = ["tenant", "scope", "value", "period"]
+    amount = GaugeMetricFamily("tokentide_budget_usd", "Budget amount in USD per period.", labels=labels)
+    spend = GaugeMetricFamily(
+        "tokentide_budget_spend_usd", "Spend in USD in the budget's current period so far.", labels=labels
+    )
+    forecast = GaugeMetricFamily(
+        "tokentide_budget_forecast_usd",
+        "Forecast spend in USD at the end of the budget's current period (tokentide.budgets).",
+        labels=labels,
+    )
+    for b in series:
+        key = (b.tenant, b.scope, b.value, b.period)
+        amount.add_metric(key, b.amount_usd)
+        spend.add_metric(key, b.spend_usd)
+        forecast.add_metric(key, b.forecast_usd)
+    yield amount
+    yield spend
+    yield forecast
 
 
 class UsageCollector(Collector):
@@ -424,6 +473,7 @@ async def fetch_snapshot(conn: psycopg.AsyncConnection[Any], settings: UsageMetr
         )
         signals_total = {(r[0], r[1]): int(r[2]) for r in await _rows(cur, SIGNALS_TOTAL_SQL, params)}
         signals_open = {(r[0], r[1]): int(r[2]) for r in await _rows(cur, SIGNALS_OPEN_SQL, params)}
+        budgets = await _budgets(conn, settings.team_attribute)
     return Snapshot(
         tenants=tenants,
         usage=usage,
@@ -431,8 +481,30 @@ async def fetch_snapshot(conn: psycopg.AsyncConnection[Any], settings: UsageMetr
         activity=activity,
         signals_total=signals_total,
         signals_open=signals_open,
+        budgets=budgets,
         query_seconds=time.perf_counter() - started,
     )
+
+
+async def _budgets(conn: psycopg.AsyncConnection[Any], team_key: str) -> tuple[BudgetSeries, ...]:
+    """Every tenant's budgets, evaluated at one instant as ``GET /api/v1/budgets`` does."""
+    now = await budget_store.database_now(conn)
+    out = []
+    for tenant in await budget_store.tenants_with_budgets(conn):
+        for e in await budget_store.evaluate(conn, tenant, team_key, now):
+            b = e.budget
+            out.append(
+                BudgetSeries(
+                    b.tenant,
+                    str(b.scope),
+                    b.value,
+                    str(b.period),
+                    b.amount_usd,
+                    e.forecast.spend_usd,
+                    e.forecast.forecast_usd,
+                )
+            )
+    return tuple(out)
 
 
 async def _rows(

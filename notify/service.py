@@ -31,6 +31,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from psycopg_pool import PoolTimeout
 
+from notify.budgets import evaluate_all
 from notify.core import Backoff, Outcome, Status, delivery_headers, encode_body, outcome
 from notify.store import Claimed, DeliveryStore
 from tokentide.records import DecodeError, SessionSignal, SignalBatch
@@ -86,6 +87,17 @@ class NotifyMetrics:
         self.database_retries = Counter(
             "tokentide_notify_database_retries",
             "Database operations retried because the database was unavailable.",
+            registry=registry,
+        )
+        self.budget_signals = Counter(
+            "tokentide_notify_budget_signals",
+            "Budget signals raised (budget_warning, budget_exceeded; once per budget and period).",
+            registry=registry,
+        )
+        self.budget_rounds = Counter(
+            "tokentide_notify_budget_rounds",
+            "Budget evaluation rounds, by result: ok or error (a database error; logged).",
+            ["result"],
             registry=registry,
         )
         for status in (Status.DELIVERED, Status.FAILED, Status.DEAD):
@@ -151,6 +163,7 @@ class Notifier:
         self._tasks = [
             asyncio.create_task(self._consume(), name="notify-consume"),
             asyncio.create_task(self._deliver_forever(), name="notify-deliver"),
+            asyncio.create_task(self._budgets_forever(), name="notify-budgets"),
         ]
         for task in self._tasks:
             task.add_done_callback(_log_failure)
@@ -374,3 +387,25 @@ class Notifier:
                 delay = min(delay * 2, 5.0)
                 continue
             return
+
+    # --- budgets -> the delivery log (issue 17, notify.budgets) ------------------------------
+
+    async def _budgets_forever(self) -> None:
+        """Evaluate every budget each ``notify_budget_interval_s``; a database error (unavailable,
+        or a statement refused) skips a round (logged, counted), never stops the loop."""
+        while True:
+            try:
+                raised, recorded = await evaluate_all(self._store.pool, self._settings.team_attribute)
+            except DATABASE_ERRORS as exc:
+                self._metrics.budget_rounds.labels("error").inc()
+                log.warning("budget evaluation skipped, database unavailable: %s", exc)
+            except psycopg.Error as exc:  # a refused statement: the round is lost, not the loop
+                self._metrics.budget_rounds.labels("error").inc()
+                log.error("budget evaluation failed: %s", exc)
+            else:
+                self._metrics.budget_rounds.labels("ok").inc()
+                self._metrics.budget_signals.inc(raised)
+                self._metrics.recorded.inc(recorded)
+                if recorded:
+                    self._wake.set()
+            await asyncio.sleep(self._settings.notify_budget_interval_s)

@@ -106,6 +106,11 @@ class DeliveryStore:
         """Safe to call twice."""
         await self._pool.close()
 
+    @property
+    def pool(self) -> Pool:
+        """The store's pool (the budget evaluation, ``notify.budgets``, shares it)."""
+        return self._pool
+
     async def ping(self) -> None:
         async with self._pool.connection(timeout=2) as conn:
             await conn.execute("SELECT 1")

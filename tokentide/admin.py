@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypedDict, cast
 
+from tokentide import budgets
 from tokentide.tenancy import TENANT_NAME_PATTERN, Redaction
 
 if TYPE_CHECKING:
@@ -333,9 +334,16 @@ def revoke_key(conn: Connection, key_id: str) -> KeyInfo:
 
 # --- webhooks (issue 8: notifications) ---------------------------------------------------------
 
-#: The signal kinds a webhook may filter on (``tokentide.records.SignalKind``'s values; kept
-#: here as strings so that this module does not import the records at start-up).
-WEBHOOK_KINDS = ("context_warning", "checkpoint_requested", "context_critical", "compaction_observed")
+#: The signal kinds a webhook may filter on (``tokentide.records.SignalKind``'s values, kept
+#: here as strings so that this module does not import the records at start-up, and the
+#: budget kinds, ``tokentide.budgets.BudgetKind``).
+WEBHOOK_KINDS = (
+    "context_warning",
+    "checkpoint_requested",
+    "context_critical",
+    "compaction_observed",
+    *(str(k) for k in budgets.BudgetKind),
+)
 WEBHOOK_ID_PATTERN = r"wh_[0-9a-f]{12}"
 WEBHOOK_SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix, not a secret
 
@@ -1106,6 +1114,155 @@ def _webhook_commands(objects: argparse._SubParsersAction[argparse.ArgumentParse
     test.set_defaults(handler=_webhook_test)
 
 
+# --- budgets (issue 17) -------------------------------------------------------------------------
+
+
+class UnknownBudget(AdminError):
+    """No budget with that id (of that tenant)."""
+
+
+class BadBudget(AdminError):
+    """A budget that cannot be set (:class:`tokentide.budgets.InvalidBudget`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetInfo:
+    budget_id: str
+    tenant: str
+    scope: str
+    value: str
+    period: str
+    amount_usd: float
+    created_at: datetime
+    updated_at: datetime
+
+
+def _budget(row: TupleRow) -> BudgetInfo:
+    budget_id, tenant, scope, value, period, amount, created_at, updated_at = row
+    return BudgetInfo(budget_id, tenant, scope, value, period, float(amount), created_at, updated_at)
+
+
+def set_budget(
+    conn: Connection, tenant: str, *, scope: str, value: str | None, period: str, amount_usd: float
+) -> BudgetInfo:
+    """Set ``tenant``'s ``period`` budget of ``scope`` ``value`` to ``amount_usd`` (a new one, or
+    the existing one's amount changed; its id and signals stay)."""
+    try:
+        known = budgets.checked(scope, value, period, amount_usd)
+    except budgets.InvalidBudget as exc:
+        raise BadBudget(str(exc)) from None
+    _require_tenant(conn, tenant)
+    known_scope, known_value, known_period, amount = known
+    row = conn.execute(
+        budgets.UPSERT_BUDGET,
+        {
+            "budget_id": budgets.new_budget_id(secrets.token_hex(6)),
+            "tenant": tenant,
+            "scope": str(known_scope),
+            "value": known_value,
+            "period": str(known_period),
+            "amount": amount,
+        },
+    ).fetchone()
+    if row is None:  # INSERT ... RETURNING always returns its row
+        raise AdminError("budget not set")
+    return _budget(row)
+
+
+def list_budgets(conn: Connection, tenant: str | None = None) -> list[BudgetInfo]:
+    """Every budget (of ``tenant`` if given)."""
+    if tenant is not None:
+        _require_tenant(conn, tenant)
+    rows = conn.execute(
+        "SELECT budget_id, tenant_id, scope, scope_value, period, amount_usd, created_at, updated_at"
+        " FROM budgets WHERE %(tenant)s::text IS NULL OR tenant_id = %(tenant)s"
+        " ORDER BY tenant_id, scope, scope_value, period",
+        {"tenant": tenant},
+    ).fetchall()
+    return [_budget(r) for r in rows]
+
+
+def delete_budget(conn: Connection, tenant: str, budget_id: str) -> BudgetInfo:
+    """Delete ``tenant``'s budget ``budget_id`` and its signals."""
+    row = conn.execute(budgets.DELETE_BUDGET, {"tenant": tenant, "budget_id": budget_id}).fetchone()
+    if row is None:
+        raise UnknownBudget(
+            f"no budget {budget_id!r} of tenant {tenant!r} (see `tokentide admin budget list`)"
+        )
+    return _budget(row)
+
+
+def _budget_set(conn: Connection, args: argparse.Namespace) -> None:
+    info = set_budget(
+        conn, args.tenant, scope=args.scope, value=args.value, period=args.period, amount_usd=args.amount_usd
+    )
+    _out(info.budget_id)
+    _err(
+        f"budget {info.budget_id}: {budgets.scope_label(budgets.Scope(info.scope), info.value)} of "
+        f"tenant {info.tenant!r}, {info.amount_usd:,.2f} USD per {info.period}"
+    )
+
+
+def _budget_list(conn: Connection, args: argparse.Namespace) -> None:
+    _table(
+        ("BUDGET_ID", "TENANT", "SCOPE", "VALUE", "PERIOD", "AMOUNT_USD", "UPDATED"),
+        [
+            (
+                b.budget_id,
+                b.tenant,
+                b.scope,
+                b.value or "-",
+                b.period,
+                f"{b.amount_usd:.2f}",
+                _time(b.updated_at),
+            )
+            for b in list_budgets(conn, args.tenant)
+        ],
+    )
+
+
+def _budget_delete(conn: Connection, args: argparse.Namespace) -> None:
+    info = delete_budget(conn, args.tenant, args.budget_id)
+    _out(f"deleted budget {info.budget_id} of tenant {info.tenant!r} and its signals")
+
+
+def _amount(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"an amount in USD, not {text!r}") from None
+    if not (math.isfinite(value) and 0 < value <= budgets.MAX_AMOUNT_USD):
+        raise argparse.ArgumentTypeError(f"more than 0 and at most {budgets.MAX_AMOUNT_USD:,.0f} USD")
+    return value
+
+
+def _budget_commands(objects: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Declare ``tokentide admin budget set|list|delete``."""
+    budget = objects.add_parser(
+        "budget", help="set, list or delete USD budgets per tenant, team, user, project"
+    )
+    actions = budget.add_subparsers(dest="admin_action", required=True, metavar="ACTION")
+    setting = actions.add_parser(
+        "set",
+        help="set a daily, weekly or monthly budget (prints its id); setting it again changes the amount",
+    )
+    setting.add_argument("--tenant", required=True, metavar="NAME")
+    setting.add_argument("--scope", required=True, choices=[str(s) for s in budgets.Scope])
+    setting.add_argument(
+        "--value", metavar="TEXT", help="the team, user or project (none for --scope tenant)"
+    )
+    setting.add_argument("--period", required=True, choices=[str(p) for p in budgets.Period])
+    setting.add_argument("--amount-usd", required=True, type=_amount, metavar="USD")
+    setting.set_defaults(handler=_budget_set)
+    listing = actions.add_parser("list", help="list budgets")
+    listing.add_argument("--tenant", metavar="NAME", help="only this tenant's budgets")
+    listing.set_defaults(handler=_budget_list)
+    delete = actions.add_parser("delete", help="delete a budget and its signals")
+    delete.add_argument("--tenant", required=True, metavar="NAME")
+    delete.add_argument("budget_id", metavar="BUDGET_ID")
+    delete.set_defaults(handler=_budget_delete)
+
+
 def add_commands(parser: argparse.ArgumentParser) -> None:
     """Declare ``tokentide admin ...`` on ``parser``; every leaf sets the ``handler`` :func:`run` calls."""
     objects = parser.add_subparsers(dest="admin_object", required=True, metavar="OBJECT")
@@ -1153,6 +1310,7 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     revoke.set_defaults(handler=_key_revoke)
 
     _webhook_commands(objects)
+    _budget_commands(objects)
 
     topics_help = (
         "create the pipeline's Kafka topics, the stream stage's changelog and dead-letter topic, or "

@@ -31,7 +31,8 @@ use). The dashboard binds a session to the first proof it sees and refuses any o
 another holder of the ingest key can neither write a checkpoint into this developer's sessions
 nor read theirs back.
 
-**What it prints is data, never instructions.** The notice is built from numbers only; the
+**What it prints is data, never instructions.** The notice is built from numbers only (the
+budget line adds closed-set words: scope, period, kind; never a team, user or project name); the
 checkpoint printed at SessionStart is one JSON block (every string escaped, ``<`` and ``>``
 included, so nothing in it can close the block or start a line of its own) under a line that
 says it is saved data to be treated as such. The server's answers are checked and capped here
@@ -180,7 +181,9 @@ def pre_compact(event: dict[str, Any]) -> str:
 
 def user_prompt_submit(event: dict[str, Any]) -> str:
     state = request("GET", event["session_id"])
-    return notice(state) if isinstance(state, dict) else ""
+    if not isinstance(state, dict):
+        return ""
+    return "\n".join(line for line in (notice(state), budget_notice(state)) if line)
 
 
 def session_start(event: dict[str, Any]) -> str:
@@ -215,6 +218,39 @@ def notice(state: dict[str, Any]) -> str:
     saved_at = _time(state.get("latest_checkpoint_at"))
     parts.append(f"a checkpoint was saved at {saved_at}" if saved_at else "no checkpoint saved yet")
     return "; ".join(parts) + ". Consider wrapping up the current step or compacting."
+
+
+#: Budget scopes, periods and signal kinds the budget notice names (closed sets: a value the
+#: server sends outside them is left out, and so are the team, user and project names).
+BUDGET_SCOPES = ("tenant", "team", "user", "project")
+BUDGET_PERIODS = {"day": "daily", "week": "weekly", "month": "monthly"}
+BUDGET_KINDS = {"budget_exceeded": "exceeded", "budget_warning": "forecast to be exceeded"}
+
+
+def budget_notice(state: dict[str, Any]) -> str:
+    """One line for the open budget signals of the session's tenant, team, user or project
+    (``budget_signals`` of the hook route), else ''. Only closed-set words and numbers."""
+    parts = []
+    signals = state.get("budget_signals")
+    for signal in signals if isinstance(signals, list) else []:
+        if not isinstance(signal, dict):
+            continue
+        scope, period, raw_kind = signal.get("scope"), signal.get("period"), signal.get("kind")
+        kind = BUDGET_KINDS.get(raw_kind) if isinstance(raw_kind, str) else None
+        amount, spend, forecast = (
+            _number(signal.get("amount_usd")),
+            _number(signal.get("spend_usd")),
+            _number(signal.get("forecast_usd")),
+        )
+        if scope not in BUDGET_SCOPES or period not in BUDGET_PERIODS or not kind:
+            continue
+        if amount is None or spend is None or forecast is None:
+            continue
+        parts.append(
+            f"{BUDGET_PERIODS[str(period)]} {scope} budget {kind} "
+            f"({spend:,.2f} USD spent of {amount:,.2f}, forecast {forecast:,.2f})"
+        )
+    return "tokentide: " + "; ".join(parts) + "." if parts else ""
 
 
 def resume_text(checkpoint: dict[str, Any]) -> str:

@@ -377,6 +377,10 @@ class SignalKind(enum.StrEnum):
     CHECKPOINT_REQUESTED = "checkpoint_requested"
     CONTEXT_CRITICAL = "context_critical"
     COMPACTION_OBSERVED = "compaction_observed"
+    #: Budget signals (issue 17): raised by the notifier's budget evaluation (``notify.budgets``,
+    #: ``tokentide.budgets.BudgetKind``), never by the stream stage nor on ``session.signals``.
+    BUDGET_WARNING = "budget_warning"
+    BUDGET_EXCEEDED = "budget_exceeded"
 
 
 class SessionSignal(Record, kw_only=True):

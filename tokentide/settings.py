@@ -346,6 +346,11 @@ class NotifySettings(KafkaSettings, DatabaseSettings):
     notify_poll_s: float = Field(default=1.0, gt=0, le=60)
     #: Most Kafka messages handled per round.
     notify_batch_max_messages: int = Field(default=200, ge=1)
+    #: How often budgets are evaluated (spend, forecast) and budget signals raised (issue 17).
+    notify_budget_interval_s: float = Field(default=60.0, gt=0, le=3600)
+    #: The team resource attribute, as the dashboard's ``TOKENTIDE_TEAM_ATTRIBUTE``: team
+    #: budgets read the same attribute.
+    team_attribute: str = Field(default="team", min_length=1)
 
 
 #: The tenant every export belongs to in open mode.

@@ -52,6 +52,7 @@ function card(s) {
     el("div", { class: "meta" }, `${s.agent} · ${short(s.user_id)} · ${c.model || s.models[0] || "no model yet"}`),
     el("div", { class: "gauge", title: contextText(c) }, el("div", { class: "fill" })),
     el("div", { class: "meta context" }, contextText(c)),
+    forecastLine(s),
     el(
       "div",
       { class: "numbers" },
@@ -62,6 +63,20 @@ function card(s) {
   );
   node.querySelector(".fill").style.width = `${Math.min(100, c.ratio * 100).toFixed(1)}%`;
   return node;
+}
+
+// The session's expected cost at its end (its own pace; its project's past sessions) next to
+// the time until the next compaction (dashboard.session_forecast).
+function forecastLine(s) {
+  const f = s.forecast;
+  if (!f) return "";
+  const parts = [];
+  if (f.own_pace_usd != null) parts.push(`${usd(f.own_pace_usd)} at this pace`);
+  if (f.project_usd != null) parts.push(`${usd(f.project_usd)} typical of ${short(f.project, 16)} (${f.history_sessions} sessions)`);
+  const head = parts.length ? "forecast " : "";
+  if (!parts.length) parts.push(f.project ? `no cost forecast yet (${f.history_sessions} ended sessions of ${short(f.project, 16)})` : "no cost forecast (no project)");
+  if (f.minutes_to_compaction != null) parts.push(`compaction in ~${Math.round(f.minutes_to_compaction)} min`);
+  return el("div", { class: "meta forecast" }, head + parts.join(" · "));
 }
 
 function signalItem(sig) {
@@ -87,8 +102,12 @@ async function board() {
   const cards = document.getElementById("cards");
   const feed = document.getElementById("feed");
   const empty = document.getElementById("no-sessions");
+  // The event stream's sessions carry no forecast: the last one the list gave is kept.
+  const forecasts = new Map();
   const show = (s) => {
     if (s.status === "ended") return;
+    if (s.forecast) forecasts.set(s.session_id, s.forecast);
+    else s.forecast = forecasts.get(s.session_id) || null;
     const old = cards.querySelector(`[data-session-id="${CSS.escape(s.session_id)}"]`);
     const fresh = card(s);
     if (old) old.replaceWith(fresh);
@@ -105,6 +124,8 @@ async function board() {
   );
   const page = await api("/api/v1/sessions?limit=200");
   page.sessions.reverse().forEach(show);
+  // Forecasts move with cost and time: the list (with them) is read again every minute.
+  setInterval(async () => (await api("/api/v1/sessions?limit=200&active=true")).sessions.reverse().forEach(show), 60000);
   for (const s of page.sessions.filter((s) => s.signals)) s.signals.forEach((g) => feed.append(signalItem(g)));
   setInterval(() => cards.querySelectorAll(".last").forEach((n) => (n.textContent = ago(n.dataset.at))), 5000);
 }
@@ -322,7 +343,7 @@ async function webhooksPage() {
           { "data-status": d.status, "data-session-id": d.session_id, class: `delivery ${d.status}` },
           el("td", {}, when(d.updated_at)),
           el("td", {}, d.kind),
-          el("td", {}, el("a", { href: `/sessions/${encodeURIComponent(d.session_id)}` }, short(d.session_id, 18))),
+          el("td", {}, d.session_id ? el("a", { href: `/sessions/${encodeURIComponent(d.session_id)}` }, short(d.session_id, 18)) : "— (a budget)"),
           el("td", {}, short(d.url, 40)),
           el("td", { class: "status" }, d.status),
           el("td", {}, d.attempts),
@@ -337,7 +358,39 @@ async function webhooksPage() {
   setInterval(render, 5000);
 }
 
-const pages = { board, session: sessionPage, usage: usagePage, webhooks: webhooksPage, ...window.insightPages };
+// Budgets: each one's spend in its current period, the forecast at the period's end, a bar.
+async function budgetsPage() {
+  const render = async () => {
+    const list = (await api("/api/v1/budgets")).budgets;
+    const table = document.getElementById("budgets");
+    const until = (iso) => new Date(iso).toISOString().slice(0, 16).replace("T", " ");
+    table.replaceChildren(
+      el("tr", {}, ...["budget", "period", "amount", "spent", "forecast", "", "status", "until (UTC)"].map((h) => el("th", {}, h))),
+      ...list.map((b) => {
+        const bar = el("div", { class: "gauge" }, el("div", { class: "fill" }), el("div", { class: "mark" }));
+        bar.querySelector(".fill").style.width = `${Math.min(100, (100 * b.spend_usd) / b.amount_usd).toFixed(1)}%`;
+        bar.querySelector(".mark").style.left = `${Math.min(100, (100 * b.forecast_usd) / b.amount_usd).toFixed(1)}%`;
+        return el(
+          "tr",
+          { class: `budget ${b.status}`, "data-budget-id": b.budget_id, "data-status": b.status },
+          el("td", {}, b.scope === "tenant" ? "tenant" : `${b.scope} ${b.value}`),
+          el("td", {}, b.period),
+          el("td", {}, usd(b.amount_usd)),
+          el("td", { class: "spent" }, usd(b.spend_usd)),
+          el("td", { class: "forecast" }, usd(b.forecast_usd)),
+          el("td", { class: "bar" }, bar),
+          el("td", { class: "status" }, b.status),
+          el("td", {}, until(b.period_end)),
+        );
+      }),
+    );
+    if (!list.length) table.append(el("tr", {}, el("td", { class: "empty" }, "No budget yet.")));
+  };
+  await render();
+  setInterval(render, 15000);
+}
+
+const pages = { board, session: sessionPage, usage: usagePage, webhooks: webhooksPage, budgets: budgetsPage, ...window.insightPages };
 account();
 pages[document.body.dataset.page]().catch((err) => {
   if (err instanceof HttpError && err.status === 401) return login();

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 import yaml
 from fastapi import FastAPI
@@ -50,6 +51,7 @@ from tests.support.services import (
     kafka_bootstrap,
     missing_tool,
 )
+from tokentide import admin
 from tokentide.hook import session_proof
 from tokentide.settings import (
     DashboardSettings,
@@ -117,6 +119,7 @@ ROUTES: dict[tuple[str, str, str], Row] = {
             f"/sessions/{UNIT}",
             "/usage",
             "/webhooks",
+            "/budgets",
             "/recommendations",
             "/compare",
             "/static",
@@ -137,6 +140,10 @@ ROUTES: dict[tuple[str, str, str], Row] = {
     ("dashboard", "GET", "/api/v1/usage"): Row(READERS),
     ("dashboard", "GET", "/api/v1/stream"): Row(READERS),
     ("dashboard", "GET", "/api/v1/webhooks/deliveries"): Row(READERS),
+    # Budgets: read by readers, set and deleted with the admin token only (issue 17).
+    ("dashboard", "GET", "/api/v1/budgets"): Row(READERS, shows="bg_", hides="globex-team"),
+    ("dashboard", "PUT", "/api/v1/budgets"): Row(frozenset({Cred.ADMIN})),
+    ("dashboard", "DELETE", "/api/v1/budgets/{budget_id}"): Row(frozenset({Cred.ADMIN})),
     ("dashboard", "GET", "/api/v1/recommendations"): Row(READERS, shows='"recommendations"'),
     ("dashboard", "GET", "/api/v1/compare"): Row(READERS, shows='"groups"'),
     ("dashboard", "GET", "/metrics/usage"): Row(
@@ -213,6 +220,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClosedPipeline]:
 class Credentials:
     tokens: dict[Cred, str]
     cookie: str
+    #: A budget of acme's, for the DELETE probe (the admin's deletes it).
+    budget_id: str = ""
 
 
 async def telemetry(client: httpx.AsyncClient, stack: ClosedPipeline, tenant: str, session_id: str) -> None:
@@ -265,7 +274,10 @@ async def credentials(stack: ClosedPipeline) -> Credentials:
         Cred.ADMIN: ADMIN_TOKEN,
         Cred.METRICS: METRICS_TOKEN,
     }
-    return Credentials(tokens, cookie)
+    with psycopg.connect(stack.database_url) as conn:
+        budget = admin.set_budget(conn, "acme", scope="team", value="acme-team", period="day", amount_usd=5)
+        admin.set_budget(conn, "globex", scope="team", value="globex-team", period="day", amount_usd=5)
+    return Credentials(tokens, cookie, budget.budget_id)
 
 
 def request_for(
@@ -288,6 +300,9 @@ def request_for(
             url = "/static/app.js"
         if url == "/api/v1/usage":
             kwargs["params"]["group_by"] = "model"
+        if url == "/api/v1/budgets" and method == "PUT":
+            kwargs["json"] = {"scope": "tenant", "period": "month", "amount_usd": 100}
+        url = url.replace("{budget_id}", creds.budget_id)
         if url.startswith("/api/v1/hook/"):
             headers[PROOF_HEADER] = session_proof(SECRET, SESSION)
         if url == "/api/v1/login":

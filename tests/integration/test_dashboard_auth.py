@@ -411,7 +411,7 @@ async def test_the_first_hook_call_binds_the_session_before_any_telemetry(
     state = await client.get("/api/v1/hook/sessions/brand-new", headers=hook_headers(world, "brand-new"))
     unknown = ("ratio", "tokens", "limit", "predicted_requests_left", "predicted_minutes_left")
     nothing = dict.fromkeys((*unknown, "open_signal", "latest_checkpoint_at"))
-    assert state.json() == {"session_id": "brand-new", "known": False, **nothing}
+    assert state.json() == {"session_id": "brand-new", "known": False, **nothing, "budget_signals": []}
     theirs = hook_headers(world, "brand-new", secret=b"someone who learned the id later")
     assert (await client.get("/api/v1/hook/sessions/brand-new", headers=theirs)).status_code == 403
     # The binding is per tenant: another tenant's agents have sessions of their own.

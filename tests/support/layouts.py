@@ -16,6 +16,8 @@ from __future__ import annotations
 #: Paths relative to tests/: a file, or a folder (ending in ``/``) and everything in it.
 DB_LAYOUT = (
     "e2e/",
+    "integration/test_budget_evaluation.py",
+    "integration/test_budget_spend.py",
     "integration/test_dashboard_auth.py",
     "integration/test_grafana_dashboards.py",
     "integration/test_insights.py",

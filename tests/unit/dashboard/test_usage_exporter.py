@@ -15,6 +15,7 @@ from dashboard.usage_exporter import (
     FAMILIES,
     LEVEL_KINDS,
     TOKEN_TYPES,
+    BudgetSeries,
     SessionRatio,
     Snapshot,
     TenantActivity,
@@ -43,6 +44,10 @@ def snapshot(**overrides: object) -> Snapshot:
         "activity": (TenantActivity("acme", 3, 2, 0.5),),
         "signals_total": {("acme", "context_critical"): 4, ("acme", "compaction_observed"): 1},
         "signals_open": {("acme", "context_critical"): 1},
+        "budgets": (
+            BudgetSeries("acme", "team", "platform", "day", 50.0, 12.5, 61.25),
+            BudgetSeries("default", "tenant", "", "month", 100.0, 1.0, 2.0),
+        ),
         "query_seconds": 0.25,
     }
     values.update(overrides)
@@ -116,6 +121,21 @@ def test_every_declared_family_is_exposed() -> None:
     collector.snapshot = snapshot()
     samples, _ = scrape(collector)
     assert {name for name, _ in samples} == set(FAMILIES)
+
+
+def test_budget_gauges_per_tenant_scope_value_and_period() -> None:
+    collector = UsageCollector()
+    collector.snapshot = snapshot()
+    samples, types = scrape(collector)
+    team = {"tenant": "acme", "scope": "team", "value": "platform", "period": "day"}
+    assert samples[key("tokentide_budget_usd", **team)] == 50.0
+    assert samples[key("tokentide_budget_spend_usd", **team)] == 12.5
+    assert samples[key("tokentide_budget_forecast_usd", **team)] == 61.25
+    tenant = {"tenant": "default", "scope": "tenant", "value": "", "period": "month"}
+    assert samples[key("tokentide_budget_forecast_usd", **tenant)] == 2.0
+    assert types["tokentide_budget_usd"] == "gauge"
+    own = collector.snapshot.of_tenant("acme")
+    assert [b.tenant for b in own.budgets] == ["acme"]
 
 
 def test_counters_never_go_down_but_gauges_do() -> None:
