@@ -32,14 +32,17 @@ from dashboard.auth import (
     set_current_caller,
 )
 from dashboard.checkpoints import add_checkpoint_routes
+from dashboard.context_routes import add_context_routes, attach
 from dashboard.filters import Bucket, GroupBy, SessionQuery, UsageOut, usage_group
 from dashboard.limits import DEFAULT_MAX_BODY_BYTES, BodyLimit, NoNulBytes
+from dashboard.plans import PLAN_MAX_BODY_BYTES
 from dashboard.queries import SessionOut, SessionPage, session_out, signal_out
 from dashboard.timeline import add_timeline_route
 from dashboard.usage_exporter import add_usage_metrics
 from dashboard.web_sessions import COOKIE, WebSessions, cookie_secure
 from dashboard.webhooks import add_webhook_routes
-from tokentide.settings import OPEN_MODE_TENANT, DashboardSettings
+from ingest.redact import Redactor
+from tokentide.settings import DEV_REDACTION_KEY, OPEN_MODE_TENANT, DashboardSettings
 
 log = logging.getLogger(__name__)
 
@@ -107,12 +110,15 @@ def create_app(settings: DashboardSettings, registry: CollectorRegistry | None =
         app, pool, tenant, settings.checkpoint_transcript_max_bytes, open_mode=settings.open_mode
     )
     add_webhook_routes(app, pool, tenant)
+    add_context_routes(app, pool, tenant, _redactor(settings), open_mode=settings.open_mode)
     _add_web_ui(app)
 
     _add_health(app, pool, registry)
 
     def body_limit(path: str) -> int:
         hook_checkpoints = path.startswith("/api/v1/hook/") and path.endswith("/checkpoints")
+        if path.startswith("/api/v1/hook/") and path.endswith("/plan"):
+            return PLAN_MAX_BODY_BYTES
         return settings.checkpoint_max_body_bytes if hook_checkpoints else DEFAULT_MAX_BODY_BYTES
 
     app.add_middleware(BodyLimit, limit_for=body_limit)  # outermost: before anything reads a body
@@ -121,6 +127,18 @@ def create_app(settings: DashboardSettings, registry: CollectorRegistry | None =
 
 def _secret(value: SecretStr | None) -> str | None:
     return value.get_secret_value() if value is not None else None
+
+
+def _redactor(settings: DashboardSettings) -> Redactor | None:
+    """The keyed hash of plan texts under privacy ``hash`` (ingest's key); None outside open
+    mode without a key of its own: such texts are then dropped (decision 38)."""
+    key = _secret(settings.redaction_key) or (DEV_REDACTION_KEY if settings.open_mode else None)
+    if key is None or (key == DEV_REDACTION_KEY and not settings.open_mode):
+        log.warning(
+            "TOKENTIDE_REDACTION_KEY is unset: plan texts of tenants in privacy mode hash are dropped"
+        )
+        return None
+    return Redactor(key.encode())
 
 
 def _add_session_routes(
@@ -138,11 +156,11 @@ def _add_session_routes(
         async with pool.connection() as conn:
             rows = await (await conn.execute(page, params)).fetchall()
             count = await (await conn.execute(count_sql, params)).fetchone()
+            now = datetime.now(UTC)
+            sessions = [session_out(r, now) for r in rows]
+            await attach(conn, tenant(), sessions)
         total = count["count"] if count else 0
-        now = datetime.now(UTC)
-        return SessionPage(
-            sessions=[session_out(r, now) for r in rows], total=total, limit=limit, offset=offset
-        )
+        return SessionPage(sessions=sessions, total=total, limit=limit, offset=offset)
 
     @app.get("/api/v1/sessions/{session_id}")
     async def get_session(session_id: str) -> SessionOut:
@@ -152,7 +170,8 @@ def _add_session_routes(
             if row is None:
                 raise HTTPException(status_code=404, detail=f"no session {session_id!r}")
             signals = await (await conn.execute(queries.SESSION_SIGNALS, (tenant(), session_id))).fetchall()
-        session = session_out(row, datetime.now(UTC))
+            session = session_out(row, datetime.now(UTC))
+            await attach(conn, tenant(), [session])
         session.signals = [signal_out(s) for s in signals]
         return session
 
@@ -395,6 +414,10 @@ def _add_web_ui(app: FastAPI) -> None:
     @app.get("/webhooks", include_in_schema=False)
     async def webhooks_page() -> FileResponse:
         return page("webhooks")
+
+    @app.get("/projects", include_in_schema=False)
+    async def projects_page() -> FileResponse:
+        return page("projects")
 
 
 class LoginIn(BaseModel):
