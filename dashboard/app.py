@@ -419,6 +419,10 @@ def _add_web_ui(app: FastAPI) -> None:
     async def projects_page() -> FileResponse:
         return page("projects")
 
+    @app.get("/projects/{project}", include_in_schema=False)
+    async def project_page(project: str) -> FileResponse:
+        return page("projects")
+
 
 class LoginIn(BaseModel):
     key: str = Field(min_length=1, max_length=200)
