@@ -69,7 +69,7 @@ function card(s) {
 
 // A plan item's text as stored: the text, a keyed hash (privacy "hash") or none ("drop").
 const planText = (item) => {
-  const text = item.active_form || item.content;
+  const text = item.status === "in_progress" ? item.active_form || item.content : item.content || item.active_form;
   if (text == null) return "(text not kept)";
   return text.startsWith("redacted:") ? "(text hashed)" : text;
 };
