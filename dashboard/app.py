@@ -32,7 +32,7 @@ from dashboard.auth import (
     set_current_caller,
 )
 from dashboard.checkpoints import add_checkpoint_routes
-from dashboard.context_routes import add_context_routes, attach
+from dashboard.context_routes import add_context_routes, attach, redactor_of
 from dashboard.filters import Bucket, GroupBy, SessionQuery, UsageOut, usage_group
 from dashboard.limits import DEFAULT_MAX_BODY_BYTES, BodyLimit, NoNulBytes
 from dashboard.plans import PLAN_MAX_BODY_BYTES
@@ -41,8 +41,7 @@ from dashboard.timeline import add_timeline_route
 from dashboard.usage_exporter import add_usage_metrics
 from dashboard.web_sessions import COOKIE, WebSessions, cookie_secure
 from dashboard.webhooks import add_webhook_routes
-from ingest.redact import Redactor
-from tokentide.settings import DEV_REDACTION_KEY, OPEN_MODE_TENANT, DashboardSettings
+from tokentide.settings import OPEN_MODE_TENANT, DashboardSettings
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +109,7 @@ def create_app(settings: DashboardSettings, registry: CollectorRegistry | None =
         app, pool, tenant, settings.checkpoint_transcript_max_bytes, open_mode=settings.open_mode
     )
     add_webhook_routes(app, pool, tenant)
-    add_context_routes(app, pool, tenant, _redactor(settings), open_mode=settings.open_mode)
+    add_context_routes(app, pool, tenant, redactor_of(settings), open_mode=settings.open_mode)
     _add_web_ui(app)
 
     _add_health(app, pool, registry)
@@ -127,18 +126,6 @@ def create_app(settings: DashboardSettings, registry: CollectorRegistry | None =
 
 def _secret(value: SecretStr | None) -> str | None:
     return value.get_secret_value() if value is not None else None
-
-
-def _redactor(settings: DashboardSettings) -> Redactor | None:
-    """The keyed hash of plan texts under privacy ``hash`` (ingest's key); None outside open
-    mode without a key of its own: such texts are then dropped (decision 38)."""
-    key = _secret(settings.redaction_key) or (DEV_REDACTION_KEY if settings.open_mode else None)
-    if key is None or (key == DEV_REDACTION_KEY and not settings.open_mode):
-        log.warning(
-            "TOKENTIDE_REDACTION_KEY is unset: plan texts of tenants in privacy mode hash are dropped"
-        )
-        return None
-    return Redactor(key.encode())
 
 
 def _add_session_routes(

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -29,11 +30,25 @@ from dashboard.checkpoints import Proof, SessionId, prove
 from dashboard.queries import IDLE_AFTER, SessionOut, session_out
 from ingest.redact import Redactor
 from tokentide.hook import project_of, strip_credentials
+from tokentide.settings import DEV_REDACTION_KEY, DashboardSettings
+
+log = logging.getLogger(__name__)
 
 Pool = AsyncConnectionPool[psycopg.AsyncConnection[dict[str, Any]]]
 Conn = psycopg.AsyncConnection[dict[str, Any]]
 
 _TENANT_PRIVACY = "SELECT redaction FROM tenants WHERE tenant_id = %s"
+
+
+def redactor_of(settings: DashboardSettings) -> Redactor | None:
+    """The keyed hash of plan texts under privacy ``hash`` (ingest's key); None outside open
+    mode without a key of its own: such texts are then dropped (decision 38)."""
+    configured = settings.redaction_key.get_secret_value() if settings.redaction_key else None
+    key = configured or (DEV_REDACTION_KEY if settings.open_mode else None)
+    if key is None or (key == DEV_REDACTION_KEY and not settings.open_mode):
+        log.warning("TOKENTIDE_REDACTION_KEY unset: plan texts of tenants in privacy mode hash are dropped")
+        return None
+    return Redactor(key.encode())
 
 
 def text_mode(privacy: str | None, redactor: Redactor | None) -> plans.TextMode:

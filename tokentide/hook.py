@@ -1,8 +1,8 @@
-"""``tokentide hook``: the Claude Code side of checkpoints (issue 8).
+"""``tokentide hook``: the Claude Code side of checkpoints (issue 8) and plans (issue 17).
 
-Claude Code runs ``tokentide hook`` for three hook events, with the event as JSON on stdin
+Claude Code runs ``tokentide hook`` for four hook events, with the event as JSON on stdin
 (``session_id``, ``transcript_path``, ``cwd``, ``hook_event_name``, and ``trigger`` for
-PreCompact, ``source`` for SessionStart):
+PreCompact, ``source`` for SessionStart, ``tool_name`` and ``tool_input`` for PostToolUse):
 
 - ``PreCompact``: save a checkpoint (the pipeline's summary of the session, the todo list when
   the transcript shows one, and the transcript's tail, gzip-compressed) before compaction.

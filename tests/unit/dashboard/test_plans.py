@@ -10,11 +10,12 @@ import pytest
 from pydantic import ValidationError
 
 from dashboard import plans, project_list
-from dashboard.context_routes import text_mode
+from dashboard.context_routes import redactor_of, text_mode
 from dashboard.filters import GroupBy, SessionFilter, list_sessions, usage
 from dashboard.projects import PROJECT_JOIN, PROJECT_SQL
 from dashboard.timeline import TimelineKind, merge
 from ingest.redact import Redactor
+from tokentide.settings import DEV_REDACTION_KEY, DashboardSettings
 
 ITEMS = [
     {"content": "Read the code", "status": "completed", "activeForm": "Reading the code"},
@@ -224,3 +225,18 @@ def test_a_project_is_parallel_with_more_than_one_active_session() -> None:
         True,
     ]
     assert project_list.project_out(row | {"active_sessions": 0}).cost_usd is None
+
+
+def settings(**values: Any) -> DashboardSettings:
+    return DashboardSettings(database_url="postgresql://u:p@db/x", _env_file=None, **values)
+
+
+def test_the_dashboard_hashes_with_ingests_key_and_never_with_the_development_key() -> None:
+    configured = redactor_of(settings(redaction_key="the-fleets-redaction-key"))
+    assert configured is not None
+    assert configured.digest(b"x") == Redactor(b"the-fleets-redaction-key").digest(b"x")
+    assert redactor_of(settings()) is None  # closed mode, no key: texts are dropped
+    assert redactor_of(settings(redaction_key=DEV_REDACTION_KEY)) is None
+    local = redactor_of(settings(open_mode=True))
+    assert local is not None
+    assert local.digest(b"x") == Redactor(DEV_REDACTION_KEY.encode()).digest(b"x")
