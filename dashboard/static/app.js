@@ -95,30 +95,6 @@ function cardPlanAndProject(s) {
   return out;
 }
 
-// The event stream's session frames carry no plan or project: the board keeps the last ones it
-// read and asks the API again (at most every 5 s per session) when a session changes.
-function planKeeper(render) {
-  const known = new Map();
-  const asked = new Map();
-  const remember = (s) => known.set(s.session_id, { plan: s.plan, project: s.project, workspace: s.workspace });
-  const fill = (s) => {
-    const k = known.get(s.session_id);
-    if (k && s.plan == null && s.project == null) Object.assign(s, k);
-    const last = asked.get(s.session_id) || 0;
-    if (Date.now() - last > 5000) {
-      asked.set(s.session_id, Date.now());
-      api(`/api/v1/sessions/${encodeURIComponent(s.session_id)}`)
-        .then((fresh) => {
-          remember(fresh);
-          render(fresh);
-        })
-        .catch(() => {});
-    }
-    return s;
-  };
-  return { remember, fill };
-}
-
 // The session page's plan: every item with its status, the version and when it changed.
 function planSection(s) {
   const target = document.getElementById("plan");
@@ -206,10 +182,8 @@ async function board() {
   const cards = document.getElementById("cards");
   const feed = document.getElementById("feed");
   const empty = document.getElementById("no-sessions");
-  const plans = planKeeper((s) => show(s, false));
-  const show = (s, fromStream = true) => {
+  const show = (s) => {
     if (s.status === "ended") return;
-    if (fromStream) plans.fill(s);
     const old = cards.querySelector(`[data-session-id="${CSS.escape(s.session_id)}"]`);
     const fresh = card(s);
     if (old) old.replaceWith(fresh);
@@ -225,8 +199,7 @@ async function board() {
     (state) => (document.getElementById("connection").textContent = state),
   );
   const page = await api("/api/v1/sessions?limit=200");
-  page.sessions.forEach(plans.remember);
-  page.sessions.reverse().forEach((s) => show(s, false));
+  page.sessions.reverse().forEach(show);
   for (const s of page.sessions.filter((s) => s.signals)) s.signals.forEach((g) => feed.append(signalItem(g)));
   setInterval(() => cards.querySelectorAll(".last").forEach((n) => (n.textContent = ago(n.dataset.at))), 5000);
 }

@@ -210,14 +210,23 @@ async def test_plans_on_the_board_and_session_page_and_parallel_sessions_of_a_pr
         assert await page.inner_text(card_selector(first) + " .project") == f"{project} · feature/cart"
         await page.screenshot(path=screenshots / "board-plan.png", full_page=True)
 
+        # The plan moves on; the session's next export brings the card over the event stream.
+        moved = [*PLAN[:3], dict(PLAN[3], status="completed"), dict(PLAN[4], status="in_progress"), *PLAN[5:]]
+        await report_plan(pipeline, first, {"todos": moved, **context})
+        await post(pipeline, first, 1, 60_000)
+        await page.wait_for_selector(card_selector(first) + ' .plan[data-done="4"]', timeout=WAIT_MS)
+        assert await page.inner_text(card_selector(first) + " .plan") == "4 of 7 done · Doing step 5"
+        await page.reload()
+        await page.wait_for_selector(card_selector(first) + ' .plan[data-done="4"]', timeout=WAIT_MS)
+
         # The session page: the whole plan, and its two versions in the timeline.
         await page.goto(f"{pipeline.url('dashboard')}/sessions/{first}")
         await page.wait_for_selector("#plan li.plan-item", timeout=WAIT_MS)
         statuses = await page.eval_on_selector_all(
             "#plan li.plan-item", "ns => ns.map(n => n.dataset.status)"
         )
-        assert statuses == [p["status"] for p in PLAN]
-        assert "3 of 7 done · version 2" in await page.inner_text("#plan-summary")
+        assert statuses == [p["status"] for p in moved]
+        assert "4 of 7 done · version 3" in await page.inner_text("#plan-summary")
         await page.wait_for_selector('#timeline tr[data-kind="plan"]', timeout=WAIT_MS)
         changes = await page.eval_on_selector_all(
             '#timeline tr[data-kind="plan"]', "rows => rows.map(r => r.cells[2].textContent)"
@@ -225,6 +234,7 @@ async def test_plans_on_the_board_and_session_page_and_parallel_sessions_of_a_pr
         assert changes == [
             "plan v1: 3 of 5 done · in progress: Doing step 4",
             "plan v2: 3 of 7 done · in progress: Doing step 4",
+            "plan v3: 4 of 7 done · in progress: Doing step 5",
         ]
         await page.screenshot(path=screenshots / "session-plan.png", full_page=True)
 
