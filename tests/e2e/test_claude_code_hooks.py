@@ -7,8 +7,10 @@ resumed session gets back.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -24,6 +26,7 @@ from tests.e2e.test_web_ui import SCREENSHOTS, chromium_executable
 from tests.support.anthropic_stub import AnthropicStub
 from tests.support.pipeline import Pipeline
 from tests.support.services import free_port, missing_tool
+from tokentide import hook
 
 pytestmark = pytest.mark.e2e
 
@@ -207,6 +210,20 @@ async def test_claude_codes_todo_list_reaches_the_board(
     assert session["workspace"]["git_repository"] == "https://example.com/acme/widgets.git"
     assert session["workspace"]["git_branch"] == "refactor"
     assert "ghp_secret" not in json.dumps(session)
+
+    # The next prompt on a machine that forgot what it sent: UserPromptSubmit reads the list
+    # from Claude Code's own transcript and reports it; the same list makes no new version.
+    sent = tmp_path / "state" / "tokentide" / "plans"
+    assert len(list(sent.iterdir())) == 1
+    shutil.rmtree(sent)
+    run_claude(pipeline, stub, project, "--resume", session_id, "go on", env=TODO_TOOLS)
+    # Written once the dashboard took the report: the digest of what was sent, the list in full.
+    body = hook.plan_body(TODOS, str(project), hook.git_context(str(project)))
+    [digest] = [p.read_text() for p in sent.iterdir()]
+    assert digest == hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+    async with httpx.AsyncClient(timeout=10) as client:
+        again = (await client.get(f"{dashboard}/api/v1/sessions/{session_id}")).json()
+    assert again["plan"] == plan
 
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=chromium_executable(), headless=True)
