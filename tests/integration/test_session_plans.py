@@ -9,21 +9,24 @@ routes are checked against sums stated here. The whole pipeline: tests/e2e/test_
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from fastapi import FastAPI
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from dashboard.app import _add_session_routes
+from dashboard.app import _add_session_routes, create_app
 from dashboard.checkpoints import PROOF_HEADER
 from dashboard.context_routes import add_context_routes
-from dashboard.plans import ITEM_TEXT_MAX, MAX_ITEMS
+from dashboard.limits import DEFAULT_MAX_BODY_BYTES
+from dashboard.plans import ITEM_TEXT_MAX, MAX_ITEMS, PLAN_MAX_BODY_BYTES
 from dashboard.timeline import add_timeline_route
 from ingest.redact import Redactor
 from tokentide.hook import session_proof
@@ -322,3 +325,25 @@ async def test_concurrent_reports_of_one_session_number_their_versions_in_order(
     stored = await versions(pool, "t_off", "s1")
     assert [v["version"] for v in stored] == list(range(1, 9))
     assert sorted(v["items"][0]["content"] for v in stored) == sorted(p[0]["content"] for p in plans)
+
+
+async def test_the_largest_plan_fits_the_body_limit_and_more_is_413(database: str) -> None:
+    app = create_app(DashboardSettings(database_url=database, open_mode=True, _env_file=None))
+    largest = [
+        {"content": "\u00e9" * ITEM_TEXT_MAX, "activeForm": "\u00fc" * ITEM_TEXT_MAX, "status": "pending"}
+    ]
+    body = json.dumps({"todos": largest * MAX_ITEMS}).encode()  # JSON-escaped: 6 bytes a character
+    assert DEFAULT_MAX_BODY_BYTES < len(body) <= PLAN_MAX_BODY_BYTES
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://dashboard") as c:
+            headers = {"Content-Type": "application/json"}
+            fits = await c.put("/api/v1/hook/sessions/s1/plan", content=body, headers=headers)
+            assert fits.status_code == 200, fits.text
+            assert fits.json()["plan"]["total"] == MAX_ITEMS
+            over = b" " * (PLAN_MAX_BODY_BYTES + 1 - len(body)) + body
+            too_big = await c.put("/api/v1/hook/sessions/s2/plan", content=over, headers=headers)
+            assert too_big.status_code == 413
+    with psycopg.connect(database) as conn:
+        stored = conn.execute("SELECT session_id FROM session_context ORDER BY 1").fetchall()
+    assert stored == [("s1",)]  # nothing of the refused body
