@@ -61,7 +61,7 @@ function card(s) {
     ),
   );
   node.querySelector(".fill").style.width = `${Math.min(100, c.ratio * 100).toFixed(1)}%`;
-  node.querySelector(".numbers").before(...cardPlanAndProject(s));
+  cardProjectAndPlan(node, s);
   return node;
 }
 
@@ -74,8 +74,28 @@ const planText = (item) => {
   return text.startsWith("redacted:") ? "(text hashed)" : text;
 };
 
-// The card's plan line (the item in progress, "3 of 7 done") and project line, when known.
-function cardPlanAndProject(s) {
+// The card's project line and plan line (the item in progress, "3 of 7 done"), when known.
+function cardProjectAndPlan(node, s) {
+  if (s.project) node.dataset.project = s.project;
+  node.dataset.status = s.status;
+  node.querySelector(".numbers").before(...planAndProjectLines(s));
+}
+
+// On the board: the cards of a project with more than one active session say so.
+function flagParallel(cards) {
+  const active = new Map();
+  for (const c of cards.querySelectorAll("article.card[data-project]")) {
+    if (c.dataset.status === "active") active.set(c.dataset.project, (active.get(c.dataset.project) || 0) + 1);
+  }
+  for (const c of cards.querySelectorAll("article.card[data-project]")) {
+    const n = active.get(c.dataset.project) || 0;
+    const line = c.querySelector(".project");
+    line.querySelector(".badge")?.remove();
+    if (n > 1 && c.dataset.status === "active") line.append(el("span", { class: "badge parallel", title: "sessions active at once on this project" }, `${n} in parallel`));
+  }
+}
+
+function planAndProjectLines(s) {
   const out = [];
   if (s.project) {
     const branch = s.workspace && s.workspace.git_branch ? ` · ${s.workspace.git_branch}` : "";
@@ -189,6 +209,7 @@ async function board() {
     if (old) old.replaceWith(fresh);
     else cards.prepend(fresh);
     empty.hidden = true;
+    flagParallel(cards);
   };
   stream(
     show,

@@ -207,7 +207,11 @@ async def test_plans_on_the_board_and_session_page_and_parallel_sessions_of_a_pr
         plan_line = card_selector(first) + ' .plan[data-done="3"][data-total="7"]'
         await page.wait_for_selector(plan_line, timeout=WAIT_MS)
         assert await page.inner_text(plan_line) == "3 of 7 done · Doing step 4"
-        assert await page.inner_text(card_selector(first) + " .project") == f"{project} · feature/cart"
+        # Both sessions of the project are active: their cards say they run in parallel.
+        for session in (first, second):
+            line = card_selector(session) + " .project"
+            assert await page.inner_text(line) == f"{project} · feature/cart2 in parallel"
+            assert await page.query_selector(line + " .badge.parallel") is not None
         await page.screenshot(path=screenshots / "board-plan.png", full_page=True)
 
         # The plan moves on; the session's next export brings the card over the event stream.
