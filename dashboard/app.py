@@ -109,7 +109,14 @@ def create_app(settings: DashboardSettings, registry: CollectorRegistry | None =
         app, pool, tenant, settings.checkpoint_transcript_max_bytes, open_mode=settings.open_mode
     )
     add_webhook_routes(app, pool, tenant)
-    add_context_routes(app, pool, tenant, redactor_of(settings), open_mode=settings.open_mode)
+    add_context_routes(
+        app,
+        pool,
+        tenant,
+        redactor_of(settings),
+        open_mode=settings.open_mode,
+        default_privacy=settings.redaction.value,
+    )
     _add_web_ui(app)
 
     _add_health(app, pool, registry)

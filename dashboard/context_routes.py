@@ -51,11 +51,12 @@ def redactor_of(settings: DashboardSettings) -> Redactor | None:
     return Redactor(key.encode())
 
 
-def text_mode(privacy: str | None, redactor: Redactor | None) -> plans.TextMode:
-    """How item texts are stored for a tenant of privacy mode ``privacy`` (unset: ``hash``);
-    without a redaction key of its own (``redactor`` None) the dashboard drops what it would
-    hash (a hash under a known key could be reversed by guessing short texts)."""
-    mode = plans.TEXT_MODES[privacy or "hash"]
+def text_mode(privacy: str | None, redactor: Redactor | None, default: str = "hash") -> plans.TextMode:
+    """How item texts are stored for a tenant of privacy mode ``privacy`` (unset: ``default``,
+    ingest's ``TOKENTIDE_REDACTION``); without a redaction key of its own (``redactor`` None) the
+    dashboard drops what it would hash (a hash under a known key could be reversed by guessing
+    short texts)."""
+    mode = plans.TEXT_MODES[privacy or default]
     return "dropped" if mode == "hashed" and redactor is None else mode
 
 
@@ -83,7 +84,13 @@ async def attach(conn: Conn, tenant: str, sessions: Sequence[SessionOut]) -> Non
 
 
 async def record(
-    conn: Conn, tenant: str, session_id: str, body: plans.PlanIn, redactor: Redactor | None
+    conn: Conn,
+    tenant: str,
+    session_id: str,
+    body: plans.PlanIn,
+    redactor: Redactor | None,
+    *,
+    default_privacy: str = "hash",
 ) -> plans.PlanPutOut:
     """Record the context, and the plan when it changed, in one transaction."""
     repository = strip_credentials(body.git_repository) if body.git_repository else None
@@ -106,7 +113,7 @@ async def record(
         if body.todos is None:
             return plans.PlanPutOut(session_id=session_id, changed=False, project=stored_project, plan=None)
         privacy = await (await conn.execute(_TENANT_PRIVACY, (tenant,))).fetchone()
-        mode = text_mode(privacy["redaction"] if privacy else None, redactor)
+        mode = text_mode(privacy["redaction"] if privacy else None, redactor, default_privacy)
         digest = redactor.digest if redactor is not None else None
         items = plans.stored_items(body.todos, mode, digest)
         new_digest = plans.plan_digest(items)
@@ -143,9 +150,11 @@ def add_context_routes(
     redactor: Redactor | None,
     *,
     open_mode: bool = False,
+    default_privacy: str = "hash",
 ) -> None:
     """The plan hook route and the project routes above; ``redactor``: the keyed hash of
-    ``hash``-mode texts (None: such texts are dropped); ``open_mode`` checks no session proof."""
+    ``hash``-mode texts (None: such texts are dropped); ``default_privacy``: the mode of tenants
+    without their own; ``open_mode`` checks no session proof."""
 
     @app.put(
         "/api/v1/hook/sessions/{session_id}/plan",
@@ -160,7 +169,7 @@ def add_context_routes(
         async with pool.connection() as conn:
             if not open_mode:
                 await prove(conn, tenant(), session_id, proof)
-            return await record(conn, tenant(), session_id, body, redactor)
+            return await record(conn, tenant(), session_id, body, redactor, default_privacy=default_privacy)
 
     @app.get("/api/v1/projects")
     async def list_projects(

@@ -65,6 +65,15 @@ def test_the_caps_allow_exactly_the_largest_plan() -> None:
     assert len(plan_in(todos=largest).todos or []) == plans.MAX_ITEMS
 
 
+def test_a_tenant_without_a_mode_of_its_own_gets_ingests_default() -> None:
+    assert [text_mode(None, REDACTOR, default) for default in ("off", "hash", "drop")] == [
+        "kept",
+        "hashed",
+        "dropped",
+    ]
+    assert text_mode("drop", REDACTOR, "off") == "dropped"
+
+
 @pytest.mark.parametrize(
     ("privacy", "key", "mode"),
     [
