@@ -33,9 +33,11 @@ from dashboard.auth import (
 )
 from dashboard.budget_routes import add_budget_routes
 from dashboard.checkpoints import add_checkpoint_routes
+from dashboard.context_routes import add_context_routes, attach, redactor_of
 from dashboard.filters import Bucket, GroupBy, SessionQuery, UsageOut, usage_group
 from dashboard.insights import add_insight_routes
 from dashboard.limits import DEFAULT_MAX_BODY_BYTES, BodyLimit, NoNulBytes
+from dashboard.plans import PLAN_MAX_BODY_BYTES
 from dashboard.queries import SessionOut, SessionPage, session_out, signal_out
 from dashboard.session_forecast import attach_forecasts
 from dashboard.timeline import add_timeline_route
@@ -117,12 +119,22 @@ def create_app(settings: DashboardSettings, registry: CollectorRegistry | None =
     add_webhook_routes(app, pool, tenant)
     add_insight_routes(app, pool, tenant, settings.team_attribute)
     add_budget_routes(app, pool, tenant, settings.team_attribute)
+    add_context_routes(
+        app,
+        pool,
+        tenant,
+        redactor_of(settings),
+        open_mode=settings.open_mode,
+        default_privacy=settings.redaction.value,
+    )
     _add_web_ui(app)
 
     _add_health(app, pool, registry)
 
     def body_limit(path: str) -> int:
         hook_checkpoints = path.startswith("/api/v1/hook/") and path.endswith("/checkpoints")
+        if path.startswith("/api/v1/hook/") and path.endswith("/plan"):
+            return PLAN_MAX_BODY_BYTES
         return settings.checkpoint_max_body_bytes if hook_checkpoints else DEFAULT_MAX_BODY_BYTES
 
     app.add_middleware(BodyLimit, limit_for=body_limit)  # outermost: before anything reads a body
@@ -150,6 +162,7 @@ def _add_session_routes(
             count = await (await conn.execute(count_sql, params)).fetchone()
             now = datetime.now(UTC)
             sessions = [session_out(r, now) for r in rows]
+            await attach(conn, tenant(), sessions)
             await attach_forecasts(conn, tenant(), sessions, queries.ENDED_AFTER)
         total = count["count"] if count else 0
         return SessionPage(sessions=sessions, total=total, limit=limit, offset=offset)
@@ -163,6 +176,7 @@ def _add_session_routes(
                 raise HTTPException(status_code=404, detail=f"no session {session_id!r}")
             signals = await (await conn.execute(queries.SESSION_SIGNALS, (tenant(), session_id))).fetchall()
             session = session_out(row, datetime.now(UTC))
+            await attach(conn, tenant(), [session])
             await attach_forecasts(conn, tenant(), [session], queries.ENDED_AFTER)
         session.signals = [signal_out(s) for s in signals]
         return session
@@ -410,6 +424,14 @@ def _add_web_ui(app: FastAPI) -> None:
     @app.get("/budgets", include_in_schema=False)
     async def budgets_page() -> FileResponse:
         return page("budgets")
+
+    @app.get("/projects", include_in_schema=False)
+    async def projects_page() -> FileResponse:
+        return page("projects")
+
+    @app.get("/projects/{project}", include_in_schema=False)
+    async def project_page(project: str) -> FileResponse:
+        return page("projects")
 
 
 class LoginIn(BaseModel):

@@ -14,6 +14,8 @@ from typing import Any, LiteralString
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from dashboard.project_list import SESSIONS_IN_PROJECT
+from dashboard.projects import PROJECT_JOIN, PROJECT_SQL
 from dashboard.queries import ENDED_AFTER, IDLE_AFTER, SELECT_SESSION
 from dashboard.timestamps import Timestamp
 
@@ -30,6 +32,8 @@ class SessionFilter(BaseModel):
     #: The value of the team attribute (``TOKENTIDE_TEAM_ATTRIBUTE``, from ``OTEL_RESOURCE_ATTRIBUTES``).
     team: str | None = None
     status: str | None = None
+    #: The session's project (``dashboard.projects``).
+    project: str | None = None
 
 
 class SessionQuery(SessionFilter):
@@ -45,6 +49,9 @@ class SessionQuery(SessionFilter):
     user: str | None = Field(default=None, max_length=500)
     model: str | None = Field(default=None, max_length=200, description="a model the session used")
     team: str | None = Field(default=None, max_length=500, description="the team attribute's value")
+    project: str | None = Field(
+        default=None, min_length=1, max_length=200, description="the session's project"
+    )
     tenant: str | None = Field(
         default=None,
         max_length=63,
@@ -76,6 +83,9 @@ def sessions_where(f: SessionFilter, team_attribute: str) -> tuple[LiteralString
     if f.team is not None:
         params["team_key"], params["team"] = team_attribute, f.team
         clauses.append("attributes ->> %(team_key)s = %(team)s")
+    if f.project is not None:
+        params["project"] = f.project
+        clauses.append(SESSIONS_IN_PROJECT)
     return " AND ".join(clauses), params
 
 
@@ -114,6 +124,8 @@ class GroupBy(enum.StrEnum):
     AGENT_NAME = "agent_name"
     SKILL = "skill"
     MCP_SERVER = "mcp_server"
+    #: The session's project (``dashboard.projects``: hook-reported, else a resource attribute).
+    PROJECT = "project"
 
 
 #: The groupings only the usage events know (rollups are per session, model and minute).
@@ -135,6 +147,7 @@ _GROUP_KEY: dict[GroupBy, LiteralString] = {
     GroupBy.AGENT_NAME: "r.agent_name",
     GroupBy.SKILL: "r.skill",
     GroupBy.MCP_SERVER: "r.mcp_server",
+    GroupBy.PROJECT: PROJECT_SQL,
 }
 
 #: ``[from, to)`` from hourly rollups for the whole hours inside it and per-minute rollups for
@@ -224,6 +237,9 @@ def usage(group_by: GroupBy, bucket: Bucket | None = None) -> LiteralString:
         + rows
         + """) r
           JOIN sessions s ON s.tenant_id = r.tenant_id AND s.session_id = r.session_id
+         """
+        + (PROJECT_JOIN if group_by is GroupBy.PROJECT else "")
+        + """
          GROUP BY 1, 2
          ORDER BY start, cost_usd DESC, key"""
     )
@@ -249,7 +265,7 @@ class UsageTokens(BaseModel):
 
 class UsageGroup(BaseModel):
     #: The group's team, user, model, agent, day (YYYY-MM-DD, UTC), query source, subagent,
-    #: skill or MCP server; null when unknown (or, for a source grouping, not said).
+    #: skill, MCP server or project; null when unknown (or, for a source grouping, not said).
     key: str | None
     #: With ``bucket``: the UTC hour or day this row sums (a series per key).
     start: Timestamp | None = None

@@ -34,7 +34,8 @@ from typing import Any, LiteralString
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from dashboard.queries import SESSION_COLUMNS, session_out, signal_out
+from dashboard.context_routes import attach
+from dashboard.queries import SESSION_COLUMNS, SessionOut, session_out, signal_out
 
 #: Rows read per table and poll; a full page is followed by the next poll at once.
 PAGE = 500
@@ -149,9 +150,11 @@ def frame(event: str, data: dict[str, Any], event_id: str) -> str:
     return f"id: {event_id}\nevent: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
-def _body(event: str, row: dict[str, Any], now: datetime) -> dict[str, Any]:
+def _body(
+    event: str, row: dict[str, Any], now: datetime, session: SessionOut | None = None
+) -> dict[str, Any]:
     if event == "session":
-        return session_out(row, now).model_dump(mode="json", exclude={"signals"})
+        return (session or session_out(row, now)).model_dump(mode="json", exclude={"signals"})
     return {"session_id": row["session_id"], **signal_out(row).model_dump(mode="json")}
 
 
@@ -202,14 +205,17 @@ async def events(
     yield f"retry: {int(poll_s * 2000)}\n\n"
     last_write = time.monotonic()
     while not await disconnected():
+        now = datetime.now(UTC)
         async with pool.connection() as conn:
             page = await read_page(conn, tenant, after)
+            rows = [(event, at, row) for event, at, row in page.rows if not begin.committed_before(at)]
+            # A session frame carries the session's project and plan, as the API shows them.
+            sessions = {id(row): session_out(row, now) for event, _, row in rows if event == "session"}
+            await attach(conn, tenant, list(sessions.values()))
         after = page.after
-        now = datetime.now(UTC)
         frames = [
-            frame(event, _body(event, row, now), at.event_id())
-            for event, at, row in page.rows
-            if not begin.committed_before(at)
+            frame(event, _body(event, row, now, sessions.get(id(row))), at.event_id())
+            for event, at, row in rows
         ]
         if frames:
             yield "".join(frames)

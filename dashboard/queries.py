@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from dashboard.plans import PlanOut, WorkspaceOut
 from dashboard.session_forecast import SessionForecastOut
 from dashboard.timestamps import Timestamp
 
@@ -127,6 +128,13 @@ class SessionOut(BaseModel):
     signals: list[SignalOut] | None = None
     #: Expected cost at the end of a session that has not ended (``dashboard.session_forecast``).
     forecast: SessionForecastOut | None = None
+    #: The session's project (``dashboard.projects``: hook-reported, else the ``project`` or
+    #: ``service.namespace`` resource attribute); null when none is known.
+    project: str | None = None
+    #: Where it works, as the Claude Code hook reported it; null when it did not.
+    workspace: WorkspaceOut | None = None
+    #: Its latest plan (the agent's todo list, ``dashboard.plans``); null when none was reported.
+    plan: PlanOut | None = None
 
 
 class SessionPage(BaseModel):

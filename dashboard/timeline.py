@@ -23,6 +23,7 @@ from fastapi import FastAPI, HTTPException, Query
 from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel
 
+from dashboard.plans import PLAN_HISTORY, PlanOut, plan_line, plan_out
 from dashboard.timestamps import Timestamp
 from tokentide.records import EventKind
 
@@ -113,6 +114,8 @@ class TimelineKind(enum.StrEnum):
     COMPACTION = "compaction"
     CONTEXT_WINDOW = "context_window"
     SIGNAL = "signal"
+    #: A new version of the session's plan (its todo list, reported by the hook).
+    PLAN = "plan"
     #: The agents' other documented events (catalogue below): recognised, never counted.
     RESPONSE = "response"
     SUBAGENT = "subagent"
@@ -370,6 +373,8 @@ class TimelineItem(BaseModel):
     model: str | None = None
     cost_usd: float | None = None
     duration_ms: float | None = None
+    #: Plan items only: the plan version as it was then (items, counts, the item in progress).
+    plan: PlanOut | None = None
 
 
 class TimelineOut(BaseModel):
@@ -548,15 +553,28 @@ def signal_item(row: dict[str, Any]) -> TimelineItem:
     return TimelineItem(at=row["ts"], kind=TimelineKind.SIGNAL, name=row["kind"], summary=message)
 
 
+def plan_item(row: dict[str, Any]) -> TimelineItem:
+    """A session_plans row (``dashboard.plans.PLAN_HISTORY``) as a timeline item."""
+    plan = plan_out(row)
+    return TimelineItem(
+        at=plan.updated_at, kind=TimelineKind.PLAN, name="plan", summary=plan_line(plan), plan=plan
+    )
+
+
 def merge(
-    events: Iterable[dict[str, Any]], signals: Iterable[dict[str, Any]], limit: int
+    events: Iterable[dict[str, Any]],
+    signals: Iterable[dict[str, Any]],
+    limit: int,
+    plans: Iterable[dict[str, Any]] = (),
 ) -> list[TimelineItem]:
-    """The most recent ``limit`` of both, oldest first. At the same instant events go by their
-    sequence number, and a signal after the events (it follows from the request that raised it)."""
+    """The most recent ``limit`` of all, oldest first. At the same instant events go by their
+    sequence number, and a signal after the events (it follows from the request that raised it),
+    a plan version last."""
     keyed: list[tuple[tuple[datetime, int, int, str], TimelineItem]] = [
         ((r["ts"], 0, r["seq"] if r["seq"] is not None else -1, r["event_id"]), event_item(r)) for r in events
     ]
     keyed += [((r["ts"], 1, 0, r["signal_id"]), signal_item(r)) for r in signals]
+    keyed += [((r["at"], 2, r["version"], ""), plan_item(r)) for r in plans]
     keyed.sort(key=lambda k: k[0])
     return [item for _, item in keyed[-limit:]] if limit > 0 else []
 
@@ -576,7 +594,7 @@ def add_timeline_route(
         ] = DEFAULT_LIMIT,
     ) -> TimelineOut:
         """One session's prompts, API requests, API errors, tool decisions and results,
-        compactions, other events and context signals, in time order; main-conversation API
+        compactions, other events, context signals and plan versions, in time order; main-conversation API
         requests carry their context size (``context_tokens``)."""
         params = {"tenant": tenant(), "session": session_id, "limit": limit}
         async with pool.connection() as conn:
@@ -584,4 +602,5 @@ def add_timeline_route(
                 raise HTTPException(status_code=404, detail=f"no session {session_id!r}")
             events = await (await conn.execute(TIMELINE_EVENTS, params)).fetchall()
             signals = await (await conn.execute(TIMELINE_SIGNALS, params)).fetchall()
-        return TimelineOut(session_id=session_id, items=merge(events, signals, limit))
+            plans = await (await conn.execute(PLAN_HISTORY, params)).fetchall()
+        return TimelineOut(session_id=session_id, items=merge(events, signals, limit, plans))

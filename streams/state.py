@@ -75,6 +75,9 @@ STANDARD_RESOURCE_PREFIXES = (
     "webengine.",
 )
 MAX_TEAM_ATTRIBUTES = 20
+#: Standard attributes kept all the same: the user sets them to say what the session belongs to
+#: (``service.namespace`` is one of a session's projects, ``dashboard.projects``).
+KEPT_STANDARD_ATTRIBUTES = frozenset({"service.namespace"})
 
 
 def seen_key(event_id: str) -> bytes:
@@ -140,7 +143,8 @@ class Applied:
 def team_attributes(resource: dict[str, Any]) -> dict[str, str]:
     out: dict[str, str] = {}
     for key, value in resource.items():
-        if key.startswith(STANDARD_RESOURCE_PREFIXES) or value is None or isinstance(value, (list, dict)):
+        standard = key.startswith(STANDARD_RESOURCE_PREFIXES) and key not in KEPT_STANDARD_ATTRIBUTES
+        if standard or value is None or isinstance(value, (list, dict)):
             continue
         out[key] = str(value)[:200]
         if len(out) >= MAX_TEAM_ATTRIBUTES:

@@ -1,8 +1,8 @@
-"""``tokentide hook``: the Claude Code side of checkpoints (issue 8).
+"""``tokentide hook``: the Claude Code side of checkpoints (issue 8) and plans (issue 17).
 
-Claude Code runs ``tokentide hook`` for three hook events, with the event as JSON on stdin
+Claude Code runs ``tokentide hook`` for four hook events, with the event as JSON on stdin
 (``session_id``, ``transcript_path``, ``cwd``, ``hook_event_name``, and ``trigger`` for
-PreCompact, ``source`` for SessionStart):
+PreCompact, ``source`` for SessionStart, ``tool_name`` and ``tool_input`` for PostToolUse):
 
 - ``PreCompact``: save a checkpoint (the pipeline's summary of the session, the todo list when
   the transcript shows one, and the transcript's tail, gzip-compressed) before compaction.
@@ -10,6 +10,12 @@ PreCompact, ``source`` for SessionStart):
   print a one-line notice; Claude Code adds what a UserPromptSubmit hook prints to the context.
 - ``SessionStart`` with source ``compact`` or ``resume``: print the latest checkpoint's summary,
   so that the work goes on where it stopped.
+- ``PostToolUse`` on ``TodoWrite``, and ``UserPromptSubmit`` too: report the session's plan (the
+  todo list: from the tool's input, else the transcript's last TodoWrite) with its working
+  directory, git repository and branch and the project derived from them
+  (``PUT /api/v1/hook/sessions/{id}/plan``), only when one of them changed since the last
+  report (a digest per session in ``~/.local/state/tokentide/plans/``). Git is asked with a
+  1 s timeout per command; remote URLs lose any credentials before they leave the machine.
 
 It never gets in the agent's way: stdlib only (it starts in a few tens of milliseconds), one
 HTTP request with a short timeout (``TOKENTIDE_HOOK_TIMEOUT_S``, 2 s), and on any failure it
@@ -51,16 +57,23 @@ import math
 import os
 import re
 import secrets
+import subprocess
 import sys
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from pathlib import Path
+from collections.abc import Callable
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 #: The hook events installed, and for each the matcher Claude Code filters on.
-EVENTS = {"PreCompact": "", "UserPromptSubmit": "", "SessionStart": "compact|resume"}
+EVENTS = {
+    "PreCompact": "",
+    "UserPromptSubmit": "",
+    "SessionStart": "compact|resume",
+    "PostToolUse": "TodoWrite",
+}
 #: What marks an installed entry as ours (``uninstall`` removes those and nothing else).
 COMMAND = "tokentide hook"
 #: Largest transcript tail sent with a checkpoint, before compression.
@@ -180,10 +193,46 @@ def pre_compact(event: dict[str, Any]) -> str:
 
 
 def user_prompt_submit(event: dict[str, Any]) -> str:
+    try:
+        tail, _ = transcript_tail(event.get("transcript_path"))
+        report_plan(event, latest_todos(tail) if tail else None)
+    except Exception as exc:  # noqa: BLE001 (the notice below still goes out)
+        log(f"plan report: {type(exc).__name__}: {exc}")
     state = request("GET", event["session_id"])
     if not isinstance(state, dict):
         return ""
     return "\n".join(line for line in (notice(state), budget_notice(state)) if line)
+
+
+def post_tool_use(event: dict[str, Any]) -> str:
+    if event.get("tool_name") == "TodoWrite":
+        tool_input = event.get("tool_input")
+        todos = tool_input.get("todos") if isinstance(tool_input, dict) else None
+        report_plan(
+            event, [capped_todo(t) for t in todos if isinstance(t, dict)] if isinstance(todos, list) else None
+        )
+    return ""  # nothing for the model
+
+
+def report_plan(event: dict[str, Any], todos: list[dict[str, Any]] | None) -> bool:
+    """Send the plan and the working context when they differ from what was last sent for the
+    session; whether a report went out."""
+    cwd = event.get("cwd") if isinstance(event.get("cwd"), str) and event.get("cwd") else None
+    body = plan_body(todos, cwd, git_context(cwd) if cwd else {})
+    digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+    path = _state_dir() / "plans" / f"{hashlib.sha256(event['session_id'].encode()).hexdigest()[:32]}"
+    try:
+        if path.read_text() == digest:
+            return False
+    except OSError:
+        pass
+    request("PUT", event["session_id"], "/plan", body)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(digest)
+    except OSError:
+        pass
+    return True
 
 
 def session_start(event: dict[str, Any]) -> str:
@@ -193,7 +242,12 @@ def session_start(event: dict[str, Any]) -> str:
     return resume_text(checkpoint) if isinstance(checkpoint, dict) else ""
 
 
-HANDLERS = {"PreCompact": pre_compact, "UserPromptSubmit": user_prompt_submit, "SessionStart": session_start}
+HANDLERS = {
+    "PreCompact": pre_compact,
+    "UserPromptSubmit": user_prompt_submit,
+    "SessionStart": session_start,
+    "PostToolUse": post_tool_use,
+}
 
 
 # --- pure helpers ---------------------------------------------------------------------------
@@ -381,6 +435,95 @@ def capped_todo(todo: dict[str, Any]) -> dict[str, Any]:
     if _matches(_STATUS, todo.get("status")):
         out["status"] = todo["status"]
     return out
+
+
+PLAN_STATUSES = frozenset({"pending", "in_progress", "completed"})
+#: Caps of the working context (``dashboard.plans``).
+CWD_MAX, GIT_TEXT_MAX, BRANCH_MAX, PROJECT_MAX = 4096, 1000, 255, 200
+GIT_TIMEOUT_S = 1.0
+_USERINFO = re.compile(r"^([a-z][a-z0-9+.-]*://)[^/@]*@", re.IGNORECASE)
+
+Runner = Callable[[list[str]], str | None]
+
+
+def plan_body(todos: list[dict[str, Any]] | None, cwd: str | None, git: dict[str, str]) -> dict[str, Any]:
+    """What ``PUT .../plan`` gets: the plan's items the dashboard accepts (a text and one of the
+    three statuses; others left out), the context, the project."""
+    items = None
+    if todos is not None:
+        items = [
+            {k: v for k, v in t.items() if k in ("content", "status", "activeForm")}
+            for t in todos
+            if isinstance(t.get("content"), str) and t["content"] and t.get("status") in PLAN_STATUSES
+        ][:MAX_TODOS]
+    repository = git.get("repository")
+    body: dict[str, Any] = {
+        "todos": items,
+        "cwd": cwd[:CWD_MAX] if cwd else None,
+        "git_repository": repository[:GIT_TEXT_MAX] if repository else None,
+        "git_branch": git["branch"][:BRANCH_MAX] if git.get("branch") else None,
+        "project": project_of(repository or git.get("toplevel"), cwd),
+    }
+    return body
+
+
+def git_context(cwd: str, run: Runner | None = None) -> dict[str, str]:
+    """The repository of ``cwd``: ``toplevel``, ``repository`` (the origin's URL without
+    credentials) and ``branch``, each only when git says (a short timeout per command)."""
+    git = run or _git
+    out: dict[str, str] = {}
+    toplevel = git(["-C", cwd, "rev-parse", "--show-toplevel"])
+    if not toplevel:
+        return out
+    out["toplevel"] = toplevel
+    remote = git(["-C", toplevel, "remote", "get-url", "origin"])
+    if remote:
+        out["repository"] = strip_credentials(remote)
+    branch = git(["-C", toplevel, "branch", "--show-current"])
+    if branch:
+        out["branch"] = branch
+    return out
+
+
+def _git(args: list[str]) -> str | None:
+    try:
+        done = subprocess.run(
+            ["git", *args],
+            capture_output=True,
+            text=True,
+            timeout=GIT_TIMEOUT_S,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    text = done.stdout.strip()
+    return text if done.returncode == 0 and text else None
+
+
+def strip_credentials(url: str) -> str:
+    """A remote URL without user name, password or token (``https://tok@host/x`` ->
+    ``https://host/x``); scp-like ``git@host:x`` names a login, not a secret, and stays."""
+    return _USERINFO.sub(r"\1", url.strip())
+
+
+def repository_name(remote: str) -> str | None:
+    """A repository's name from its remote URL or path (``…/org/tokentide.git`` -> ``tokentide``)."""
+    path = strip_credentials(remote)
+    if "://" in path:
+        path = urllib.parse.urlsplit(path).path
+    elif ":" in path and not path.startswith("/"):  # scp-like: git@github.com:org/repo.git
+        path = path.split(":", 1)[1]
+    name = path.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git")
+    return name or None
+
+
+def project_of(repository: str | None, cwd: str | None) -> str | None:
+    """The project: the repository's name (from its remote, else its top-level directory),
+    else the working directory's last component."""
+    name = repository_name(repository) if repository else None
+    if not name and cwd:
+        name = PurePosixPath(cwd.rstrip("/") or "/").name
+    return name[:PROJECT_MAX] if name else None
 
 
 # --- the status line -----------------------------------------------------------------------

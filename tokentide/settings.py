@@ -291,6 +291,12 @@ class DashboardSettings(DatabaseSettings):
     #: Prometheus' credential for ``/metrics/usage`` (every tenant's usage metrics, nothing
     #: else: not the API). Unset: only read keys (their own tenant) and the admin token scrape.
     metrics_token: SecretStr | None = None
+    #: Ingest's key of the keyed hash of redacted values (the same secret on every service):
+    #: plan texts of tenants in privacy mode ``hash`` get the hash prompts get. Unset outside
+    #: open mode: those texts are dropped instead (decision 38).
+    redaction_key: SecretStr | None = None
+    #: Ingest's default privacy mode (``TOKENTIDE_REDACTION``), for tenants without their own.
+    redaction: Redaction = Redaction.HASH
     #: Largest transcript snapshot a checkpoint keeps, gzip-compressed (its tail beyond).
     checkpoint_transcript_max_bytes: int = Field(default=1024 * 1024, ge=0)
     #: Largest body of a checkpoint POST (the hook's transcript tail, base64); 413 above it.

@@ -62,6 +62,7 @@ function card(s) {
     ),
   );
   node.querySelector(".fill").style.width = `${Math.min(100, c.ratio * 100).toFixed(1)}%`;
+  cardProjectAndPlan(node, s);
   return node;
 }
 
@@ -77,6 +78,118 @@ function forecastLine(s) {
   if (!parts.length) parts.push(f.project ? `no cost forecast yet (${f.history_sessions} ended sessions of ${short(f.project, 16)})` : "no cost forecast (no project)");
   if (f.minutes_to_compaction != null) parts.push(`compaction in ~${Math.round(f.minutes_to_compaction)} min`);
   return el("div", { class: "meta forecast" }, head + parts.join(" · "));
+// --- issue 17: plans and projects -------------------------------------------------------------
+
+// A plan item's text as stored: the text, a keyed hash (privacy "hash") or none ("drop").
+const planText = (item) => {
+  const text = item.status === "in_progress" ? item.active_form || item.content : item.content || item.active_form;
+  if (text == null) return "(text not kept)";
+  return text.startsWith("redacted:") ? "(text hashed)" : text;
+};
+
+// The card's project line and plan line (the item in progress, "3 of 7 done"), when known.
+function cardProjectAndPlan(node, s) {
+  if (s.project) node.dataset.project = s.project;
+  node.dataset.status = s.status;
+  node.querySelector(".numbers").before(...planAndProjectLines(s));
+}
+
+// On the board: the cards of a project with more than one active session say so.
+function flagParallel(cards) {
+  const active = new Map();
+  for (const c of cards.querySelectorAll("article.card[data-project]")) {
+    if (c.dataset.status === "active") active.set(c.dataset.project, (active.get(c.dataset.project) || 0) + 1);
+  }
+  for (const c of cards.querySelectorAll("article.card[data-project]")) {
+    const n = active.get(c.dataset.project) || 0;
+    const line = c.querySelector(".project");
+    line.querySelector(".badge")?.remove();
+    if (n > 1 && c.dataset.status === "active") line.append(el("span", { class: "badge parallel", title: "sessions active at once on this project" }, `${n} in parallel`));
+  }
+}
+
+function planAndProjectLines(s) {
+  const out = [];
+  if (s.project) {
+    const branch = s.workspace && s.workspace.git_branch ? ` · ${s.workspace.git_branch}` : "";
+    out.push(el("div", { class: "meta project" }, el("a", { class: "project-link", href: `/projects/${encodeURIComponent(s.project)}` }, s.project), branch));
+  }
+  const p = s.plan;
+  if (p && p.total) {
+    out.push(
+      el(
+        "div",
+        { class: "meta plan", "data-done": String(p.done), "data-total": String(p.total) },
+        el("span", { class: "plan-count" }, `${p.done} of ${p.total} done`),
+        p.current ? el("span", { class: "plan-current" }, ` · ${planText(p.current)}`) : "",
+      ),
+    );
+  }
+  return out;
+}
+
+// The session page's plan: every item with its status, the version and when it changed.
+function planSection(s) {
+  const target = document.getElementById("plan");
+  if (!target) return;
+  const p = s.plan;
+  if (!p) {
+    target.replaceChildren(el("p", { class: "empty" }, "No plan reported (the Claude Code hook reports the todo list)."));
+    return;
+  }
+  const mark = { completed: "✔", in_progress: "▶", pending: "○" };
+  target.replaceChildren(
+    el("p", { class: "meta", id: "plan-summary" }, `${p.done} of ${p.total} done · version ${p.version} · ${ago(p.updated_at)}${p.text_mode === "kept" ? "" : ` · texts ${p.text_mode} (privacy)`}`),
+    el("ol", { class: "plan-items" }, ...p.items.map((i) => el("li", { class: `plan-item ${i.status}`, "data-status": i.status }, `${mark[i.status] || "·"} `, planText(i)))),
+  );
+}
+
+// /projects: every project with its sessions' tokens and cost; /projects/<name>: its sessions,
+// the active ones together (flagged when more than one is active).
+async function projectsPage() {
+  const name = location.pathname.startsWith("/projects/") ? decodeURIComponent(location.pathname.slice("/projects/".length)) : null;
+  const tokens = (t) => t.input + t.output + t.cache_read + t.cache_creation;
+  const main = document.getElementById("projects-main");
+  if (name == null) {
+    const list = (await api("/api/v1/projects")).projects;
+    const table = el(
+      "table",
+      { id: "projects" },
+      el("tr", {}, ...["project", "sessions", "active", "cost", "input", "output", "cache read", "cache write", "tokens"].map((h) => el("th", {}, h))),
+      ...list.map((p) =>
+        el(
+          "tr",
+          { "data-project": p.project, "data-parallel": String(p.parallel), class: p.parallel ? "parallel" : "" },
+          el("td", {}, el("a", { href: `/projects/${encodeURIComponent(p.project)}` }, p.project), p.parallel ? el("span", { class: "badge" }, `${p.active_sessions} in parallel`) : ""),
+          ...[p.sessions, p.active_sessions, usd(p.cost_usd), p.tokens.input, p.tokens.output, p.tokens.cache_read, p.tokens.cache_creation, tokens(p.tokens)].map((v) => el("td", {}, v)),
+        ),
+      ),
+    );
+    main.replaceChildren(el("section", {}, el("h2", {}, "Projects"), list.length ? table : el("p", { class: "empty" }, "No project yet: sessions get one from the hook (git repository or working directory) or the project / service.namespace resource attribute.")));
+    return;
+  }
+  const render = async () => {
+    const d = await api(`/api/v1/projects/${encodeURIComponent(name)}`);
+    const p = d.project;
+    document.getElementById("title").textContent = `Project ${p.project}`;
+    const active = el(
+      "section",
+      { id: "active", "data-parallel": String(p.parallel) },
+      el("h2", {}, p.parallel ? `${p.active_sessions} sessions active in parallel` : `Active sessions (${p.active_sessions})`),
+      el("div", { class: "cards" }, ...d.active.map(card)),
+    );
+    if (p.parallel) active.classList.add("parallel");
+    const rows = d.inactive.map((s) =>
+      el("tr", { "data-session-id": s.session_id }, el("td", {}, el("a", { href: `/sessions/${encodeURIComponent(s.session_id)}` }, short(s.session_id, 18))), ...[s.status, usd(s.cost_usd), tokens(s.tokens), s.plan && s.plan.total ? `${s.plan.done} of ${s.plan.total} done` : "—", ago(s.last_seen_at)].map((v) => el("td", {}, v))),
+    );
+    main.replaceChildren(
+      el("section", {}, el("table", { id: "project-totals" }, ...[["sessions", p.sessions], ["cost", usd(p.cost_usd)], ["tokens in / out", `${p.tokens.input} / ${p.tokens.output}`], ["cache read / write", `${p.tokens.cache_read} / ${p.tokens.cache_creation}`], ["API requests", p.api_requests]].map(([k, v]) => el("tr", {}, el("td", {}, k), el("td", {}, v))))),
+      active,
+      el("section", {}, el("h2", {}, "Other sessions"), el("table", { id: "inactive" }, el("tr", {}, ...["session", "status", "cost", "tokens", "plan", "last activity"].map((h) => el("th", {}, h))), ...rows)),
+    );
+  };
+  await render();
+  setInterval(render, 5000);
 }
 
 function signalItem(sig) {
@@ -113,6 +226,7 @@ async function board() {
     if (old) old.replaceWith(fresh);
     else cards.prepend(fresh);
     empty.hidden = true;
+    flagParallel(cards);
   };
   stream(
     show,
@@ -174,9 +288,11 @@ async function sessionPage() {
       ["tool calls / failures", `${s.tool_calls} / ${s.tool_failures}`], ["compactions", s.context.compactions],
       ["lines + / −", `${s.lines_added} / ${s.lines_removed}`],
       ["context window", windowText(s.context)],
+      ["project", s.project ? `${s.project}${s.workspace && s.workspace.git_branch ? ` (${s.workspace.git_branch})` : ""}` : "—"],
     ];
     document.getElementById("totals").replaceChildren(...rows.map(([k, v]) => el("tr", {}, el("td", {}, k), el("td", {}, v))));
     sources(s.by_source || []);
+    planSection(s);
     await timeline(id, s);
   };
   await render();
@@ -390,7 +506,7 @@ async function budgetsPage() {
   setInterval(render, 15000);
 }
 
-const pages = { board, session: sessionPage, usage: usagePage, webhooks: webhooksPage, budgets: budgetsPage, ...window.insightPages };
+const pages = { board, session: sessionPage, usage: usagePage, webhooks: webhooksPage, budgets: budgetsPage, projects: projectsPage, ...window.insightPages };
 account();
 pages[document.body.dataset.page]().catch((err) => {
   if (err instanceof HttpError && err.status === 401) return login();

@@ -7,8 +7,10 @@ resumed session gets back.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -18,10 +20,13 @@ from typing import Any
 
 import httpx
 import pytest
+from playwright.async_api import async_playwright
 
+from tests.e2e.test_web_ui import SCREENSHOTS, chromium_executable
 from tests.support.anthropic_stub import AnthropicStub
 from tests.support.pipeline import Pipeline
 from tests.support.services import free_port, missing_tool
+from tokentide import hook
 
 pytestmark = pytest.mark.e2e
 
@@ -50,7 +55,10 @@ def claude_installed() -> Path:
     return CLAUDE
 
 
-def run_claude(pipeline: Pipeline, stub: AnthropicStub, project: Path, *args: str) -> dict[str, Any]:
+def run_claude(
+    pipeline: Pipeline, stub: AnthropicStub, project: Path, *args: str, env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    extra = env or {}
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TOKENTIDE_", "OTEL_", "ANTHROPIC_"))}
     env.update(
         HOME=str(project.parent / "home"),
@@ -69,6 +77,7 @@ def run_claude(pipeline: Pipeline, stub: AnthropicStub, project: Path, *args: st
         TOKENTIDE_URL=pipeline.url("dashboard"),
         XDG_STATE_HOME=str(project.parent / "state"),
     )
+    env.update(extra)
     done = subprocess.run(
         [str(claude_installed()), "-p", *args, "--output-format", "json"],
         cwd=project,
@@ -111,7 +120,7 @@ async def test_claude_code_runs_the_hooks_and_gets_the_checkpoint_back(
     installed = tokentide_hook("install", project)
     assert installed.returncode == 0, installed.stderr
     settings = json.loads((project / ".claude" / "settings.json").read_text())
-    assert set(settings["hooks"]) == {"PreCompact", "UserPromptSubmit", "SessionStart"}
+    assert set(settings["hooks"]) == {"PreCompact", "UserPromptSubmit", "SessionStart", "PostToolUse"}
 
     first = run_claude(pipeline, stub, project, "start the refactor")
     session_id = first["session_id"]
@@ -150,3 +159,83 @@ async def test_claude_code_runs_the_hooks_and_gets_the_checkpoint_back(
     removed = tokentide_hook("uninstall", project)
     assert removed.returncode == 0
     assert "hooks" not in json.loads((project / ".claude" / "settings.json").read_text())
+
+
+#: Claude Code's todo list tool (TodoWrite) instead of its task tools (TaskCreate, ...), which
+#: this version offers by default.
+TODO_TOOLS = {"CLAUDE_CODE_ENABLE_TASKS": "false", "CLAUDE_CODE_ENABLE_TODO_TOOLS": "true"}
+TODOS = [
+    {"content": "Map the modules", "status": "completed", "activeForm": "Mapping the modules"},
+    {"content": "Extract the parser", "status": "in_progress", "activeForm": "Extracting the parser"},
+    {"content": "Run the tests", "status": "pending", "activeForm": "Running the tests"},
+]
+
+
+def git_checkout(path: Path, branch: str, remote: str) -> Path:
+    path.mkdir()
+    subprocess.run(["git", "init", "-q", "-b", branch, str(path)], check=True)
+    subprocess.run(["git", "-C", str(path), "remote", "add", "origin", remote], check=True)
+    return path
+
+
+async def test_claude_codes_todo_list_reaches_the_board(
+    pipeline: Pipeline, stub: AnthropicStub, tmp_path: Path
+) -> None:
+    """The model calls TodoWrite; Claude Code runs it, its PostToolUse hook reports the list with
+    the checkout's git context, and the board's card shows it."""
+    claude_installed()
+    project = git_checkout(
+        tmp_path / "widgets", "refactor", "https://ghp_secret@example.com/acme/widgets.git"
+    )
+    assert tokentide_hook("install", project).returncode == 0
+    # TodoWrite is deferred: the model loads it with ToolSearch, then calls it.
+    script = [("ToolSearch", {"query": "select:TodoWrite"}), ("TodoWrite", {"todos": TODOS})]
+    stub.tool_calls["plan the refactor"] = list(script)
+
+    result = run_claude(pipeline, stub, project, "plan the refactor", env=TODO_TOOLS)
+    assert stub.called == script
+    session_id = result["session_id"]
+    dashboard = pipeline.url("dashboard")
+    async with httpx.AsyncClient(timeout=10) as client:
+        session = await wait_for(
+            client,
+            f"{dashboard}/api/v1/sessions/{session_id}",
+            lambda s: s.get("plan") is not None,
+            f"no plan for Claude Code's session {session_id}",
+        )
+    plan = session["plan"]
+    assert (plan["total"], plan["done"], plan["in_progress"], plan["version"]) == (3, 1, 1, 1)
+    assert [i["status"] for i in plan["items"]] == [t["status"] for t in TODOS]
+    assert session["project"] == "widgets"
+    assert session["workspace"]["git_repository"] == "https://example.com/acme/widgets.git"
+    assert session["workspace"]["git_branch"] == "refactor"
+    assert "ghp_secret" not in json.dumps(session)
+
+    # The next prompt on a machine that forgot what it sent: UserPromptSubmit reads the list
+    # from Claude Code's own transcript and reports it; the same list makes no new version.
+    sent = tmp_path / "state" / "tokentide" / "plans"
+    assert len(list(sent.iterdir())) == 1
+    shutil.rmtree(sent)
+    run_claude(pipeline, stub, project, "--resume", session_id, "go on", env=TODO_TOOLS)
+    # Written once the dashboard took the report: the digest of what was sent, the list in full.
+    body = hook.plan_body(TODOS, str(project), hook.git_context(str(project)))
+    [digest] = [p.read_text() for p in sent.iterdir()]
+    assert digest == hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+    async with httpx.AsyncClient(timeout=10) as client:
+        again = (await client.get(f"{dashboard}/api/v1/sessions/{session_id}")).json()
+    assert again["plan"] == plan
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=chromium_executable(), headless=True)
+        try:
+            page = await browser.new_page(viewport={"width": 1400, "height": 900})
+            await page.goto(dashboard + "/")
+            line = f'article.card[data-session-id="{session_id}"] .plan[data-done="1"][data-total="3"]'
+            await page.wait_for_selector(line, timeout=45_000)
+            shown = await page.inner_text(line)
+            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+            await page.screenshot(path=SCREENSHOTS / "board-claude-code-plan.png", full_page=True)
+        finally:
+            await browser.close()
+    # Open mode's tenant hashes texts (privacy hash, as its prompts): the count and status show.
+    assert shown.startswith("1 of 3 done · ")

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
@@ -168,3 +169,95 @@ async def test_the_usage_page_charts_and_tabulates_cost(
     await page.select_option("#group-by", "agent")
     await page.wait_for_selector('#groups tr[data-key="claude_code"]', timeout=WAIT_MS)
     await page.screenshot(path=screenshots / "usage.png", full_page=True)
+
+
+PLAN = [
+    {"content": f"Step {i}", "activeForm": f"Doing step {i}", "status": s}
+    for i, s in enumerate(["completed"] * 3 + ["in_progress"] + ["pending"] * 3, start=1)
+]
+
+
+async def report_plan(pipeline: Pipeline, session_id: str, body: dict[str, object]) -> None:
+    """What ``tokentide hook`` sends (open mode: no session proof)."""
+    async with httpx.AsyncClient(timeout=10) as client:
+        response = await client.put(
+            f"{pipeline.url('dashboard')}/api/v1/hook/sessions/{session_id}/plan", json=body
+        )
+    assert response.status_code == 200, response.text
+
+
+async def test_plans_on_the_board_and_session_page_and_parallel_sessions_of_a_project(
+    pipeline: Pipeline, page: Page, screenshots: Path
+) -> None:
+    run = uuid.uuid4().hex[:8]
+    project, first, second = f"shop-{run}", f"ui-plan-{run}-1", f"ui-plan-{run}-2"
+    # The texts shown as written: this tenant's privacy mode is off for the test.
+    with psycopg.connect(pipeline.database_url, autocommit=True) as conn:
+        conn.execute("UPDATE tenants SET redaction = 'off' WHERE tenant_id = 'default'")
+    try:
+        for session in (first, second):
+            await post(pipeline, session, 0, 50_000)
+        context = {"cwd": f"/home/dev/{project}", "git_branch": "feature/cart", "project": project}
+        await report_plan(pipeline, first, {"todos": [*PLAN[:4], dict(PLAN[4], status="pending")], **context})
+        await report_plan(pipeline, first, {"todos": PLAN, **context})  # version 2: seven items
+        await report_plan(pipeline, second, {"todos": PLAN[:2], **context})
+
+        # The board: the card says the item in progress and "3 of 7 done", and the project.
+        await page.goto(pipeline.url("dashboard") + "/")
+        plan_line = card_selector(first) + ' .plan[data-done="3"][data-total="7"]'
+        await page.wait_for_selector(plan_line, timeout=WAIT_MS)
+        assert await page.inner_text(plan_line) == "3 of 7 done · Doing step 4"
+        # Both sessions of the project are active: their cards say they run in parallel.
+        for session in (first, second):
+            line = card_selector(session) + " .project"
+            assert await page.inner_text(line) == f"{project} · feature/cart2 in parallel"
+            assert await page.query_selector(line + " .badge.parallel") is not None
+        await page.screenshot(path=screenshots / "board-plan.png", full_page=True)
+
+        # The plan moves on; the session's next export brings the card over the event stream.
+        moved = [*PLAN[:3], dict(PLAN[3], status="completed"), dict(PLAN[4], status="in_progress"), *PLAN[5:]]
+        await report_plan(pipeline, first, {"todos": moved, **context})
+        await post(pipeline, first, 1, 60_000)
+        await page.wait_for_selector(card_selector(first) + ' .plan[data-done="4"]', timeout=WAIT_MS)
+        assert await page.inner_text(card_selector(first) + " .plan") == "4 of 7 done · Doing step 5"
+        await page.reload()
+        await page.wait_for_selector(card_selector(first) + ' .plan[data-done="4"]', timeout=WAIT_MS)
+
+        # The session page: the whole plan, and its two versions in the timeline.
+        await page.goto(f"{pipeline.url('dashboard')}/sessions/{first}")
+        await page.wait_for_selector("#plan li.plan-item", timeout=WAIT_MS)
+        statuses = await page.eval_on_selector_all(
+            "#plan li.plan-item", "ns => ns.map(n => n.dataset.status)"
+        )
+        assert statuses == [p["status"] for p in moved]
+        assert "4 of 7 done · version 3" in await page.inner_text("#plan-summary")
+        await page.wait_for_selector('#timeline tr[data-kind="plan"]', timeout=WAIT_MS)
+        changes = await page.eval_on_selector_all(
+            '#timeline tr[data-kind="plan"]', "rows => rows.map(r => r.cells[2].textContent)"
+        )
+        assert changes == [
+            "plan v1: 3 of 5 done · in progress: Doing step 4",
+            "plan v2: 3 of 7 done · in progress: Doing step 4",
+            "plan v3: 4 of 7 done · in progress: Doing step 5",
+        ]
+        await page.screenshot(path=screenshots / "session-plan.png", full_page=True)
+
+        # The projects page: the project, flagged for its two active sessions; its page shows
+        # them together.
+        await page.goto(pipeline.url("dashboard") + "/projects")
+        row = f'#projects tr[data-project="{project}"]'
+        await page.wait_for_selector(row, timeout=WAIT_MS)
+        assert await page.get_attribute(row, "data-parallel") == "true"
+        assert "2 in parallel" in await page.inner_text(row)
+        await page.screenshot(path=screenshots / "projects.png", full_page=True)
+        await page.click(f"{row} a")
+        await page.wait_for_selector("#active.parallel article.card", timeout=WAIT_MS)
+        cards = await page.eval_on_selector_all(
+            "#active article.card", "ns => ns.map(n => n.dataset.sessionId)"
+        )
+        assert sorted(cards) == [first, second]
+        assert "2 sessions active in parallel" in await page.inner_text("#active h2")
+        await page.screenshot(path=screenshots / "project.png", full_page=True)
+    finally:
+        with psycopg.connect(pipeline.database_url, autocommit=True) as conn:
+            conn.execute("UPDATE tenants SET redaction = NULL WHERE tenant_id = 'default'")

@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from dashboard import compare, filters, queries, recommendations, timeline
+from dashboard import compare, filters, plans, project_list, queries, recommendations, timeline
 from tests.support.services import create_database, drop_database
 
 pytestmark = pytest.mark.integration
@@ -140,6 +140,8 @@ _MOVABLE = {
     "c_output": [500],
 }
 _TIMELINE = {"tenant": TENANT, "session": SESSION, "limit": timeline.DEFAULT_LIMIT}
+_PROJECT_PAGE, _, _ = filters.list_sessions(filters.SessionFilter(project="api"), "team")
+_PROJECT = {"tenant": TENANT, "project": "api", "idle_after": queries.IDLE_AFTER}
 DASHBOARD_QUERIES: dict[str, tuple[str, Any]] = {
     "get_session": (queries.GET_SESSION, (TENANT, SESSION)),
     "list_sessions": (_PAGE, {"tenant": TENANT, "limit": 100, "offset": 0}),
@@ -157,6 +159,16 @@ DASHBOARD_QUERIES: dict[str, tuple[str, Any]] = {
     "recommendations_project_errors": (recommendations.PROJECT_ERRORS_SQL, _INSIGHTS),
     "recommendations_storms": (recommendations.STORM_SQL, _INSIGHTS),
     "recommendations_idle": (recommendations.IDLE_SQL, _INSIGHTS),
+    "list_sessions_of_project": (
+        _PROJECT_PAGE,
+        {"tenant": TENANT, "project": "api", "limit": 100, "offset": 0},
+    ),
+    "projects": (project_list.PROJECTS, _PROJECT | {"limit": 200}),
+    "project": (project_list.PROJECT, _PROJECT),
+    "project_sessions": (project_list.PROJECT_SESSIONS, _PROJECT | {"limit": 200}),
+    "session_projects": (project_list.SESSION_PROJECTS, {"tenant": TENANT, "sessions": [SESSION]}),
+    "latest_plans": (plans.LATEST_PLANS, {"tenant": TENANT, "sessions": [SESSION]}),
+    "plan_history": (plans.PLAN_HISTORY, _TIMELINE),
 }
 
 

@@ -121,6 +121,15 @@ class AnthropicStub:
     #: When set, the usage follows the conversation and long prompts are refused.
     conversation: Conversation | None = None
     summary_output_tokens: int = 600
+    #: Scripted tool calls: the first request offering tools whose last user message contains
+    #: the key is answered with the script's first ``tool_use`` (tool name, input), each next
+    #: request bringing a tool result with the next one, then text again; each script runs once.
+    #: (Claude Code defers some tools, TodoWrite among them: a script loads it with ToolSearch
+    #: ``select:TodoWrite`` first.)
+    tool_calls: dict[str, list[tuple[str, dict[str, Any]]]] = field(default_factory=dict)
+    #: The tool calls made, in order (tool name, input).
+    called: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    _script: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     requests: list[dict[str, Any]] = field(default_factory=list)
     served: list[Served] = field(default_factory=list)
     #: The context of every request refused as too long.
@@ -135,7 +144,28 @@ class AnthropicStub:
         """Every request body as JSON text, in arrival order."""
         return [json.dumps(r) for r in self.requests]
 
-    def _events(self, model: str, usage: dict[str, Any], text: str) -> Iterator[str]:
+    def _tool_call(self, body: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+        """The tool call this request is to be answered with, if any (each made once)."""
+        messages = body.get("messages") or []
+        if not messages or messages[-1].get("role") != "user":
+            return None
+        content = messages[-1].get("content")
+        parts = content if isinstance(content, list) else []
+        call = None
+        if self._script and any(isinstance(p, dict) and p.get("type") == "tool_result" for p in parts):
+            call = self._script.pop(0)
+        elif body.get("tools"):
+            text = message_text(messages[-1])
+            for key in [k for k in self.tool_calls if k in text][:1]:
+                self._script = list(self.tool_calls.pop(key))
+                call = self._script.pop(0)
+        if call is not None:
+            self.called.append(call)
+        return call
+
+    def _events(
+        self, model: str, usage: dict[str, Any], text: str, tool: tuple[str, dict[str, Any]] | None = None
+    ) -> Iterator[str]:
         def event(name: str, data: dict[str, Any]) -> str:
             return f"event: {name}\ndata: {json.dumps(data)}\n\n"
 
@@ -150,20 +180,22 @@ class AnthropicStub:
             "usage": {**usage, "output_tokens": 1},
         }
         yield event("message_start", {"type": "message_start", "message": message})
+        if tool is None:
+            start: dict[str, Any] = {"type": "text", "text": ""}
+            delta: dict[str, Any] = {"type": "text_delta", "text": text}
+        else:
+            start = {"type": "tool_use", "id": f"toolu_stub{len(self.called)}", "name": tool[0], "input": {}}
+            delta = {"type": "input_json_delta", "partial_json": json.dumps(tool[1])}
         yield event(
-            "content_block_start",
-            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+            "content_block_start", {"type": "content_block_start", "index": 0, "content_block": start}
         )
-        yield event(
-            "content_block_delta",
-            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}},
-        )
+        yield event("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})
         yield event("content_block_stop", {"type": "content_block_stop", "index": 0})
         yield event(
             "message_delta",
             {
                 "type": "message_delta",
-                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "delta": {"stop_reason": "end_turn" if tool is None else "tool_use", "stop_sequence": None},
                 "usage": {"output_tokens": usage["output_tokens"]},
             },
         )
@@ -188,17 +220,26 @@ class AnthropicStub:
             usage = dict(self.usage)
         usage["output_tokens"] = self.summary_output_tokens if summary else self.output_tokens
         text = SUMMARY if summary else self.reply
+        tool = None if summary else self._tool_call(body)
         self.served.append(Served(model, summary, usage))
         if body.get("stream"):
-            return StreamingResponse(self._events(model, usage, text), media_type="text/event-stream")
+            return StreamingResponse(self._events(model, usage, text, tool), media_type="text/event-stream")
+        content: dict[str, Any] = {"type": "text", "text": text}
+        if tool is not None:
+            content = {
+                "type": "tool_use",
+                "id": f"toolu_stub{len(self.called)}",
+                "name": tool[0],
+                "input": tool[1],
+            }
         return JSONResponse(
             {
                 "id": "msg_stub",
                 "type": "message",
                 "role": "assistant",
                 "model": model,
-                "content": [{"type": "text", "text": text}],
-                "stop_reason": "end_turn",
+                "content": [content],
+                "stop_reason": "end_turn" if tool is None else "tool_use",
                 "stop_sequence": None,
                 "usage": usage,
             }

@@ -92,6 +92,7 @@ def test_every_canonical_kind_has_a_timeline_kind() -> None:
         "compaction",
         "context_window",
         "signal",
+        "plan",
         "other",
     } | {kind.value for kind, _ in CATALOGUE.values()}
 
