@@ -78,6 +78,8 @@ function forecastLine(s) {
   if (!parts.length) parts.push(f.project ? `no cost forecast yet (${f.history_sessions} ended sessions of ${short(f.project, 16)})` : "no cost forecast (no project)");
   if (f.minutes_to_compaction != null) parts.push(`compaction in ~${Math.round(f.minutes_to_compaction)} min`);
   return el("div", { class: "meta forecast" }, head + parts.join(" · "));
+}
+
 // --- issue 17: plans and projects -------------------------------------------------------------
 
 // A plan item's text as stored: the text, a keyed hash (privacy "hash") or none ("drop").
