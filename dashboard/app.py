@@ -429,7 +429,7 @@ def _add_web_ui(app: FastAPI) -> None:
     async def projects_page() -> FileResponse:
         return page("projects")
 
-    @app.get("/projects/{project}", include_in_schema=False)
+    @app.get("/projects/{project:path}", include_in_schema=False)
     async def project_page(project: str) -> FileResponse:
         return page("projects")
 

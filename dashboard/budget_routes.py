@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Annotated, Any, LiteralString
 
 import psycopg
-from fastapi import FastAPI, HTTPException, Path
+from fastapi import FastAPI, HTTPException, Path, Query
 from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -37,6 +37,8 @@ _SIGNALS_OF_TENANT: LiteralString = """
 
 
 BudgetId = Annotated[str, Path(pattern=f"^{budgets.BUDGET_ID_PATTERN}$")]
+#: The admin token's tenant (``dashboard.auth`` reads the same parameter).
+TenantParam = Annotated[str | None, Query(alias="tenant", max_length=200)]
 
 
 class BudgetIn(BaseModel):
@@ -78,13 +80,18 @@ class BudgetsOut(BaseModel):
     budgets: list[BudgetOut]
 
 
-def require_admin() -> None:
-    """403 unless the caller is the admin token (or anyone in open mode)."""
-    if current_caller().via not in ("admin_token", "open"):
+def require_admin(tenant_param: str | None) -> None:
+    """403 unless the caller is the admin token (or anyone in open mode); the admin names the
+    tenant it writes to (``?tenant=``, 422 without it: a forgotten parameter must not change
+    the ``default`` tenant's budgets, as it may for reads)."""
+    via = current_caller().via
+    if via not in ("admin_token", "open"):
         raise HTTPException(
             status_code=403,
             detail="budgets are set with the admin token or `tokentide admin budget set`; read keys read",
         )
+    if via == "admin_token" and not tenant_param:
+        raise HTTPException(status_code=422, detail="name the tenant whose budget this is: ?tenant=<tenant>")
 
 
 def budget_out(evaluation: budget_store.Evaluation, signals: list[str]) -> BudgetOut:
@@ -130,10 +137,10 @@ def add_budget_routes(app: FastAPI, pool: Pool, tenant: Callable[[], str], team_
         "/api/v1/budgets",
         responses={403: {"description": "not the admin token"}, 422: {"description": "an invalid budget"}},
     )
-    async def set_budget(body: BudgetIn) -> BudgetOut:
+    async def set_budget(body: BudgetIn, tenant_param: TenantParam = None) -> BudgetOut:
         """Set a budget of the tenant (admin only): a new one, or the amount of the one with the
         same scope, value and period."""
-        require_admin()
+        require_admin(tenant_param)
         try:
             scope, value, period, amount = budgets.checked(
                 body.scope, body.value, body.period, body.amount_usd
@@ -161,9 +168,9 @@ def add_budget_routes(app: FastAPI, pool: Pool, tenant: Callable[[], str], team_
         return budget_out(evaluation, [])
 
     @app.delete("/api/v1/budgets/{budget_id}", status_code=204, responses={403: {}, 404: {}})
-    async def delete_budget(budget_id: BudgetId) -> None:
+    async def delete_budget(budget_id: BudgetId, tenant_param: TenantParam = None) -> None:
         """Delete a budget of the tenant and its signals (admin only)."""
-        require_admin()
+        require_admin(tenant_param)
         async with pool.connection() as conn:
             row = await (
                 await conn.execute(budgets.DELETE_BUDGET, {"tenant": tenant(), "budget_id": budget_id})

@@ -211,7 +211,8 @@ async def database_now(conn: AnyConnection) -> datetime:
 
 
 #: Open budget signals (of a period not over yet) concerning a session: its tenant's budgets,
-#: its team's, its user's and its project's; the strongest kind per budget.
+#: its team's, its user's and its project's; the strongest kind per budget. A signal raised
+#: under an amount the budget no longer has (changed mid-period) is not open any more.
 OPEN_SIGNALS_OF_SESSION: LiteralString = (
     "WITH me AS ("  # noqa: S608 (LiteralString constants; values are parameters)
     + """
@@ -228,7 +229,7 @@ OPEN_SIGNALS_OF_SESSION: LiteralString = (
       FROM me
       JOIN budgets b ON b.tenant_id = me.tenant_id
       JOIN budget_signals bs ON bs.budget_id = b.budget_id AND bs.tenant_id = me.tenant_id
-     WHERE bs.period_end > now()
+     WHERE bs.period_end > now() AND bs.amount_usd = b.amount_usd
        AND (b.scope = 'tenant'
             OR (b.scope = 'team' AND b.scope_value = me.team)
             OR (b.scope = 'user' AND b.scope_value = me.user_id)

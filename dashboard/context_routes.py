@@ -7,8 +7,9 @@
   telemetry yet: the hook reports at the first prompt, before the agent's first export.
   422 on a malformed body or a field over its cap (``dashboard.plans``); nothing is written
   then.
-- ``GET /api/v1/projects`` and ``GET /api/v1/projects/{project}`` (READ): the tenant's
-  projects with their sessions' totals, and one project's sessions, the active ones together.
+- ``GET /api/v1/projects`` and ``GET /api/v1/projects/{project}`` (READ; the project is the
+  rest of the path, a name may hold ``/``): the tenant's projects with their sessions' totals,
+  and one project's sessions, the active ones together.
 
 :func:`attach` gives API sessions their ``project``, ``workspace`` and ``plan``.
 """
@@ -182,7 +183,8 @@ def add_context_routes(
             rows = await (await conn.execute(project_list.PROJECTS, params)).fetchall()
         return project_list.ProjectList(projects=[project_list.project_out(r) for r in rows])
 
-    @app.get("/api/v1/projects/{project}")
+    # ``:path``: a project named by a resource attribute may hold a "/" (``payments/api``).
+    @app.get("/api/v1/projects/{project:path}")
     async def get_project(
         project: ProjectName,
         limit: Annotated[int, Query(ge=1, le=1000, description="at most this many sessions")] = 200,

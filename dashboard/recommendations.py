@@ -30,15 +30,16 @@ The rules, their thresholds and savings (README "Recommendations" says the same)
     ``S`` served there (prompt <= S's largest prompt and output <= S's largest output) could
     have gone to ``S``: savings = ``sum over them of cost_L(tokens) - cost_S(tokens)`` (the
     price table's full, tiered cost of each request's tokens). Of several such ``S``, the one
-    saving most.
+    saving most; none when no candidate saves anything on those requests (its cache or
+    long-context rates may be higher).
 ``retry_storm`` (scope session): at least :data:`STORM_MIN_ERRORS` (3) ``api_error``
     events of a session each at most :data:`STORM_GAP_S` (300 s) after the previous one.
     savings = the cost of those error events (when the provider billed them, else 0) plus the
     cost of the session's requests from the storm's first error to :data:`STORM_GAP_S` after
     its last (the requests retried through the storm).
 ``idle_context`` (scope session): a main-conversation request sent more than
-    :data:`IDLE_MIN_S` (1800 s) after the session's previous request, with a prompt above
-    :data:`IDLE_MIN_CONTEXT` (100 000 tokens): its prompt cache had expired, so the context
+    :data:`IDLE_MIN_S` (1800 s) after the session's previous main-conversation request, with
+    a prompt above :data:`IDLE_MIN_CONTEXT` (100 000 tokens): its prompt cache had expired, so the context
     was written again. savings = ``sum over such resumptions of cost(cache writes) -
     cache_creation * rates(prompt).cache_read``: what writing the context cost over reading
     it from a warm cache (``/compact`` or ``/clear`` before a long pause avoids most of it).
@@ -432,6 +433,8 @@ def smaller_model_rule(
         sums[row["idx"]] = (n + row["requests"], total + saved)
     best: dict[tuple[str, str, str, str], tuple[int, str, int, Candidate]] = {}
     for idx, (moved, savings) in sums.items():
+        if savings <= 0:  # cheaper base rates, yet no cheaper on these requests (cache or tier rates)
+            continue
         c = candidates[idx]
         key = (c.project, c.query_source, c.agent_name, c.large.name)
         if key not in best or (savings, c.small.name) > best[key][:2]:

@@ -2,7 +2,8 @@
 
 For a session that has not ended (``active`` or ``idle``), from the **history of its project**
 (``dashboard.projects``): the project's last :data:`HISTORY_SESSIONS` (50) ended sessions with a
-known cost, when there are at least :data:`MIN_HISTORY_SESSIONS` (3) of them::
+known cost seen in the last :data:`HISTORY_WINDOW` (90 days: the query reads a bounded range of
+the tenant's sessions), when there are at least :data:`MIN_HISTORY_SESSIONS` (3) of them::
 
     own_pace_usd = cost + cost / elapsed * max(0, median_duration - elapsed)
     project_usd  = max(cost, median_cost)
@@ -32,6 +33,7 @@ from pydantic import BaseModel
 from dashboard.projects import PROJECT_JOIN, PROJECT_SQL
 
 HISTORY_SESSIONS = 50
+HISTORY_WINDOW = timedelta(days=90)
 MIN_HISTORY_SESSIONS = 3
 
 
@@ -103,6 +105,7 @@ HISTORY_OF: LiteralString = (
     + PROJECT_JOIN
     + """
          WHERE s.tenant_id = %(tenant)s AND s.last_seen_at <= now() - %(ended_after)s
+           AND s.last_seen_at > now() - %(history_window)s
            AND s.cost_source IS DISTINCT FROM 'unknown' AND s.api_requests > 0
            AND """
     + PROJECT_SQL
@@ -135,6 +138,7 @@ async def attach_forecasts(
             "projects": projects,
             "ended_after": ended_after,
             "history": HISTORY_SESSIONS,
+            "history_window": HISTORY_WINDOW,
         }
         for r in await (await conn.execute(HISTORY_OF, params)).fetchall():
             histories[r["project"]] = ProjectHistory(

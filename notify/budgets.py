@@ -87,14 +87,23 @@ async def raise_signals(
 
 async def evaluate_all(
     pool: AsyncConnectionPool[Any], team_key: str, now: datetime | None = None
-) -> tuple[int, int]:
-    """One round over every tenant with budgets: (signals raised, deliveries recorded)."""
-    raised = recorded = 0
+) -> tuple[int, int, int]:
+    """One round over every tenant with budgets: (signals raised, deliveries recorded, tenants
+    whose evaluation a statement refused). A refused statement loses that tenant's round only
+    (its signals are written in a transaction: nothing half-written); a broken connection ends
+    the round (raised)."""
+    raised = recorded = failed = 0
     async with pool.connection() as conn:
         now = now or await budget_store.database_now(conn)
         for tenant in await budget_store.tenants_with_budgets(conn):
-            for evaluation in await budget_store.evaluate(conn, tenant, team_key, now):
-                new, deliveries = await raise_signals(conn, evaluation)
-                raised += new
-                recorded += deliveries
-    return raised, recorded
+            try:
+                for evaluation in await budget_store.evaluate(conn, tenant, team_key, now):
+                    new, deliveries = await raise_signals(conn, evaluation)
+                    raised += new
+                    recorded += deliveries
+            except psycopg.Error as exc:
+                if conn.broken or isinstance(exc, psycopg.OperationalError):
+                    raise
+                failed += 1
+                log.error("budget evaluation of tenant %r failed: %s", tenant, exc)
+    return raised, recorded, failed

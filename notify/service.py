@@ -395,15 +395,18 @@ class Notifier:
         or a statement refused) skips a round (logged, counted), never stops the loop."""
         while True:
             try:
-                raised, recorded = await evaluate_all(self._store.pool, self._settings.team_attribute)
+                raised, recorded, failed = await evaluate_all(self._store.pool, self._settings.team_attribute)
             except DATABASE_ERRORS as exc:
                 self._metrics.budget_rounds.labels("error").inc()
                 log.warning("budget evaluation skipped, database unavailable: %s", exc)
             except psycopg.Error as exc:  # a refused statement: the round is lost, not the loop
                 self._metrics.budget_rounds.labels("error").inc()
                 log.error("budget evaluation failed: %s", exc)
+            except Exception:  # a bug must not switch budgets off for good, silently
+                self._metrics.budget_rounds.labels("error").inc()
+                log.exception("budget evaluation failed")
             else:
-                self._metrics.budget_rounds.labels("ok").inc()
+                self._metrics.budget_rounds.labels("partial" if failed else "ok").inc()
                 self._metrics.budget_signals.inc(raised)
                 self._metrics.recorded.inc(recorded)
                 if recorded:

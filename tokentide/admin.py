@@ -1231,8 +1231,8 @@ def _amount(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"an amount in USD, not {text!r}") from None
-    if not (math.isfinite(value) and 0 < value <= budgets.MAX_AMOUNT_USD):
-        raise argparse.ArgumentTypeError(f"more than 0 and at most {budgets.MAX_AMOUNT_USD:,.0f} USD")
+    if not (math.isfinite(value) and 0 < round(value, 4) <= budgets.MAX_AMOUNT_USD):
+        raise argparse.ArgumentTypeError(f"at least 0.0001 and at most {budgets.MAX_AMOUNT_USD:,.0f} USD")
     return value
 
 

@@ -24,7 +24,8 @@ the rollups say was spent in ``[period start, now)``.
   mean spend of all history hours. The history hours are the whole UTC hours from the first
   hour with spend in the last 28 days up to the current hour (excluded). Half the weight is the
   weekly pattern, half a flat floor, so a quiet hour of the week still counts (and ``W_recent``
-  is never 0); the weights of a whole week sum to 168.
+  is never 0); with a history of whole weeks the weights of a week sum to 168 (otherwise about
+  that: only the ratios of weights enter the forecast).
 
 **Status**: ``exceeded`` when ``spend >= amount``, else ``warning`` when ``forecast > amount``,
 else ``ok``. A budget raises ``budget_exceeded`` and ``budget_warning`` (:class:`BudgetKind`)
@@ -228,9 +229,11 @@ def checked(
         raise InvalidBudget(f"a {known_scope} budget needs the {known_scope} it is for (value)")
     if len(value) > VALUE_MAX:
         raise InvalidBudget(f"value longer than {VALUE_MAX} characters")
-    if not (math.isfinite(amount_usd) and 0 < amount_usd <= MAX_AMOUNT_USD):
-        raise InvalidBudget(f"amount must be more than 0 and at most {MAX_AMOUNT_USD:,.0f} USD")
-    return known_scope, value, known_period, round(amount_usd, 4)
+    # Rounded first (the table keeps 4 decimals): 0.00001 USD is 0 there, and refused here.
+    amount = round(amount_usd, 4) if math.isfinite(amount_usd) else amount_usd
+    if not (math.isfinite(amount) and 0 < amount <= MAX_AMOUNT_USD):
+        raise InvalidBudget(f"amount must be at least 0.0001 and at most {MAX_AMOUNT_USD:,.0f} USD")
+    return known_scope, value, known_period, amount
 
 
 #: Set a budget (insert, or change the amount of the one with the same natural key); the

@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import gzip
 import json
+import re
 import socket
 import urllib.parse
 from collections.abc import Iterator
@@ -271,7 +272,10 @@ def url_for(
     for param in params:
         if param.where == "path":
             filled = value if param is target and value is not None else "no-such-session"
-            path = path.replace("{" + param.name + "}", urllib.parse.quote(filled, safe=""))
+            # ``{name}`` or ``{name:converter}`` (a project name is the rest of the path)
+            placeholder = re.compile(r"\{" + re.escape(param.name) + r"(:[a-z]+)?\}")
+            quoted = urllib.parse.quote(filled, safe="")
+            path = placeholder.sub(lambda _, quoted=quoted: quoted, path)
     return path
 
 

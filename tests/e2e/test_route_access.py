@@ -101,7 +101,7 @@ HEALTH = {("GET", p): Row(ALL) for p in ("/healthz", "/readyz", "/metrics", "/op
 #: Ingest serves no API description (the fuzz suite's finding: nothing there for anyone).
 INGEST_HEALTH = {k: v for k, v in HEALTH.items() if k[1] != "/openapi.json"}
 UNIT = "{session_id}"
-PROJECT_UNIT = "{project}"
+PROJECT_UNIT = "{project:path}"
 #: The projects the two tenants' sessions belong to (their hooks report them).
 PROJECT, OTHER_PROJECT = "acme-app", "globex-app"
 

@@ -118,7 +118,11 @@ def test_set_change_list_and_delete_budgets(cli: Cli, database: str) -> None:
         ),
         (
             ("set", "--tenant", "default", "--scope", "tenant", "--period", "day", "--amount-usd", "-1"),
-            "more than 0",
+            "at least 0.0001",
+        ),
+        (
+            ("set", "--tenant", "default", "--scope", "tenant", "--period", "day", "--amount-usd", "0.00001"),
+            "at least 0.0001",
         ),
         (
             ("set", "--tenant", "default", "--scope", "org", "--period", "day", "--amount-usd", "1"),

@@ -142,10 +142,10 @@ async def test_hour_of_week_forecast_and_signals_once_per_period(
     assert evaluations[day.budget_id].forecast.spend_usd == 4.0
     assert evaluations[day.budget_id].status == "exceeded"
 
-    assert await evaluate_all(pool, "team", NOW) == (1, 2)  # budget_exceeded, to two webhooks
-    assert await evaluate_all(pool, "team", NOW + timedelta(minutes=1)) == (0, 0)  # once per period
+    assert await evaluate_all(pool, "team", NOW) == (1, 2, 0)  # budget_exceeded, to two webhooks
+    assert await evaluate_all(pool, "team", NOW + timedelta(minutes=1)) == (0, 0, 0)  # once per period
     # The next day spends 2 USD by 10:30 (09 and 10 h): exceeded again, a new period's signal.
-    assert await evaluate_all(pool, "team", datetime(2026, 12, 3, 10, 30, tzinfo=UTC)) == (1, 2)
+    assert await evaluate_all(pool, "team", datetime(2026, 12, 3, 10, 30, tzinfo=UTC)) == (1, 2, 0)
     with psycopg.connect(database) as conn:
         rows = conn.execute(
             "SELECT webhook_id, signal_id, kind, session_id, payload ->> 'spend_usd'"
@@ -164,3 +164,45 @@ async def test_hour_of_week_forecast_and_signals_once_per_period(
         (day.budget_id, datetime(2026, 12, 2, tzinfo=UTC), "budget_exceeded"),
         (day.budget_id, datetime(2026, 12, 3, tzinfo=UTC), "budget_exceeded"),
     ]
+
+
+async def test_a_tenant_whose_statement_is_refused_loses_its_round_only(
+    database: str, pool: AsyncConnectionPool[Any]
+) -> None:
+    """One tenant's refused statement (here a trigger refusing its signals) must not cost the
+    other tenants their signals: its round is lost, counted, and nothing of it is half-written."""
+    with psycopg.connect(database) as conn:
+        write_rollups(conn, spending_hours())
+        conn.execute("INSERT INTO tenants (tenant_id) VALUES ('aaa-refused')")
+        conn.execute(
+            "INSERT INTO sessions (tenant_id, session_id, agent, started_at, last_seen_at,"
+            " context_window, state_version) VALUES ('aaa-refused', 's1', 'claude_code', %s, %s, 200000, 1)",
+            (FIRST, NOW),
+        )
+        conn.execute(
+            "INSERT INTO rollups_minute (tenant_id, session_id, model, minute, agent, input_tokens,"
+            " output_tokens, cache_read_tokens, cache_creation_tokens, reasoning_tokens, cost_usd,"
+            " requests, errors) VALUES ('aaa-refused', 's1', 'm', %s, 'claude_code', 1, 1, 0, 0, 0, 9, 1, 0)",
+            (NOW - timedelta(minutes=20),),
+        )
+        conn.execute(
+            "CREATE FUNCTION refuse_signal() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+            " IF NEW.tenant_id = 'aaa-refused' THEN RAISE EXCEPTION 'refused by the test'; END IF;"
+            " RETURN NEW; END $$"
+        )
+        conn.execute(
+            "CREATE TRIGGER refuse_signal BEFORE INSERT ON budget_signals"
+            " FOR EACH ROW EXECUTE FUNCTION refuse_signal()"
+        )
+        for tenant in ("aaa-refused", "default"):
+            admin.set_budget(conn, tenant, scope="tenant", value=None, period="day", amount_usd=1.5)
+            admin.add_webhook(conn, tenant, "http://127.0.0.1:9/b")
+
+    assert await evaluate_all(pool, "team", NOW) == (1, 1, 1)  # default's signal; the other refused
+    with psycopg.connect(database) as conn:
+        signals = conn.execute("SELECT tenant_id, kind FROM budget_signals ORDER BY tenant_id").fetchall()
+        deliveries = conn.execute(
+            "SELECT tenant_id, kind FROM webhook_deliveries ORDER BY tenant_id"
+        ).fetchall()
+    assert signals == [("default", "budget_exceeded")]
+    assert deliveries == [("default", "budget_exceeded")]

@@ -27,7 +27,7 @@ from dashboard.app import create_app
 from dashboard.checkpoints import PROOF_HEADER
 from dashboard.web_sessions import COOKIE, session_digest
 from tests.support.services import create_database, drop_database, unique
-from tokentide.admin import ApiKey, create_key, create_tenant, revoke_key, set_tenant_disabled
+from tokentide.admin import ApiKey, create_key, create_tenant, revoke_key, set_budget, set_tenant_disabled
 from tokentide.hook import session_proof
 from tokentide.settings import DashboardSettings
 
@@ -517,3 +517,56 @@ def test_tenant_roles_cannot_read_sessions_or_bindings_and_rls_backs_a_mistaken_
                 )
             conn.execute("SELECT tokentide_unbind_tenant_role(%s)", (role,))
             conn.execute(psql.SQL("DROP ROLE {}").format(psql.Identifier(role)))
+
+
+# --- budgets (issue 17) ---------------------------------------------------------------------
+
+
+async def test_budget_writes_take_the_admin_token_and_name_their_tenant(
+    client: httpx.AsyncClient, world: World
+) -> None:
+    body = {"scope": "team", "value": "auth-test", "period": "day", "amount_usd": 5}
+    budgets_of = "SELECT tenant_id, amount_usd FROM budgets WHERE scope_value = 'auth-test'"
+    read = await client.put("/api/v1/budgets", json=body, headers=bearer(world.read["acme"].token))
+    assert read.status_code == 403
+    # Without ?tenant= the admin token reads the default tenant; a write must say whose it is.
+    forgot = await client.put("/api/v1/budgets", json=body, headers=bearer(ADMIN_TOKEN))
+    assert forgot.status_code == 422
+    assert "?tenant=" in forgot.json()["detail"]
+    assert sql(world.dsn, budgets_of) == []
+    made = await client.put("/api/v1/budgets?tenant=globex", json=body, headers=bearer(ADMIN_TOKEN))
+    assert made.status_code == 200, made.text
+    assert [(t, float(a)) for t, a in sql(world.dsn, budgets_of)] == [("globex", 5.0)]
+    path = f"/api/v1/budgets/{made.json()['budget_id']}"
+    assert (await client.delete(path, headers=bearer(ADMIN_TOKEN))).status_code == 422
+    assert (await client.delete(path, headers=bearer(world.read["globex"].token))).status_code == 403
+    assert len(sql(world.dsn, budgets_of)) == 1
+    assert (await client.delete(path + "?tenant=globex", headers=bearer(ADMIN_TOKEN))).status_code == 204
+    assert sql(world.dsn, budgets_of) == []
+
+
+async def test_the_hook_shows_a_budget_signal_until_the_budget_amount_changes(
+    client: httpx.AsyncClient, world: World
+) -> None:
+    """A signal raised under an amount the budget no longer has is not the hook's news any
+    more (decision 41): it stays in the log, but the notice stops repeating it."""
+    with psycopg.connect(world.dsn, autocommit=True) as conn:
+        budget = set_budget(conn, "acme", scope="tenant", value=None, period="month", amount_usd=1)
+        conn.execute(
+            "INSERT INTO budget_signals (tenant_id, budget_id, period_start, period_end, kind, signal_id,"
+            " amount_usd, spend_usd, forecast_usd)"
+            " VALUES ('acme', %s, date_trunc('month', now()),"
+            " date_trunc('month', now()) + interval '1 month', 'budget_exceeded', %s, 1, 1.5, 2)",
+            (budget.budget_id, budget.budget_id + ":test:budget_exceeded"),
+        )
+    headers = hook_headers(world, "acme-session")
+    try:
+        shown = (await client.get("/api/v1/hook/sessions/acme-session", headers=headers)).json()
+        assert [(s["kind"], s["amount_usd"]) for s in shown["budget_signals"]] == [("budget_exceeded", 1.0)]
+        with psycopg.connect(world.dsn, autocommit=True) as conn:
+            set_budget(conn, "acme", scope="tenant", value=None, period="month", amount_usd=3)
+        after = (await client.get("/api/v1/hook/sessions/acme-session", headers=headers)).json()
+        assert after["budget_signals"] == []
+        assert len(sql(world.dsn, "SELECT 1 FROM budget_signals WHERE budget_id = %s", budget.budget_id)) == 1
+    finally:
+        sql(world.dsn, "DELETE FROM budgets WHERE budget_id = %s", budget.budget_id)

@@ -17,7 +17,16 @@ from typing import Any
 import psycopg
 import pytest
 
-from dashboard import compare, filters, plans, project_list, queries, recommendations, timeline
+from dashboard import (
+    compare,
+    filters,
+    plans,
+    project_list,
+    queries,
+    recommendations,
+    session_forecast,
+    timeline,
+)
 from tests.support.services import create_database, drop_database
 
 pytestmark = pytest.mark.integration
@@ -162,6 +171,16 @@ DASHBOARD_QUERIES: dict[str, tuple[str, Any]] = {
     "list_sessions_of_project": (
         _PROJECT_PAGE,
         {"tenant": TENANT, "project": "api", "limit": 100, "offset": 0},
+    ),
+    "session_forecast_history": (
+        session_forecast.HISTORY_OF,
+        {
+            "tenant": TENANT,
+            "projects": ["api"],
+            "ended_after": queries.ENDED_AFTER,
+            "history": session_forecast.HISTORY_SESSIONS,
+            "history_window": session_forecast.HISTORY_WINDOW,
+        },
     ),
     "projects": (project_list.PROJECTS, _PROJECT | {"limit": 200}),
     "project": (project_list.PROJECT, _PROJECT),

@@ -281,11 +281,12 @@ async def test_projects_sum_their_sessions_and_flag_parallel_work(pool: AsyncCon
         pool, "t_off", "w1", tokens=(7, 8, 9, 10), cost="2", attributes={"service.namespace": "web"}
     )
     await add_session(pool, "t_off", "loose")
+    await add_session(pool, "t_off", "slash", cost="3", attributes={"project": "payments/api"})
     async with client(pool, "t_off") as c:
         for session in ("a1", "a3"):
             assert (await put(c, session, {"cwd": "/home/dev/api"})).status_code == 200
         projects = {p["project"]: p for p in (await c.get("/api/v1/projects")).json()["projects"]}
-        assert set(projects) == {"api", "web"}
+        assert set(projects) == {"api", "web", "payments/api"}
         api = projects["api"]
         assert (api["sessions"], api["active_sessions"], api["parallel"]) == (3, 2, True)
         assert api["tokens"] == {
@@ -308,6 +309,11 @@ async def test_projects_sum_their_sessions_and_flag_parallel_work(pool: AsyncCon
         assert sorted(s["session_id"] for s in detail["active"]) == ["a1", "a2"]
         assert [s["session_id"] for s in detail["inactive"]] == ["a3"]
         assert (await c.get("/api/v1/projects/nope")).status_code == 404
+        # A name with a "/" (from a resource attribute), as the UI links to it (encoded) or not.
+        for path in ("/api/v1/projects/payments%2Fapi", "/api/v1/projects/payments/api"):
+            slashed = (await c.get(path)).json()
+            assert (slashed["project"]["project"], slashed["project"]["cost_usd"]) == ("payments/api", 3.0)
+            assert [s["session_id"] for s in slashed["inactive"] + slashed["active"]] == ["slash"]
 
         listed = (await c.get("/api/v1/sessions", params={"project": "api"})).json()
         assert listed["total"] == 3

@@ -6,12 +6,14 @@ against the formula of its docstring computed here by hand on the table of ``ins
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from dashboard import recommendations as r
-from tests.unit.dashboard.insight_prices import catalogue
+from dashboard.compare import Catalogue
+from tests.unit.dashboard.insight_prices import TABLE, catalogue
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 
@@ -131,12 +133,14 @@ def served_by_small(project: str, count: int = 5) -> list[dict[str, Any]]:
     return [request(project, "small-1", 500 + 100 * i, 300 - 10 * i) for i in range(count)]  # max 900 / 300
 
 
-def smaller(rows: list[dict[str, Any]], errors: list[dict[str, Any]]) -> list[r.Recommendation]:
+def smaller(
+    rows: list[dict[str, Any]], errors: list[dict[str, Any]], c: Catalogue | None = None
+) -> list[r.Recommendation]:
     """The rule over what its two queries give for ``rows`` (one per request), computed here as
     their SQL says: per project, pattern and model the requests, largest prompt and output; then
     the candidates' requests no larger than those, summed per tier bucket (the table's one
     threshold: 1000 prompt tokens)."""
-    c = catalogue()
+    c = c or catalogue()
     patterns: dict[tuple[str, str, str, str], dict[str, Any]] = {}
     for q in rows:
         key = (q["project"], q["query_source"], q["agent_name"], q["model"])
@@ -213,6 +217,34 @@ def test_a_moved_request_above_a_tier_saves_at_the_tiers_rates_and_snapshots_cou
     (rec,) = smaller(rows, [])
     assert rec.evidence["smaller_model_requests"] == 5
     assert rec.savings_nanos == (1100 * 20_000 + 100 * 100_000) - (1100 * 1_000 + 100 * 5_000) == 30_400_000
+
+
+def test_no_move_to_a_smaller_model_that_would_cost_more_on_these_requests() -> None:
+    """lean-1 has lower input and output rates than big-1 but reads the cache at 5 USD/MTok
+    (big-1: 1): on requests that mostly read the cache it would cost more, so nothing is said."""
+    table = json.loads(json.dumps(TABLE))
+    table["models"]["lean-1"] = {
+        "provider": "acme",
+        "input": 1,
+        "output": 5,
+        "cache_read": 5,
+        "cache_creation": 1.25,
+        "cache_creation_1h": 2,
+    }
+    c = Catalogue.from_json(json.dumps(table))
+
+    def cached(model: str) -> dict[str, Any]:
+        return request("cachey", model, 10, 10) | {"cache_read_tokens": 800}
+
+    rows = [*[cached("lean-1") for _ in range(5)], cached("big-1")]
+    # on big-1: 10 x 10000 + 10 x 50000 + 800 x 1000; on lean-1: 10 x 1000 + 10 x 5000 + 800 x 5000
+    assert 10 * 10_000 + 10 * 50_000 + 800 * 1_000 < 10 * 1_000 + 10 * 5_000 + 800 * 5_000
+    assert smaller(rows, [], c) == []
+    # small-1 is cheaper at every rate: the same requests on it are recommended as before.
+    (rec,) = smaller([*[cached("small-1") for _ in range(5)], cached("big-1")], [], c)
+    assert rec.savings_nanos == (10 * 10_000 + 10 * 50_000 + 800 * 1_000) - (
+        10 * 1_000 + 10 * 5_000 + 800 * 100
+    )
 
 
 def test_no_move_to_a_model_that_erred_in_the_project_or_served_too_few() -> None:

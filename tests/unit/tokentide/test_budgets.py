@@ -127,8 +127,10 @@ def test_checked_budgets() -> None:
         ("tenant", "x", "day", 1.0, "takes no value"),
         ("user", "", "day", 1.0, "needs the user"),
         ("team", "x" * 501, "day", 1.0, "longer than 500"),
-        ("team", "x", "day", 0.0, "more than 0"),
-        ("team", "x", "day", float("nan"), "more than 0"),
+        ("team", "x", "day", 0.0, "at least 0.0001"),
+        ("team", "x", "day", float("nan"), "at least 0.0001"),
+        # 0 once rounded to the table's 4 decimals (the column's CHECK would refuse it: a 500).
+        ("team", "x", "day", 0.00004, "at least 0.0001"),
         ("team", "x", "day", 2e9, "at most"),
     ],
 )
