@@ -10,8 +10,9 @@ PreCompact, ``source`` for SessionStart, ``tool_name`` and ``tool_input`` for Po
   print a one-line notice; Claude Code adds what a UserPromptSubmit hook prints to the context.
 - ``SessionStart`` with source ``compact`` or ``resume``: print the latest checkpoint's summary,
   so that the work goes on where it stopped.
-- ``PostToolUse`` on ``TodoWrite``, and ``UserPromptSubmit`` too: report the session's plan (the
-  todo list: from the tool's input, else the transcript's last TodoWrite) with its working
+- ``PostToolUse`` on ``TodoWrite``, ``TaskCreate`` and ``TaskUpdate``, and ``UserPromptSubmit``
+  too: report the session's plan (TodoWrite's input; for the task tools, Claude Code's stored
+  task list, else the transcript's task tool calls replayed: ``tokentide.hook_tasks``) with its working
   directory, git repository and branch and the project derived from them
   (``PUT /api/v1/hook/sessions/{id}/plan``), only when one of them changed since the last
   report (a digest per session in ``~/.local/state/tokentide/plans/``). Git is asked with a
@@ -67,12 +68,14 @@ from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from tokentide import hook_tasks
+
 #: The hook events installed, and for each the matcher Claude Code filters on.
 EVENTS = {
     "PreCompact": "",
     "UserPromptSubmit": "",
     "SessionStart": "compact|resume",
-    "PostToolUse": "TodoWrite",
+    "PostToolUse": "TodoWrite|TaskCreate|TaskUpdate",
 }
 #: What marks an installed entry as ours (``uninstall`` removes those and nothing else).
 COMMAND = "tokentide hook"
@@ -185,7 +188,7 @@ def pre_compact(event: dict[str, Any]) -> str:
     if tail:
         body["transcript_gzip_b64"] = base64.b64encode(gzip.compress(tail)).decode()
         body["transcript_truncated"] = truncated
-        todos = latest_todos(tail)
+        todos = session_plan(event, tail)
         if todos is not None:
             body["todos"] = todos
     request("POST", event["session_id"], "/checkpoints", body)
@@ -194,8 +197,7 @@ def pre_compact(event: dict[str, Any]) -> str:
 
 def user_prompt_submit(event: dict[str, Any]) -> str:
     try:
-        tail, _ = transcript_tail(event.get("transcript_path"))
-        report_plan(event, latest_todos(tail) if tail else None)
+        report_plan(event, session_plan(event))
     except Exception as exc:  # noqa: BLE001 (the notice below still goes out)
         log(f"plan report: {type(exc).__name__}: {exc}")
     state = request("GET", event["session_id"])
@@ -205,13 +207,40 @@ def user_prompt_submit(event: dict[str, Any]) -> str:
 
 
 def post_tool_use(event: dict[str, Any]) -> str:
-    if event.get("tool_name") == "TodoWrite":
+    name = event.get("tool_name")
+    if name == "TodoWrite":
         tool_input = event.get("tool_input")
         todos = tool_input.get("todos") if isinstance(tool_input, dict) else None
         report_plan(
             event, [capped_todo(t) for t in todos if isinstance(t, dict)] if isinstance(todos, list) else None
         )
+    elif name in hook_tasks.TASK_TOOLS:
+        call_id = event.get("tool_use_id")
+        pending = (
+            call_id if isinstance(call_id, str) else "",
+            str(name),
+            event.get("tool_input"),
+            event.get("tool_response"),
+        )
+        report_plan(event, session_plan(event, pending=pending))
     return ""  # nothing for the model
+
+
+def session_plan(
+    event: dict[str, Any], tail: bytes | None = None, pending: hook_tasks.Call | None = None
+) -> list[dict[str, Any]] | None:
+    """The session's plan (None: none known): Claude Code's stored task list when it has one
+    (``hook_tasks``), else the transcript's tool calls replayed (task tools or TodoWrite;
+    ``pending``, the call a PostToolUse hook reports, last), capped as the dashboard accepts."""
+    directory = hook_tasks.task_list_dir(str(event["session_id"]))
+    stored = hook_tasks.stored_tasks(directory) if directory else None
+    if stored is not None:
+        todos: list[dict[str, Any]] | None = hook_tasks.plan_items(stored)
+    else:
+        if tail is None:
+            tail, _ = transcript_tail(event.get("transcript_path"))
+        todos = hook_tasks.replay(tail, pending)
+    return None if todos is None else [capped_todo(t) for t in todos][:MAX_TODOS]
 
 
 def report_plan(event: dict[str, Any], todos: list[dict[str, Any]] | None) -> bool:
@@ -673,13 +702,16 @@ def settings_path(args: argparse.Namespace) -> Path:
 
 
 def install(settings: dict[str, Any], command: str = COMMAND) -> dict[str, Any]:
-    """``settings`` with our hook entries added once (an existing one is left as it is), and
-    our status line unless the user has one of their own."""
+    """``settings`` with our hook entries added once (an existing entry of ours only gets the
+    current matcher), and our status line unless the user has one of their own."""
     if "statusLine" not in settings:
         settings["statusLine"] = {"type": "command", "command": STATUSLINE_COMMAND}
     hooks = settings.setdefault("hooks", {})
     for event, matcher in EVENTS.items():
         entries = hooks.setdefault(event, [])
+        for entry in entries:  # an entry of an earlier version (PostToolUse on TodoWrite only)
+            if entry.get("hooks") and all(_ours(h) for h in entry["hooks"]):
+                entry["matcher"] = matcher
         if not any(_ours(h) for entry in entries for h in entry.get("hooks", [])):
             entries.append(
                 {"matcher": matcher, "hooks": [{"type": "command", "command": command, "timeout": 10}]}
