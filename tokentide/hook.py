@@ -2,18 +2,19 @@
 
 Claude Code runs ``tokentide hook`` for four hook events, with the event as JSON on stdin
 (``session_id``, ``transcript_path``, ``cwd``, ``hook_event_name``, and ``trigger`` for
-PreCompact, ``source`` for SessionStart, ``tool_name`` and ``tool_input`` for PostToolUse):
+PreCompact, ``source`` for SessionStart, ``tool_name``, ``tool_input``, ``tool_response`` and
+``tool_use_id`` for PostToolUse):
 
-- ``PreCompact``: save a checkpoint (the pipeline's summary of the session, the todo list when
-  the transcript shows one, and the transcript's tail, gzip-compressed) before compaction.
+- ``PreCompact``: save a checkpoint (the pipeline's summary of the session, the plan when one
+  is known, and the transcript's tail, gzip-compressed) before compaction.
 - ``UserPromptSubmit``: when a context signal is open (warning, checkpoint requested, critical),
   print a one-line notice; Claude Code adds what a UserPromptSubmit hook prints to the context.
 - ``SessionStart`` with source ``compact`` or ``resume``: print the latest checkpoint's summary,
   so that the work goes on where it stopped.
 - ``PostToolUse`` on ``TodoWrite``, ``TaskCreate`` and ``TaskUpdate``, and ``UserPromptSubmit``
   too: report the session's plan (TodoWrite's input; for the task tools, Claude Code's stored
-  task list, else the transcript's task tool calls replayed: ``tokentide.hook_tasks``) with its working
-  directory, git repository and branch and the project derived from them
+  task list, else the transcript's task tool calls replayed: ``tokentide.hook_tasks``) with its
+  working directory, git repository and branch and the project derived from them
   (``PUT /api/v1/hook/sessions/{id}/plan``), only when one of them changed since the last
   report (a digest per session in ``~/.local/state/tokentide/plans/``). Git is asked with a
   1 s timeout per command; remote URLs lose any credentials before they leave the machine.
@@ -50,9 +51,11 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import gzip
 import hashlib
 import hmac
+import importlib
 import json
 import math
 import os
@@ -64,7 +67,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -197,7 +200,8 @@ def pre_compact(event: dict[str, Any]) -> str:
 
 def user_prompt_submit(event: dict[str, Any]) -> str:
     try:
-        report_plan(event, session_plan(event))
+        with plan_lock(event["session_id"]):
+            report_plan(event, session_plan(event))
     except Exception as exc:  # noqa: BLE001 (the notice below still goes out)
         log(f"plan report: {type(exc).__name__}: {exc}")
     state = request("GET", event["session_id"])
@@ -222,7 +226,8 @@ def post_tool_use(event: dict[str, Any]) -> str:
             event.get("tool_input"),
             event.get("tool_response"),
         )
-        report_plan(event, session_plan(event, pending=pending))
+        with plan_lock(event["session_id"]):
+            report_plan(event, session_plan(event, pending=pending))
     return ""  # nothing for the model
 
 
@@ -241,6 +246,28 @@ def session_plan(
             tail, _ = transcript_tail(event.get("transcript_path"))
         todos = hook_tasks.replay(tail, pending)
     return None if todos is None else [capped_todo(t) for t in todos][:MAX_TODOS]
+
+
+@contextlib.contextmanager
+def plan_lock(session_id: str) -> Iterator[None]:
+    """One plan report of a session at a time: the PostToolUse hooks of tool calls made together
+    run at once, and each reads the list after the one before it sent, so the last report sent
+    is the newest list. (A lock file per session in the state directory, released when the
+    holder exits; without ``fcntl`` or a writable state directory, no lock.)"""
+    fd = None
+    try:
+        fcntl = importlib.import_module("fcntl")
+        path = _state_dir() / "plan-locks" / hashlib.sha256(session_id.encode()).hexdigest()[:32]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except (ImportError, OSError) as exc:
+        log(f"plan lock: {type(exc).__name__}: {exc}")
+    try:
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
 def report_plan(event: dict[str, Any], todos: list[dict[str, Any]] | None) -> bool:

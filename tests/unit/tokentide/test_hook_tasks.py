@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -344,3 +346,23 @@ def test_install_gives_an_earlier_install_the_task_tools_and_uninstall_removes_i
         "PostToolUse": [{"matcher": "Bash", "hooks": [theirs]}]
     }
     assert hook.uninstall(settings)["hooks"] == {"PostToolUse": [{"matcher": "Bash", "hooks": [theirs]}]}
+
+
+def test_plan_reports_of_a_session_take_turns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    order: list[str] = []
+
+    def second(session: str) -> None:
+        with hook.plan_lock(session):
+            order.append(f"second {session}")
+
+    with hook.plan_lock("s1"):
+        waiting = threading.Thread(target=second, args=("s1",))
+        other = threading.Thread(target=second, args=("s2",))
+        waiting.start()
+        other.start()
+        other.join(5)  # another session's report does not wait
+        time.sleep(0.2)
+        order.append("first s1")
+    waiting.join(5)
+    assert order == ["second s2", "first s1", "second s1"]
