@@ -21,7 +21,8 @@ Claude Code keeps the list itself in ``$CLAUDE_CONFIG_DIR`` (default ``~/.claude
 ``/tasks/<list id>/<id>.json``, one file per task (``id``, ``subject``, ``description``,
 ``activeForm``, ``status``, ``blocks``, ``blockedBy``), a deleted task's file removed, next to
 ``.lock`` and ``.highwatermark``. The list id is ``CLAUDE_CODE_TASK_LIST_ID`` when set (a list
-shared by sessions), else the session id. The transcript has the tool calls too: the assistant
+shared by sessions), else the session id (an agent team's members use the team's list, which is
+not looked up here: the transcript is replayed for them). The transcript has the tool calls too: the assistant
 entry's ``tool_use`` block (``id``, ``name``, ``input``) and the user entry's ``tool_result``
 with ``toolUseResult`` (the same object as the hook's ``tool_response``).
 
