@@ -40,7 +40,8 @@ TEXT_MODES: dict[str, TextMode] = {"off": "kept", "hash": "hashed", "drop": "dro
 
 
 class PlanItemIn(BaseModel):
-    """One todo item as Claude Code's TodoWrite has it (other keys are ignored)."""
+    """One plan item as the hook sends it (a TodoWrite item, or a task: ``tokentide.hook_tasks``);
+    other keys are ignored."""
 
     model_config = ConfigDict(populate_by_name=True, extra="ignore")
 

@@ -2,17 +2,19 @@
 
 Claude Code runs ``tokentide hook`` for four hook events, with the event as JSON on stdin
 (``session_id``, ``transcript_path``, ``cwd``, ``hook_event_name``, and ``trigger`` for
-PreCompact, ``source`` for SessionStart, ``tool_name`` and ``tool_input`` for PostToolUse):
+PreCompact, ``source`` for SessionStart, ``tool_name``, ``tool_input``, ``tool_response`` and
+``tool_use_id`` for PostToolUse):
 
-- ``PreCompact``: save a checkpoint (the pipeline's summary of the session, the todo list when
-  the transcript shows one, and the transcript's tail, gzip-compressed) before compaction.
+- ``PreCompact``: save a checkpoint (the pipeline's summary of the session, the plan when one
+  is known, and the transcript's tail, gzip-compressed) before compaction.
 - ``UserPromptSubmit``: when a context signal is open (warning, checkpoint requested, critical),
   print a one-line notice; Claude Code adds what a UserPromptSubmit hook prints to the context.
 - ``SessionStart`` with source ``compact`` or ``resume``: print the latest checkpoint's summary,
   so that the work goes on where it stopped.
-- ``PostToolUse`` on ``TodoWrite``, and ``UserPromptSubmit`` too: report the session's plan (the
-  todo list: from the tool's input, else the transcript's last TodoWrite) with its working
-  directory, git repository and branch and the project derived from them
+- ``PostToolUse`` on ``TodoWrite``, ``TaskCreate`` and ``TaskUpdate``, and ``UserPromptSubmit``
+  too: report the session's plan (TodoWrite's input; for the task tools, Claude Code's stored
+  task list, else the transcript's task tool calls replayed: ``tokentide.hook_tasks``) with its
+  working directory, git repository and branch and the project derived from them
   (``PUT /api/v1/hook/sessions/{id}/plan``), only when one of them changed since the last
   report (a digest per session in ``~/.local/state/tokentide/plans/``). Git is asked with a
   1 s timeout per command; remote URLs lose any credentials before they leave the machine.
@@ -49,9 +51,11 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import gzip
 import hashlib
 import hmac
+import importlib
 import json
 import math
 import os
@@ -63,16 +67,18 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
+
+from tokentide import hook_tasks
 
 #: The hook events installed, and for each the matcher Claude Code filters on.
 EVENTS = {
     "PreCompact": "",
     "UserPromptSubmit": "",
     "SessionStart": "compact|resume",
-    "PostToolUse": "TodoWrite",
+    "PostToolUse": "TodoWrite|TaskCreate|TaskUpdate",
 }
 #: What marks an installed entry as ours (``uninstall`` removes those and nothing else).
 COMMAND = "tokentide hook"
@@ -185,7 +191,7 @@ def pre_compact(event: dict[str, Any]) -> str:
     if tail:
         body["transcript_gzip_b64"] = base64.b64encode(gzip.compress(tail)).decode()
         body["transcript_truncated"] = truncated
-        todos = latest_todos(tail)
+        todos = session_plan(event, tail)
         if todos is not None:
             body["todos"] = todos
     request("POST", event["session_id"], "/checkpoints", body)
@@ -194,8 +200,8 @@ def pre_compact(event: dict[str, Any]) -> str:
 
 def user_prompt_submit(event: dict[str, Any]) -> str:
     try:
-        tail, _ = transcript_tail(event.get("transcript_path"))
-        report_plan(event, latest_todos(tail) if tail else None)
+        with plan_lock(event["session_id"]):
+            report_plan(event, session_plan(event))
     except Exception as exc:  # noqa: BLE001 (the notice below still goes out)
         log(f"plan report: {type(exc).__name__}: {exc}")
     state = request("GET", event["session_id"])
@@ -205,13 +211,63 @@ def user_prompt_submit(event: dict[str, Any]) -> str:
 
 
 def post_tool_use(event: dict[str, Any]) -> str:
-    if event.get("tool_name") == "TodoWrite":
+    name = event.get("tool_name")
+    if name == "TodoWrite":
         tool_input = event.get("tool_input")
         todos = tool_input.get("todos") if isinstance(tool_input, dict) else None
         report_plan(
             event, [capped_todo(t) for t in todos if isinstance(t, dict)] if isinstance(todos, list) else None
         )
+    elif name in hook_tasks.TASK_TOOLS:
+        call_id = event.get("tool_use_id")
+        pending = (
+            call_id if isinstance(call_id, str) else "",
+            str(name),
+            event.get("tool_input"),
+            event.get("tool_response"),
+        )
+        with plan_lock(event["session_id"]):
+            report_plan(event, session_plan(event, pending=pending))
     return ""  # nothing for the model
+
+
+def session_plan(
+    event: dict[str, Any], tail: bytes | None = None, pending: hook_tasks.Call | None = None
+) -> list[dict[str, Any]] | None:
+    """The session's plan (None: none known): Claude Code's stored task list when it has one
+    (``hook_tasks``), else the transcript's tool calls replayed (task tools or TodoWrite;
+    ``pending``, the call a PostToolUse hook reports, last), capped as the dashboard accepts."""
+    directory = hook_tasks.task_list_dir(str(event["session_id"]))
+    stored = hook_tasks.stored_tasks(directory) if directory else None
+    if stored is not None:
+        todos: list[dict[str, Any]] | None = hook_tasks.plan_items(stored)
+    else:
+        if tail is None:
+            tail, _ = transcript_tail(event.get("transcript_path"))
+        todos = hook_tasks.replay(tail, pending)
+    return None if todos is None else [capped_todo(t) for t in todos][:MAX_TODOS]
+
+
+@contextlib.contextmanager
+def plan_lock(session_id: str) -> Iterator[None]:
+    """One plan report of a session at a time: the PostToolUse hooks of tool calls made together
+    run at once, and each reads the list after the one before it sent, so the last report sent
+    is the newest list. (A lock file per session in the state directory, released when the
+    holder exits; without ``fcntl`` or a writable state directory, no lock.)"""
+    fd = None
+    try:
+        fcntl = importlib.import_module("fcntl")
+        path = _state_dir() / "plan-locks" / hashlib.sha256(session_id.encode()).hexdigest()[:32]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except (ImportError, OSError) as exc:
+        log(f"plan lock: {type(exc).__name__}: {exc}")
+    try:
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
 def report_plan(event: dict[str, Any], todos: list[dict[str, Any]] | None) -> bool:
@@ -673,13 +729,16 @@ def settings_path(args: argparse.Namespace) -> Path:
 
 
 def install(settings: dict[str, Any], command: str = COMMAND) -> dict[str, Any]:
-    """``settings`` with our hook entries added once (an existing one is left as it is), and
-    our status line unless the user has one of their own."""
+    """``settings`` with our hook entries added once (an existing entry of ours only gets the
+    current matcher), and our status line unless the user has one of their own."""
     if "statusLine" not in settings:
         settings["statusLine"] = {"type": "command", "command": STATUSLINE_COMMAND}
     hooks = settings.setdefault("hooks", {})
     for event, matcher in EVENTS.items():
         entries = hooks.setdefault(event, [])
+        for entry in entries:  # an entry of an earlier version (PostToolUse on TodoWrite only)
+            if entry.get("hooks") and all(_ours(h) for h in entry["hooks"]):
+                entry["matcher"] = matcher
         if not any(_ours(h) for entry in entries for h in entry.get("hooks", [])):
             entries.append(
                 {"matcher": matcher, "hooks": [{"type": "command", "command": command, "timeout": 10}]}

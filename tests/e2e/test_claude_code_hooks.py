@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from playwright.async_api import async_playwright
 
@@ -59,7 +60,12 @@ def run_claude(
     pipeline: Pipeline, stub: AnthropicStub, project: Path, *args: str, env: dict[str, str] | None = None
 ) -> dict[str, Any]:
     extra = env or {}
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TOKENTIDE_", "OTEL_", "ANTHROPIC_"))}
+    # Claude Code's own settings (CLAUDE_CONFIG_DIR, CLAUDE_CODE_ENABLE_TASKS, ...) are the test's.
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("TOKENTIDE_", "OTEL_", "ANTHROPIC_", "CLAUDE_"))
+    }
     env.update(
         HOME=str(project.parent / "home"),
         PATH=f"{VENV_BIN}:{env.get('PATH', '')}",  # the hook command: `tokentide hook`
@@ -239,3 +245,91 @@ async def test_claude_codes_todo_list_reaches_the_board(
             await browser.close()
     # Open mode's tenant hashes texts (privacy hash, as its prompts): the count and status show.
     assert shown.startswith("1 of 3 done · ")
+
+
+#: Claude Code's default plan tools (2.1.332): three tasks created, the first completed, the
+#: second in progress (``tests/fixtures/claude-code/task-tools/README.md``).
+TASK_SCRIPT: list[tuple[str, dict[str, Any]]] = [
+    *[
+        (
+            "TaskCreate",
+            {"subject": t["content"], "description": f"{t['content']}.", "activeForm": t["activeForm"]},
+        )
+        for t in TODOS
+    ],
+    ("TaskUpdate", {"taskId": "1", "status": "completed"}),
+    ("TaskUpdate", {"taskId": "2", "status": "in_progress"}),
+]
+
+
+async def test_claude_codes_default_task_list_reaches_the_board(
+    pipeline: Pipeline, stub: AnthropicStub, tmp_path: Path
+) -> None:
+    """Default settings (no CLAUDE_CODE_ENABLE_TASKS / ENABLE_TODO_TOOLS): the model plans with
+    TaskCreate and TaskUpdate; the PostToolUse hook reports Claude Code's stored task list after
+    each call, UserPromptSubmit replays the transcript when that list is gone, and the board's
+    card shows ``1 of 3 done`` and the item in progress."""
+    claude_installed()
+    project = git_checkout(tmp_path / "gadgets", "tasks", "https://example.com/acme/gadgets.git")
+    assert tokentide_hook("install", project).returncode == 0
+    stub.tool_calls["plan the tasks"] = list(TASK_SCRIPT)
+    # The texts shown as written: this tenant's privacy mode is off for the test.
+    with psycopg.connect(pipeline.database_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO tenants (tenant_id, redaction) VALUES ('default', 'off')"
+            " ON CONFLICT (tenant_id) DO UPDATE SET redaction = 'off'"
+        )
+    try:
+        result = run_claude(pipeline, stub, project, "plan the tasks")
+        assert stub.called == TASK_SCRIPT
+        session_id = result["session_id"]
+        # Claude Code keeps the list in its config directory, one file per task.
+        stored = tmp_path / "home" / ".claude" / "tasks" / session_id
+        assert sorted(p.name for p in stored.glob("*.json")) == ["1.json", "2.json", "3.json"]
+        dashboard = pipeline.url("dashboard")
+        async with httpx.AsyncClient(timeout=10) as client:
+            session = await wait_for(
+                client,
+                f"{dashboard}/api/v1/sessions/{session_id}",
+                lambda s: s.get("plan") is not None and s["plan"]["version"] == len(TASK_SCRIPT),
+                f"no plan of five versions for Claude Code's session {session_id}",
+            )
+            plan = session["plan"]
+            # One version per call that changed the list: three creates, two updates.
+            assert (plan["total"], plan["done"], plan["in_progress"], plan["text_mode"]) == (3, 1, 1, "kept")
+            assert [(i["content"], i["status"]) for i in plan["items"]] == [
+                ("Map the modules", "completed"),
+                ("Extract the parser", "in_progress"),
+                ("Run the tests", "pending"),
+            ]
+            assert plan["current"]["active_form"] == "Extracting the parser"
+            assert session["project"] == "gadgets"
+
+            # The stored list and what the hook sent are gone: the next prompt's UserPromptSubmit
+            # replays the transcript's task calls, the same list, so no new version.
+            shutil.rmtree(stored)
+            shutil.rmtree(tmp_path / "state" / "tokentide" / "plans")
+            run_claude(pipeline, stub, project, "--resume", session_id, "go on")
+            assert not stored.exists()  # the plan below came from the transcript
+            body = hook.plan_body(TODOS, str(project), hook.git_context(str(project)))
+            [digest] = [p.read_text() for p in (tmp_path / "state" / "tokentide" / "plans").iterdir()]
+            assert digest == hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+            again = (await client.get(f"{dashboard}/api/v1/sessions/{session_id}")).json()
+            assert again["plan"] == plan
+
+        async with async_playwright() as playwright:
+            browser = await playwright.chromium.launch(executable_path=chromium_executable(), headless=True)
+            try:
+                page = await browser.new_page(viewport={"width": 1400, "height": 900})
+                await page.goto(dashboard + "/")
+                line = f'article.card[data-session-id="{session_id}"] .plan[data-done="1"][data-total="3"]'
+                await page.wait_for_selector(line, timeout=45_000)
+                shown = await page.inner_text(line)
+                SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+                await page.screenshot(path=SCREENSHOTS / "board-claude-code-tasks.png", full_page=True)
+            finally:
+                await browser.close()
+        assert shown == "1 of 3 done · Extracting the parser"
+    finally:
+        with psycopg.connect(pipeline.database_url, autocommit=True) as conn:
+            conn.execute("UPDATE tenants SET redaction = NULL WHERE tenant_id = 'default'")

@@ -188,9 +188,12 @@ def test_user_prompt_submit_reports_the_transcripts_todos_then_asks_for_the_noti
     assert sent[0][3]["todos"] == TODOS
 
 
-def test_the_hook_installs_on_todo_write_and_uninstalls_it() -> None:
+def test_the_hook_installs_on_todo_write_and_the_task_tools_and_uninstalls_it() -> None:
     settings = hook.install({})
     assert settings["hooks"]["PostToolUse"] == [
-        {"matcher": "TodoWrite", "hooks": [{"type": "command", "command": hook.COMMAND, "timeout": 10}]}
+        {
+            "matcher": "TodoWrite|TaskCreate|TaskUpdate",
+            "hooks": [{"type": "command", "command": hook.COMMAND, "timeout": 10}],
+        }
     ]
     assert "PostToolUse" not in hook.uninstall(settings).get("hooks", {})
