@@ -204,10 +204,20 @@ def user_prompt_submit(event: dict[str, Any]) -> str:
             report_plan(event, session_plan(event))
     except Exception as exc:  # noqa: BLE001 (the notice below still goes out)
         log(f"plan report: {type(exc).__name__}: {exc}")
+        if _unreachable(exc):  # asking again would keep the prompt waiting as long once more
+            return ""
     state = request("GET", event["session_id"])
     if not isinstance(state, dict):
         return ""
     return "\n".join(line for line in (notice(state), budget_notice(state)) if line)
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the dashboard did not answer at all (refused, unknown host, timed
+    out), as opposed to an answer with an error status."""
+    if isinstance(exc, urllib.error.HTTPError):
+        return False
+    return isinstance(exc, (urllib.error.URLError, TimeoutError, ConnectionError))
 
 
 def post_tool_use(event: dict[str, Any]) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import subprocess
+import urllib.error
+from email.message import Message
 from pathlib import Path
 from typing import Any
 
@@ -197,3 +199,44 @@ def test_the_hook_installs_on_todo_write_and_the_task_tools_and_uninstalls_it() 
         }
     ]
     assert "PostToolUse" not in hook.uninstall(settings).get("hooks", {})
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [urllib.error.URLError(ConnectionRefusedError(111, "refused")), TimeoutError("timed out")],
+    ids=["refused", "timeout"],
+)
+def test_a_prompt_waits_for_one_unanswered_call_only(
+    failure: Exception, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The dashboard down: the plan report fails, and the notice is not asked for too (each
+    call waits out its timeout, and the prompt waits for the hook)."""
+    calls: list[tuple[str, str]] = []
+
+    def unanswered(method: str, session_id: str, suffix: str = "", body: Any = None) -> Any:
+        calls.append((method, suffix))
+        raise failure
+
+    monkeypatch.setattr(hook, "request", unanswered)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    event = {"hook_event_name": "UserPromptSubmit", "session_id": "s9", "cwd": str(tmp_path)}
+    assert hook.handle(json.dumps(event)) == ""
+    assert calls == [("PUT", "/plan")]
+
+
+def test_a_refused_plan_report_still_asks_for_the_notice(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    calls: list[tuple[str, str]] = []
+
+    def refusing(method: str, session_id: str, suffix: str = "", body: Any = None) -> Any:
+        calls.append((method, suffix))
+        if method == "PUT":
+            raise urllib.error.HTTPError("http://x", 422, "refused", Message(), None)
+        return {"session_id": "s9", "known": True, "open_signal": None, "budget_signals": []}
+
+    monkeypatch.setattr(hook, "request", refusing)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    event = {"hook_event_name": "UserPromptSubmit", "session_id": "s9", "cwd": str(tmp_path)}
+    hook.handle(json.dumps(event))
+    assert calls == [("PUT", "/plan"), ("GET", "")]
