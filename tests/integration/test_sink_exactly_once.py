@@ -212,6 +212,18 @@ async def until(condition: Callable[[], Awaitable[bool]], what: str, timeout_s: 
         await asyncio.sleep(0.05)
 
 
+async def waiting_on_locks(database: str, count: int = 1) -> bool:
+    """Whether at least ``count`` sessions of ``database`` wait on a lock."""
+    dbname = psycopg.conninfo.conninfo_to_dict(database)["dbname"]
+    async with await psycopg.AsyncConnection.connect(database) as conn:
+        cur = await conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND wait_event_type = 'Lock'",
+            (dbname,),
+        )
+        row = await cur.fetchone()
+    return bool(row and row[0] >= count)
+
+
 @pytest.mark.parametrize("known", [False, True], ids=["first-write-of-the-partition", "partition-known"])
 async def test_two_sinks_holding_one_partition_take_turns_and_apply_each_message_once(
     database: str, known: bool
@@ -229,24 +241,13 @@ async def test_two_sinks_holding_one_partition_take_turns_and_apply_each_message
         holding.set()
         await release.wait()
 
-    dbname = psycopg.conninfo.conninfo_to_dict(database)["dbname"]
-
-    async def waiting_on_a_lock() -> bool:
-        async with await psycopg.AsyncConnection.connect(database) as conn:
-            cur = await conn.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND wait_event_type = 'Lock'",
-                (dbname,),
-            )
-            row = await cur.fetchone()
-        return bool(row and row[0])
-
     try:
         if known:
             await old_owner.write(rollup_messages(topics, 2, range(base)))
         first = asyncio.create_task(old_owner.write(rollup_messages(topics, 2, range(base, base + 10)), hold))
         await asyncio.wait_for(holding.wait(), 30)  # written, positions moved, not committed
         second = asyncio.create_task(new_owner.write(rollup_messages(topics, 2, range(base + 5, base + 15))))
-        await until(waiting_on_a_lock, "the second sink waits on the partition's row lock")
+        await until(lambda: waiting_on_locks(database), "the second sink waits on the partition's row lock")
         assert not second.done()
         release.set()
         old, new = await asyncio.wait_for(first, 30), await asyncio.wait_for(second, 30)
@@ -268,25 +269,14 @@ async def test_the_partition_lock_is_taken_before_any_row_is_written(database: s
     position and add the same increments again."""
     topics = Topics(unique("eo") + ".")
     old_owner, new_owner = PostgresWriter(database), PostgresWriter(database)
-    dbname = psycopg.conninfo.conninfo_to_dict(database)["dbname"]
-
-    async def waiting_on_locks(count: int) -> bool:
-        async with await psycopg.AsyncConnection.connect(database) as conn:
-            cur = await conn.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND wait_event_type = 'Lock'",
-                (dbname,),
-            )
-            row = await cur.fetchone()
-        return bool(row and row[0] >= count)
-
     try:
         await old_owner.write(rollup_messages(topics, 3, range(5)))  # the minute and the partition exist
         async with await psycopg.AsyncConnection.connect(database) as blocker, blocker.transaction():
             await blocker.execute("SELECT 1 FROM rollups_minute WHERE session_id = 's' FOR UPDATE")
             first = asyncio.create_task(old_owner.write(rollup_messages(topics, 3, range(5, 15))))
-            await until(lambda: waiting_on_locks(1), "the old owner waits on the test's lock")
+            await until(lambda: waiting_on_locks(database, 1), "the old owner waits on the test's lock")
             second = asyncio.create_task(new_owner.write(rollup_messages(topics, 3, range(10, 20))))
-            await until(lambda: waiting_on_locks(2), "the new owner waits too")
+            await until(lambda: waiting_on_locks(database, 2), "the new owner waits too")
             assert not first.done()
             assert not second.done()
         old, new = await asyncio.wait_for(first, 30), await asyncio.wait_for(second, 30)
@@ -415,19 +405,9 @@ async def test_the_next_batch_is_fetched_while_the_current_one_waits_on_the_data
     settings, registry = sink
     topics = settings.topics
     key = b"default/s"
-    dbname = psycopg.conninfo.conninfo_to_dict(database)["dbname"]
 
     def ahead() -> float:
         return registry.get_sample_value("tokentide_sink_messages_ahead") or 0.0
-
-    async def waiting_on_a_lock() -> bool:
-        async with await psycopg.AsyncConnection.connect(database) as conn:
-            cur = await conn.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND wait_event_type = 'Lock'",
-                (dbname,),
-            )
-            row = await cur.fetchone()
-        return bool(row and row[0])
 
     async def fetched_ahead() -> bool:
         return ahead() > 0
@@ -448,7 +428,7 @@ async def test_the_next_batch_is_fetched_while_the_current_one_waits_on_the_data
         async with await psycopg.AsyncConnection.connect(database) as blocker, blocker.transaction():
             await blocker.execute("SELECT 1 FROM sink_offsets FOR UPDATE")
             await send(4)
-            await until(waiting_on_a_lock, "the sink's write waits on the test's lock")
+            await until(lambda: waiting_on_locks(database), "the sink's write waits on the test's lock")
             await send(5)
             await until(fetched_ahead, "the next messages are fetched during the write")
             assert 1 <= ahead() <= 5
