@@ -5,7 +5,7 @@ task tools ``TaskCreate``, ``TaskUpdate``, ``TaskList`` and ``TaskGet`` rather t
 ``TodoWrite`` (which it offers only with ``CLAUDE_CODE_ENABLE_TASKS=false
 CLAUDE_CODE_ENABLE_TODO_TOOLS=true``). What they take and return, as the PostToolUse hook
 input has them (``tool_input`` / ``tool_response``; captured from the real CLI in
-``tests/fixtures/claude-code/task-tools/``):
+``tests/fixtures/claude-code-hooks/task-tools/``):
 
 - ``TaskCreate`` takes ``subject``, ``description``, optional ``activeForm`` and ``metadata``,
   and returns ``{"task": {"id": "1", "subject": ..., "description": ...}}``: ids are strings

@@ -248,7 +248,7 @@ async def test_claude_codes_todo_list_reaches_the_board(
 
 
 #: Claude Code's default plan tools (2.1.332): three tasks created, the first completed, the
-#: second in progress (``tests/fixtures/claude-code/task-tools/README.md``).
+#: second in progress (``tests/fixtures/claude-code-hooks/task-tools/README.md``).
 TASK_SCRIPT: list[tuple[str, dict[str, Any]]] = [
     *[
         (

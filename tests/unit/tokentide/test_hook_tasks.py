@@ -1,6 +1,6 @@
 """Claude Code's task tools as a plan (``tokentide.hook_tasks``, the hook's use of it): the
 stored list read bounded, the transcript replayed, on inputs captured from the real CLI 2.1.332
-(``tests/fixtures/claude-code/task-tools/README.md``)."""
+(``tests/fixtures/claude-code-hooks/task-tools/README.md``)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pytest
 
 from tokentide import hook, hook_tasks
 
-CAPTURE = Path(__file__).resolve().parents[2] / "fixtures" / "claude-code" / "task-tools"
+CAPTURE = Path(__file__).resolve().parents[2] / "fixtures" / "claude-code-hooks" / "task-tools"
 #: What the capture's model did, stated independently of the code: three tasks kept (the fourth
 #: deleted), the first completed, the second in progress, the third pending.
 PLAN = [
