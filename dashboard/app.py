@@ -433,6 +433,14 @@ def _add_web_ui(app: FastAPI) -> None:
     async def project_page(project: str) -> FileResponse:
         return page("projects")
 
+    @app.get("/recommendations", include_in_schema=False)
+    async def recommendations_page() -> FileResponse:
+        return page("recommendations")
+
+    @app.get("/compare", include_in_schema=False)
+    async def compare_page() -> FileResponse:
+        return page("compare")
+
 
 class LoginIn(BaseModel):
     key: str = Field(min_length=1, max_length=200)

@@ -221,22 +221,25 @@ def to_nanos(usd: Decimal | int | float | None) -> int:
     return int(Decimal(usd).scaleb(9).to_integral_value())
 
 
+def tokens_of(row: Mapping[str, Any]) -> Tokens:
+    """The token sums of a query row with the usage columns (``input_tokens``, ...)."""
+    return Tokens(
+        input=row["input_tokens"],
+        output=row["output_tokens"],
+        cache_read=row["cache_read_tokens"],
+        cache_creation=row["cache_creation_tokens"],
+        cache_creation_1h=row["cache_creation_1h_tokens"],
+        reasoning=row["reasoning_tokens"],
+    )
+
+
 def group_rows(rows: Iterable[Mapping[str, Any]]) -> list[GroupSums]:
     """The rows of :func:`compare_sql` per group, in their order."""
     groups: dict[str | None, GroupSums] = {}
     for row in rows:
         group = groups.setdefault(row["key"], GroupSums(row["key"]))
         tokens = group.by_bucket.setdefault(int(row["bucket"]), Tokens())
-        tokens.add(
-            Tokens(
-                input=row["input_tokens"],
-                output=row["output_tokens"],
-                cache_read=row["cache_read_tokens"],
-                cache_creation=row["cache_creation_tokens"],
-                cache_creation_1h=row["cache_creation_1h_tokens"],
-                reasoning=row["reasoning_tokens"],
-            )
-        )
+        tokens.add(tokens_of(row))
         group.cost_nanos += to_nanos(row["cost_usd"])
         group.requests += row["requests"]
         group.unpriced_requests += row["unpriced_requests"]

@@ -1,23 +1,21 @@
-"""The recommendations and the cross-model comparison: routes and pages (the I/O edge).
+"""The recommendations and the cross-model comparison: the routes (the I/O edge).
 
 ``GET /api/v1/recommendations`` runs the queries of :mod:`dashboard.recommendations` over the
 caller's tenant and hands the rows to its rules; ``GET /api/v1/compare`` runs
 :func:`dashboard.compare.compare_sql` and prices the sums at every model of the price table.
 Both are READ routes (``dashboard/auth.py``: any ``/api/`` path); every statement starts from
 the caller's tenant and every value travels as a parameter. The pages ``/recommendations`` and
-``/compare`` are static files over these routes.
+``/compare`` (``dashboard.app``'s web UI) are static files over these routes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Annotated, Any
 
 import psycopg
 from fastapi import FastAPI, HTTPException, Query
-from fastapi.responses import FileResponse
 from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel
 
@@ -34,7 +32,6 @@ from dashboard.compare import (
 from dashboard.timestamps import Timestamp
 
 Pool = AsyncConnectionPool[psycopg.AsyncConnection[dict[str, Any]]]
-STATIC = Path(__file__).with_name("static")
 #: At most this many models named in one comparison (``models=``).
 MAX_MODELS = 50
 
@@ -123,7 +120,7 @@ def window(start: datetime | None, end: datetime | None, default_days: int) -> t
 
 
 def add_insight_routes(app: FastAPI, pool: Pool, tenant: Callable[[], str], team_attribute: str) -> None:
-    """Register ``/api/v1/recommendations``, ``/api/v1/compare`` and their two pages."""
+    """Register ``/api/v1/recommendations`` and ``/api/v1/compare``."""
 
     @app.get("/api/v1/recommendations")
     async def get_recommendations(
@@ -252,14 +249,3 @@ def add_insight_routes(app: FastAPI, pool: Pool, tenant: Callable[[], str], team
         return CompareOut(
             group_by=group_by, start=start, end=end, prices=catalogue.table.full_version, groups=groups
         )
-
-    def page(name: str) -> FileResponse:
-        return FileResponse(STATIC / f"{name}.html", headers={"Cache-Control": "no-cache"})
-
-    @app.get("/recommendations", include_in_schema=False)
-    async def recommendations_page() -> FileResponse:
-        return page("recommendations")
-
-    @app.get("/compare", include_in_schema=False)
-    async def compare_page() -> FileResponse:
-        return page("compare")

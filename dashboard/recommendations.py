@@ -57,7 +57,15 @@ from datetime import datetime, timedelta
 from fractions import Fraction
 from typing import Any, LiteralString
 
-from dashboard.compare import NANOS_PER_USD, ONE_HOUR_SQL, PROMPT_SQL, Catalogue, PricedModel, to_nanos
+from dashboard.compare import (
+    NANOS_PER_USD,
+    ONE_HOUR_SQL,
+    PROMPT_SQL,
+    Catalogue,
+    PricedModel,
+    to_nanos,
+    tokens_of,
+)
 from dashboard.projects import PROJECT_JOIN, PROJECT_SQL
 from tokentide.records import Tokens
 
@@ -425,7 +433,7 @@ def smaller_model_rule(
     for row in movable:
         c = candidates[row["idx"]]
         rates = catalogue.context_of(row["bucket"])
-        tokens = _tokens(row)
+        tokens = tokens_of(row)
         saved = c.large.price.rates_for(rates).cost_nanos(tokens) - c.small.price.rates_for(rates).cost_nanos(
             tokens
         )
@@ -463,17 +471,6 @@ def smaller_model_rule(
             )
         )
     return out
-
-
-def _tokens(row: Mapping[str, Any]) -> Tokens:
-    return Tokens(
-        input=row["input_tokens"],
-        output=row["output_tokens"],
-        cache_read=row["cache_read_tokens"],
-        cache_creation=row["cache_creation_tokens"],
-        cache_creation_1h=row["cache_creation_1h_tokens"],
-        reasoning=row["reasoning_tokens"],
-    )
 
 
 def _cheaper(small: Any, large: Any) -> bool:

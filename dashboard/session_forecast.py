@@ -18,7 +18,8 @@ what the project's sessions typically cost, never less than this one has already
 project, enough history or elapsed time, the field is null. ``minutes_to_compaction`` is the
 session's ``context.predicted_minutes_left``, shown next to them on the board card.
 
-:func:`forecast_of` is pure; :func:`attach_forecasts` is the I/O edge (two queries per page).
+:func:`forecast_of` is pure; :func:`attach_forecasts` is the I/O edge (one query per page, after
+``dashboard.context_routes.attach`` has set each session's project).
 """
 
 from __future__ import annotations
@@ -84,14 +85,6 @@ def forecast_of(
     )
 
 
-#: The project of each session of ``%(ids)s``.
-PROJECTS_OF: LiteralString = (
-    "SELECT s.session_id, "  # noqa: S608 (LiteralString constants; values are parameters)
-    + PROJECT_SQL
-    + " AS project FROM sessions s "
-    + PROJECT_JOIN
-    + " WHERE s.tenant_id = %(tenant)s AND s.session_id = ANY (%(ids)s)"
-)
 #: The medians of the last HISTORY_SESSIONS ended, priced sessions of each of ``%(projects)s``.
 HISTORY_OF: LiteralString = (
     "WITH p AS (SELECT "  # noqa: S608 (LiteralString constants; values are parameters)
@@ -123,17 +116,15 @@ async def attach_forecasts(
     sessions: Sequence[Any],
     ended_after: timedelta,
 ) -> None:
-    """Set ``forecast`` on each ``SessionOut`` of ``sessions`` that has not ended."""
+    """Set ``forecast`` on each ``SessionOut`` of ``sessions`` that has not ended, from the
+    ``project`` ``dashboard.context_routes.attach`` set on it (called first)."""
     live = [s for s in sessions if s.status != "ended"]
     if not live:
         return
-    params: dict[str, Any] = {"tenant": tenant, "ids": [s.session_id for s in live]}
-    rows = await (await conn.execute(PROJECTS_OF, params)).fetchall()
-    project_of = {r["session_id"]: r["project"] for r in rows}
-    projects = sorted({p for p in project_of.values() if p is not None})
+    projects = sorted({s.project for s in live if s.project is not None})
     histories: dict[str, ProjectHistory] = {}
     if projects:
-        params = {
+        params: dict[str, Any] = {
             "tenant": tenant,
             "projects": projects,
             "ended_after": ended_after,
@@ -148,7 +139,7 @@ async def attach_forecasts(
                 median_duration_s=r["median_duration_s"],
             )
     for s in live:
-        project = project_of.get(s.session_id)
+        project = s.project
         history = histories.get(project) if project else None
         if project and history is None:
             history = ProjectHistory(project=project, sessions=0, median_cost_usd=0.0, median_duration_s=0.0)
