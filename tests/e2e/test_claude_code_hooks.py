@@ -231,18 +231,7 @@ async def test_claude_codes_todo_list_reaches_the_board(
         again = (await client.get(f"{dashboard}/api/v1/sessions/{session_id}")).json()
     assert again["plan"] == plan
 
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=chromium_executable(), headless=True)
-        try:
-            page = await browser.new_page(viewport={"width": 1400, "height": 900})
-            await page.goto(dashboard + "/")
-            line = f'article.card[data-session-id="{session_id}"] .plan[data-done="1"][data-total="3"]'
-            await page.wait_for_selector(line, timeout=45_000)
-            shown = await page.inner_text(line)
-            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-            await page.screenshot(path=SCREENSHOTS / "board-claude-code-plan.png", full_page=True)
-        finally:
-            await browser.close()
+    shown = await board_plan_line(dashboard, session_id, "board-claude-code-plan.png")
     # Open mode's tenant hashes texts (privacy hash, as its prompts): the count and status show.
     assert shown.startswith("1 of 3 done · ")
 
@@ -317,19 +306,26 @@ async def test_claude_codes_default_task_list_reaches_the_board(
             again = (await client.get(f"{dashboard}/api/v1/sessions/{session_id}")).json()
             assert again["plan"] == plan
 
-        async with async_playwright() as playwright:
-            browser = await playwright.chromium.launch(executable_path=chromium_executable(), headless=True)
-            try:
-                page = await browser.new_page(viewport={"width": 1400, "height": 900})
-                await page.goto(dashboard + "/")
-                line = f'article.card[data-session-id="{session_id}"] .plan[data-done="1"][data-total="3"]'
-                await page.wait_for_selector(line, timeout=45_000)
-                shown = await page.inner_text(line)
-                SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-                await page.screenshot(path=SCREENSHOTS / "board-claude-code-tasks.png", full_page=True)
-            finally:
-                await browser.close()
+        shown = await board_plan_line(dashboard, session_id, "board-claude-code-tasks.png")
         assert shown == "1 of 3 done · Extracting the parser"
     finally:
         with psycopg.connect(pipeline.database_url, autocommit=True) as conn:
             conn.execute("UPDATE tenants SET redaction = NULL WHERE tenant_id = 'default'")
+
+
+async def board_plan_line(dashboard: str, session_id: str, screenshot: str) -> str:
+    """The board card's plan line of ``session_id`` once it says 1 of 3 done (headless
+    Chromium), with a screenshot of the board."""
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=chromium_executable(), headless=True)
+        try:
+            page = await browser.new_page(viewport={"width": 1400, "height": 900})
+            await page.goto(dashboard + "/")
+            line = f'article.card[data-session-id="{session_id}"] .plan[data-done="1"][data-total="3"]'
+            await page.wait_for_selector(line, timeout=45_000)
+            shown = await page.inner_text(line)
+            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+            await page.screenshot(path=SCREENSHOTS / screenshot, full_page=True)
+            return shown
+        finally:
+            await browser.close()
