@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from aiokafka import AIOKafkaProducer
@@ -49,6 +50,14 @@ from tests.support.services import (  # noqa: E402
 from tokentide.kafka import ensure_topics, pipeline_topics  # noqa: E402
 from tokentide.records import Event, EventBatch, Point, PointBatch, Tokens  # noqa: E402
 from tokentide.settings import SinkSettings  # noqa: E402
+
+try:  # the sink's rows, built by the stream stage (decision 44; older versions have none)
+    from sinks.postgres.rows import with_rows as prepared
+except ImportError:
+
+    def prepared(batch: Any) -> Any:
+        return batch
+
 
 TABLES = ("events", "metric_series", "metric_points")
 ATTRIBUTES = {
@@ -90,7 +99,7 @@ def event_message(session: str, n: int, per_message: int) -> bytes:
         )
         for i in range(per_message)
     ]
-    return EventBatch(events=events).to_bytes()
+    return prepared(EventBatch(events=events)).to_bytes()
 
 
 def point_message(session: str, n: int, per_message: int) -> bytes:
@@ -111,7 +120,7 @@ def point_message(session: str, n: int, per_message: int) -> bytes:
         )
         for i in range(per_message)
     ]
-    return PointBatch(points=points).to_bytes()
+    return prepared(PointBatch(points=points)).to_bytes()
 
 
 async def produce(bootstrap: str, settings: SinkSettings, messages: int, per_message: int) -> None:

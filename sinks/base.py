@@ -47,6 +47,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaError
@@ -54,6 +55,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from tokentide.kafka import TopicSpec, ensure_topics
 from tokentide.records import (
+    CopyRow,
+    CopyRows,
     DecodeError,
     Event,
     EventBatch,
@@ -124,8 +127,9 @@ class Batch:
     tools do) are not tied to any Kafka position: they are always written.
     """
 
-    events: list[Event] = field(default_factory=list)
-    points: list[Point] = field(default_factory=list)
+    #: Records, or rows prepared by the stream stage (:class:`~tokentide.records.CopyRow`).
+    events: list[Event | CopyRow] = field(default_factory=list)
+    points: list[Point | CopyRow] = field(default_factory=list)
     states: list[SessionState] = field(default_factory=list)
     signals: list[SessionSignal] = field(default_factory=list)
     rollups: list[Rollup] = field(default_factory=list)
@@ -230,7 +234,19 @@ class WriteResult:
 BeforeCommit = Callable[[Batch, WriteResult], Awaitable[None]]
 
 
+@dataclass(frozen=True, slots=True)
+class Layouts:
+    """The layouts of prepared rows (:class:`~tokentide.records.CopyRows`) a writer forwards as
+    they are, per topic; a message without them, or of another layout, is read as records."""
+
+    events: int | None = None
+    points: int | None = None
+
+
 class Writer(Protocol):
+    #: What prepared rows the writer takes (none: every message is read as records).
+    layouts: Layouts
+
     async def ping(self) -> None: ...
 
     async def positions(self, partitions: Iterable[Partition]) -> dict[Partition, int]:
@@ -329,7 +345,45 @@ class SinkMetrics:
         )
 
 
-def decode(topics: Topics, records: Iterable[ConsumerRecord[bytes, bytes]], metrics: SinkMetrics) -> Batch:
+class _PreparedEvents(msgspec.Struct, tag="events.2", tag_field="schema"):
+    """What the sink reads of an :class:`EventBatch` that carries prepared rows: only them
+    (decoding steps over the records without building them)."""
+
+    copy: CopyRows | None = None
+
+
+class _PreparedPoints(msgspec.Struct, tag="points.2", tag_field="schema"):
+    copy: CopyRows | None = None
+
+
+_PREPARED_EVENTS = msgspec.msgpack.Decoder(_PreparedEvents)
+_PREPARED_POINTS = msgspec.msgpack.Decoder(_PreparedPoints)
+
+
+def _prepared(
+    decoder: msgspec.msgpack.Decoder[_PreparedEvents] | msgspec.msgpack.Decoder[_PreparedPoints],
+    value: bytes,
+    layout: int | None,
+) -> list[CopyRow] | None:
+    """The message's prepared rows when they are of ``layout``; None when the records must be
+    read instead (none prepared, another layout, schema 1 JSON, not decodable: the full
+    decoding then says why)."""
+    if layout is None or value[:1] == b"{":
+        return None
+    try:
+        copy = decoder.decode(value).copy
+    except DecodeError:
+        return None
+    return copy.rows if copy is not None and copy.layout == layout else None
+
+
+def decode(
+    topics: Topics,
+    records: Iterable[ConsumerRecord[bytes, bytes]],
+    metrics: SinkMetrics,
+    layouts: Layouts = Layouts(),
+) -> Batch:
+    """The batch of ``records``: prepared rows of ``layouts`` as they are, records decoded."""
     batch = Batch()
     for record in records:
         value = record.value or b""
@@ -337,11 +391,17 @@ def decode(topics: Topics, records: Iterable[ConsumerRecord[bytes, bytes]], metr
         batch.consumed(origin)
         try:
             if record.topic == topics.events:
-                events = EventBatch.from_bytes(value).events
+                events: list[Event] | list[CopyRow] | None
+                events = _prepared(_PREPARED_EVENTS, value, layouts.events)
+                if events is None:
+                    events = EventBatch.from_bytes(value).events
                 batch.events.extend(events)
                 batch.track(origin, events)
             elif record.topic == topics.points:
-                points = PointBatch.from_bytes(value).points
+                points: list[Point] | list[CopyRow] | None
+                points = _prepared(_PREPARED_POINTS, value, layouts.points)
+                if points is None:
+                    points = PointBatch.from_bytes(value).points
                 batch.points.extend(points)
                 batch.track(origin, points)
             elif record.topic == topics.session_state:
@@ -377,6 +437,8 @@ def dead_letter(
     }
     if isinstance(record, Record):
         body["record"] = to_builtins(record)
+    elif isinstance(record, CopyRow):  # a row the stream stage prepared: as COPY text
+        body["row"] = record.text
     elif isinstance(record, bytes):
         body["value_base64"] = base64.b64encode(record).decode()
     return json.dumps(body, separators=(",", ":"), default=str).encode()
@@ -601,7 +663,9 @@ class SinkRunner:
         fetched = await consumer.getmany(
             timeout_ms=max(settings.batch_linger_ms, 1), max_records=settings.batch_max_messages
         )
-        batch = decode(settings.topics, [r for rs in fetched.values() for r in rs], self._metrics)
+        batch = decode(
+            settings.topics, [r for rs in fetched.values() for r in rs], self._metrics, self._writer.layouts
+        )
         if ahead:
             self._metrics.ahead.set(len(batch.messages))
         return fetched, batch

@@ -43,6 +43,7 @@ from typing import Any
 from aiokafka import TopicPartition
 from aiokafka.errors import ProducerFenced
 
+from sinks.postgres.rows import with_rows
 from streams.kafka import ChangelogReader, Consumer, TransactionalProducer, gather_sends
 from streams.metrics import StreamsMetrics
 from streams.normalise.base import Rejected
@@ -498,10 +499,13 @@ class StreamsWorker:
         sent = []
         for out in outputs:
             key = out.key
+            # Schema 2 carries the sink's rows too, built here once (decision 44).
             if out.events is not None:
-                sent.append(await producer.send(topics.events, encode(out.events, schema), key=key))
+                events = with_rows(out.events) if schema == 2 else out.events
+                sent.append(await producer.send(topics.events, encode(events, schema), key=key))
             if out.points is not None:
-                sent.append(await producer.send(topics.points, encode(out.points, schema), key=key))
+                points = with_rows(out.points) if schema == 2 else out.points
+                sent.append(await producer.send(topics.points, encode(points, schema), key=key))
             if out.signals is not None:
                 sent.append(await producer.send(topics.session_signals, encode(out.signals, schema), key=key))
             if out.rollups is not None:

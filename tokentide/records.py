@@ -98,6 +98,8 @@ def to_schema_1(record: Record) -> bytes:
 #: here too; the test of schema 1 fails until it does.
 ADDED_SINCE_SCHEMA_1: dict[str, frozenset[str]] = {
     "SourceUsage": frozenset({"unpriced_requests"}),
+    "EventBatch": frozenset({"copy"}),
+    "PointBatch": frozenset({"copy"}),
 }
 
 
@@ -322,24 +324,52 @@ class _Batch(Record, kw_only=True, omit_defaults=True):
         return batch
 
 
+class CopyRow(msgspec.Struct, array_like=True, omit_defaults=True):
+    """One record's row of a PostgreSQL table as COPY text (a line, ``\\n`` included), built once
+    by the stream stage (``sinks.postgres.rows``) so that the sink only forwards it (decision 44).
+
+    ``time_ns`` is the record's time (the sink's daily partitions and retention); for a metric
+    point, ``series`` is its series' catalog row when it is the first point of its series in
+    the message.
+    """
+
+    time_ns: int
+    text: str
+    series: str | None = None
+
+
+class CopyRows(msgspec.Struct, kw_only=True):
+    """A batch's records as rows of one table: ``layout`` names the table's columns and their
+    text forms (``sinks.postgres.rows``); a sink of another layout reads the records instead."""
+
+    layout: int
+    rows: list[CopyRow]
+
+
 class EventBatch(_Batch, kw_only=True, tag="events.2", tag_field="schema"):
-    """Events of one session from one raw message (one Kafka message on ``events``)."""
+    """Events of one session from one raw message (one Kafka message on ``events``).
+
+    ``copy``: the same events as rows of the ``events`` table, when the producer prepared them
+    (an addition to schema 2: a consumer that does not know it ignores it)."""
 
     ITEMS: ClassVar[str] = "events"
     tenant: str = ""
     session_id: str = ""
     agent: str = ""
     events: list[Event]
+    copy: CopyRows | None = None
 
 
 class PointBatch(_Batch, kw_only=True, tag="points.2", tag_field="schema"):
-    """Points of one session from one raw message (one Kafka message on ``points``)."""
+    """Points of one session from one raw message (one Kafka message on ``points``); ``copy``
+    as :class:`EventBatch`'s, rows of ``metric_points`` (and of ``metric_series``)."""
 
     ITEMS: ClassVar[str] = "points"
     tenant: str = ""
     session_id: str = ""
     agent: str = ""
     points: list[Point]
+    copy: CopyRows | None = None
 
 
 class ContextState(Record, kw_only=True):

@@ -7,14 +7,29 @@ outside any partition) are left for the database to refuse, and the sink dead-le
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
-from tokentide.records import Event, Point, Rollup, SessionSignal, SessionState, replace, to_builtins
+from tokentide.records import (
+    CopyRow,
+    CopyRows,
+    Event,
+    EventBatch,
+    Point,
+    PointBatch,
+    Rollup,
+    SessionSignal,
+    SessionState,
+    replace,
+    to_builtins,
+)
+
+_B = TypeVar("_B", EventBatch, PointBatch)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -179,60 +194,164 @@ def _without_nul(value: Any) -> Any:
     return value
 
 
-def event_row(e: Event) -> tuple[Any, ...]:
+# --- COPY text: the events, points and series rows, built once (decision 44) -----------------
+#
+# PostgreSQL's COPY text format: columns separated by tabs, ``\\N`` for null, and in a value a
+# backslash, tab, newline or carriage return escaped by a backslash. The stream stage builds
+# these lines for the messages it writes (``CopyRows``); the sink forwards them, and builds the
+# same lines itself only for messages without them (an older producer, another layout).
+
+#: Bump when a column's text form changes; a change of the columns changes the layout by itself.
+_TEXT_FORM = 1
+
+
+def layout(columns: tuple[str, ...]) -> int:
+    """The layout of a table's prepared rows: its columns and their text forms."""
+    return zlib.crc32(f"{_TEXT_FORM}:{','.join(columns)}".encode())
+
+
+_NULL = "\\N"
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\x00": None})
+
+
+def _t(value: str | None) -> str:
+    """A text value (NUL characters dropped, as :func:`text`)."""
+    if value is None:
+        return _NULL
+    # Tab, newline, carriage return and NUL are not printable: the common case is two scans.
+    if "\\" not in value and value.isprintable():
+        return value
+    return value.translate(_ESCAPES)
+
+
+def _n(value: float | None) -> str:
+    """A number: ``repr`` is exact for floats (PostgreSQL reads ``inf`` and ``nan`` too)."""
+    return _NULL if value is None else repr(value)
+
+
+def _b(value: bool | None) -> str:
+    return _NULL if value is None else ("t" if value else "f")
+
+
+def _j(value: dict[str, Any] | list[Any]) -> str:
+    """jsonb: JSON escapes every control character, so only its backslashes need escaping."""
+    encoded = jsonb(value)
+    return encoded.replace("\\", "\\\\") if "\\" in encoded else encoded
+
+
+def _usd(nanos: int | None) -> str:
+    """Nano-USD as an exact numeric literal (what :func:`usd` gives, as text)."""
+    if nanos is None:
+        return _NULL
+    whole, frac = divmod(abs(nanos), 1_000_000_000)
+    return f"{'-' if nanos < 0 else ''}{whole}.{frac:09d}"
+
+
+#: Seconds since the epoch -> ``YYYY-MM-DD HH:MM:SS`` (a batch's records share a few seconds).
+_SECONDS: dict[int, str] = {}
+
+
+def _ts(ns: int) -> str:
+    """An exact (microsecond) UTC timestamp, as :func:`timestamp` gives; OverflowError for a
+    time no timestamp holds."""
+    seconds, micros = divmod(ns // 1000, 1_000_000)
+    prefix = _SECONDS.get(seconds)
+    if prefix is None:
+        if len(_SECONDS) >= 4096:
+            _SECONDS.clear()
+        prefix = _SECONDS[seconds] = (_EPOCH + timedelta(seconds=seconds)).isoformat(" ")[:19]
+    return f"{prefix}.{micros:06d}+00"
+
+
+def event_text(e: Event) -> str:
+    """The ``events`` row of ``e`` (:data:`EVENT_COLUMNS`) as a COPY text line."""
     t = e.tokens
+    if t is None:
+        usage = "\\N\t\\N\t\\N\t\\N\t\\N"
+    else:
+        usage = f"{t.input}\t{t.output}\t{t.cache_read}\t{t.cache_creation}\t{t.reasoning}"
     return (
-        e.tenant,
-        text(e.session_id),
-        text(e.event_id),
-        timestamp(e.time_ns),
-        e.agent,
-        text(e.name),
-        e.sequence,
-        text(e.user_id),
-        text(e.model),
-        text(e.query_source),
-        text(e.request_id),
-        e.duration_ms,
-        t.input if t else None,
-        t.output if t else None,
-        t.cache_read if t else None,
-        t.cache_creation if t else None,
-        t.reasoning if t else None,
-        usd(e.cost_nanos),
-        e.cost_source,
-        jsonb(e.attributes),
-        str(e.kind),
-        e.main_context,
+        f"{_t(e.tenant)}\t{_t(e.session_id)}\t{_t(e.event_id)}\t{_ts(e.time_ns)}\t{_t(e.agent)}\t"
+        f"{_t(e.name)}\t{_NULL if e.sequence is None else int(e.sequence)}\t{_t(e.user_id)}\t"
+        f"{_t(e.model)}\t{_t(e.query_source)}\t{_t(e.request_id)}\t{_n(e.duration_ms)}\t{usage}\t"
+        f"{_usd(e.cost_nanos)}\t{_t(e.cost_source)}\t{_j(e.attributes)}\t{_t(str(e.kind))}\t"
+        f"{_b(e.main_context)}\n"
     )
 
 
-def point_row(p: Point) -> tuple[Any, ...]:
+def point_text(p: Point) -> str:
+    """The ``metric_points`` row of ``p`` (:data:`POINT_COLUMNS`) as a COPY text line."""
     count = p.attributes.get("histogram.count")
     return (
-        p.tenant,
-        text(p.series_id),
-        timestamp(p.time_ns),
-        timestamp(p.start_time_ns),
-        p.value,
-        p.temporality,
-        None if count is None else int(count),
+        f"{_t(p.tenant)}\t{_t(p.series_id)}\t{_ts(p.time_ns)}\t{_ts(p.start_time_ns)}\t"
+        f"{_n(float(p.value))}\t{int(p.temporality)}\t{_NULL if count is None else int(count)}\n"
     )
 
 
-def series_row(p: Point) -> tuple[Any, ...]:
-    """The catalog row of ``p``'s series (what every point of the series shares)."""
-    attributes = {k: v for k, v in p.attributes.items() if k not in POINT_ATTRIBUTES}
-    return (
-        p.tenant,
-        text(p.series_id),
-        text(p.session_id),
-        p.agent,
-        text(p.name),
-        text(p.unit),
-        jsonb(attributes),
-        timestamp(p.time_ns),
-    )
+#: A series -> its catalog row up to ``first_seen``: the id stands for the metric's name,
+#: attributes and resource identity, so the rest of the row is the same for every point.
+_SERIES: dict[tuple[str, str, str, str, str, str], str] = {}
+
+
+def series_text(p: Point) -> str:
+    """The ``metric_series`` catalog row of ``p``'s series (what every point of the series
+    shares; :data:`SERIES_COLUMNS`) as a COPY text line, ``first_seen`` ``p``'s time."""
+    key = (p.tenant, p.series_id, p.session_id, p.agent, p.name, p.unit)
+    prefix = _SERIES.get(key)
+    if prefix is None:
+        attributes = {k: v for k, v in p.attributes.items() if k not in POINT_ATTRIBUTES}
+        prefix = (
+            f"{_t(p.tenant)}\t{_t(p.series_id)}\t{_t(p.session_id)}\t{_t(p.agent)}\t{_t(p.name)}\t"
+            f"{_t(p.unit)}\t{_j(attributes)}\t"
+        )
+        if len(_SERIES) >= 65_536:
+            _SERIES.clear()
+        _SERIES[key] = prefix
+    return f"{prefix}{_ts(p.time_ns)}\n"
+
+
+def series_key(line: str) -> str:
+    """The key of a series row (tenant and series id: the line up to its second tab)."""
+    return line[: line.index("\t", line.index("\t") + 1)]
+
+
+EVENTS_LAYOUT = layout(EVENT_COLUMNS)
+POINTS_LAYOUT = layout((*POINT_COLUMNS, "|", *SERIES_COLUMNS))
+
+
+def event_rows(events: list[Event]) -> CopyRows:
+    """``events`` as prepared ``events`` rows (ValueError, OverflowError, TypeError for a
+    record no row can be built for)."""
+    return CopyRows(layout=EVENTS_LAYOUT, rows=[CopyRow(e.time_ns, event_text(e)) for e in events])
+
+
+def point_rows(points: list[Point]) -> CopyRows:
+    """``points`` as prepared ``metric_points`` rows, each series' first point (the earliest)
+    with its ``metric_series`` row."""
+    first: dict[str, int] = {}
+    rows = []
+    for i, p in enumerate(points):
+        rows.append(CopyRow(p.time_ns, point_text(p)))
+        seen = first.get(p.series_id)
+        if seen is None or p.time_ns < points[seen].time_ns:
+            first[p.series_id] = i
+    for i in first.values():
+        rows[i].series = series_text(points[i])
+    return CopyRows(layout=POINTS_LAYOUT, rows=rows)
+
+
+def with_rows(batch: _B) -> _B:
+    """``batch`` with its records prepared as rows (what the stream stage writes); as it is
+    when a record has values no row can be built for (the sink then reads the records and
+    refuses that one)."""
+    try:
+        if isinstance(batch, EventBatch):
+            return replace(batch, copy=event_rows(batch.events))
+        if isinstance(batch, PointBatch):
+            return replace(batch, copy=point_rows(batch.points))
+    except (ValueError, OverflowError, TypeError):
+        pass
+    return batch
 
 
 def first_points(points: list[Point]) -> list[Point]:
@@ -246,9 +365,25 @@ def first_points(points: list[Point]) -> list[Point]:
     return list(first.values())
 
 
+_NS_PER_DAY = 86_400 * 10**9
+#: Days since the epoch -> the date (a batch's records share a day or two).
+_DAYS: dict[int, date] = {}
+
+
+def day_of(ns: int) -> date:
+    """The UTC day of ``ns`` (OverflowError for a time no timestamp holds)."""
+    number = ns // _NS_PER_DAY
+    day = _DAYS.get(number)
+    if day is None:
+        if len(_DAYS) >= 4096:
+            _DAYS.clear()
+        day = _DAYS[number] = (_EPOCH + timedelta(days=number)).date()
+    return day
+
+
 def days(times_ns: Iterable[int]) -> set[date]:
     """The UTC days of ``times_ns``: the daily partitions a batch writes into."""
-    return {timestamp(ns).date() for ns in times_ns}
+    return {day_of(ns) for ns in times_ns}
 
 
 def session_row(s: SessionState) -> tuple[Any, ...]:

@@ -29,35 +29,38 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from sinks.base import Batch, BeforeCommit, Partition, Rejected, StoreUnavailable, WriteResult
+from sinks.base import Batch, BeforeCommit, Layouts, Partition, Rejected, StoreUnavailable, WriteResult
 from sinks.postgres.rows import (
     EVENT_COLUMNS,
+    EVENTS_LAYOUT,
     POINT_COLUMNS,
+    POINTS_LAYOUT,
     ROLLUP_COLUMNS,
     ROLLUP_STAGING_COLUMNS,
     SERIES_COLUMNS,
     SESSION_COLUMNS,
     SIGNAL_COLUMNS,
-    event_row,
+    day_of,
+    event_text,
     first_points,
     latest_states,
     merge_rollups,
-    point_row,
+    point_text,
     rollup_key,
     rollup_row,
-    series_row,
+    series_key,
+    series_text,
     session_row,
     signal_row,
-    timestamp,
 )
-from tokentide.records import Rollup
+from tokentide.records import CopyRow, Point, Rollup
 
 log = logging.getLogger(__name__)
 
@@ -203,6 +206,16 @@ _PARTITIONED: tuple[tuple[str, Callable[[Batch], Iterable[int]]], ...] = (
 )
 
 
+async def _copy_rows(copy: psycopg.AsyncCopy, rows: _Rows) -> None:
+    if rows.text:
+        lines = rows.rows
+        for start in range(0, len(lines), _CHUNK):
+            await copy.write("".join(lines[start : start + _CHUNK]))
+        return
+    for row in rows.rows:
+        await copy.write_row(row)
+
+
 async def _upsert_staged(conn: psycopg.AsyncConnection[Any], table: _Table) -> int:
     """Move staging's rows into ``table``; returns the rows inserted or changed."""
     written = 0
@@ -254,11 +267,45 @@ def _merged_rollups(batch: Batch) -> list[Rollup]:
 
 @dataclass(slots=True)
 class _Rows:
-    """The rows of one table, each with the record it came from (for dead letters)."""
+    """The rows of one table, each with the record it came from (for dead letters): COPY text
+    lines (``text``: events, points, series) or tuples for ``write_row``."""
 
     table: _Table
-    rows: list[tuple[Any, ...]]
+    rows: list[Any]
     records: list[object]
+    text: bool = False
+
+
+#: Lines per COPY write: the database parses a chunk while the next one is joined.
+_CHUNK = 2000
+
+
+def _series(batch: Batch) -> list[CopyRow | Point]:
+    """Each series of the batch's points once, with its earliest point: a prepared point's
+    series line as a row of its own (tracked to the point's message), else the point."""
+    first: dict[str, CopyRow | Point] = {}
+
+    def offer(key: str, candidate: CopyRow | Point) -> None:
+        seen = first.get(key)
+        if seen is None or candidate.time_ns < seen.time_ns:
+            first[key] = candidate
+
+    records: list[Point] = []
+    for point in batch.points:
+        if type(point) is not CopyRow:
+            records.append(point)  # type: ignore[arg-type]  # a Point: the union has two members
+        elif point.series is not None:
+            row = CopyRow(point.time_ns, point.series)
+            if (origin := batch.origin_of(point)) is not None:
+                batch.track(origin, [row])
+            offer(series_key(point.series), row)
+    for point in first_points(records):
+        try:
+            key = series_key(series_text(point))
+        except (ValueError, OverflowError, TypeError):
+            key = f"refused/{id(point)}"  # refused when its row is built
+        offer(key, point)
+    return list(first.values())
 
 
 class PostgresWriter:
@@ -280,6 +327,8 @@ class PostgresWriter:
         self._statement_timeout_ms = int(statement_timeout_s * 1000)
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._partitions: set[tuple[str, date]] = set()
+        #: Prepared rows of these layouts are forwarded as they are (``sinks.postgres.rows``).
+        self.layouts = Layouts(events=EVENTS_LAYOUT, points=POINTS_LAYOUT)
         #: Direct COPYs that met a key already stored and went through staging instead.
         self.direct_fallbacks = 0
 
@@ -436,28 +485,32 @@ class PostgresWriter:
         batch.events, batch.points = events, points
 
     def _rows(self, batch: Batch, result: WriteResult) -> list[_Rows]:
-        """Every table's rows; a record its row cannot even be built for is rejected here."""
-        points = batch.points
-        builders: list[tuple[_Table, Sequence[object], Callable[[Any], tuple[Any, ...]]]] = [
-            (EVENTS, batch.events, event_row),
-            (SERIES, first_points(points), series_row),
-            (POINTS, points, point_row),
-            (SESSIONS, latest_states(batch.states), session_row),
-            (SIGNALS, batch.signals, signal_row),
-            (ROLLUPS, _merged_rollups(batch), rollup_row),
+        """Every table's rows; a record its row cannot even be built for is rejected here.
+        Prepared rows are taken as they are."""
+        builders: list[tuple[_Table, Sequence[object], Callable[[Any], Any], bool]] = [
+            (EVENTS, batch.events, event_text, True),
+            (SERIES, _series(batch), series_text, True),
+            (POINTS, batch.points, point_text, True),
+            (SESSIONS, latest_states(batch.states), session_row, False),
+            (SIGNALS, batch.signals, signal_row, False),
+            (ROLLUPS, _merged_rollups(batch), rollup_row, False),
         ]
         out: list[_Rows] = []
-        for table, records, build in builders:
-            rows: list[tuple[Any, ...]] = []
+        for table, records, build, text in builders:
+            rows: list[Any] = []
             kept: list[object] = []
             for record in records:
+                if type(record) is CopyRow:
+                    rows.append(record.text)
+                    kept.append(record)
+                    continue
                 try:
                     rows.append(build(record))
                 except (ValueError, OverflowError, TypeError) as exc:
                     result.rejected.append(Rejected(table.name, record, f"{type(exc).__name__}: {exc}", None))
                     continue
                 kept.append(record)
-            out.append(_Rows(table, rows, kept))
+            out.append(_Rows(table, rows, kept, text))
         return out
 
     async def _ensure_partitions(self, conn: psycopg.AsyncConnection[Any], batch: Batch) -> None:
@@ -468,7 +521,7 @@ class PostgresWriter:
             wanted = set()
             for ns in times(batch):
                 try:
-                    day = timestamp(ns).date()
+                    day = day_of(ns)
                 except (OverflowError, ValueError):
                     continue  # rejected when its row is built
                 # Rows past the retention are not written (``_drop_expired``): no partition.
@@ -490,16 +543,14 @@ class PostgresWriter:
                 try:
                     # In a savepoint: a key already there undoes only this COPY.
                     async with conn.transaction(), conn.cursor().copy(t.table.direct) as copy:
-                        for row in t.rows:
-                            await copy.write_row(row)
+                        await _copy_rows(copy, t)
                 except psycopg.errors.UniqueViolation:
                     self.direct_fallbacks += 1
                 else:
                     result.written[t.table.name] = len(t.rows)
                     continue
             async with conn.cursor().copy(t.table.copy) as copy:
-                for row in t.rows:
-                    await copy.write_row(row)
+                await _copy_rows(copy, t)
             result.written[t.table.name] = await _upsert_staged(conn, t.table)
         await self._rollup_hours(conn, tables, result)
 
@@ -515,7 +566,7 @@ class PostgresWriter:
                 try:
                     async with conn.transaction():
                         async with conn.cursor().copy(t.table.copy) as copy:
-                            await copy.write_row(row)
+                            await (copy.write(row) if t.text else copy.write_row(row))
                         written = await _upsert_staged(conn, t.table)
                         await conn.execute(sql.SQL("DELETE FROM {}").format(t.table.staging))
                 except (psycopg.Error, ValueError, OverflowError) as exc:
@@ -529,8 +580,7 @@ class PostgresWriter:
             if t.table is ROLLUPS and kept_rows:
                 # The hourly recomputation reads the minutes written from staging.
                 async with conn.cursor().copy(t.table.copy) as copy:
-                    for row in kept_rows:
-                        await copy.write_row(row)
+                    await _copy_rows(copy, replace(t, rows=kept_rows))
         await self._rollup_hours(conn, tables, result)
 
     async def _rollup_hours(

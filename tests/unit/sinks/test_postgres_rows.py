@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -13,26 +14,43 @@ from hypothesis import strategies as st
 
 from sinks.postgres.rows import (
     EVENT_COLUMNS,
+    EVENTS_LAYOUT,
     POINT_COLUMNS,
+    POINTS_LAYOUT,
     ROLLUP_COLUMNS,
     ROLLUP_STAGING_COLUMNS,
     SERIES_COLUMNS,
     SESSION_COLUMNS,
     days,
-    event_row,
+    event_rows,
+    event_text,
     first_points,
     jsonb,
     latest_states,
+    layout,
     merge_rollups,
-    point_row,
+    point_rows,
+    point_text,
     rollup_row,
-    series_row,
+    series_text,
     session_row,
     text,
     timestamp,
     usd,
+    with_rows,
 )
-from tokentide.records import ContextState, Event, EventKind, Point, Rollup, SessionState, Tokens, replace
+from tokentide.records import (
+    ContextState,
+    Event,
+    EventBatch,
+    EventKind,
+    Point,
+    PointBatch,
+    Rollup,
+    SessionState,
+    Tokens,
+    replace,
+)
 
 NS = 1_795_485_058_104_123_456
 
@@ -167,96 +185,166 @@ def _without_nul(value: Any) -> Any:
 # --- rows -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("row", "columns"),
-    [
-        (event_row(EVENT), EVENT_COLUMNS),
-        (event_row(replace(EVENT, tokens=None, cost_nanos=None)), EVENT_COLUMNS),
-        (point_row(POINT), POINT_COLUMNS),
-        (session_row(_state()), SESSION_COLUMNS),
-    ],
-    ids=["event", "event-without-usage", "point", "session"],
-)
-def test_rows_match_their_columns(row: tuple[Any, ...], columns: tuple[str, ...]) -> None:
-    assert len(row) == len(columns)
-    assert len(set(columns)) == len(columns)
+def _line(line: str, columns: tuple[str, ...]) -> dict[str, str | None]:
+    """A COPY text line read back as PostgreSQL reads it: tab-separated, ``\\N`` null, escapes."""
+    assert line.endswith("\n"), "a line"
+    assert line.count("\n") == 1, "one line per row"
+    fields = line[:-1].split("\t")
+    assert len(fields) == len(columns), "one field per column"
+    unescape = {"\\\\": "\\", "\\t": "\t", "\\n": "\n", "\\r": "\r"}
+    out: dict[str, str | None] = {}
+    for column, field in zip(columns, fields, strict=True):
+        out[column] = None if field == "\\N" else re.sub(r"\\[\\tnr]", lambda m: unescape[m.group()], field)
+    return out
 
 
-def test_event_row_puts_each_value_in_its_column() -> None:
-    row = dict(zip(EVENT_COLUMNS, event_row(EVENT), strict=True))
+def test_event_text_puts_each_value_in_its_column() -> None:
+    row = _line(event_text(EVENT), EVENT_COLUMNS)
     assert row["tenant_id"] == "default"
     assert row["event_id"] == "e-1"
-    assert row["ts"] == datetime(2026, 11, 24, 1, 50, 58, 104_123, tzinfo=UTC)
-    assert row["seq"] == 3
-    assert (row["input_tokens"], row["output_tokens"]) == (1200, 42)
-    assert (row["cache_read_tokens"], row["cache_creation_tokens"], row["reasoning_tokens"]) == (4500, 300, 0)
-    assert row["cost_usd"] == Decimal("0.011175")
+    assert row["ts"] == "2026-11-24 01:50:58.104123+00"
+    assert row["seq"] == "3"
+    assert (row["input_tokens"], row["output_tokens"]) == ("1200", "42")
+    assert (row["cache_read_tokens"], row["cache_creation_tokens"], row["reasoning_tokens"]) == (
+        "4500",
+        "300",
+        "0",
+    )
+    assert Decimal(row["cost_usd"] or "") == Decimal("0.011175")
     assert row["cost_source"] == "agent"
-    attributes = json.loads(row["attributes"])
-    assert attributes == {"tool_parameters": '{"cmd": "printf \\x00"}', "key": "val"}
-    assert (row["kind"], row["main_context"]) == ("usage", True)
+    assert json.loads(row["attributes"] or "") == {"tool_parameters": '{"cmd": "printf \\x00"}', "key": "val"}
+    assert (row["kind"], row["main_context"]) == ("usage", "t")
+    assert float(row["duration_ms"] or "") == 812.0
 
 
 @pytest.mark.parametrize("kind", list(EventKind))
-def test_event_row_carries_the_canonical_kind_as_text(kind: EventKind) -> None:
-    row = dict(zip(EVENT_COLUMNS, event_row(replace(EVENT, kind=kind)), strict=True))
-    assert row["kind"] == kind.value
-    assert type(row["kind"]) is str  # COPY text, not the enum's repr
+def test_event_text_carries_the_canonical_kind_as_text(kind: EventKind) -> None:
+    assert _line(event_text(replace(EVENT, kind=kind)), EVENT_COLUMNS)["kind"] == kind.value
 
 
-def test_event_row_keeps_an_unknown_main_context_unknown() -> None:
+def test_event_text_keeps_an_unknown_main_context_unknown() -> None:
     event = replace(EVENT, kind=EventKind.TOOL_RESULT, main_context=None, tokens=None)
-    row = dict(zip(EVENT_COLUMNS, event_row(event), strict=True))
+    row = _line(event_text(event), EVENT_COLUMNS)
     assert (row["kind"], row["main_context"]) == ("tool_result", None)
 
 
-def test_event_row_without_usage_has_null_usage_columns() -> None:
-    row = dict(
-        zip(
-            EVENT_COLUMNS,
-            event_row(replace(EVENT, tokens=None, cost_nanos=None)),
-            strict=True,
-        )
-    )
+def test_event_text_without_usage_has_null_usage_columns() -> None:
+    row = _line(event_text(replace(EVENT, tokens=None, cost_nanos=None)), EVENT_COLUMNS)
     usage = ["input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens", "cost_usd"]
     assert [row[c] for c in usage] == [None] * len(usage)
 
 
 def test_no_nul_reaches_any_text_column() -> None:
     dirty = replace(EVENT, model="claude\x00", name="api\x00_request", request_id="\x00r")
-    assert not any(isinstance(v, str) and "\x00" in v for v in event_row(dirty))
+    row = _line(event_text(dirty), EVENT_COLUMNS)
+    assert (row["model"], row["name"], row["request_id"]) == ("claude", "api_request", "r")
+    assert not any(v is not None and "\x00" in v for v in row.values())
 
 
-def test_point_row_puts_each_value_in_its_column() -> None:
-    row = dict(zip(POINT_COLUMNS, point_row(POINT), strict=True))
+@given(st.text())
+def test_any_text_reads_back_as_itself_without_nul(value: str) -> None:
+    row = _line(
+        event_text(replace(EVENT, model=value, user_id=value, attributes={value: value})), EVENT_COLUMNS
+    )
+    assert row["model"] == row["user_id"] == value.replace("\x00", "")
+    assert json.loads(row["attributes"] or "") == {value.replace("\x00", ""): value.replace("\x00", "")}
+
+
+@pytest.mark.parametrize(
+    ("nanos", "expected"),
+    [
+        (11_175_000, "0.011175000"),
+        (1, "0.000000001"),
+        (0, "0.000000000"),
+        (-1, "-0.000000001"),
+        (123_456_789_012, "123.456789012"),
+        (-2_500_000_000, "-2.500000000"),
+    ],
+)
+def test_costs_are_exact_numeric_literals(nanos: int, expected: str) -> None:
+    assert _line(event_text(replace(EVENT, cost_nanos=nanos)), EVENT_COLUMNS)["cost_usd"] == expected
+    assert Decimal(expected) == usd(nanos)
+
+
+@pytest.mark.parametrize("ns", [NS, 0, -1, -1_500, 1_795_485_058_999_999_999, 253_402_300_799_999_999_999])
+def test_times_are_the_exact_timestamps(ns: int) -> None:
+    row = _line(event_text(replace(EVENT, time_ns=ns)), EVENT_COLUMNS)
+    assert datetime.fromisoformat(row["ts"] or "") == timestamp(ns)
+
+
+def test_a_time_no_timestamp_holds_builds_no_row() -> None:
+    with pytest.raises(OverflowError):
+        event_text(replace(EVENT, time_ns=10**21))
+
+
+def test_point_text_puts_each_value_in_its_column() -> None:
+    row = _line(point_text(POINT), POINT_COLUMNS)
     assert (row["tenant_id"], row["series_id"], row["value"], row["temporality"]) == (
         "default",
         "series-1",
-        4500.0,
-        1,
+        "4500.0",
+        "1",
     )
-    assert row["ts"] - row["start_ts"] == timedelta(milliseconds=50)
+    ts, start = (datetime.fromisoformat(row[c] or "") for c in ("ts", "start_ts"))
+    assert ts - start == timedelta(milliseconds=50)
     assert row["histogram_count"] is None
 
 
-def test_series_row_holds_what_the_points_of_a_series_share() -> None:
-    row = dict(zip(SERIES_COLUMNS, series_row(POINT), strict=True))
+@pytest.mark.parametrize(("value", "expected"), [(float("inf"), "inf"), (float("nan"), "nan"), (7, "7.0")])
+def test_special_and_integer_values_are_what_postgresql_reads_as_double(value: float, expected: str) -> None:
+    assert _line(point_text(replace(POINT, value=value)), POINT_COLUMNS)["value"] == expected
+
+
+def test_series_text_holds_what_the_points_of_a_series_share() -> None:
+    row = _line(series_text(POINT), SERIES_COLUMNS)
     assert (row["series_id"], row["session_id"], row["name"], row["unit"]) == (
         "series-1",
         "s-1",
         "claude_code.token.usage",
         "tokens",
     )
-    assert json.loads(row["attributes"]) == POINT.attributes
-    assert row["first_seen"] == timestamp(NS)
+    assert json.loads(row["attributes"] or "") == POINT.attributes
+    assert datetime.fromisoformat(row["first_seen"] or "") == timestamp(NS)
+    later = _line(series_text(replace(POINT, time_ns=NS + 10**9)), SERIES_COLUMNS)
+    assert datetime.fromisoformat(later["first_seen"] or "") == timestamp(NS + 10**9)
 
 
 def test_a_histogram_count_stays_with_its_point_not_its_series() -> None:
-    histogram = replace(POINT, attributes={**POINT.attributes, "histogram.count": 3})
-    assert dict(zip(POINT_COLUMNS, point_row(histogram), strict=True))["histogram_count"] == 3
-    assert json.loads(dict(zip(SERIES_COLUMNS, series_row(histogram), strict=True))["attributes"]) == (
-        POINT.attributes
-    )
+    histogram = replace(POINT, series_id="series-h", attributes={**POINT.attributes, "histogram.count": 3})
+    assert _line(point_text(histogram), POINT_COLUMNS)["histogram_count"] == "3"
+    assert json.loads(_line(series_text(histogram), SERIES_COLUMNS)["attributes"] or "") == POINT.attributes
+
+
+def test_prepared_points_carry_each_series_once_with_its_earliest_point() -> None:
+    later = replace(POINT, time_ns=NS + 10)
+    other = replace(POINT, series_id="series-2")
+    copy = point_rows([later, POINT, other])
+    assert copy.layout == POINTS_LAYOUT
+    assert [r.text for r in copy.rows] == [point_text(p) for p in (later, POINT, other)]
+    assert [r.series for r in copy.rows] == [None, series_text(POINT), series_text(other)]
+
+
+def test_prepared_events_are_their_text_rows() -> None:
+    events = [EVENT, replace(EVENT, event_id="e-2", time_ns=NS + 1)]
+    copy = event_rows(events)
+    assert copy.layout == EVENTS_LAYOUT
+    assert [(r.time_ns, r.text, r.series) for r in copy.rows] == [
+        (e.time_ns, event_text(e), None) for e in events
+    ]
+
+
+def test_a_batch_with_a_record_no_row_holds_goes_without_prepared_rows() -> None:
+    batch = EventBatch(events=[EVENT, replace(EVENT, event_id="e-2", time_ns=10**21)])
+    assert with_rows(batch).copy is None
+    assert with_rows(EventBatch(events=[EVENT])).copy == event_rows([EVENT])
+    assert with_rows(PointBatch(points=[POINT])).copy == point_rows([POINT])
+
+
+def test_the_layout_changes_with_the_columns() -> None:
+    assert layout(EVENT_COLUMNS) == EVENTS_LAYOUT
+    assert layout((*EVENT_COLUMNS, "new_column")) != EVENTS_LAYOUT
+    assert layout(EVENT_COLUMNS[::-1]) != EVENTS_LAYOUT
+    assert EVENTS_LAYOUT != POINTS_LAYOUT
 
 
 def test_first_points_gives_each_series_once_with_its_earliest_point() -> None:
