@@ -40,12 +40,14 @@ from aiokafka.partitioner import DefaultPartitioner
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
+from sinks.postgres.rows import event_rows, point_rows
 from tests.support.captures import FIXTURES, claude_logs_with_context, export_for
 from tests.support.streams_worker import StreamsWorker
 from tokentide.kafka import ensure_topics, pipeline_topics
 from tokentide.records import (
     NANOS_PER_USD,
     EventBatch,
+    PointBatch,
     RollupBatch,
     SessionState,
     SignalBatch,
@@ -380,6 +382,8 @@ class Outcome:
     events: Counter[str]  # session -> events emitted
     event_ids: Counter[tuple[str, str]]
     dead_letters: list[dict[str, object]]
+    #: Messages on ``events``/``points`` whose prepared rows are missing or not their records'.
+    unprepared: list[str]
 
 
 async def outcome(bootstrap: str, topics: Topics) -> Outcome:
@@ -416,14 +420,22 @@ async def outcome(bootstrap: str, topics: Topics) -> Outcome:
                 row[i] += v
     events: Counter[str] = Counter()
     event_ids: Counter[tuple[str, str]] = Counter()
+    unprepared: list[str] = []
     for record in await read_committed(bootstrap, topics.events):
-        for event in EventBatch.from_bytes(record.value).events:  # type: ignore[attr-defined]
+        batch = EventBatch.from_bytes(record.value)  # type: ignore[attr-defined]
+        for event in batch.events:
             events[event.session_id] += 1
             event_ids[event.session_id, event.event_id] += 1
+        if batch.copy != event_rows(batch.events):
+            unprepared.append(f"events@{record.offset}: the sink's rows are not its events' (decision 44)")  # type: ignore[attr-defined]
+    for record in await read_committed(bootstrap, topics.points):
+        points = PointBatch.from_bytes(record.value)  # type: ignore[attr-defined]
+        if points.copy != point_rows(points.points):
+            unprepared.append(f"points@{record.offset}: the sink's rows are not its points' (decision 44)")  # type: ignore[attr-defined]
     letters = [
         json.loads(r.value) for r in await read_committed(bootstrap, f"{topics.prefix}streams.dead-letters")
     ]  # type: ignore[attr-defined]
-    return Outcome(states, forks, signals, signal_ids, rollups, events, event_ids, letters)
+    return Outcome(states, forks, signals, signal_ids, rollups, events, event_ids, letters, unprepared)
 
 
 def rollup_totals(state: SessionState) -> list[int]:
@@ -536,6 +548,7 @@ class Stage:
             problems.append(f"consumer group {self.app_id} did not commit every raw message: {lag}")
         out = await outcome(self.bootstrap, self.topics)
         problems += [f"one version, two contents: {fork}" for fork in out.forks]
+        problems += out.unprepared
         problems += _normal_problems(feed, out)
         problems += _signal_problems(feed, out)
         for sid, state in out.states.items():

@@ -3,11 +3,27 @@ the positions stored with the data are known (pure code: no Kafka, no database).
 
 from __future__ import annotations
 
+import json
+
+import msgspec
 from aiokafka import ConsumerRecord
 from prometheus_client import CollectorRegistry
 
-from sinks.base import Batch, Rejected, SinkMetrics, WriteResult, dead_letters, decode
-from tokentide.records import Event, EventBatch, Rollup, RollupBatch, SessionState
+from sinks.base import Batch, Layouts, Rejected, SinkMetrics, WriteResult, dead_letters, decode
+from sinks.postgres.rows import EVENTS_LAYOUT, POINTS_LAYOUT, event_rows, event_text, point_rows, with_rows
+from tokentide.records import (
+    CopyRow,
+    CopyRows,
+    Event,
+    EventBatch,
+    Point,
+    PointBatch,
+    Rollup,
+    RollupBatch,
+    SessionState,
+    replace,
+    to_schema_1,
+)
 from tokentide.topics import Topics
 
 TOPICS = Topics("t.")
@@ -125,3 +141,73 @@ def test_dead_letters_are_those_of_the_part_not_applied_before() -> None:
     assert letters[0].key == b"default/s"
     whole = dead_letters(batch, WriteResult())
     assert [(letter.table, letter.reason) for letter in whole] == [(TOPICS.events, "undecodable")]
+
+
+# --- prepared rows (decision 44) ---------------------------------------------------------------
+
+LAYOUTS = Layouts(events=EVENTS_LAYOUT, points=POINTS_LAYOUT)
+
+
+def _point(series: str, ns: int) -> Point:
+    return Point(
+        tenant="default", session_id="s", agent="a", name="m", series_id=series, time_ns=ns,
+        start_time_ns=0, value=1.0, temporality=1,
+    )  # fmt: skip
+
+
+def test_prepared_rows_of_the_writers_layout_are_taken_as_they_are() -> None:
+    events = EventBatch(events=[_event("a"), _event("b")])
+    points = PointBatch(points=[_point("x", 5), _point("x", 2), _point("y", 3)])
+    records = [
+        _record(TOPICS.events, 0, 10, with_rows(events).to_bytes()),
+        _record(TOPICS.points, 0, 4, with_rows(points).to_bytes()),
+    ]
+    batch = decode(TOPICS, records, SinkMetrics(CollectorRegistry()), LAYOUTS)
+    assert batch.events == event_rows(events.events).rows
+    assert batch.points == point_rows(points.points).rows
+    assert [type(r) for r in (*batch.events, *batch.points)] == [CopyRow] * 5
+    origin = batch.origin_of(batch.points[1])
+    assert origin is not None
+    assert (origin.topic, origin.offset) == (TOPICS.points, 4)
+
+
+def test_records_are_read_where_no_rows_of_the_writers_layout_came() -> None:
+    events = [_event("a")]
+    other_layout = replace(
+        with_rows(EventBatch(events=events)), copy=CopyRows(layout=7, rows=[CopyRow(1, "x\n")])
+    )
+    records = [
+        _record(TOPICS.events, 0, 1, EventBatch(events=events).to_bytes()),  # an older producer
+        _record(TOPICS.events, 0, 2, other_layout.to_bytes()),  # a table of another layout
+        _record(TOPICS.events, 0, 3, to_schema_1(EventBatch(events=events))),  # schema 1 JSON
+    ]
+    batch = decode(TOPICS, records, SinkMetrics(CollectorRegistry()), LAYOUTS)
+    assert batch.events == events * 3
+    assert not batch.undecodable
+    # and a writer that takes no prepared rows reads the records of a message that has them
+    prepared = _record(TOPICS.events, 0, 4, with_rows(EventBatch(events=events)).to_bytes())
+    assert decode(TOPICS, [prepared], SinkMetrics(CollectorRegistry())).events == events
+
+
+def test_a_message_that_is_not_a_batch_is_undecodable_with_prepared_rows_taken_too() -> None:
+    bad = msgspec.msgpack.encode({"schema": "events.2", "copy": {"layout": EVENTS_LAYOUT, "rows": "no"}})
+    batch = decode(TOPICS, [_record(TOPICS.events, 0, 1, bad)], SinkMetrics(CollectorRegistry()), LAYOUTS)
+    assert batch.events == []
+    assert [u[0].offset for u in batch.undecodable] == [1]
+
+
+def test_a_refused_prepared_row_is_dead_lettered_as_its_line() -> None:
+    batch = decode(
+        TOPICS,
+        [_record(TOPICS.events, 0, 9, with_rows(EventBatch(events=[_event("a")])).to_bytes())],
+        SinkMetrics(CollectorRegistry()),
+        LAYOUTS,
+    )
+    [row] = batch.events
+    result = WriteResult(rejected=[Rejected("events", row, "out of range", "22003")])
+    [letter] = dead_letters(batch, result)
+    body = json.loads(letter.value)
+    assert body["row"] == event_text(_event("a"))
+    assert "record" not in body
+    assert body["source"] == {"topic": TOPICS.events, "partition": 0, "offset": 9}
+    assert (body["table"], body["sqlstate"]) == ("events", "22003")

@@ -8,6 +8,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from sinks.postgres.rows import with_rows
 from streams.dedup import DigestWindow
 from streams.state import StoredSession
 from tokentide import records
@@ -296,3 +297,23 @@ def test_schema_1_is_written_exactly_as_the_previous_version_wrote_it(record: Re
     assert json.loads(written) == json.loads(value)
     assert type(record).from_bytes(written) == record
     assert encode(record, 2) == record.to_bytes()
+
+
+class _EventBatchBefore(msgspec.Struct, kw_only=True, tag="events.2", tag_field="schema"):
+    """``EventBatch`` as the version before the prepared rows declared it (no ``copy``)."""
+
+    tenant: str = ""
+    session_id: str = ""
+    agent: str = ""
+    events: list[Event]
+
+
+def test_the_previous_version_reads_a_batch_with_prepared_rows_as_its_records() -> None:
+    """Decision 44: the sink's rows are an addition to schema 2; a sink of the version before
+    (a rolling upgrade with the stream stage first, a rollback of the sink) reads the records
+    and ignores them."""
+    batch = with_rows(EventBatch(events=[EVENT, replace(EVENT, event_id="e2")]))
+    assert batch.copy is not None
+    before = msgspec.msgpack.decode(batch.to_bytes(), type=_EventBatchBefore)
+    assert [e.event_id for e in before.events] == [EVENT.event_id, "e2"]
+    assert EventBatch.from_bytes(batch.to_bytes()) == batch
