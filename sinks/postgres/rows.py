@@ -328,13 +328,14 @@ def event_rows(events: list[Event]) -> CopyRows:
 def point_rows(points: list[Point]) -> CopyRows:
     """``points`` as prepared ``metric_points`` rows, each series' first point (the earliest)
     with its ``metric_series`` row."""
-    first: dict[str, int] = {}
+    first: dict[tuple[str, str], int] = {}
     rows = []
     for i, p in enumerate(points):
         rows.append(CopyRow(p.time_ns, point_text(p)))
-        seen = first.get(p.series_id)
+        key = (p.tenant, p.series_id)
+        seen = first.get(key)
         if seen is None or p.time_ns < points[seen].time_ns:
-            first[p.series_id] = i
+            first[key] = i
     for i in first.values():
         rows[i].series = series_text(points[i])
     return CopyRows(layout=POINTS_LAYOUT, rows=rows)
