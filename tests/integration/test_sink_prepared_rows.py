@@ -68,6 +68,8 @@ TRICKY = [
     "",
     "controls \x01\x0b\x0c\x1b\x7f\u2028\x85\xa0 end",
     "\\.",
+    "\ufeffbom, para\u2029sep, the last code point \U0010ffff, a private one \ue000",
+    "long " + "\\\t\n\r\x00\"'😀" * 5000,
 ]
 #: Attributes: nested containers, every JSON scalar, NUL in keys and values, numbers at the
 #: edges of int64/uint64 and of doubles, NaN and infinities (jsonb has none: null).
@@ -597,8 +599,8 @@ async def test_prepared_older_and_other_layout_messages_land_as_the_records_once
         assert sum(ends.values()) == 2 * len(sent)
         assert stored_positions(database, topics) == ends
         await wait_lag_zero(second, ends)
-        offered = second.registry.get_sample_value("tokentide_sink_rows_offered_total", {"table": "events"})
-        assert offered == len(events)
+        sample = second.registry.get_sample_value
+        assert sample("tokentide_sink_rows_offered_total", {"table": "events"}) == len(events)
         assert (
             written(second, "events"),
             written(second, "metric_points"),
@@ -611,6 +613,7 @@ async def test_prepared_older_and_other_layout_messages_land_as_the_records_once
     finally:
         await second.runner.stop()
     assert snapshot(database, "kafka") == expected
+    assert await read_all(bootstrap, settings.dead_letter_topic) == []
 
 
 def replace_group(settings: SinkSettings, group: str) -> SinkSettings:
