@@ -752,3 +752,56 @@ async def test_prepared_series_are_stored_once_first_seen_at_their_earliest_poin
         ]
     )
     assert counts == {at(p.time_ns): p.attributes["histogram.count"] for p in every}
+
+
+# --- 5. a sink resumes at the database's positions before it writes anything -----------------
+
+
+async def test_a_restored_database_gets_back_every_prepared_row_after_a_restart(
+    bootstrap: str, prefix: str, database: str
+) -> None:
+    """The database restored from a backup older than the group's committed offsets (its rows
+    and positions match, both behind Kafka's): the restarted sink seeks back to the database's
+    positions (``resume_at_stored_positions``) and applies everything since, new messages
+    included. A fetch handed out at the committed offsets before that seek would move the
+    positions past the messages between the two, which would then never be written."""
+    settings = SinkSettings(
+        kafka_bootstrap=bootstrap,
+        topic_prefix=prefix,
+        database_url=database,
+        open_mode=True,
+        sink_group_id=prefix + "sink",
+        batch_linger_ms=50,
+        partitions=1,
+    )
+    await ensure_topics(bootstrap, pipeline_topics(settings))
+    topic = settings.topics.events
+    events = [replace(e, session_id="s-restore") for e in wire(tricky_events("default"))]
+    assert len(events) >= 15
+    sent = [(topic, b"default/s-restore", with_rows(EventBatch(events=[e])).to_bytes()) for e in events]
+    await produce(bootstrap, sent[:10])
+    sink = await start_sink(settings, database)
+    try:
+        await wait_caught_up(bootstrap, settings.sink_group_id, [topic])
+    finally:
+        await sink.runner.stop()
+    assert stored_positions(database, [topic]) == {(topic, 0): 10}
+
+    # The backup: as the database was after the first five messages.
+    with psycopg.connect(database) as conn:
+        conn.execute(
+            "DELETE FROM events WHERE event_id = ANY(%s)", ([plain(e.event_id) for e in events[5:10]],)
+        )
+        conn.execute("UPDATE sink_offsets SET next_offset = 5 WHERE topic = %s", (topic,))
+    await produce(bootstrap, sent[10:])
+
+    sink = await start_sink(settings, database)
+    try:
+        await wait_caught_up(bootstrap, settings.sink_group_id, [topic])
+        await wait_lag_zero(sink, {(topic, 0): len(sent)})
+    finally:
+        await sink.runner.stop()
+    with psycopg.connect(database) as conn:
+        stored = {r[0] for r in conn.execute("SELECT event_id FROM events")}
+    assert stored_positions(database, [topic]) == {(topic, 0): len(sent)}
+    assert sorted(stored) == sorted(plain(e.event_id) for e in events)
