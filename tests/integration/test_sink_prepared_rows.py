@@ -805,3 +805,50 @@ async def test_a_restored_database_gets_back_every_prepared_row_after_a_restart(
         stored = {r[0] for r in conn.execute("SELECT event_id FROM events")}
     assert stored_positions(database, [topic]) == {(topic, 0): len(sent)}
     assert sorted(stored) == sorted(plain(e.event_id) for e in events)
+
+
+async def test_a_refused_prepared_point_is_dead_lettered_and_its_series_still_lands(
+    bootstrap: str, prefix: str, database: str
+) -> None:
+    """A histogram count past bigint in a prepared point: that point's line is dead-lettered;
+    the series line it carried (its series' first point in the message) and the other points
+    are written."""
+    settings = SinkSettings(
+        kafka_bootstrap=bootstrap,
+        topic_prefix=prefix,
+        database_url=database,
+        open_mode=True,
+        sink_group_id=prefix + "sink",
+        batch_linger_ms=50,
+        partitions=1,
+    )
+    await ensure_topics(bootstrap, pipeline_topics(settings))
+    suffix = uuid.uuid4().hex[:8]
+    a, b = f"a-{suffix}", f"b-{suffix}"
+    poison = histogram_point(a, 1, 2**63)
+    first = with_rows(PointBatch(points=[histogram_point(a, 5, 3), poison, histogram_point(b, 2, 4)]))
+    second = with_rows(PointBatch(points=[histogram_point(a, 9, 6)]))
+    assert first.copy is not None
+    assert second.copy is not None
+    assert first.copy.rows[1].series is not None  # the poison point carries its series' line
+    topic = settings.topics.points
+    await produce(bootstrap, [(topic, b"series/s-series", m.to_bytes()) for m in (first, second)])
+
+    sink = await start_sink(settings, database)
+    try:
+        await wait_caught_up(bootstrap, settings.sink_group_id, [topic])
+        await wait_lag_zero(sink, {(topic, 0): 2})
+    finally:
+        await sink.runner.stop()
+
+    with psycopg.connect(database) as conn:
+        series = dict(conn.execute("SELECT series_id, first_seen FROM metric_series").fetchall())
+        points = conn.execute("SELECT series_id, histogram_count FROM metric_points ORDER BY ts").fetchall()
+    assert series == {a: at(poison.time_ns), b: at(T0 + 2 * SECOND + 999)}
+    assert points == [(b, 4), (a, 3), (a, 6)]
+    letters = [json.loads(r.value) for r in await read_all(bootstrap, settings.dead_letter_topic)]  # type: ignore[attr-defined]
+    assert [(x["table"], x["sqlstate"], x["row"], x["source"]) for x in letters] == [
+        ("metric_points", "22003", first.copy.rows[1].text, {"topic": topic, "partition": 0, "offset": 0})
+    ]
+    sample = sink.registry.get_sample_value
+    assert sample("tokentide_sink_dead_letters_total", {"table": "metric_points", "reason": "22003"}) == 1
