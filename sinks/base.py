@@ -17,9 +17,13 @@ once.**
    runner publishes them to the dead-letter topic and waits for Kafka's acknowledgement),
    and commits. Rows and positions commit together or not at all; a refused record moves the
    position as a written one does (it is in the dead-letter topic).
-4. Only then are Kafka offsets committed: for lag tooling, and as the starting point where
-   the store cannot be asked. The store's positions are the truth: on assignment the runner
-   seeks to them.
+4. Only then are Kafka offsets committed, for lag tooling. The store's positions are the
+   truth: a newly assigned partition stays paused until the runner has read its position from
+   the store and sought there (asked again each round while the store is down; a partition
+   the store never saw starts at the beginning), and records fetched before that (aiokafka
+   hands out a new assignment's records from the group's offsets while the listener still
+   waits) are dropped and fetched again, never written: a store restored from a backup, behind
+   the group's offsets, gets every message since its positions (decision 45).
 
 So rollup increments are added once, whatever crashes or rebalances happen; a dead letter is
 never lost but may be published twice (a crash, or a failed store commit, after it was sent).
@@ -496,6 +500,17 @@ class SinkRunner:
         #: Positions read from the database on assignment, for the loop to commit to Kafka (the
         #: group's offsets may be behind them, and nothing new may come to move them).
         self._to_commit: dict[Partition, int] = {}
+        #: Assigned partitions whose database position is known and sought to, each with the
+        #: number of its positioning: records fetched before it (or across a new one) are
+        #: dropped, never written (aiokafka hands out a new assignment's records from the
+        #: group's offsets while the listener still waits for the database).
+        self._positioned: dict[TopicPartition, int] = {}
+        self._positionings = 0
+        #: Assigned partitions paused until their database position is read.
+        self._unpositioned: set[TopicPartition] = set()
+        self._positioning = asyncio.Lock()
+        #: Whether the loop holds every partition paused for an outage.
+        self._outage = False
         #: The dead letters the last write attempt published (counted once the write committed).
         self._letters: list[_Letter] = []
         self._probe_now = asyncio.Event()
@@ -540,6 +555,8 @@ class SinkRunner:
         """Partitions taken away: their positions and lag are another member's now."""
         for tp in revoked:
             self._applied.pop(tp, None)
+            self._positioned.pop(tp, None)
+            self._unpositioned.discard(tp)
             self._to_commit.pop((tp.topic, tp.partition), None)
             with contextlib.suppress(KeyError):
                 self._metrics.lag.remove(tp.topic, str(tp.partition))
@@ -547,27 +564,53 @@ class SinkRunner:
     async def resume_at_stored_positions(self, assigned: Iterable[TopicPartition]) -> None:
         """Seek every newly assigned partition to the position the database holds, ahead of or
         behind the group's committed offset (behind: a database restored from a backup, whose
-        positions match its rows). Where the database cannot be asked in time, consumption
-        starts at the committed offsets, and the writer still leaves out what it holds."""
+        positions match its rows). The partitions stay paused until then; where the database
+        cannot be asked in time, the loop asks again before it resumes them."""
         consumer = self._consumer
         partitions = sorted(assigned)
         if consumer is None or not partitions:
             return
-        try:
-            stored = await asyncio.wait_for(
-                self._writer.positions((tp.topic, tp.partition) for tp in partitions),
-                POSITIONS_TIMEOUT_S,
-            )
-        except (StoreUnavailable, TimeoutError) as exc:
-            log.warning("positions not read from the database (%s): starting at committed offsets", exc)
-            return
+        # Before any await: aiokafka may already be fetching them from the group's offsets.
+        consumer.pause(*partitions)
         for tp in partitions:
-            position = stored.get((tp.topic, tp.partition))
-            if position is not None:
-                self._applied[tp] = position
-                self._to_commit[tp.topic, tp.partition] = position
-                consumer.seek(tp, position)
-        log.info("assigned %d partitions, %d at the database's positions", len(partitions), len(stored))
+            self._positioned.pop(tp, None)
+        self._unpositioned.update(partitions)
+        await self._position(consumer)
+
+    async def _position(self, consumer: AIOKafkaConsumer) -> None:
+        """Read the database's positions of the partitions waiting for them, seek there and
+        resume them (unless an outage holds every partition paused: then its end does)."""
+        async with self._positioning:
+            self._unpositioned.intersection_update(consumer.assignment())
+            partitions = sorted(self._unpositioned)
+            if not partitions:
+                return
+            try:
+                stored = await asyncio.wait_for(
+                    self._writer.positions((tp.topic, tp.partition) for tp in partitions),
+                    POSITIONS_TIMEOUT_S,
+                )
+            except (StoreUnavailable, TimeoutError) as exc:
+                log.warning(
+                    "positions not read from the database (%s): %d partitions wait", exc, len(partitions)
+                )
+                return
+            assigned = consumer.assignment()
+            ready = [tp for tp in partitions if tp in assigned and tp in self._unpositioned]
+            for tp in ready:
+                position = stored.get((tp.topic, tp.partition))
+                if position is not None:
+                    self._to_commit[tp.topic, tp.partition] = position
+                # Never written to this database: from the start (the group's offset may be a
+                # restored database's future), what is there already is left out when written.
+                self._applied[tp] = position or 0
+                consumer.seek(tp, position or 0)
+                self._positionings += 1
+                self._positioned[tp] = self._positionings
+                self._unpositioned.discard(tp)
+            if not self._outage:
+                consumer.resume(*ready)
+            log.info("assigned %d partitions, %d at the database's positions", len(ready), len(stored))
 
     # ------------------------------------------------------------------ the loop
 
@@ -629,6 +672,8 @@ class SinkRunner:
         ahead: asyncio.Task[tuple[_Fetched, Batch]] | None = None
         try:
             while True:
+                if self._unpositioned:
+                    await self._position(consumer)
                 fetched, batch = await (ahead if ahead is not None else self._fetch(consumer))
                 ahead = None
                 self._metrics.ahead.set(0)
@@ -660,9 +705,18 @@ class SinkRunner:
         idle); it is the only fetch while it runs, so a batch's records and the consumer's
         positions after them always belong together."""
         settings = self._settings
+        positioned = dict(self._positioned)
         fetched = await consumer.getmany(
             timeout_ms=max(settings.batch_linger_ms, 1), max_records=settings.batch_max_messages
         )
+        # Only records of partitions positioned before this fetch began, and not again since:
+        # the others are fetched again from the position sought (they may lie beyond it).
+        dropped = [tp for tp in fetched if self._positioned.get(tp, -1) != positioned.get(tp)]
+        for tp in dropped:
+            log.info("%s: %d records fetched before its position was sought, dropped", tp, len(fetched[tp]))
+            del fetched[tp]
+            if tp in self._positioned and tp in consumer.assignment():
+                consumer.seek(tp, self._applied.get(tp, 0))  # again from the database's position
         batch = decode(
             settings.topics, [r for rs in fetched.values() for r in rs], self._metrics, self._writer.layouts
         )
@@ -679,7 +733,7 @@ class SinkRunner:
         out: dict[TopicPartition, int] = {}
         for tp in sorted(consumer.assignment()):
             # Checked again at every step: a rebalance may take partitions away at any await.
-            if tp not in consumer.assignment() or tp in consumer.paused():
+            if tp not in consumer.assignment() or tp in consumer.paused() or tp not in self._positioned:
                 continue
             if tp not in fetched:
                 high = consumer.highwater(tp)
@@ -714,13 +768,14 @@ class SinkRunner:
                     await asyncio.wait([ahead])
                 if not paused:
                     log.warning("%s: consumption paused, retrying", exc)
-                    paused = True
+                    paused = self._outage = True
                     self._metrics.paused.set(1)
                 await self._wait_paused(consumer, delay)
                 delay = min(delay * 2, self._settings.retry_max_backoff_s)
                 continue
             if paused:
-                consumer.resume(*consumer.paused())
+                self._outage = False
+                consumer.resume(*(tp for tp in consumer.paused() if tp not in self._unpositioned))
                 self._metrics.paused.set(0)
                 log.info("database available again: consumption resumed")
             self._applied_now(consumer, batch, result)

@@ -151,7 +151,15 @@ def _overwrite(columns: Sequence[str], key: Sequence[str]) -> sql.Composed:
 _NOTHING = sql.SQL("ON CONFLICT DO NOTHING")
 #: The bulk of every batch, and new rows but for redeliveries: COPYed straight in.
 EVENTS = _simple("events", EVENT_COLUMNS, _NOTHING, insert_only=True)
-SERIES = _simple("metric_series", SERIES_COLUMNS, _NOTHING)
+#: A series is first seen at its earliest point, whatever order its batches come in.
+SERIES = _simple(
+    "metric_series",
+    SERIES_COLUMNS,
+    sql.SQL(
+        "ON CONFLICT (tenant_id, series_id) DO UPDATE SET first_seen = EXCLUDED.first_seen "
+        "WHERE EXCLUDED.first_seen < metric_series.first_seen"
+    ),
+)
 POINTS = _simple("metric_points", POINT_COLUMNS, _NOTHING, insert_only=True)
 SIGNALS = _simple("signals", SIGNAL_COLUMNS, _NOTHING)
 _ROLLUP_KEY = ("tenant_id", "session_id", "model", "minute")
@@ -291,13 +299,14 @@ def _series(batch: Batch) -> list[CopyRow | Point]:
             first[key] = candidate
 
     records: list[Point] = []
+    #: A series row made here -> it and the point it came from (whose message is the row's).
+    made: dict[int, tuple[CopyRow, CopyRow]] = {}
     for point in batch.points:
         if type(point) is not CopyRow:
             records.append(point)  # type: ignore[arg-type]  # a Point: the union has two members
         elif point.series is not None:
             row = CopyRow(point.time_ns, point.series)
-            if (origin := batch.origin_of(point)) is not None:
-                batch.track(origin, [row])
+            made[id(row)] = (row, point)
             offer(series_key(point.series), row)
     for point in first_points(records):
         try:
@@ -305,7 +314,12 @@ def _series(batch: Batch) -> list[CopyRow | Point]:
         except (ValueError, OverflowError, TypeError):
             key = f"refused/{id(point)}"  # refused when its row is built
         offer(key, point)
-    return list(first.values())
+    chosen = list(first.values())
+    # Only the rows kept are tracked: ids of the others could be reused by later objects.
+    for kept in chosen:
+        if (pair := made.get(id(kept))) is not None and (origin := batch.origin_of(pair[1])) is not None:
+            batch.track(origin, [kept])
+    return chosen
 
 
 class PostgresWriter:

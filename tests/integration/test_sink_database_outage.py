@@ -18,10 +18,12 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client import CollectorRegistry
 
 from sinks.base import SinkMetrics, SinkRunner
+from sinks.postgres.rows import with_rows
 from sinks.postgres.writer import PostgresWriter
 from tests.support.private_postgres import PrivatePostgres
 from tests.support.services import free_port, wait_caught_up
@@ -185,3 +187,85 @@ async def test_every_acknowledged_record_lands_once_across_a_30s_database_outage
     assert paused_seen
     assert (registry.get_sample_value("tokentide_sink_retries_total") or 0) > 0
     assert registry.get_sample_value("tokentide_sink_paused") == 0
+
+
+async def test_partitions_assigned_while_the_database_is_down_wait_for_its_positions(
+    bootstrap: str, prefix: str, private_pg: PrivatePostgres
+) -> None:
+    """The database (restored from a backup: its positions behind the group's committed
+    offsets) is down when the sink starts and is assigned its partitions: nothing is consumed
+    from the committed offsets meanwhile; once the database answers, the sink seeks to its
+    positions and applies every message since, exactly once."""
+    dsn = private_pg.create_database("tokentide_restore")
+    migrate(dsn)
+    settings = SinkSettings(
+        kafka_bootstrap=bootstrap,
+        topic_prefix=prefix,
+        database_url=dsn,
+        open_mode=True,
+        sink_group_id=prefix + "sink",
+        partitions=1,
+        batch_linger_ms=50,
+        retry_max_backoff_s=1.0,
+    )
+    await ensure_topics(bootstrap, pipeline_topics(settings))
+    topic = settings.topics.events
+
+    def batch(n: int) -> bytes:
+        event = Event(
+            tenant="default", session_id="s", event_id=f"e-{n}", agent="claude_code", name="api_request",
+            time_ns=time.time_ns(), sequence=n,
+        )  # fmt: skip
+        return with_rows(EventBatch(events=[event])).to_bytes()
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for n in range(10):
+            await producer.send_and_wait(topic, batch(n), key=b"default/s")
+        runner = SinkRunner(settings, PostgresWriter(dsn), SinkMetrics(CollectorRegistry()))
+        await runner.start()
+        try:
+            await wait_caught_up(bootstrap, settings.sink_group_id, [topic])
+        finally:
+            await runner.stop()
+        with psycopg.connect(dsn) as conn:  # the backup: as it was after five messages
+            conn.execute("DELETE FROM events WHERE seq >= 5")
+            conn.execute("UPDATE sink_offsets SET next_offset = 5 WHERE topic = %s", (topic,))
+        await asyncio.to_thread(private_pg.stop)
+        for n in range(10, 15):
+            await producer.send_and_wait(topic, batch(n), key=b"default/s")
+    finally:
+        await producer.stop()
+
+    registry = CollectorRegistry()
+    runner = SinkRunner(settings, PostgresWriter(dsn), SinkMetrics(registry))
+    await runner.start()
+    try:
+        await asyncio.sleep(6)  # assigned (the group's offset is 10), the database still down
+        assert await committed(bootstrap, settings.sink_group_id, topic) == 10
+        assert registry.get_sample_value("tokentide_sink_batches_total") == 0
+        await asyncio.to_thread(private_pg.start)
+        deadline = time.monotonic() + 60
+        while await committed(bootstrap, settings.sink_group_id, topic) != 15:
+            assert time.monotonic() < deadline, "the sink did not catch up once the database was back"
+            await asyncio.sleep(0.5)
+    finally:
+        await runner.stop()
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute("SELECT seq, count(*) FROM events GROUP BY seq ORDER BY seq").fetchall()
+        position = conn.execute("SELECT next_offset FROM sink_offsets WHERE topic = %s", (topic,)).fetchone()
+    assert rows == [(n, 1) for n in range(15)]
+    assert position == (15,)
+
+
+async def committed(bootstrap: str, group: str, topic: str) -> int | None:
+    """The group's committed offset of ``topic``'s partition 0."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    meta = offsets.get(TopicPartition(topic, 0))
+    return None if meta is None else int(meta.offset)
