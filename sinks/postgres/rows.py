@@ -383,8 +383,15 @@ def day_of(ns: int) -> date:
 
 
 def days(times_ns: Iterable[int]) -> set[date]:
-    """The UTC days of ``times_ns``: the daily partitions a batch writes into."""
-    return {day_of(ns) for ns in times_ns}
+    """The UTC days of ``times_ns``: the daily partitions a batch writes into (times no
+    timestamp holds are left out: their rows are refused)."""
+    out = set()
+    for number in {ns // _NS_PER_DAY for ns in times_ns}:
+        try:
+            out.add(day_of(number * _NS_PER_DAY))
+        except (OverflowError, ValueError):
+            continue
+    return out
 
 
 def session_row(s: SessionState) -> tuple[Any, ...]:

@@ -47,7 +47,7 @@ from sinks.postgres.rows import (
     SERIES_COLUMNS,
     SESSION_COLUMNS,
     SIGNAL_COLUMNS,
-    day_of,
+    days,
     event_text,
     first_points,
     latest_states,
@@ -533,11 +533,7 @@ class PostgresWriter:
         horizon = datetime.now(UTC).date() + timedelta(days=self._days_ahead)
         for parent, times in _PARTITIONED:
             wanted = set()
-            for ns in times(batch):
-                try:
-                    day = day_of(ns)
-                except (OverflowError, ValueError):
-                    continue  # rejected when its row is built
+            for day in days(times(batch)):  # a time no day holds: refused when its row is built
                 # Rows past the retention are not written (``_drop_expired``): no partition.
                 if (parent, day) not in self._partitions and day <= horizon and not self._expired_day(day):
                     wanted.add(day)

@@ -365,6 +365,9 @@ def test_days_are_utc_days() -> None:
         date(2026, 11, 23),
         date(2026, 11, 24),
     }
+    # a time no timestamp holds names no day (its row is refused when built)
+    assert days([midnight, 10**21, -(10**21)]) == {date(2026, 11, 24)}
+    assert days([-1]) == {date(1969, 12, 31)}
 
 
 def test_session_row_puts_each_value_in_its_column() -> None:
