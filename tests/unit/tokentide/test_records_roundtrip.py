@@ -317,3 +317,14 @@ def test_the_previous_version_reads_a_batch_with_prepared_rows_as_its_records() 
     before = msgspec.msgpack.decode(batch.to_bytes(), type=_EventBatchBefore)
     assert [e.event_id for e in before.events] == [EVENT.event_id, "e2"]
     assert EventBatch.from_bytes(batch.to_bytes()) == batch
+
+
+def test_a_newer_producers_additions_to_the_prepared_rows_are_ignored() -> None:
+    """Rows are arrays (compact); a later version may append to them or to their batch."""
+    newer = msgspec.msgpack.decode(with_rows(EventBatch(events=[EVENT])).to_bytes())
+    newer["copy"]["rows"][0].append("a later field")
+    newer["copy"]["later"] = {"x": 1}
+    decoded = EventBatch.from_bytes(msgspec.msgpack.encode(newer))
+    assert decoded.copy is not None
+    assert [(r.time_ns, r.series) for r in decoded.copy.rows] == [(EVENT.time_ns, None)]
+    assert decoded.events[0].event_id == EVENT.event_id
