@@ -18,12 +18,12 @@ once.**
    and commits. Rows and positions commit together or not at all; a refused record moves the
    position as a written one does (it is in the dead-letter topic).
 4. Only then are Kafka offsets committed, for lag tooling. The store's positions are the
-   truth: a newly assigned partition stays paused until the runner has read its position from
-   the store and sought there (asked again each round while the store is down; a partition
-   the store never saw starts at the beginning), and records fetched before that (aiokafka
-   hands out a new assignment's records from the group's offsets while the listener still
-   waits) are dropped and fetched again, never written: a store restored from a backup, behind
-   the group's offsets, gets every message since its positions (decision 45).
+   truth: a newly assigned partition stays paused until the loop has read its position from
+   the store and sought there (asked again with back-off while the store is down; a partition
+   the store holds no position for starts at the group's offset), and records fetched before
+   that (aiokafka hands out a new assignment's records from the group's offsets before its
+   listener runs) are dropped and fetched again, never written: a store restored from a
+   backup, behind the group's offsets, gets every message since its positions (decision 45).
 
 So rollup increments are added once, whatever crashes or rebalances happen; a dead letter is
 never lost but may be published twice (a crash, or a failed store commit, after it was sent).
@@ -334,7 +334,8 @@ class SinkMetrics:
         )
         self.paused = Gauge(
             "tokentide_sink_paused",
-            "1 while consumption is paused because the database is unavailable.",
+            "1 while consumption is paused because the database is unavailable (a write, or the "
+            "positions of newly assigned partitions, cannot be done).",
             registry=registry,
         )
         self.ahead = Gauge(
@@ -508,7 +509,9 @@ class SinkRunner:
         self._positionings = 0
         #: Assigned partitions paused until their database position is read.
         self._unpositioned: set[TopicPartition] = set()
-        self._positioning = asyncio.Lock()
+        #: When to ask the database for them again, and how many times it did not answer.
+        self._position_at = 0.0
+        self._position_failures = 0
         #: Whether the loop holds every partition paused for an outage.
         self._outage = False
         #: The dead letters the last write attempt published (counted once the write committed).
@@ -562,55 +565,68 @@ class SinkRunner:
                 self._metrics.lag.remove(tp.topic, str(tp.partition))
 
     async def resume_at_stored_positions(self, assigned: Iterable[TopicPartition]) -> None:
-        """Seek every newly assigned partition to the position the database holds, ahead of or
-        behind the group's committed offset (behind: a database restored from a backup, whose
-        positions match its rows). The partitions stay paused until then; where the database
-        cannot be asked in time, the loop asks again before it resumes them."""
+        """Newly assigned partitions wait, paused, for the loop to seek them to the position the
+        database holds (:meth:`_position`). Nothing here awaits: aiokafka runs this listener
+        with the group's heartbeat stopped, and may already be fetching these partitions from
+        the group's offsets."""
         consumer = self._consumer
-        partitions = sorted(assigned)
-        if consumer is None or not partitions:
+        if consumer is None or not assigned:
             return
-        # Before any await: aiokafka may already be fetching them from the group's offsets.
-        consumer.pause(*partitions)
-        for tp in partitions:
+        consumer.pause(*assigned)
+        for tp in assigned:
             self._positioned.pop(tp, None)
-        self._unpositioned.update(partitions)
-        await self._position(consumer)
+        self._unpositioned.update(assigned)
+        self._position_at = 0.0
 
     async def _position(self, consumer: AIOKafkaConsumer) -> None:
-        """Read the database's positions of the partitions waiting for them, seek there and
-        resume them (unless an outage holds every partition paused: then its end does)."""
-        async with self._positioning:
-            self._unpositioned.intersection_update(consumer.assignment())
-            partitions = sorted(self._unpositioned)
-            if not partitions:
-                return
-            try:
-                stored = await asyncio.wait_for(
-                    self._writer.positions((tp.topic, tp.partition) for tp in partitions),
-                    POSITIONS_TIMEOUT_S,
-                )
-            except (StoreUnavailable, TimeoutError) as exc:
-                log.warning(
-                    "positions not read from the database (%s): %d partitions wait", exc, len(partitions)
-                )
-                return
-            assigned = consumer.assignment()
-            ready = [tp for tp in partitions if tp in assigned and tp in self._unpositioned]
-            for tp in ready:
+        """Seek the partitions waiting for it to the position the database holds, ahead of or
+        behind the group's committed offset (behind: a database restored from a backup, whose
+        positions match its rows), and resume them (unless an outage holds every partition
+        paused: its end does). A partition the database holds no position for starts at the
+        group's committed offset (the procedures that rebuild the derived tables set it), else
+        at the beginning. While the database cannot say, they stay paused (``paused`` 1) and
+        are asked for again with back-off."""
+        self._unpositioned.intersection_update(consumer.assignment())
+        partitions = sorted(self._unpositioned)
+        if not partitions or time.monotonic() < self._position_at:
+            return
+        try:
+            stored = await asyncio.wait_for(
+                self._writer.positions((tp.topic, tp.partition) for tp in partitions), POSITIONS_TIMEOUT_S
+            )
+            starts: dict[TopicPartition, int] = {}
+            for tp in partitions:
                 position = stored.get((tp.topic, tp.partition))
-                if position is not None:
-                    self._to_commit[tp.topic, tp.partition] = position
-                # Never written to this database: from the start (the group's offset may be a
-                # restored database's future), what is there already is left out when written.
-                self._applied[tp] = position or 0
-                consumer.seek(tp, position or 0)
-                self._positionings += 1
-                self._positioned[tp] = self._positionings
-                self._unpositioned.discard(tp)
-            if not self._outage:
-                consumer.resume(*ready)
-            log.info("assigned %d partitions, %d at the database's positions", len(ready), len(stored))
+                if position is None:
+                    committed = await asyncio.wait_for(consumer.committed(tp), POSITIONS_TIMEOUT_S)
+                    position = committed if committed is not None and committed >= 0 else 0
+                starts[tp] = position
+        except (StoreUnavailable, KafkaError, TimeoutError) as exc:
+            if not self._position_failures:
+                log.warning("positions not read (%s): %d partitions wait, paused", exc, len(partitions))
+            self._position_failures += 1
+            self._metrics.paused.set(1)
+            delay = min(0.5 * 2**self._position_failures, self._settings.retry_max_backoff_s)
+            self._position_at = time.monotonic() + delay
+            return
+        assigned = consumer.assignment()
+        ready = [tp for tp in partitions if tp in assigned and tp in self._unpositioned]
+        for tp in ready:
+            position = stored.get((tp.topic, tp.partition))
+            if position is not None:
+                self._to_commit[tp.topic, tp.partition] = position
+            self._applied[tp] = starts[tp]
+            consumer.seek(tp, starts[tp])
+            self._positionings += 1
+            self._positioned[tp] = self._positionings
+            self._unpositioned.discard(tp)
+        if not self._outage:
+            consumer.resume(*ready)
+            self._metrics.paused.set(0)
+        if self._position_failures:
+            log.info("positions read again after %d attempts: consumption resumed", self._position_failures)
+        self._position_failures = 0
+        log.info("assigned %d partitions, %d at the database's positions", len(ready), len(stored))
 
     # ------------------------------------------------------------------ the loop
 

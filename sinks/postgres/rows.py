@@ -304,10 +304,15 @@ def series_text(p: Point) -> str:
             f"{_t(p.tenant)}\t{_t(p.series_id)}\t{_t(p.session_id)}\t{_t(p.agent)}\t{_t(p.name)}\t"
             f"{_t(p.unit)}\t{_j(attributes)}\t"
         )
-        if len(_SERIES) >= 65_536:
+        if len(_SERIES) >= 16_384:  # ~1 KB each
             _SERIES.clear()
         _SERIES[key] = prefix
     return f"{prefix}{_ts(p.time_ns)}\n"
+
+
+def first_seen_at(line: str, ns: int) -> str:
+    """A series line (:func:`series_text`) with ``first_seen`` (its last column) at ``ns``."""
+    return line[: line.rindex("\t") + 1] + _ts(ns) + "\n"
 
 
 def series_key(line: str) -> str:

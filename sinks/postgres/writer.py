@@ -50,6 +50,7 @@ from sinks.postgres.rows import (
     days,
     event_text,
     first_points,
+    first_seen_at,
     latest_states,
     merge_rollups,
     point_text,
@@ -302,8 +303,8 @@ def _series(batch: Batch) -> list[CopyRow | Point]:
     #: A series row made here -> it and the point it came from (whose message is the row's).
     made: dict[int, tuple[CopyRow, CopyRow]] = {}
     for point in batch.points:
-        if type(point) is not CopyRow:
-            records.append(point)  # type: ignore[arg-type]  # a Point: the union has two members
+        if not isinstance(point, CopyRow):
+            records.append(point)
         elif point.series is not None:
             row = CopyRow(point.time_ns, point.series)
             made[id(row)] = (row, point)
@@ -320,6 +321,35 @@ def _series(batch: Batch) -> list[CopyRow | Point]:
         if (pair := made.get(id(kept))) is not None and (origin := batch.origin_of(pair[1])) is not None:
             batch.track(origin, [kept])
     return chosen
+
+
+def _series_kept(batch: Batch, kept: list[Point | CopyRow], cutoff_ns: int) -> list[Point | CopyRow]:
+    """``kept`` (the batch's points not past the retention), where an expired prepared point
+    carried its series' line, with that line on the series' earliest kept point instead (first
+    seen then, as the records of the same points would say)."""
+    lines = {
+        series_key(p.series): p.series
+        for p in batch.points
+        if isinstance(p, CopyRow) and p.series is not None and p.time_ns < cutoff_ns
+    }
+    if not lines:
+        return kept
+    carriers: dict[str, int] = {}
+    for i, p in enumerate(kept):
+        if not isinstance(p, CopyRow) or (key := series_key(p.text)) not in lines:
+            continue
+        if key not in carriers or p.time_ns < kept[carriers[key]].time_ns:
+            carriers[key] = i
+    out = list(kept)
+    for key, i in carriers.items():
+        point = out[i]
+        if not isinstance(point, CopyRow) or point.series is not None:
+            continue  # it carries its series' line already (the first of its own message)
+        moved = CopyRow(point.time_ns, point.text, first_seen_at(lines[key], point.time_ns))
+        if (origin := batch.origin_of(point)) is not None:
+            batch.track(origin, [moved])
+        out[i] = moved
+    return out
 
 
 class PostgresWriter:
@@ -496,7 +526,7 @@ class PostgresWriter:
         points = [p for p in batch.points if p.time_ns >= cutoff_ns]
         result.expired["events"] = len(batch.events) - len(events)
         result.expired["metric_points"] = len(batch.points) - len(points)
-        batch.events, batch.points = events, points
+        batch.events, batch.points = events, _series_kept(batch, points, cutoff_ns)
 
     def _rows(self, batch: Batch, result: WriteResult) -> list[_Rows]:
         """Every table's rows; a record its row cannot even be built for is rejected here.
@@ -514,7 +544,7 @@ class PostgresWriter:
             rows: list[Any] = []
             kept: list[object] = []
             for record in records:
-                if type(record) is CopyRow:
+                if isinstance(record, CopyRow):
                     rows.append(record.text)
                     kept.append(record)
                     continue

@@ -245,6 +245,7 @@ async def test_partitions_assigned_while_the_database_is_down_wait_for_its_posit
         await asyncio.sleep(6)  # assigned (the group's offset is 10), the database still down
         assert await committed(bootstrap, settings.sink_group_id, topic) == 10
         assert registry.get_sample_value("tokentide_sink_batches_total") == 0
+        assert registry.get_sample_value("tokentide_sink_paused") == 1  # what the alert reads
         await asyncio.to_thread(private_pg.start)
         deadline = time.monotonic() + 60
         while await committed(bootstrap, settings.sink_group_id, topic) != 15:
@@ -257,6 +258,7 @@ async def test_partitions_assigned_while_the_database_is_down_wait_for_its_posit
         position = conn.execute("SELECT next_offset FROM sink_offsets WHERE topic = %s", (topic,)).fetchone()
     assert rows == [(n, 1) for n in range(15)]
     assert position == (15,)
+    assert registry.get_sample_value("tokentide_sink_paused") == 0
 
 
 async def committed(bootstrap: str, group: str, topic: str) -> int | None:

@@ -854,3 +854,82 @@ async def test_a_refused_prepared_point_is_dead_lettered_and_its_series_still_la
     ]
     sample = sink.registry.get_sample_value
     assert sample("tokentide_sink_dead_letters_total", {"table": "metric_points", "reason": "22003"}) == 1
+
+
+async def test_a_rebuild_without_positions_starts_at_the_groups_offsets(
+    bootstrap: str, prefix: str, database: str
+) -> None:
+    """docs/operations.md's rebuild: the derived tables emptied and their ``sink_offsets`` rows
+    deleted, the group's offsets set where the new output begins. A partition the database
+    holds no position for starts at the group's offset, not at the topic's beginning (that
+    would apply the old output again)."""
+    settings = SinkSettings(
+        kafka_bootstrap=bootstrap,
+        topic_prefix=prefix,
+        database_url=database,
+        open_mode=True,
+        sink_group_id=prefix + "sink",
+        batch_linger_ms=50,
+        partitions=1,
+    )
+    await ensure_topics(bootstrap, pipeline_topics(settings))
+    topic = settings.topics.events
+    events = [replace(e, session_id="s-rebuild") for e in wire(tricky_events("default"))][:15]
+    assert len(events) == 15
+    sent = [(topic, b"default/s-rebuild", with_rows(EventBatch(events=[e])).to_bytes()) for e in events]
+    await produce(bootstrap, sent[:10])
+    sink = await start_sink(settings, database)
+    try:
+        await wait_caught_up(bootstrap, settings.sink_group_id, [topic])
+    finally:
+        await sink.runner.stop()
+    with psycopg.connect(database) as conn:  # the group's offset stays at 10: the new output's start
+        conn.execute("DELETE FROM events")
+        conn.execute("DELETE FROM sink_offsets WHERE topic = %s", (topic,))
+    await produce(bootstrap, sent[10:])
+
+    sink = await start_sink(settings, database)
+    try:
+        await wait_caught_up(bootstrap, settings.sink_group_id, [topic])
+        await wait_lag_zero(sink, {(topic, 0): len(sent)})
+    finally:
+        await sink.runner.stop()
+    with psycopg.connect(database) as conn:
+        stored = [r[0] for r in conn.execute("SELECT event_id FROM events")]
+    assert sorted(stored) == sorted(plain(e.event_id) for e in events[10:])
+    assert stored_positions(database, [topic]) == {(topic, 0): len(sent)}
+
+
+async def test_an_expired_point_hands_its_series_line_to_the_earliest_point_kept(database: str) -> None:
+    """Retention 30 days: the earliest point of a series (40 days old) carried its series' line
+    and is not written; the catalog row still lands, first seen at the earliest point kept, as
+    writing the same points as records gives."""
+    now_s = int(time.time())
+    old_s, recent_s, later_s = now_s - 40 * 86_400, now_s - 3_600, now_s - 60
+
+    def points(series: str) -> list[Point]:
+        return [
+            replace(histogram_point(series, 0, 1), time_ns=t * 10**9, start_time_ns=(t - 1) * 10**9)
+            for t in (later_s, old_s, recent_s)
+        ]
+
+    suffix = uuid.uuid4().hex[:8]
+    prepared_series, record_series = f"p-{suffix}", f"r-{suffix}"
+    copy = point_rows(points(prepared_series))
+    assert [r.series is not None for r in copy.rows] == [False, True, False]  # the old one carries it
+    writer = PostgresWriter(database, retention=timedelta(days=30))
+    try:
+        result = await writer.write(Batch(points=[*copy.rows, *points(record_series)]))
+    finally:
+        await writer.close()
+    assert result.expired["metric_points"] == 2
+    assert (result.written["metric_points"], result.written["metric_series"]) == (4, 2)
+    with psycopg.connect(database) as conn:
+        seen = dict(
+            conn.execute(
+                "SELECT series_id, first_seen FROM metric_series WHERE series_id = ANY(%s)",
+                ([prepared_series, record_series],),
+            ).fetchall()
+        )
+    recent = datetime.fromtimestamp(recent_s, UTC)
+    assert seen == {prepared_series: recent, record_series: recent}
