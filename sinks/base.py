@@ -343,6 +343,13 @@ class SinkMetrics:
             "Messages of the next batch fetched and decoded while the current one is written.",
             registry=registry,
         )
+        self.expired_in_kafka = Counter(
+            "tokentide_sink_messages_expired_in_kafka",
+            "Messages Kafka's retention deleted before the sink applied them (found on assignment: "
+            "the stored position is below the partition's first offset), by topic and partition.",
+            ["topic", "partition"],
+            registry=registry,
+        )
         self.kafka_ready = Gauge(
             "tokentide_sink_kafka_ready",
             "1 while the last probe of the broker (end offsets, bounded by a timeout) answered.",
@@ -595,12 +602,16 @@ class SinkRunner:
                 self._writer.positions((tp.topic, tp.partition) for tp in partitions), POSITIONS_TIMEOUT_S
             )
             starts: dict[TopicPartition, int] = {}
+            known: set[TopicPartition] = set()
             for tp in partitions:
                 position = stored.get((tp.topic, tp.partition))
                 if position is None:
                     committed = await asyncio.wait_for(consumer.committed(tp), POSITIONS_TIMEOUT_S)
-                    position = committed if committed is not None and committed >= 0 else 0
-                starts[tp] = position
+                    position = committed if committed is not None and committed >= 0 else None
+                if position is not None:
+                    known.add(tp)
+                starts[tp] = position or 0
+            beginnings = await asyncio.wait_for(consumer.beginning_offsets(partitions), POSITIONS_TIMEOUT_S)
         except (StoreUnavailable, KafkaError, TimeoutError) as exc:
             if not self._position_failures:
                 log.warning("positions not read (%s): %d partitions wait, paused", exc, len(partitions))
@@ -615,6 +626,16 @@ class SinkRunner:
             position = stored.get((tp.topic, tp.partition))
             if position is not None:
                 self._to_commit[tp.topic, tp.partition] = position
+            if tp in known and starts[tp] < (beginning := beginnings.get(tp, 0)):
+                # Kafka deleted them (retention) before this database applied them: say so.
+                lost = beginning - starts[tp]
+                log.warning(
+                    "%s: %d messages from offset %d expired in Kafka before they were applied",
+                    tp,
+                    lost,
+                    starts[tp],
+                )
+                self._metrics.expired_in_kafka.labels(tp.topic, str(tp.partition)).inc(lost)
             self._applied[tp] = starts[tp]
             consumer.seek(tp, starts[tp])
             self._positionings += 1

@@ -22,7 +22,8 @@ from typing import Any
 
 import psycopg
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 from prometheus_client import CollectorRegistry
 from psycopg import sql
 from psycopg.types.json import Jsonb
@@ -933,3 +934,54 @@ async def test_an_expired_point_hands_its_series_line_to_the_earliest_point_kept
         )
     recent = datetime.fromtimestamp(recent_s, UTC)
     assert seen == {prepared_series: recent, record_series: recent}
+
+
+async def test_messages_kafka_deleted_before_they_were_applied_are_counted(
+    bootstrap: str, prefix: str, database: str
+) -> None:
+    """A database restored to a position Kafka's retention has since deleted: what is left is
+    applied, and what is gone is said (a warning, ``tokentide_sink_messages_expired_in_kafka``)."""
+    settings = SinkSettings(
+        kafka_bootstrap=bootstrap,
+        topic_prefix=prefix,
+        database_url=database,
+        open_mode=True,
+        sink_group_id=prefix + "sink",
+        batch_linger_ms=50,
+        partitions=1,
+    )
+    await ensure_topics(bootstrap, pipeline_topics(settings))
+    topic = settings.topics.events
+    events = [replace(e, session_id="s-expired") for e in wire(tricky_events("default"))][:10]
+    sent = [(topic, b"default/s-expired", with_rows(EventBatch(events=[e])).to_bytes()) for e in events]
+    await produce(bootstrap, sent)
+    sink = await start_sink(settings, database)
+    try:
+        await wait_caught_up(bootstrap, settings.sink_group_id, [topic])
+    finally:
+        await sink.runner.stop()
+    with psycopg.connect(database) as conn:  # restored to after four messages
+        conn.execute(
+            "DELETE FROM events WHERE event_id = ANY(%s)", ([plain(e.event_id) for e in events[4:]],)
+        )
+        conn.execute("UPDATE sink_offsets SET next_offset = 4 WHERE topic = %s", (topic,))
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:  # retention took the first seven
+        await admin.delete_records(
+            {TopicPartition(topic, 0): RecordsToDelete(before_offset=7)}, timeout_ms=10_000
+        )
+    finally:
+        await admin.close()
+
+    sink = await start_sink(settings, database)
+    try:
+        await wait_lag_zero(sink, {(topic, 0): len(sent)})
+    finally:
+        await sink.runner.stop()
+    labels = {"topic": topic, "partition": "0"}
+    assert sink.registry.get_sample_value("tokentide_sink_messages_expired_in_kafka_total", labels) == 3
+    with psycopg.connect(database) as conn:
+        stored = {r[0] for r in conn.execute("SELECT event_id FROM events")}
+    assert stored == {plain(e.event_id) for e in events[:4] + events[7:]}
+    assert stored_positions(database, [topic]) == {(topic, 0): len(sent)}
