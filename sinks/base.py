@@ -343,8 +343,8 @@ class SinkMetrics:
             "Messages of the next batch fetched and decoded while the current one is written.",
             registry=registry,
         )
-        self.expired_in_kafka = Counter(
-            "tokentide_sink_messages_expired_in_kafka",
+        self.skipped_offsets = Counter(
+            "tokentide_sink_skipped_offsets",
             "Messages Kafka's retention deleted before the sink applied them (found on assignment: "
             "the stored position is below the partition's first offset), by topic and partition.",
             ["topic", "partition"],
@@ -635,7 +635,7 @@ class SinkRunner:
                     lost,
                     starts[tp],
                 )
-                self._metrics.expired_in_kafka.labels(tp.topic, str(tp.partition)).inc(lost)
+                self._metrics.skipped_offsets.labels(tp.topic, str(tp.partition)).inc(lost)
             self._applied[tp] = starts[tp]
             consumer.seek(tp, starts[tp])
             self._positionings += 1

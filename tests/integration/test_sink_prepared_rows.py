@@ -940,7 +940,7 @@ async def test_messages_kafka_deleted_before_they_were_applied_are_counted(
     bootstrap: str, prefix: str, database: str
 ) -> None:
     """A database restored to a position Kafka's retention has since deleted: what is left is
-    applied, and what is gone is said (a warning, ``tokentide_sink_messages_expired_in_kafka``)."""
+    applied, and what is gone is said (a warning, ``tokentide_sink_skipped_offsets``)."""
     settings = SinkSettings(
         kafka_bootstrap=bootstrap,
         topic_prefix=prefix,
@@ -980,7 +980,7 @@ async def test_messages_kafka_deleted_before_they_were_applied_are_counted(
     finally:
         await sink.runner.stop()
     labels = {"topic": topic, "partition": "0"}
-    assert sink.registry.get_sample_value("tokentide_sink_messages_expired_in_kafka_total", labels) == 3
+    assert sink.registry.get_sample_value("tokentide_sink_skipped_offsets_total", labels) == 3
     with psycopg.connect(database) as conn:
         stored = {r[0] for r in conn.execute("SELECT event_id FROM events")}
     assert stored == {plain(e.event_id) for e in events[:4] + events[7:]}
