@@ -425,8 +425,8 @@ async def start_sink(settings: SinkSettings, database: str) -> Sink:
     return Sink(settings, registry, runner)
 
 
-@pytest.fixture
-async def settings(bootstrap: str, prefix: str, database: str) -> SinkSettings:
+async def sink_settings(bootstrap: str, prefix: str, database: str, partitions: int) -> SinkSettings:
+    """A sink's settings, its topics made with ``partitions`` partitions."""
     settings = SinkSettings(
         kafka_bootstrap=bootstrap,
         topic_prefix=prefix,
@@ -434,10 +434,36 @@ async def settings(bootstrap: str, prefix: str, database: str) -> SinkSettings:
         open_mode=True,
         sink_group_id=prefix + "sink",
         batch_linger_ms=50,
-        partitions=2,
+        partitions=partitions,
     )
     await ensure_topics(bootstrap, pipeline_topics(settings))
     return settings
+
+
+async def one_partition(bootstrap: str, prefix: str, database: str) -> SinkSettings:
+    """Topics of one partition: the order of the messages is the test's."""
+    return await sink_settings(bootstrap, prefix, database, 1)
+
+
+async def caught_up(
+    settings: SinkSettings, database: str, topics: list[str], ends: dict[tuple[str, int], int] | None = None
+) -> Sink:
+    """A sink run until its group committed the end of ``topics`` (and its lag gauges read 0 at
+    ``ends``), then stopped; its metrics stay readable."""
+    sink = await start_sink(settings, database)
+    try:
+        if topics:
+            await wait_caught_up(settings.kafka_bootstrap, settings.sink_group_id, topics)
+        if ends:
+            await wait_lag_zero(sink, ends)
+    finally:
+        await sink.runner.stop()
+    return sink
+
+
+@pytest.fixture
+async def settings(bootstrap: str, prefix: str, database: str) -> SinkSettings:
+    return await sink_settings(bootstrap, prefix, database, 2)
 
 
 def other_layout(batch: EventBatch | PointBatch) -> EventBatch | PointBatch:
@@ -627,16 +653,9 @@ def replace_group(settings: SinkSettings, group: str) -> SinkSettings:
 async def test_a_refused_prepared_row_is_dead_lettered_as_its_line(
     bootstrap: str, prefix: str, database: str
 ) -> None:
-    settings = SinkSettings(
-        kafka_bootstrap=bootstrap,
-        topic_prefix=prefix,
-        database_url=database,
-        open_mode=True,
-        sink_group_id=prefix + "sink",
-        batch_linger_ms=50,
-        partitions=1,  # one partition: the messages after the poison row must still land
-    )
-    await ensure_topics(bootstrap, pipeline_topics(settings))
+    settings = await one_partition(
+        bootstrap, prefix, database
+    )  # one partition: the messages after the poison row must still land
     events = [replace(e, session_id="s-poison") for e in wire(tricky_events("default"))][:6]
     poison = replace(events[0], event_id="poison", tokens=Tokens(input=2**63))
     batches = [
@@ -651,12 +670,7 @@ async def test_a_refused_prepared_row_is_dead_lettered_as_its_line(
     topic = settings.topics.events
     await produce(bootstrap, [(topic, b"default/s-poison", b.to_bytes()) for b in batches])
 
-    sink = await start_sink(settings, database)
-    try:
-        await wait_caught_up(bootstrap, settings.sink_group_id, [topic])
-        await wait_lag_zero(sink, {(topic, 0): 3})
-    finally:
-        await sink.runner.stop()
+    sink = await caught_up(settings, database, [topic], {(topic, 0): 3})
 
     with psycopg.connect(database) as conn:
         stored = {r[0] for r in conn.execute("SELECT event_id FROM events")}
@@ -768,26 +782,13 @@ async def test_a_restored_database_gets_back_every_prepared_row_after_a_restart(
     positions (``resume_at_stored_positions``) and applies everything since, new messages
     included. A fetch handed out at the committed offsets before that seek would move the
     positions past the messages between the two, which would then never be written."""
-    settings = SinkSettings(
-        kafka_bootstrap=bootstrap,
-        topic_prefix=prefix,
-        database_url=database,
-        open_mode=True,
-        sink_group_id=prefix + "sink",
-        batch_linger_ms=50,
-        partitions=1,
-    )
-    await ensure_topics(bootstrap, pipeline_topics(settings))
+    settings = await one_partition(bootstrap, prefix, database)
     topic = settings.topics.events
     events = [replace(e, session_id="s-restore") for e in wire(tricky_events("default"))]
     assert len(events) >= 15
     sent = [(topic, b"default/s-restore", with_rows(EventBatch(events=[e])).to_bytes()) for e in events]
     await produce(bootstrap, sent[:10])
-    sink = await start_sink(settings, database)
-    try:
-        await wait_caught_up(bootstrap, settings.sink_group_id, [topic])
-    finally:
-        await sink.runner.stop()
+    await caught_up(settings, database, [topic])
     assert stored_positions(database, [topic]) == {(topic, 0): 10}
 
     # The backup: as the database was after the first five messages.
@@ -798,12 +799,7 @@ async def test_a_restored_database_gets_back_every_prepared_row_after_a_restart(
         conn.execute("UPDATE sink_offsets SET next_offset = 5 WHERE topic = %s", (topic,))
     await produce(bootstrap, sent[10:])
 
-    sink = await start_sink(settings, database)
-    try:
-        await wait_caught_up(bootstrap, settings.sink_group_id, [topic])
-        await wait_lag_zero(sink, {(topic, 0): len(sent)})
-    finally:
-        await sink.runner.stop()
+    await caught_up(settings, database, [topic], {(topic, 0): len(sent)})
     with psycopg.connect(database) as conn:
         stored = {r[0] for r in conn.execute("SELECT event_id FROM events")}
     assert stored_positions(database, [topic]) == {(topic, 0): len(sent)}
@@ -816,16 +812,7 @@ async def test_a_refused_prepared_point_is_dead_lettered_and_its_series_still_la
     """A histogram count past bigint in a prepared point: that point's line is dead-lettered;
     the series line it carried (its series' first point in the message) and the other points
     are written."""
-    settings = SinkSettings(
-        kafka_bootstrap=bootstrap,
-        topic_prefix=prefix,
-        database_url=database,
-        open_mode=True,
-        sink_group_id=prefix + "sink",
-        batch_linger_ms=50,
-        partitions=1,
-    )
-    await ensure_topics(bootstrap, pipeline_topics(settings))
+    settings = await one_partition(bootstrap, prefix, database)
     suffix = uuid.uuid4().hex[:8]
     a, b = f"a-{suffix}", f"b-{suffix}"
     poison = histogram_point(a, 1, 2**63)
@@ -837,12 +824,7 @@ async def test_a_refused_prepared_point_is_dead_lettered_and_its_series_still_la
     topic = settings.topics.points
     await produce(bootstrap, [(topic, b"series/s-series", m.to_bytes()) for m in (first, second)])
 
-    sink = await start_sink(settings, database)
-    try:
-        await wait_caught_up(bootstrap, settings.sink_group_id, [topic])
-        await wait_lag_zero(sink, {(topic, 0): 2})
-    finally:
-        await sink.runner.stop()
+    sink = await caught_up(settings, database, [topic], {(topic, 0): 2})
 
     with psycopg.connect(database) as conn:
         series = dict(conn.execute("SELECT series_id, first_seen FROM metric_series").fetchall())
@@ -864,37 +846,19 @@ async def test_a_rebuild_without_positions_starts_at_the_groups_offsets(
     deleted, the group's offsets set where the new output begins. A partition the database
     holds no position for starts at the group's offset, not at the topic's beginning (that
     would apply the old output again)."""
-    settings = SinkSettings(
-        kafka_bootstrap=bootstrap,
-        topic_prefix=prefix,
-        database_url=database,
-        open_mode=True,
-        sink_group_id=prefix + "sink",
-        batch_linger_ms=50,
-        partitions=1,
-    )
-    await ensure_topics(bootstrap, pipeline_topics(settings))
+    settings = await one_partition(bootstrap, prefix, database)
     topic = settings.topics.events
     events = [replace(e, session_id="s-rebuild") for e in wire(tricky_events("default"))][:15]
     assert len(events) == 15
     sent = [(topic, b"default/s-rebuild", with_rows(EventBatch(events=[e])).to_bytes()) for e in events]
     await produce(bootstrap, sent[:10])
-    sink = await start_sink(settings, database)
-    try:
-        await wait_caught_up(bootstrap, settings.sink_group_id, [topic])
-    finally:
-        await sink.runner.stop()
+    await caught_up(settings, database, [topic])
     with psycopg.connect(database) as conn:  # the group's offset stays at 10: the new output's start
         conn.execute("DELETE FROM events")
         conn.execute("DELETE FROM sink_offsets WHERE topic = %s", (topic,))
     await produce(bootstrap, sent[10:])
 
-    sink = await start_sink(settings, database)
-    try:
-        await wait_caught_up(bootstrap, settings.sink_group_id, [topic])
-        await wait_lag_zero(sink, {(topic, 0): len(sent)})
-    finally:
-        await sink.runner.stop()
+    await caught_up(settings, database, [topic], {(topic, 0): len(sent)})
     with psycopg.connect(database) as conn:
         stored = [r[0] for r in conn.execute("SELECT event_id FROM events")]
     assert sorted(stored) == sorted(plain(e.event_id) for e in events[10:])
@@ -941,25 +905,12 @@ async def test_messages_kafka_deleted_before_they_were_applied_are_counted(
 ) -> None:
     """A database restored to a position Kafka's retention has since deleted: what is left is
     applied, and what is gone is said (a warning, ``tokentide_sink_skipped_offsets``)."""
-    settings = SinkSettings(
-        kafka_bootstrap=bootstrap,
-        topic_prefix=prefix,
-        database_url=database,
-        open_mode=True,
-        sink_group_id=prefix + "sink",
-        batch_linger_ms=50,
-        partitions=1,
-    )
-    await ensure_topics(bootstrap, pipeline_topics(settings))
+    settings = await one_partition(bootstrap, prefix, database)
     topic = settings.topics.events
     events = [replace(e, session_id="s-expired") for e in wire(tricky_events("default"))][:10]
     sent = [(topic, b"default/s-expired", with_rows(EventBatch(events=[e])).to_bytes()) for e in events]
     await produce(bootstrap, sent)
-    sink = await start_sink(settings, database)
-    try:
-        await wait_caught_up(bootstrap, settings.sink_group_id, [topic])
-    finally:
-        await sink.runner.stop()
+    sink = await caught_up(settings, database, [topic])
     with psycopg.connect(database) as conn:  # restored to after four messages
         conn.execute(
             "DELETE FROM events WHERE event_id = ANY(%s)", ([plain(e.event_id) for e in events[4:]],)
@@ -974,11 +925,7 @@ async def test_messages_kafka_deleted_before_they_were_applied_are_counted(
     finally:
         await admin.close()
 
-    sink = await start_sink(settings, database)
-    try:
-        await wait_lag_zero(sink, {(topic, 0): len(sent)})
-    finally:
-        await sink.runner.stop()
+    sink = await caught_up(settings, database, [], {(topic, 0): len(sent)})
     labels = {"topic": topic, "partition": "0"}
     assert sink.registry.get_sample_value("tokentide_sink_skipped_offsets_total", labels) == 3
     with psycopg.connect(database) as conn:
