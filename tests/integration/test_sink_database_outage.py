@@ -18,15 +18,14 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
-from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry
 
 from sinks.base import SinkMetrics, SinkRunner
 from sinks.postgres.rows import with_rows
 from sinks.postgres.writer import PostgresWriter
 from tests.support.private_postgres import PrivatePostgres
-from tests.support.services import free_port, wait_caught_up
+from tests.support.services import committed_offsets, free_port, wait_caught_up
 from tokentide.kafka import ensure_topics, pipeline_topics
 from tokentide.migrate import migrate
 from tokentide.records import Event, EventBatch, Rollup, RollupBatch, SessionState, Tokens
@@ -243,12 +242,12 @@ async def test_partitions_assigned_while_the_database_is_down_wait_for_its_posit
     await runner.start()
     try:
         await asyncio.sleep(6)  # assigned (the group's offset is 10), the database still down
-        assert await committed(bootstrap, settings.sink_group_id, topic) == 10
+        assert (await committed_offsets(bootstrap, settings.sink_group_id))[topic, 0] == 10
         assert registry.get_sample_value("tokentide_sink_batches_total") == 0
         assert registry.get_sample_value("tokentide_sink_paused") == 1  # what the alert reads
         await asyncio.to_thread(private_pg.start)
         deadline = time.monotonic() + 60
-        while await committed(bootstrap, settings.sink_group_id, topic) != 15:
+        while (await committed_offsets(bootstrap, settings.sink_group_id)).get((topic, 0)) != 15:
             assert time.monotonic() < deadline, "the sink did not catch up once the database was back"
             await asyncio.sleep(0.5)
     finally:
@@ -259,15 +258,3 @@ async def test_partitions_assigned_while_the_database_is_down_wait_for_its_posit
     assert rows == [(n, 1) for n in range(15)]
     assert position == (15,)
     assert registry.get_sample_value("tokentide_sink_paused") == 0
-
-
-async def committed(bootstrap: str, group: str, topic: str) -> int | None:
-    """The group's committed offset of ``topic``'s partition 0."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        offsets = await admin.list_consumer_group_offsets(group)
-    finally:
-        await admin.close()
-    meta = offsets.get(TopicPartition(topic, 0))
-    return None if meta is None else int(meta.offset)

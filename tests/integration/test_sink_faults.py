@@ -31,10 +31,9 @@ import httpx
 import psycopg
 import pytest
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
 
 from tests.support.broker import Broker
-from tests.support.services import free_port, wait_caught_up
+from tests.support.services import committed_offsets, free_port, wait_caught_up
 from tokentide.kafka import ensure_topics, pipeline_topics
 from tokentide.records import (
     Event,
@@ -296,16 +295,6 @@ class Workload:
         assert versions == self.versions
 
 
-async def committed(bootstrap: str, group: str) -> dict[tuple[str, int], int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        offsets = await admin.list_consumer_group_offsets(group)
-    finally:
-        await admin.close()
-    return {(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items()}
-
-
 def stored_positions(dsn: str) -> dict[tuple[str, int], int]:
     with psycopg.connect(dsn) as conn:
         rows = conn.execute("SELECT topic, partition, next_offset FROM sink_offsets").fetchall()
@@ -334,7 +323,7 @@ async def test_a_sink_killed_after_the_database_commit_applies_nothing_twice(
     try:
         await asyncio.to_thread(first.wait_log, PAUSED)
         applied = {p: o for p, o in stored_positions(database).items() if o > 0}
-        kafka = await committed(bootstrap, first.group)
+        kafka = await committed_offsets(bootstrap, first.group)
         assert applied, "the first batch was committed to the database"
         # ... and not to Kafka: without the database's positions a restart would apply it again.
         assert all(kafka.get(p, 0) < o for p, o in applied.items()), (applied, kafka)

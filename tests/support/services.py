@@ -219,6 +219,17 @@ async def read_all(
     return out
 
 
+async def committed_offsets(bootstrap: str, group: str) -> dict[tuple[str, int], int]:
+    """Consumer group ``group``'s committed offsets, by (topic, partition)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    return {(tp.topic, tp.partition): int(meta.offset) for tp, meta in offsets.items()}
+
+
 async def wait_caught_up(bootstrap: str, group: str, topics: list[str], timeout_s: float = 60.0) -> None:
     """Wait until consumer group ``group`` committed offsets at the end of every partition."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
