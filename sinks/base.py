@@ -511,7 +511,7 @@ class SinkRunner:
         #: Assigned partitions whose database position is known and sought to, each with the
         #: number of its positioning: records fetched before it (or across a new one) are
         #: dropped, never written (aiokafka hands out a new assignment's records from the
-        #: group's offsets while the listener still waits for the database).
+        #: group's offsets before its listener has even run).
         self._positioned: dict[TopicPartition, int] = {}
         self._positionings = 0
         #: Assigned partitions paused until their database position is read.

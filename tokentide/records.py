@@ -329,7 +329,7 @@ class CopyRow(msgspec.Struct, array_like=True, omit_defaults=True):
     by the stream stage (``sinks.postgres.rows``) so that the sink only forwards it (decision 44).
 
     ``time_ns`` is the record's time (the sink's daily partitions and retention); for a metric
-    point, ``series`` is its series' catalog row when it is the first point of its series in
+    point, ``series`` is its series' catalog row when it is the earliest point of its series in
     the message.
     """
 
