@@ -6,11 +6,12 @@ provides both):
 
 1. a backlog of real-shaped messages is produced to the derived topics of a fresh prefix:
    per message one session's batch of ``api_request``-like events (typed columns plus a
-   dozen attributes, as Claude Code sends) or of metric points;
+   dozen attributes, as Claude Code sends) or of metric points, as the stream stage writes
+   them (the records and their prepared COPY lines, decision 44);
 2. one sink (the SinkRunner with the PostgreSQL writer, in this process) is started on a
    fresh migrated database and timed until its consumer group committed the end of every
-   partition (Kafka fetch, decoding, row building, COPY into staging, idempotent upserts,
-   series catalog, commits);
+   partition (Kafka fetch, decoding the lines, COPY into the tables, series catalog,
+   positions, commits);
 3. the rows it wrote are dumped (COPY TO) and loaded into a second fresh migrated database
    with ``psql \\copy`` straight into the same tables (same partitions and indexes), timed.
 
