@@ -115,17 +115,8 @@ def test_the_plan_body_keeps_only_items_the_dashboard_accepts() -> None:
 
 
 @pytest.fixture
-def sent(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[tuple[str, str, str, Any]]:
-    calls: list[tuple[str, str, str, Any]] = []
-
-    def request(method: str, session_id: str, suffix: str = "", body: Any = None) -> Any:
-        calls.append((method, session_id, suffix, body))
-        return None
-
-    monkeypatch.setattr(hook, "request", request)
-    monkeypatch.setattr(hook, "git_context", lambda cwd, run=None: {})
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
-    return calls
+def sent(hook_calls: list[tuple[str, str, str, Any]]) -> list[tuple[str, str, str, Any]]:
+    return hook_calls
 
 
 def post_tool_use(session: str, todos: list[dict[str, Any]], tool: str = "TodoWrite") -> str:

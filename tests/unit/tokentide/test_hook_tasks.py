@@ -248,20 +248,13 @@ def test_at_most_max_task_files_are_read(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 @pytest.fixture
-def sent(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[tuple[str, str, str, Any]]:
-    calls: list[tuple[str, str, str, Any]] = []
-
-    def request(method: str, session_id: str, suffix: str = "", body: Any = None) -> Any:
-        calls.append((method, session_id, suffix, body))
-        return None
-
-    monkeypatch.setattr(hook, "request", request)
-    monkeypatch.setattr(hook, "git_context", lambda cwd, run=None: {})
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+def sent(
+    hook_calls: list[tuple[str, str, str, Any]], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> list[tuple[str, str, str, Any]]:
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.delenv("CLAUDE_CONFIG_DIR", raising=False)
     monkeypatch.delenv("CLAUDE_CODE_TASK_LIST_ID", raising=False)
-    return calls
+    return hook_calls
 
 
 def last_post_tool_use(session: str, transcript: Path | None) -> dict[str, Any]:
