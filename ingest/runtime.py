@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import secrets
 import socket
@@ -22,8 +23,14 @@ from ingest.service import Ingestor
 from ingest.workers import SHARED_BUCKETS_ENV, Readiness
 from tokentide.settings import IngestSettings
 
+log = logging.getLogger("tokentide.ingest.runtime")
+
 #: How often a worker's in-flight gauge is sampled.
 INFLIGHT_SAMPLE_S = 0.5
+#: A worker started while another one serves (one replacing a worker that died) waits at most
+#: this long to be ready before it listens (:meth:`Runtime.start`).
+REPLACEMENT_READY_WAIT_S = 30.0
+_READY_POLL_S = 0.02
 
 
 @dataclass
@@ -67,11 +74,38 @@ class Runtime:
         return self.publisher.ready and self.authenticator.ready
 
     async def start(self) -> None:
+        """Start everything; returns before Kafka is connected, except in a replacement worker.
+
+        The servers listen once this returns. A worker started while another worker is ready
+        (it replaces one that died) first waits until it is ready itself, up to
+        :data:`REPLACEMENT_READY_WAIT_S`: a worker listening while its producer still connects
+        answers 503 to its share of the connections, which the worker already serving would
+        have taken. At the first start no worker serves yet: each listens at once (``/readyz``
+        keeps traffic away until all are ready), and so does a single process, whose
+        ``/healthz`` must answer while Kafka is down.
+        """
         await self.authenticator.start()
         await self.limiter.start()
         await self.publisher.start()
         if _multiprocess():
+            if Readiness.configured() and Readiness().others_ready():
+                await self._wait_ready(REPLACEMENT_READY_WAIT_S)
             self._sampler = asyncio.create_task(self._sample_inflight(), name="inflight-gauge")
+
+    async def _wait_ready(self, timeout_s: float) -> None:
+        log.info("ingest worker (pid %d) waits until it is ready before it listens", os.getpid())
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while not self.ready:
+            if asyncio.get_running_loop().time() >= deadline:
+                log.warning(
+                    "ingest worker (pid %d) not ready after %.0f s (Kafka %s, keys %s): listening anyway",
+                    os.getpid(),
+                    timeout_s,
+                    "connected" if self.publisher.ready else "not connected",
+                    "loaded" if self.authenticator.ready else "not loaded",
+                )
+                return
+            await asyncio.sleep(_READY_POLL_S)
 
     async def _sample_inflight(self) -> None:
         """One of several workers, twice a second: its in-flight gauge (another worker may

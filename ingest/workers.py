@@ -13,8 +13,9 @@ them running. What holds across the workers:
 - **Acknowledged means in Kafka**: each worker answers only after Kafka acknowledged its own
   writes, so a worker that dies (even by SIGKILL) loses only requests it had not answered;
   their clients see the connection fail and retry. The supervisor starts a new worker in its
-  place (one that exits with an error within 5 s of its start failed to start: then the whole
-  process stops, exit status 1).
+  place, which listens only once it is ready (ingest.runtime.Runtime.start), so the others take
+  every connection meanwhile. One that exits with an error within 5 s of its start failed to
+  start: then the whole process stops, exit status 1.
 - **Limits**: the body size and header bounds are per request and connection, the same in
   every worker. The in-flight byte budget (``TOKENTIDE_MAX_INFLIGHT_BYTES``, the memory the
   whole process may hold) is split evenly, ``max_inflight_bytes // N`` per worker, which must
@@ -99,6 +100,16 @@ class Readiness:
     def all_ready(self) -> bool:
         try:
             return all((self._dir / str(i)).read_text() == "1" for i in range(self._count))
+        except OSError:
+            return False
+
+    def others_ready(self) -> bool:
+        """Whether any other worker is ready now (so this one is replacing a worker)."""
+        return any(self._reads_ready(i) for i in range(self._count) if i != self._index)
+
+    def _reads_ready(self, index: int) -> bool:
+        try:
+            return (self._dir / str(index)).read_text() == "1"
         except OSError:
             return False
 

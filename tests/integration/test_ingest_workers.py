@@ -140,7 +140,31 @@ def test_a_worker_killed_mid_load_loses_nothing_acknowledged(bootstrap: str, tmp
         assert all(count == 1 for count in in_kafka.values())
         assert "died" in service.log.read_text()
         # The new worker serves.
-        assert all(post(service.url, export_for(TEMPLATE, unique("after"), 0)) == 200 for _ in range(10))
+        after = [post(service.url, export_for(TEMPLATE, unique("after"), 0)) for _ in range(10)]
+        assert after == [200] * 10, (after, service.tail())
+    finally:
+        service.stop()
+
+
+def test_a_replacement_worker_takes_connections_only_once_it_is_ready(bootstrap: str, tmp_path: Path) -> None:
+    """While its producer still connects, a replaced worker would answer 503; it listens only
+    once ready, so the kernel sends every connection to the worker that serves meanwhile."""
+    service = ingest(bootstrap, tmp_path)
+    try:
+        for _ in range(3):
+            victim = worker_pids(service, 2)[0]
+            os.kill(victim, signal.SIGKILL)
+            deadline = time.monotonic() + 30
+            while victim in (pids := worker_pids(service, 2)) or len(pids) != 2:
+                assert time.monotonic() < deadline, service.tail()
+                time.sleep(0.01)
+            # From the moment the new worker exists, on a fresh connection each time.
+            codes: Counter[int] = Counter()
+            until = time.monotonic() + 3
+            while time.monotonic() < until:
+                codes[post(service.url, export_for(TEMPLATE, unique("r"), 0))] += 1
+            assert set(codes) == {200}, (codes, service.tail())
+        assert service.log.read_text().count("waits until it is ready") == 3, service.tail()
     finally:
         service.stop()
 

@@ -1,0 +1,102 @@
+"""How ingest workers tell each other they are ready (ingest.workers.Readiness), and when a
+starting worker waits to be ready before it listens (ingest.runtime.Runtime.start)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from ingest import runtime as runtime_module
+from ingest.workers import READY_DIR_ENV, WORKER_COUNT_ENV, WORKER_INDEX_ENV, Readiness
+
+
+def worker(monkeypatch: pytest.MonkeyPatch, ready_dir: Path, index: int, count: int = 3) -> Readiness:
+    monkeypatch.setenv(READY_DIR_ENV, str(ready_dir))
+    monkeypatch.setenv(WORKER_COUNT_ENV, str(count))
+    monkeypatch.setenv(WORKER_INDEX_ENV, str(index))
+    return Readiness()
+
+
+def test_all_ready_only_when_every_worker_said_so(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for index in range(3):
+        assert not worker(monkeypatch, tmp_path, 0).all_ready()
+        worker(monkeypatch, tmp_path, index).report(True)
+    assert worker(monkeypatch, tmp_path, 0).all_ready()
+    worker(monkeypatch, tmp_path, 1).report(False)
+    assert not worker(monkeypatch, tmp_path, 2).all_ready()
+
+
+def test_others_ready_ignores_the_worker_itself(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    first = worker(monkeypatch, tmp_path, 0)
+    assert not first.others_ready()  # the first start: nobody serves yet
+    first.report(True)
+    assert not worker(monkeypatch, tmp_path, 0).others_ready()
+    assert worker(monkeypatch, tmp_path, 1).others_ready()
+    first.report(False)
+    assert not worker(monkeypatch, tmp_path, 1).others_ready()
+    # A dead worker's file is removed by the supervisor: not ready.
+    worker(monkeypatch, tmp_path, 2).report(True)
+    (tmp_path / "2").unlink()
+    assert not worker(monkeypatch, tmp_path, 1).others_ready()
+
+
+class _Part:
+    def __init__(self, ready_after: int | None) -> None:
+        self.calls = 0
+        self._ready_after = ready_after
+
+    async def start(self) -> None:
+        return None
+
+    @property
+    def ready(self) -> bool:
+        self.calls += 1
+        return self._ready_after is not None and self.calls > self._ready_after
+
+
+def _runtime(publisher: _Part) -> runtime_module.Runtime:
+    rt = runtime_module.Runtime.__new__(runtime_module.Runtime)
+    rt.publisher = publisher  # type: ignore[assignment]
+    rt.authenticator = _Part(0)  # type: ignore[assignment]
+    rt.limiter = _Part(0)  # type: ignore[assignment]
+    rt._sampler = None
+    return rt
+
+
+@pytest.mark.parametrize(("others", "waits"), [(False, False), (True, True)])
+def test_a_worker_waits_for_readiness_only_while_another_serves(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, others: bool, waits: bool
+) -> None:
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    monkeypatch.setattr(runtime_module.Runtime, "_sample_inflight", lambda self: asyncio.sleep(0))
+    monkeypatch.setattr(runtime_module, "_READY_POLL_S", 0.001)
+    (tmp_path / "ready").mkdir()
+    worker(monkeypatch, tmp_path / "ready", 1, count=2)
+    if others:
+        (tmp_path / "ready" / "0").write_text("1")
+    publisher = _Part(ready_after=5)
+    rt = _runtime(publisher)
+
+    async def start() -> None:
+        await rt.start()
+        assert rt._sampler is not None
+        await rt._sampler
+
+    asyncio.run(start())
+    assert (publisher.calls > 5) is waits, publisher.calls
+
+
+def test_the_wait_is_bounded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    monkeypatch.setattr(runtime_module.Runtime, "_sample_inflight", lambda self: asyncio.sleep(0))
+    monkeypatch.setattr(runtime_module, "_READY_POLL_S", 0.001)
+    monkeypatch.setattr(runtime_module, "REPLACEMENT_READY_WAIT_S", 0.05)
+    (tmp_path / "ready").mkdir()
+    worker(monkeypatch, tmp_path / "ready", 1, count=2)
+    (tmp_path / "ready" / "0").write_text("1")
+    publisher = _Part(ready_after=None)  # never ready
+    rt = _runtime(publisher)
+    asyncio.run(rt.start())
+    assert publisher.calls > 1  # it waited, then listened anyway
