@@ -87,3 +87,28 @@ def stable_id(*parts: object) -> str:
     """A short, stable id (hex) of ``parts``: the natural key of a record or series."""
     # The same bytes as hashing each part's repr followed by 0x1f, in one update.
     return hashlib.blake2b(("\x1f".join(map(repr, parts)) + "\x1f").encode(), digest_size=16).hexdigest()
+
+
+#: Series ids already computed, by service, metric and attributes (:func:`series_id`).
+_SERIES_IDS: dict[tuple[object, ...], str] = {}
+#: Entries kept before the cache starts over (~1 KB each).
+SERIES_IDS_KEPT = 16_384
+
+
+def series_id(service: str | None, metric: str, attrs: dict[str, Any]) -> str:
+    """The id of a metric series: :func:`stable_id` of the service, the metric and the sorted
+    attributes. A session sends each series' attributes again in every export, so the id is
+    remembered by those attributes as sent, each value with its type (``1``, ``1.0`` and
+    ``True`` are equal keys in Python but not the same attribute); values that cannot be a key
+    (lists, maps) are hashed every time."""
+    key = (service, metric, *[(k, v.__class__, v) for k, v in attrs.items()])
+    try:
+        found = _SERIES_IDS.get(key)
+    except TypeError:  # a list or map among the values
+        return stable_id(service, metric, sorted(attrs.items()))
+    if found is None:
+        found = stable_id(service, metric, sorted(attrs.items()))
+        if len(_SERIES_IDS) >= SERIES_IDS_KEPT:
+            _SERIES_IDS.clear()
+        _SERIES_IDS[key] = found
+    return found

@@ -46,7 +46,7 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric
 
 from streams.normalise.base import Origin
-from streams.otlp import any_value, as_str, attributes, stable_id
+from streams.otlp import any_value, as_str, attributes, series_id, stable_id
 from streams.pricing import cost_nanos
 from tokentide.bounds import token_count
 from tokentide.records import Event, EventKind, Measure, Point, Tokens, replace
@@ -302,7 +302,7 @@ class GenericNormaliser:
                 session_id=origin.session_of(attrs),
                 agent=agent,
                 name=metric.name,
-                series_id=stable_id(service, metric.name, sorted(attrs.items())),
+                series_id=series_id(service, metric.name, attrs),
                 time_ns=point.time_unix_nano or origin.received_ns,
                 start_time_ns=point.start_time_unix_nano,
                 value=value,

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
 
-from streams import dedup
-from streams.otlp import any_value, as_float, as_int, attributes, stable_id
+from streams import dedup, otlp
+from streams.otlp import any_value, as_float, as_int, attributes, series_id, stable_id
 
 
 def _kv(key: str, value: AnyValue) -> KeyValue:
@@ -150,3 +150,41 @@ def test_ids_and_digests_are_the_ones_earlier_versions_stored(parts: tuple[objec
             h.update(b"\x1f")
     assert stable_id(*parts) == old.hexdigest()
     assert dedup.digest(*parts) == short.digest()
+
+
+@pytest.mark.parametrize(
+    "attrs",
+    [
+        {"type": "input", "model": "m"},
+        {"model": "m", "type": "input"},  # another order: the same series
+        {"n": 1},
+        {"n": 1.0},
+        {"n": True},
+        {"n": "1"},
+        {"list": [1, 2], "map": {"a": 1}},
+        {"nan": float("nan")},
+        {},
+    ],
+)
+def test_series_ids_remembered_are_the_ids_computed(attrs: dict[str, Any]) -> None:
+    """Remembered or not, the id is stable_id of the sorted attributes: 1, 1.0 and True are
+    equal dict keys in Python but distinct attributes, so distinct series."""
+    otlp._SERIES_IDS.clear()
+    want = stable_id("svc", "metric", sorted(attrs.items()))
+    assert series_id("svc", "metric", attrs) == want
+    assert series_id("svc", "metric", dict(attrs)) == want  # from the cache where it can be
+    assert series_id("svc", "other", attrs) != want
+
+
+def test_series_ids_of_equal_but_distinct_values_stay_distinct() -> None:
+    otlp._SERIES_IDS.clear()
+    ids = {series_id("svc", "m", {"n": v}) for v in (1, 1.0, True)}
+    assert len(ids) == 3
+
+
+def test_the_series_id_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(otlp, "SERIES_IDS_KEPT", 10)
+    otlp._SERIES_IDS.clear()
+    for i in range(25):
+        assert series_id("svc", "m", {"i": i}) == stable_id("svc", "m", [("i", i)])
+        assert len(otlp._SERIES_IDS) <= 10
