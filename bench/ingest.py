@@ -1,11 +1,13 @@
-"""Ingest benchmark: requests/s, records/s and latency of one ingest process (not a test).
+"""Ingest benchmark: requests/s, records/s and latency of one ingest (not a test).
 
-Starts ``tokentide ingest`` on the Kafka given by KAFKA_BOOTSTRAP (``make bench-ingest``
-provides one) and drives it with wrk (Debian package ``wrk``; a C load generator, so the
-client does not steal the CPU it measures as a Python client would) using real Claude Code
-exports: each payload at several connection counts, reporting requests/s, records/s, p50/p99
-latency and the CPU ingest used. The run at the fewest connections that still reaches the
-plateau shows latency below saturation.
+Starts ``tokentide ingest`` (``TOKENTIDE_INGEST_WORKERS`` worker processes, taken from the
+environment; unset: its own default, one per core) on the Kafka given by KAFKA_BOOTSTRAP
+(``make bench-ingest`` provides one) and drives it with wrk (Debian package ``wrk``; a C load
+generator, so the client does not steal the CPU it measures as a Python client would) using
+real Claude Code exports: each payload at several connection counts, reporting requests/s,
+records/s, p50/p99 latency and the CPU ingest used (the supervisor and all its workers; 100% is
+one core). The run at the fewest connections that still reaches the plateau shows latency
+below saturation.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import cpu_seconds  # noqa: E402
+from bench.common import tree_cpu_seconds  # noqa: E402
 from tests.support.services import free_port, kafka_bootstrap, unique  # noqa: E402
 
 CAPTURES = ROOT / "tests" / "fixtures" / "claude-code"
@@ -65,6 +67,8 @@ def payloads() -> list[Payload]:
 
 def start_ingest(bootstrap: str, port: int, log: Path) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENTIDE_")}
+    if "TOKENTIDE_INGEST_WORKERS" in os.environ:
+        env["TOKENTIDE_INGEST_WORKERS"] = os.environ["TOKENTIDE_INGEST_WORKERS"]
     env.update(
         KAFKA_BOOTSTRAP=bootstrap,
         TOKENTIDE_OPEN_MODE="1",
@@ -127,9 +131,9 @@ def main() -> None:
             for payload in payloads():
                 run_wrk(url, payload, 4, 2)  # warm-up
                 for connections in (int(c) for c in args.connections.split(",")):
-                    before, started = cpu_seconds(process.pid), time.monotonic()
+                    before, started = tree_cpu_seconds(process.pid), time.monotonic()
                     r = run_wrk(url, payload, connections, args.seconds)
-                    cpu = (cpu_seconds(process.pid) - before) / (time.monotonic() - started)
+                    cpu = (tree_cpu_seconds(process.pid) - before) / (time.monotonic() - started)
                     rate = r["requests"] / (r["duration_us"] / 1e6)
                     errors = r["non2xx"] + r["connect_errors"] + r["timeouts"]
                     print(
