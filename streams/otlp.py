@@ -99,9 +99,14 @@ def series_id(service: str | None, metric: str, attrs: dict[str, Any]) -> str:
     """The id of a metric series: :func:`stable_id` of the service, the metric and the sorted
     attributes. A session sends each series' attributes again in every export, so the id is
     remembered by those attributes as sent, each value with its type (``1``, ``1.0`` and
-    ``True`` are equal keys in Python but not the same attribute); values that cannot be a key
-    (lists, maps) are hashed every time."""
-    key = (service, metric, *[(k, v.__class__, v) for k, v in attrs.items()])
+    ``True`` are equal keys in Python but not the same attribute) and a float as its repr
+    (``0.0`` and ``-0.0`` are equal too); values that cannot be a key (lists, maps) are hashed
+    every time."""
+    key = (
+        service,
+        metric,
+        *[(k, v.__class__, repr(v) if v.__class__ is float else v) for k, v in attrs.items()],
+    )
     try:
         found = _SERIES_IDS.get(key)
     except TypeError:  # a list or map among the values

@@ -178,8 +178,10 @@ def test_series_ids_remembered_are_the_ids_computed(attrs: dict[str, Any]) -> No
 
 def test_series_ids_of_equal_but_distinct_values_stay_distinct() -> None:
     otlp._SERIES_IDS.clear()
-    ids = {series_id("svc", "m", {"n": v}) for v in (1, 1.0, True)}
-    assert len(ids) == 3
+    values = (1, 1.0, True, 0.0, -0.0, 0)
+    ids = [series_id("svc", "m", {"n": v}) for v in values]
+    assert ids == [stable_id("svc", "m", [("n", v)]) for v in values]
+    assert len(set(ids)) == len(values)  # all equal as Python keys, none the same attribute
 
 
 def test_the_series_id_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
