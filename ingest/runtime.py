@@ -20,7 +20,7 @@ from ingest.metrics import IngestMetrics
 from ingest.producer import RawPublisher
 from ingest.redact import Redactor
 from ingest.service import Ingestor
-from ingest.workers import SHARED_BUCKETS_ENV, Readiness
+from ingest.workers import KILL_AFTER_S, SHARED_BUCKETS_ENV, Readiness
 from tokentide.settings import IngestSettings
 
 log = logging.getLogger("tokentide.ingest.runtime")
@@ -28,8 +28,11 @@ log = logging.getLogger("tokentide.ingest.runtime")
 #: How often a worker's in-flight gauge is sampled.
 INFLIGHT_SAMPLE_S = 0.5
 #: A worker started while another one serves (one replacing a worker that died) waits at most
-#: this long to be ready before it listens (:meth:`Runtime.start`).
+#: this long to be ready before it listens (:meth:`Runtime.start`), and at most the shutdown
+#: grace plus half the supervisor's extra time: a SIGTERM meanwhile takes effect only once it
+#: listens, and the supervisor kills a worker still there ``KILL_AFTER_S`` past the grace.
 REPLACEMENT_READY_WAIT_S = 30.0
+_BEFORE_KILL_S = KILL_AFTER_S / 2
 _READY_POLL_S = 0.02
 
 
@@ -78,18 +81,20 @@ class Runtime:
 
         The servers listen once this returns. A worker started while another worker is ready
         (it replaces one that died) first waits until it is ready itself, up to
-        :data:`REPLACEMENT_READY_WAIT_S`: a worker listening while its producer still connects
-        answers 503 to its share of the connections, which the worker already serving would
-        have taken. At the first start no worker serves yet: each listens at once (``/readyz``
-        keeps traffic away until all are ready), and so does a single process, whose
-        ``/healthz`` must answer while Kafka is down.
+        :data:`REPLACEMENT_READY_WAIT_S` (less with a short shutdown grace): a worker listening
+        while its producer still connects answers 503 to its share of the connections, which
+        the worker already serving would have taken. At the first start no worker serves yet:
+        each listens at once (``/readyz`` keeps traffic away until all are ready), and so does
+        a single process, whose ``/healthz`` must answer while Kafka is down.
         """
         await self.authenticator.start()
         await self.limiter.start()
         await self.publisher.start()
         if _multiprocess():
             if Readiness.configured() and Readiness().others_ready():
-                await self._wait_ready(REPLACEMENT_READY_WAIT_S)
+                await self._wait_ready(
+                    min(REPLACEMENT_READY_WAIT_S, self.settings.shutdown_grace_s + _BEFORE_KILL_S)
+                )
             self._sampler = asyncio.create_task(self._sample_inflight(), name="inflight-gauge")
 
     async def _wait_ready(self, timeout_s: float) -> None:

@@ -4,7 +4,9 @@ starting worker waits to be ready before it listens (ingest.runtime.Runtime.star
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -56,8 +58,9 @@ class _Part:
         return self._ready_after is not None and self.calls > self._ready_after
 
 
-def _runtime(publisher: _Part) -> runtime_module.Runtime:
+def _runtime(publisher: _Part, grace_s: float = 15.0) -> runtime_module.Runtime:
     rt = runtime_module.Runtime.__new__(runtime_module.Runtime)
+    rt.settings = SimpleNamespace(shutdown_grace_s=grace_s)  # type: ignore[assignment]
     rt.publisher = publisher  # type: ignore[assignment]
     rt.authenticator = _Part(0)  # type: ignore[assignment]
     rt.limiter = _Part(0)  # type: ignore[assignment]
@@ -100,3 +103,21 @@ def test_the_wait_is_bounded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
     rt = _runtime(publisher)
     asyncio.run(rt.start())
     assert publisher.calls > 1  # it waited, then listened anyway
+
+
+def test_the_wait_ends_before_the_supervisor_would_kill(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """SIGTERM during the wait takes effect once the worker listens; the supervisor kills what
+    is still there KILL_AFTER_S past the grace, so the wait ends well before that."""
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    monkeypatch.setattr(runtime_module.Runtime, "_sample_inflight", lambda self: asyncio.sleep(0))
+    monkeypatch.setattr(runtime_module, "_READY_POLL_S", 0.001)
+    monkeypatch.setattr(runtime_module, "_BEFORE_KILL_S", 0.05)
+    (tmp_path / "ready").mkdir()
+    worker(monkeypatch, tmp_path / "ready", 1, count=2)
+    (tmp_path / "ready" / "0").write_text("1")
+    rt = _runtime(_Part(ready_after=None), grace_s=0.0)
+    started = time.monotonic()
+    asyncio.run(rt.start())
+    assert time.monotonic() - started < runtime_module.REPLACEMENT_READY_WAIT_S / 10
