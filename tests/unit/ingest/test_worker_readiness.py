@@ -68,56 +68,51 @@ def _runtime(publisher: _Part, grace_s: float = 15.0) -> runtime_module.Runtime:
     return rt
 
 
-@pytest.mark.parametrize(("others", "waits"), [(False, False), (True, True)])
-def test_a_worker_waits_for_readiness_only_while_another_serves(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, others: bool, waits: bool
-) -> None:
+def _second_worker(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, *, other_ready: bool) -> None:
+    """This process as worker 1 of 2 (multiprocess mode), worker 0 ready or not."""
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     monkeypatch.setattr(runtime_module.Runtime, "_sample_inflight", lambda self: asyncio.sleep(0))
     monkeypatch.setattr(runtime_module, "_READY_POLL_S", 0.001)
     (tmp_path / "ready").mkdir()
     worker(monkeypatch, tmp_path / "ready", 1, count=2)
-    if others:
+    if other_ready:
         (tmp_path / "ready" / "0").write_text("1")
-    publisher = _Part(ready_after=5)
-    rt = _runtime(publisher)
+
+
+def _start_s(rt: runtime_module.Runtime) -> float:
+    """How long ``rt.start()`` took, its sampler awaited too."""
 
     async def start() -> None:
         await rt.start()
         assert rt._sampler is not None
         await rt._sampler
 
+    started = time.monotonic()
     asyncio.run(start())
+    return time.monotonic() - started
+
+
+@pytest.mark.parametrize(("others", "waits"), [(False, False), (True, True)])
+def test_a_worker_waits_for_readiness_only_while_another_serves(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, others: bool, waits: bool
+) -> None:
+    _second_worker(monkeypatch, tmp_path, other_ready=others)
+    publisher = _Part(ready_after=5)
+    _start_s(_runtime(publisher))
     assert (publisher.calls > 5) is waits, publisher.calls
 
 
-def test_the_wait_is_bounded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
-    monkeypatch.setattr(runtime_module.Runtime, "_sample_inflight", lambda self: asyncio.sleep(0))
-    monkeypatch.setattr(runtime_module, "_READY_POLL_S", 0.001)
-    monkeypatch.setattr(runtime_module, "REPLACEMENT_READY_WAIT_S", 0.05)
-    (tmp_path / "ready").mkdir()
-    worker(monkeypatch, tmp_path / "ready", 1, count=2)
-    (tmp_path / "ready" / "0").write_text("1")
-    publisher = _Part(ready_after=None)  # never ready
-    rt = _runtime(publisher)
-    asyncio.run(rt.start())
-    assert publisher.calls > 1  # it waited, then listened anyway
-
-
-def test_the_wait_ends_before_the_supervisor_would_kill(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+@pytest.mark.parametrize(("wait_s", "grace_s", "before_kill_s"), [(0.05, 15.0, 5.0), (30.0, 0.0, 0.05)])
+def test_the_wait_is_bounded_by_its_limit_and_by_the_grace(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, wait_s: float, grace_s: float, before_kill_s: float
 ) -> None:
-    """SIGTERM during the wait takes effect once the worker listens; the supervisor kills what
-    is still there KILL_AFTER_S past the grace, so the wait ends well before that."""
-    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
-    monkeypatch.setattr(runtime_module.Runtime, "_sample_inflight", lambda self: asyncio.sleep(0))
-    monkeypatch.setattr(runtime_module, "_READY_POLL_S", 0.001)
-    monkeypatch.setattr(runtime_module, "_BEFORE_KILL_S", 0.05)
-    (tmp_path / "ready").mkdir()
-    worker(monkeypatch, tmp_path / "ready", 1, count=2)
-    (tmp_path / "ready" / "0").write_text("1")
-    rt = _runtime(_Part(ready_after=None), grace_s=0.0)
-    started = time.monotonic()
-    asyncio.run(rt.start())
-    assert time.monotonic() - started < runtime_module.REPLACEMENT_READY_WAIT_S / 10
+    """Never ready: the worker listens anyway after REPLACEMENT_READY_WAIT_S, or sooner after
+    the grace plus part of KILL_AFTER_S (a SIGTERM during the wait takes effect only once it
+    listens, and the supervisor kills a worker still there KILL_AFTER_S past the grace)."""
+    _second_worker(monkeypatch, tmp_path, other_ready=True)
+    monkeypatch.setattr(runtime_module, "REPLACEMENT_READY_WAIT_S", wait_s)
+    monkeypatch.setattr(runtime_module, "_BEFORE_KILL_S", before_kill_s)
+    publisher = _Part(ready_after=None)
+    took = _start_s(_runtime(publisher, grace_s=grace_s))
+    assert publisher.calls > 1  # it waited
+    assert 0.04 <= took < 2.0, took  # about 0.05 s either way, not 30 s or 20 s
