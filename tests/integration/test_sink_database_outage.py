@@ -25,8 +25,7 @@ from sinks.base import SinkMetrics, SinkRunner
 from sinks.postgres.rows import with_rows
 from sinks.postgres.writer import PostgresWriter
 from tests.support.private_postgres import PrivatePostgres
-from tests.support.services import committed_offsets, free_port, wait_caught_up
-from tokentide.kafka import ensure_topics, pipeline_topics
+from tests.support.services import committed_offsets, free_port, sink_settings, wait_caught_up
 from tokentide.migrate import migrate
 from tokentide.records import Event, EventBatch, Rollup, RollupBatch, SessionState, Tokens
 from tokentide.settings import SinkSettings
@@ -137,18 +136,14 @@ async def test_every_acknowledged_record_lands_once_across_a_30s_database_outage
 ) -> None:
     dsn = private_pg.create_database("tokentide_fault")
     migrate(dsn)
-    settings = SinkSettings(
-        kafka_bootstrap=bootstrap,
-        topic_prefix=prefix,
-        database_url=dsn,
-        open_mode=True,
-        sink_group_id=prefix + "sink",
+    settings = await sink_settings(
+        bootstrap,
+        prefix,
+        dsn,
         partitions=2,
-        batch_linger_ms=50,
         batch_max_messages=200,
         retry_max_backoff_s=2.0,
     )
-    await ensure_topics(bootstrap, pipeline_topics(settings))
     registry = CollectorRegistry()
     runner = SinkRunner(settings, PostgresWriter(dsn, statement_timeout_s=10), SinkMetrics(registry))
     load = Load(settings)
@@ -197,17 +192,13 @@ async def test_partitions_assigned_while_the_database_is_down_wait_for_its_posit
     positions and applies every message since, exactly once."""
     dsn = private_pg.create_database("tokentide_restore")
     migrate(dsn)
-    settings = SinkSettings(
-        kafka_bootstrap=bootstrap,
-        topic_prefix=prefix,
-        database_url=dsn,
-        open_mode=True,
-        sink_group_id=prefix + "sink",
+    settings = await sink_settings(
+        bootstrap,
+        prefix,
+        dsn,
         partitions=1,
-        batch_linger_ms=50,
         retry_max_backoff_s=1.0,
     )
-    await ensure_topics(bootstrap, pipeline_topics(settings))
     topic = settings.topics.events
 
     def batch(n: int) -> bytes:

@@ -17,8 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from sinks.base import Batch, SinkMetrics, SinkRunner, WriteResult, decode
 from sinks.postgres.writer import PostgresWriter
-from tests.support.services import unique, wait_caught_up
-from tokentide.kafka import ensure_topics, pipeline_topics
+from tests.support.services import sink_settings, unique, wait_caught_up
 from tokentide.records import (
     Event,
     EventBatch,
@@ -298,16 +297,12 @@ async def test_the_partition_lock_is_taken_before_any_row_is_written(database: s
 async def sink(
     bootstrap: str, prefix: str, database: str
 ) -> AsyncIterator[tuple[SinkSettings, CollectorRegistry]]:
-    settings = SinkSettings(
-        kafka_bootstrap=bootstrap,
-        topic_prefix=prefix,
-        database_url=database,
-        open_mode=True,
-        sink_group_id=prefix + "sink",
-        batch_linger_ms=50,
+    settings = await sink_settings(
+        bootstrap,
+        prefix,
+        database,
         partitions=2,
     )
-    await ensure_topics(bootstrap, pipeline_topics(settings))
     registry = CollectorRegistry()
     runner = SinkRunner(settings, PostgresWriter(database), SinkMetrics(registry))
     await runner.start()

@@ -22,8 +22,7 @@ from streams.normalise import default_registry
 from streams.processor import Output, Processor
 from streams.state import StoredSession
 from tests.support.captures import cases, exports
-from tests.support.services import read_all, wait_caught_up
-from tokentide.kafka import ensure_topics, pipeline_topics
+from tests.support.services import read_all, sink_settings, wait_caught_up
 from tokentide.records import EventBatch, Tokens, replace
 from tokentide.settings import SinkSettings
 
@@ -104,15 +103,7 @@ async def wait_rows(dsn: str, table: str, count: int, timeout_s: float = 30) -> 
 
 @pytest.fixture
 async def sink(bootstrap: str, prefix: str, database: str) -> AsyncIterator[SinkSettings]:
-    settings = SinkSettings(
-        kafka_bootstrap=bootstrap,
-        topic_prefix=prefix,
-        database_url=database,
-        open_mode=True,
-        sink_group_id=prefix + "sink",
-        batch_linger_ms=50,
-    )
-    await ensure_topics(bootstrap, pipeline_topics(settings))
+    settings = await sink_settings(bootstrap, prefix, database)
     runner = SinkRunner(settings, PostgresWriter(database), SinkMetrics(CollectorRegistry()))
     await runner.start()
     yield settings
@@ -215,16 +206,12 @@ async def test_where_the_cost_comes_from_reaches_the_table_and_the_api(
 async def test_poison_rows_go_to_the_dead_letter_topic_without_blocking_the_partition(
     bootstrap: str, prefix: str, database: str
 ) -> None:
-    settings = SinkSettings(
-        kafka_bootstrap=bootstrap,
-        topic_prefix=prefix,
-        database_url=database,
-        open_mode=True,
-        sink_group_id=prefix + "sink",
-        batch_linger_ms=50,
+    settings = await sink_settings(
+        bootstrap,
+        prefix,
+        database,
         partitions=1,  # one partition: the good message after the poison one must still land
     )
-    await ensure_topics(bootstrap, pipeline_topics(settings))
     events = [e for o in outputs_of_captures() if o.events for e in o.events.events][:6]
     poison = replace(events[0], event_id="poison", tokens=Tokens(input=2**63))
     key = f"default/{events[0].session_id}".encode()

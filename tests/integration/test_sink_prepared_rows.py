@@ -31,8 +31,7 @@ from psycopg.types.json import Jsonb
 from sinks.base import Batch, SinkMetrics, SinkRunner
 from sinks.postgres.rows import EVENTS_LAYOUT, POINTS_LAYOUT, event_rows, event_text, point_rows, with_rows
 from sinks.postgres.writer import PostgresWriter
-from tests.support.services import end_offsets, read_all, wait_caught_up
-from tokentide.kafka import ensure_topics, pipeline_topics
+from tests.support.services import end_offsets, read_all, sink_settings, wait_caught_up
 from tokentide.records import (
     CopyRow,
     CopyRows,
@@ -425,24 +424,9 @@ async def start_sink(settings: SinkSettings, database: str) -> Sink:
     return Sink(settings, registry, runner)
 
 
-async def sink_settings(bootstrap: str, prefix: str, database: str, partitions: int) -> SinkSettings:
-    """A sink's settings, its topics made with ``partitions`` partitions."""
-    settings = SinkSettings(
-        kafka_bootstrap=bootstrap,
-        topic_prefix=prefix,
-        database_url=database,
-        open_mode=True,
-        sink_group_id=prefix + "sink",
-        batch_linger_ms=50,
-        partitions=partitions,
-    )
-    await ensure_topics(bootstrap, pipeline_topics(settings))
-    return settings
-
-
 async def one_partition(bootstrap: str, prefix: str, database: str) -> SinkSettings:
     """Topics of one partition: the order of the messages is the test's."""
-    return await sink_settings(bootstrap, prefix, database, 1)
+    return await sink_settings(bootstrap, prefix, database, partitions=1)
 
 
 async def caught_up(
@@ -463,7 +447,7 @@ async def caught_up(
 
 @pytest.fixture
 async def settings(bootstrap: str, prefix: str, database: str) -> SinkSettings:
-    return await sink_settings(bootstrap, prefix, database, 2)
+    return await sink_settings(bootstrap, prefix, database, partitions=2)
 
 
 def other_layout(batch: EventBatch | PointBatch) -> EventBatch | PointBatch:

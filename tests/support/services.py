@@ -20,7 +20,7 @@ import socket
 import time
 import uuid
 from collections.abc import Iterable
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import psycopg
 import pytest
@@ -28,7 +28,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from psycopg import sql
 
+from tokentide.kafka import ensure_topics, pipeline_topics
 from tokentide.migrate import Layout, database_layout, migrate
+from tokentide.settings import SinkSettings
 
 #: The admin URL of a PostgreSQL server with TimescaleDB, for tests of both layouts at once.
 TIMESCALE_URL_ENV = "TIMESCALE_DATABASE_URL"
@@ -251,3 +253,20 @@ async def wait_caught_up(bootstrap: str, group: str, topics: list[str], timeout_
             await asyncio.sleep(0.5)
     finally:
         await admin.close()
+
+
+async def sink_settings(bootstrap: str, prefix: str, database_url: str, **overrides: Any) -> SinkSettings:
+    """A test sink's settings (open mode, its own group, a 50 ms linger, ``overrides``), with
+    the pipeline's topics made."""
+    fields: dict[str, Any] = {
+        "kafka_bootstrap": bootstrap,
+        "topic_prefix": prefix,
+        "database_url": database_url,
+        "open_mode": True,
+        "sink_group_id": prefix + "sink",
+        "batch_linger_ms": 50,
+        **overrides,
+    }
+    settings = SinkSettings(**fields)
+    await ensure_topics(bootstrap, pipeline_topics(settings))
+    return settings
