@@ -25,6 +25,7 @@ from aiokafka.protocol.metadata import MetadataRequest
 
 from ingest.errors import Unavailable
 from ingest.metrics import IngestMetrics
+from tokentide.compression import use_fast_lz4
 from tokentide.kafka import ensure_topics, pipeline_topics
 from tokentide.settings import IngestSettings
 
@@ -143,6 +144,7 @@ class RawPublisher:
 
     async def _connect(self) -> AIOKafkaProducer:
         delay = 0.5
+        use_fast_lz4()
         while True:
             producer = AIOKafkaProducer(
                 bootstrap_servers=self._settings.kafka_bootstrap,

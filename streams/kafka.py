@@ -22,6 +22,8 @@ from typing import Any, Protocol
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from tokentide.compression import use_fast_lz4
+
 
 class Consumer(Protocol):
     async def getmany(
@@ -81,6 +83,7 @@ class KafkaProducer:
     def __init__(
         self, bootstrap: str, transactional_id: str, *, max_request_size: int, timeout_s: float
     ) -> None:
+        use_fast_lz4()
         self._producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap,
             transactional_id=transactional_id,
