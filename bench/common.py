@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
 from pathlib import Path
 
 
@@ -26,3 +27,13 @@ def tree_cpu_seconds(pid: int) -> float:
             with contextlib.suppress(OSError):
                 todo.extend(int(c) for c in task.read_text().split())
     return total
+
+
+def start_profiler(pid: int, output: str, seconds: int) -> subprocess.Popen[bytes] | None:
+    """With BENCH_PYSPY=<path of py-spy>: sample ``pid`` at 100 Hz for ``seconds`` into
+    ``output`` (py-spy's raw format: one collapsed stack and its count per line); else None."""
+    py_spy = os.environ.get("BENCH_PYSPY")
+    if not py_spy:
+        return None
+    command = [py_spy, "record", "-o", output, "-f", "raw", "-r", "100", "-p", str(pid), "-d", str(seconds)]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

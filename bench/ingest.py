@@ -8,6 +8,10 @@ real Claude Code exports: each payload at several connection counts, reporting r
 records/s, p50/p99 latency and the CPU ingest used (the supervisor and all its workers; 100% is
 one core). The run at the fewest connections that still reaches the plateau shows latency
 below saturation.
+
+With ``BENCH_PYSPY=<path of py-spy>`` each run also samples one worker (the only process when
+``TOKENTIDE_INGEST_WORKERS=1``) into ``ingest-profile-<payload>-<connections>.txt`` in the
+current directory, py-spy's raw format.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import tree_cpu_seconds  # noqa: E402
+from bench.common import start_profiler, tree_cpu_seconds  # noqa: E402
 from tests.support.services import free_port, kafka_bootstrap, unique  # noqa: E402
 
 CAPTURES = ROOT / "tests" / "fixtures" / "claude-code"
@@ -95,6 +99,15 @@ def start_ingest(bootstrap: str, port: int, log: Path) -> subprocess.Popen[bytes
     raise SystemExit(f"ingest did not become ready:\n{log.read_text()}")
 
 
+def a_worker(pid: int) -> int:
+    """The first worker process of the ingest at ``pid`` (``pid`` itself when it has none)."""
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        children = task.read_text().split()
+        if children:
+            return int(children[0])
+    return pid
+
+
 def run_wrk(url: str, payload: Payload, connections: int, seconds: int) -> dict[str, int]:
     env = {**os.environ, "BODY_FILE": str(payload.file), "CONTENT_TYPE": payload.content_type}
     out = subprocess.run(
@@ -131,6 +144,8 @@ def main() -> None:
             for payload in payloads():
                 run_wrk(url, payload, 4, 2)  # warm-up
                 for connections in (int(c) for c in args.connections.split(",")):
+                    profile = f"ingest-profile-{payload.name.replace(' ', '-')}-{connections}.txt"
+                    profiler = start_profiler(a_worker(process.pid), profile, max(1, args.seconds - 1))
                     before, started = tree_cpu_seconds(process.pid), time.monotonic()
                     r = run_wrk(url, payload, connections, args.seconds)
                     cpu = (tree_cpu_seconds(process.pid) - before) / (time.monotonic() - started)
@@ -140,6 +155,9 @@ def main() -> None:
                         f"{payload.name:17s} {connections:5d} {rate:8.0f} {rate * payload.records:10.0f} "
                         f"{r['p50_us'] / 1000:7.1f} {r['p99_us'] / 1000:7.1f} {100 * cpu:9.0f}% {errors:6d}"
                     )
+                    if profiler is not None:
+                        profiler.wait(30)
+                        print(f"  profile: {profile}")
         finally:
             os.killpg(process.pid, signal.SIGTERM)
             process.wait(30)

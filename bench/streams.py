@@ -12,6 +12,9 @@ On the Kafka given by KAFKA_BOOTSTRAP (``make bench-streams`` provides one):
    export at a time at a steady rate; each ``context_warning`` is matched with the raw message
    that caused it (by event time), and the latency is the signal record's Kafka timestamp minus
    the raw record's.
+
+With ``BENCH_PYSPY=<path of py-spy>`` the worker is also sampled for the first 20 s of the
+backlog into ``streams-profile.txt`` in the current directory, py-spy's raw format.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import cpu_seconds  # noqa: E402
+from bench.common import cpu_seconds, start_profiler  # noqa: E402
 from tests.support.captures import FIXTURES, export_for  # noqa: E402
 from tests.support.services import free_port, kafka_bootstrap, unique, wait_caught_up  # noqa: E402
 from tokentide.kafka import ensure_topics, pipeline_topics  # noqa: E402
@@ -127,28 +130,6 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
             pass
         time.sleep(0.2)
     raise SystemExit(f"worker not ready:\n{log.read_text()[-3000:]}")
-
-
-def start_profiler(pid: int) -> subprocess.Popen[bytes] | None:
-    """With BENCH_PYSPY=<path of py-spy>: profile the worker for 20 s into streams-profile.txt."""
-    py_spy = os.environ.get("BENCH_PYSPY")
-    if not py_spy:
-        return None
-    command = [
-        py_spy,
-        "record",
-        "-o",
-        "streams-profile.txt",
-        "-f",
-        "raw",
-        "-r",
-        "100",
-        "-p",
-        str(pid),
-        "-d",
-        "20",
-    ]
-    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 async def processed(url: str, messages: int, timeout_s: float) -> None:
@@ -284,7 +265,7 @@ async def main() -> None:
         process, url = start_worker(bootstrap, prefix, workdir)
         try:
             wait_ready(url, process, workdir / "streams.log")
-            profiler = start_profiler(process.pid)
+            profiler = start_profiler(process.pid, "streams-profile.txt", 20)
             started, cpu0 = time.monotonic(), cpu_seconds(process.pid)
             await processed(url, messages, timeout_s=600)
             elapsed, cpu = time.monotonic() - started, cpu_seconds(process.pid) - cpu0
