@@ -13,7 +13,11 @@ On the Kafka given by KAFKA_BOOTSTRAP (``make bench-streams`` provides one):
    that caused it (by event time), and the latency is the signal record's Kafka timestamp minus
    the raw record's.
 
-With ``BENCH_PYSPY=<path of py-spy>`` the worker is also sampled for the first 20 s of the
+``--workers N`` starts N workers in one consumer group, sharing the raw topics' partitions (4
+by default, ``TOKENTIDE_PARTITIONS`` when set), timed from the moment all are ready; what the
+first ones applied before that is left out of the rate.
+
+With ``BENCH_PYSPY=<path of py-spy>`` the (first) worker is also sampled for the first 20 s of the
 backlog into ``streams-profile.txt`` in the current directory, py-spy's raw format.
 """
 
@@ -96,7 +100,10 @@ def headers(signal_name: str, session_id: str) -> list[tuple[str, bytes]]:
     ]
 
 
-def start_worker(bootstrap: str, prefix: str, workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_worker(
+    bootstrap: str, prefix: str, workdir: Path, index: int = 0
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Worker ``index`` of the stage (its own data directory, port and log, one consumer group)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENTIDE_")}
     env.update(
@@ -104,11 +111,11 @@ def start_worker(bootstrap: str, prefix: str, workdir: Path) -> tuple[subprocess
         TOKENTIDE_OPEN_MODE="1",
         TOKENTIDE_TOPIC_PREFIX=prefix,
         TOKENTIDE_STREAMS_APP_ID=prefix + "streams",
-        TOKENTIDE_DATA_DIR=str(workdir / "data"),
+        TOKENTIDE_DATA_DIR=str(workdir / f"data{index}"),
         TOKENTIDE_STREAMS_PORT=str(port),
         TOKENTIDE_LOG_LEVEL="WARNING",
     )
-    with (workdir / "streams.log").open("wb") as out:
+    with (workdir / f"streams{index}.log").open("wb") as out:
         process = subprocess.Popen(
             [str(Path(sys.executable).with_name("tokentide")), "streams"],
             env=env,
@@ -132,21 +139,30 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
     raise SystemExit(f"worker not ready:\n{log.read_text()[-3000:]}")
 
 
-async def processed(url: str, messages: int, timeout_s: float) -> None:
-    """Poll the worker's message counter (every 20 ms) until it has applied ``messages``."""
+async def applied(client: httpx.AsyncClient, urls: list[str]) -> float:
+    """Raw messages the workers at ``urls`` have applied and committed, all together (each
+    counts a batch after its transaction committed, so a partition that moved is not counted
+    twice)."""
+    done = 0.0
+    for url in urls:
+        text = (await client.get(url + "/metrics")).text
+        done += sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("tokentide_streams_messages_total{")
+        )
+    return done
+
+
+async def processed(urls: list[str], messages: int, timeout_s: float) -> None:
+    """Poll the workers' message counters (every 20 ms) until they have applied ``messages``."""
     deadline = time.monotonic() + timeout_s
     async with httpx.AsyncClient(timeout=5) as client:
         while time.monotonic() < deadline:
-            text = (await client.get(url + "/metrics")).text
-            done = sum(
-                float(line.rsplit(" ", 1)[1])
-                for line in text.splitlines()
-                if line.startswith("tokentide_streams_messages_total{")
-            )
-            if done >= messages:
+            if await applied(client, urls) >= messages:
                 return
             await asyncio.sleep(0.02)
-    raise TimeoutError(f"the worker did not apply {messages} messages in {timeout_s}s")
+    raise TimeoutError(f"the workers did not apply {messages} messages in {timeout_s}s")
 
 
 async def backlog(
@@ -243,6 +259,12 @@ async def main() -> None:
     parser.add_argument("--sessions", type=int, default=200)
     parser.add_argument("--exports", type=int, default=40, help="logs exports per session")
     parser.add_argument("--metrics-every", type=int, default=4, help="one metrics export per N logs exports")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="stream workers in one group (the raw topics' partitions are shared among them)",
+    )
     parser.add_argument("--live-sessions", type=int, default=50)
     parser.add_argument(
         "--live-rate", type=float, default=200.0, help="raw messages per second in the latency run"
@@ -262,25 +284,41 @@ async def main() -> None:
     )
     with tempfile.TemporaryDirectory(prefix="tokentide-bench-") as tmp:
         workdir = Path(tmp)
-        process, url = start_worker(bootstrap, prefix, workdir)
+        workers = [start_worker(bootstrap, prefix, workdir, i) for i in range(args.workers)]
+        urls = [url for _, url in workers]
         try:
-            wait_ready(url, process, workdir / "streams.log")
-            profiler = start_profiler(process.pid, "streams-profile.txt", 20)
-            started, cpu0 = time.monotonic(), cpu_seconds(process.pid)
-            await processed(url, messages, timeout_s=600)
-            elapsed, cpu = time.monotonic() - started, cpu_seconds(process.pid) - cpu0
+            for i, (process, url) in enumerate(workers):
+                wait_ready(url, process, workdir / f"streams{i}.log")
+            profiler = start_profiler(workers[0][0].pid, "streams-profile.txt", 20)
+            async with httpx.AsyncClient(timeout=5) as client:
+                # With several workers, the first ready may have begun before the last was:
+                # what it applied by now is left out of the rate.
+                before = await applied(client, urls)
+            started = time.monotonic()
+            cpu0 = [cpu_seconds(process.pid) for process, _ in workers]
+            await processed(urls, messages, timeout_s=600)
+            elapsed = time.monotonic() - started
+            cpus = [cpu_seconds(process.pid) - c for (process, _), c in zip(workers, cpu0, strict=True)]
+            cpu = sum(cpus)
             await wait_caught_up(
                 bootstrap,
                 prefix + "streams",
                 [topics.raw(Signal.LOGS), topics.raw(Signal.METRICS)],
                 timeout_s=600,
             )
-            records = events + points
+            # The events and points of the messages applied in the timed span, in proportion.
+            share = (messages - before) / messages
+            records = (events + points) * share
             print(
-                f"throughput: {messages / elapsed:.0f} messages/s, {records / elapsed:.0f} events+points/s "
-                f"({elapsed:.1f} s from ready to the last message applied; worker CPU "
+                f"throughput: {(messages - before) / elapsed:.0f} messages/s, {records / elapsed:.0f} "
+                f"events+points/s ({elapsed:.1f} s from ready to the last message applied; worker CPU "
                 f"{100 * cpu / elapsed:.0f}% of a core, {1e6 * cpu / records:.0f} us per record)"
             )
+            if len(workers) > 1:
+                print(
+                    f"  {len(workers)} workers, {before:.0f} messages applied before the last was ready; "
+                    "CPU per worker: " + ", ".join(f"{100 * c / elapsed:.0f}%" for c in cpus)
+                )
             if profiler is not None:
                 await asyncio.to_thread(profiler.wait)
             latencies = sorted(await live_latency(bootstrap, topics, args.live_sessions, args.live_rate))
@@ -293,8 +331,10 @@ async def main() -> None:
             else:
                 print(f"latency: only {len(latencies)} signals seen")
         finally:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(60)
+            for process, _ in workers:
+                os.killpg(process.pid, signal.SIGTERM)
+            for process, _ in workers:
+                process.wait(60)
 
 
 if __name__ == "__main__":
