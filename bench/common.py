@@ -17,15 +17,22 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def children(pid: int) -> list[int]:
+    """The live child processes of ``pid``, in the order Linux lists them (/proc)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            found.extend(int(c) for c in task.read_text().split())
+    return found
+
+
 def tree_cpu_seconds(pid: int) -> float:
     """:func:`cpu_seconds` of ``pid`` and of every live descendant (all of a server's workers)."""
     total, todo = 0.0, [pid]
     while todo:
         current = todo.pop()
         total += cpu_seconds(current)
-        for task in Path(f"/proc/{current}/task").glob("*/children"):
-            with contextlib.suppress(OSError):
-                todo.extend(int(c) for c in task.read_text().split())
+        todo.extend(children(current))
     return total
 
 

@@ -35,7 +35,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import start_profiler, tree_cpu_seconds  # noqa: E402
+from bench.common import children, start_profiler, tree_cpu_seconds  # noqa: E402
 from tests.support.services import free_port, kafka_bootstrap, unique  # noqa: E402
 
 CAPTURES = ROOT / "tests" / "fixtures" / "claude-code"
@@ -99,15 +99,6 @@ def start_ingest(bootstrap: str, port: int, log: Path) -> subprocess.Popen[bytes
     raise SystemExit(f"ingest did not become ready:\n{log.read_text()}")
 
 
-def a_worker(pid: int) -> int:
-    """The first worker process of the ingest at ``pid`` (``pid`` itself when it has none)."""
-    for task in Path(f"/proc/{pid}/task").glob("*/children"):
-        children = task.read_text().split()
-        if children:
-            return int(children[0])
-    return pid
-
-
 def run_wrk(url: str, payload: Payload, connections: int, seconds: int) -> dict[str, int]:
     env = {**os.environ, "BODY_FILE": str(payload.file), "CONTENT_TYPE": payload.content_type}
     out = subprocess.run(
@@ -145,7 +136,9 @@ def main() -> None:
                 run_wrk(url, payload, 4, 2)  # warm-up
                 for connections in (int(c) for c in args.connections.split(",")):
                     profile = f"ingest-profile-{payload.name.replace(' ', '-')}-{connections}.txt"
-                    profiler = start_profiler(a_worker(process.pid), profile, max(1, args.seconds - 1))
+                    # One worker: the first child, or the process itself when it has none.
+                    worker = next(iter(children(process.pid)), process.pid)
+                    profiler = start_profiler(worker, profile, max(1, args.seconds - 1))
                     before, started = tree_cpu_seconds(process.pid), time.monotonic()
                     r = run_wrk(url, payload, connections, args.seconds)
                     cpu = (tree_cpu_seconds(process.pid) - before) / (time.monotonic() - started)
